@@ -1,0 +1,1 @@
+"""infership.bench — benchmark harness: scenarios, statistics, results, comparison, reports."""

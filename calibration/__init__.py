@@ -1,0 +1,1 @@
+"""infership.calibration — re-iterable calibration data and adapters for ONNX Runtime and NNCF."""

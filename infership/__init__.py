@@ -1,0 +1,78 @@
+"""infership — take a fine-tuned PyTorch model to a fast, validated deployment.
+
+The public API is re-exported here lazily: ``import infership`` and ``from infership import Predictor``
+import neither torch, onnxruntime nor openvino. Converters and the benchmark harness load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # runtime
+    "Predictor": "infership.runtime",
+    "Artifact": "infership.runtime",
+    "ArtifactWriter": "infership.runtime",
+    "Manifest": "infership.runtime",
+    "Variant": "infership.runtime",
+    "Preprocessing": "infership.runtime",
+    "TensorSpec": "infership.runtime",
+    "BackendOptions": "infership.runtime",
+    "PerformanceHint": "infership.runtime",
+    "Placement": "infership.runtime",
+    "InfershipError": "infership.runtime",
+    "InvalidInputError": "infership.runtime",
+    "ArtifactError": "infership.runtime",
+    "IntegrityError": "infership.runtime",
+    "BackendUnavailable": "infership.runtime",
+    "InferenceError": "infership.runtime",
+    "ConversionError": "infership.runtime",
+    "ValidationError": "infership.runtime",
+    "BackendFallbackWarning": "infership.runtime",
+    "backend_status": "infership.runtime",
+    "register_backend": "infership.runtime",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'infership' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from infership.runtime import (  # noqa: F401
+        Artifact,
+        ArtifactError,
+        ArtifactWriter,
+        BackendFallbackWarning,
+        BackendOptions,
+        BackendUnavailable,
+        ConversionError,
+        InferenceError,
+        InfershipError,
+        IntegrityError,
+        InvalidInputError,
+        Manifest,
+        PerformanceHint,
+        Placement,
+        Predictor,
+        Preprocessing,
+        TensorSpec,
+        ValidationError,
+        Variant,
+        backend_status,
+        register_backend,
+    )

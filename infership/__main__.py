@@ -1,0 +1,5 @@
+import sys
+
+from infership.cli import main
+
+sys.exit(main())

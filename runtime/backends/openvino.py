@@ -1,0 +1,164 @@
+"""OpenVINO backend: IR (``.xml`` + ``.bin``) or ONNX, CPU by default, any OpenVINO device string.
+
+Thread safety: ``CompiledModel.__call__`` reuses one stored request, so each calling thread gets its own
+``InferRequest`` (thread-local). Compiled blobs are cached in ``CACHE_DIR`` (under the artifact when it is
+writable) so the second load skips compilation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifact import Artifact
+from ..backend import BackendOptions, PerformanceHint, Placement, SessionBase
+from ..errors import ArtifactError, BackendUnavailable, InferenceError
+from ..manifest import Variant
+from ..spec import TensorSpec
+
+log = logging.getLogger(__name__)
+
+
+def _import_ov():
+    try:
+        import openvino
+    except ImportError as exc:
+        raise BackendUnavailable("openvino is not installed: pip install 'infership[openvino]'") from exc
+    return openvino
+
+
+class OpenVinoBackend:
+    """OpenVINO Runtime."""
+
+    name = "openvino"
+    formats: tuple[str, ...] = ("openvino", "onnx")
+    default_device = "CPU"
+    extra_keys = frozenset({"config", "inference_precision"})
+
+    def __init__(self) -> None:
+        self._core: Any = None
+        self._lock = threading.Lock()
+
+    def core(self) -> Any:
+        with self._lock:
+            if self._core is None:
+                self._core = _import_ov().Core()
+            return self._core
+
+    @staticmethod
+    def _ov_device(device: str | None) -> str:
+        if device is None or device.lower() == "cpu":
+            return "CPU"
+        return device
+
+    def check(self, device: str | None = None) -> None:
+        core = self.core()
+        dev = self._ov_device(device)
+        base = dev.split(":")[0].split(".")[0]
+        if base in ("AUTO", "MULTI", "HETERO", "BATCH"):
+            return
+        available = core.available_devices
+        if dev not in available and not any(d.startswith(base) for d in available):
+            raise BackendUnavailable(f"OpenVINO device {dev!r} not found; available: {', '.join(available) or 'none'}")
+
+    def open(self, artifact: Artifact, variant: Variant, options: BackendOptions) -> OpenVinoSession:
+        unknown = set(options.extra) - self.extra_keys
+        if unknown:
+            raise BackendUnavailable(f"openvino: unknown extra option(s) {sorted(unknown)}; known: {sorted(self.extra_keys)}")
+        core = self.core()
+        device = self._ov_device(options.device)
+        config: dict[str, Any] = {
+            "PERFORMANCE_HINT": "THROUGHPUT" if options.hint is PerformanceHint.THROUGHPUT else "LATENCY"
+        }
+        if options.intra_op_threads is not None:
+            config["INFERENCE_NUM_THREADS"] = int(options.intra_op_threads)
+        if options.num_streams is not None:
+            config["NUM_STREAMS"] = str(options.num_streams)
+        if device.startswith("CPU"):
+            # An fp32 variant means fp32 arithmetic: without this, CPUs with AMX/bf16 silently run bf16.
+            want = options.extra.get("inference_precision") or ("f32" if variant.precision == "fp32" else None)
+            if want:
+                config["INFERENCE_PRECISION_HINT"] = want
+        config.update(dict(options.extra.get("config", {})))
+        cache = options.cache_dir or (artifact.root / "cache" / "openvino")
+        if options.cache_dir is not None or os.access(artifact.root, os.W_OK):
+            Path(cache).mkdir(parents=True, exist_ok=True)
+            config["CACHE_DIR"] = os.fspath(cache)
+        files = [artifact.path_of(f) for f in variant.files]
+        try:
+            if variant.format == "openvino":
+                xml = next((p for p in files if p.suffix == ".xml"), None)
+                binf = next((p for p in files if p.suffix == ".bin"), None)
+                if xml is None:
+                    raise ArtifactError(f"variant {variant.id!r} has no .xml file")
+                model = core.read_model(os.fspath(xml), os.fspath(binf) if binf else None)
+            else:
+                model = core.read_model(os.fspath(files[0]))
+        except ArtifactError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses with C++ messages
+            raise ArtifactError(f"OpenVINO cannot read {files[0].name}: {str(exc).strip()[:400]}") from exc
+        try:
+            compiled = core.compile_model(model, device, config)
+        except Exception as exc:  # noqa: BLE001 - see above
+            raise BackendUnavailable(f"openvino: compiling for {device} failed: {str(exc).strip()[:400]}") from exc
+        try:
+            devices = tuple(compiled.get_property("EXECUTION_DEVICES"))
+        except Exception:  # noqa: BLE001 - property missing on some plugins; placement detail is optional
+            devices = (device,)
+        placement = Placement(backend=self.name, device=device, providers=devices)
+        return OpenVinoSession(compiled, artifact, placement)
+
+
+class OpenVinoSession(SessionBase):
+    """One compiled model; one InferRequest per calling thread."""
+
+    def __init__(self, compiled: Any, artifact: Artifact, placement: Placement) -> None:
+        self._compiled = compiled
+        self.placement = placement
+        self.inputs: tuple[TensorSpec, ...] = tuple(artifact.manifest.inputs)
+        self.outputs: tuple[TensorSpec, ...] = tuple(artifact.manifest.outputs)
+        self._local = threading.local()
+        # Map manifest output names to compiled-model output ports (names survive conversion; fall back
+        # to position when a converter renamed them).
+        ports = list(compiled.outputs)
+        self._out_ports: list[tuple[str, int]] = []
+        for i, spec in enumerate(self.outputs):
+            idx = next((j for j, p in enumerate(ports) if spec.name in p.get_names()), None)
+            if idx is None:
+                if len(ports) != len(self.outputs):
+                    raise ArtifactError(f"openvino model has {len(ports)} outputs, the manifest lists {len(self.outputs)}")
+                idx = i
+            self._out_ports.append((spec.name, idx))
+        in_names = set()
+        for p in compiled.inputs:
+            in_names |= set(p.get_names())
+        missing = [s.name for s in self.inputs if s.name not in in_names]
+        if missing:
+            raise ArtifactError(f"openvino model has no input(s) named {missing}")
+
+    def _request(self) -> Any:
+        req = getattr(self._local, "req", None)
+        if req is None:
+            req = self._compiled.create_infer_request()
+            self._local.req = req
+        return req
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        req = self._request()
+        try:
+            res = req.infer(dict(feeds), share_inputs=True, share_outputs=True)
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses
+            raise InferenceError(f"openvino inference failed: {exc}") from exc
+        # share_outputs gives views into the request's buffers, overwritten by its next call: copy once.
+        return {name: np.array(res[idx], copy=True) for name, idx in self._out_ports}
+
+    def close(self) -> None:
+        self._compiled = None
+        self._local = threading.local()

@@ -1,0 +1,122 @@
+"""PyTorch backend: runs the ``torch.export`` program (``.pt2``) or TorchScript file stored in the artifact.
+
+This is the reference every other backend is compared with. CPU and CUDA.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..artifact import Artifact
+from ..backend import BackendOptions, Placement, SessionBase
+from ..errors import ArtifactError, BackendUnavailable, InferenceError
+from ..manifest import Variant
+from ..spec import TensorSpec
+
+log = logging.getLogger(__name__)
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError as exc:
+        raise BackendUnavailable("torch is not installed: pip install 'infership[torch]'") from exc
+    return torch
+
+
+class TorchBackend:
+    """PyTorch eager execution of an exported program or TorchScript module."""
+
+    name = "torch"
+    formats: tuple[str, ...] = ("torch-export", "torchscript")
+    default_device = "cpu"
+    extra_keys = frozenset()
+
+    def check(self, device: str | None = None) -> None:
+        dev = device or "cpu"
+        if dev == "cpu":
+            # Importing torch costs seconds; finding it is enough to know the CPU path can run.
+            if importlib.util.find_spec("torch") is None:
+                raise BackendUnavailable("torch is not installed: pip install 'infership[torch]'")
+            return
+        torch = _import_torch()
+        if dev.startswith("cuda"):
+            if not torch.cuda.is_available():
+                from ..hardware import no_gpu_reason
+
+                why = no_gpu_reason() or "torch.cuda.is_available() is False (CPU-only build or driver mismatch)"
+                raise BackendUnavailable(f"torch on {dev}: {why}")
+            idx = int(dev.split(":", 1)[1]) if ":" in dev else 0
+            if idx >= torch.cuda.device_count():
+                raise BackendUnavailable(f"torch: {dev} requested, {torch.cuda.device_count()} CUDA device(s) visible")
+        elif dev != "cpu":
+            raise BackendUnavailable(f"torch backend runs on 'cpu' or 'cuda[:N]', got {dev!r}")
+
+    def open(self, artifact: Artifact, variant: Variant, options: BackendOptions) -> TorchSession:
+        torch = _import_torch()
+        if options.extra:
+            raise BackendUnavailable(f"torch: unknown extra option(s) {sorted(options.extra)}")
+        device = torch.device(options.device or "cpu")
+        if options.intra_op_threads is not None:
+            torch.set_num_threads(int(options.intra_op_threads))  # process-wide in torch; recorded in placement
+        path = artifact.path_of(variant.files[0])
+        try:
+            if variant.format == "torch-export":
+                program = torch.export.load(os.fspath(path))
+                module = program.module()
+                module.to(device)
+            else:
+                module = torch.jit.load(os.fspath(path), map_location=device)
+                module.eval()
+        except Exception as exc:  # noqa: BLE001 - torch raises many unrelated types for a bad file
+            raise ArtifactError(f"torch cannot load {path.name}: {type(exc).__name__}: {str(exc)[:300]}") from exc
+        placement = Placement(backend=self.name, device=str(device), providers=(f"torch {torch.__version__} {device}",))
+        return TorchSession(module, artifact, placement, device)
+
+
+class TorchSession(SessionBase):
+    def __init__(self, module: Any, artifact: Artifact, placement: Placement, device: Any) -> None:
+        import torch
+
+        self._torch = torch
+        self._module = module
+        self._device = device
+        self.placement = placement
+        self.inputs: tuple[TensorSpec, ...] = tuple(artifact.manifest.inputs)
+        self.outputs: tuple[TensorSpec, ...] = tuple(artifact.manifest.outputs)
+        self._in_names = [s.name for s in self.inputs]
+        self._out_names = [s.name for s in self.outputs]
+        self._cuda = device.type == "cuda"
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self._torch
+        args = []
+        for name in self._in_names:
+            value = feeds[name]
+            t = torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+            if self._cuda:
+                t = t.to(self._device, non_blocking=True)
+            args.append(t)
+        try:
+            with torch.inference_mode():
+                out = self._module(*args)
+        except Exception as exc:  # noqa: BLE001 - arbitrary model code
+            raise InferenceError(f"torch forward failed: {type(exc).__name__}: {exc}") from exc
+        if isinstance(out, Mapping):
+            values = [out[n] for n in self._out_names]
+        elif isinstance(out, (tuple, list)):
+            values = list(out)
+        else:
+            values = [out]
+        if len(values) != len(self._out_names):
+            raise InferenceError(f"model returned {len(values)} outputs, the manifest lists {len(self._out_names)}")
+        return {n: v.detach().cpu().numpy() for n, v in zip(self._out_names, values, strict=True)}
+
+    def close(self) -> None:
+        self._module = None

@@ -1,0 +1,377 @@
+"""The Predictor: the one interface production code uses to run an artifact."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import registry
+from .artifact import Artifact
+from .backend import BackendOptions, PerformanceHint, Placement, Session
+from .errors import ArtifactError, BackendUnavailable, InvalidInputError
+from .manifest import Variant
+from .spec import TensorSpec
+
+log = logging.getLogger(__name__)
+
+_OPTION_FIELDS = {f.name for f in fields(BackendOptions)} - {"device", "precision", "extra"}
+
+
+class BackendFallbackWarning(UserWarning):
+    """Emitted when a requested backend could not run and a caller-supplied fallback was used."""
+
+
+def _to_numpy(value: Any) -> Any:
+    """Turn a CPU torch tensor into a numpy view (no copy); leave everything else alone."""
+    mod = type(value).__module__
+    if mod.startswith("torch"):
+        if getattr(value, "is_cuda", False) or str(getattr(value, "device", "cpu")) != "cpu":
+            value = value.detach().cpu()
+        return value.detach().numpy()
+    return value
+
+
+class Predictor:
+    """Runs one variant of an artifact on one backend.
+
+    Create with :meth:`load`. ``predict`` takes one array (single-input models) or a mapping
+    name → array (numpy arrays or torch tensors, any memory layout) and returns a dict
+    output name → numpy array. Thread-safe: one Predictor may be called from many threads.
+
+    Attributes:
+        inputs: Input specs (name, dtype, shape with symbolic dims).
+        outputs: Output specs.
+        backend: Name of the backend actually running the model.
+        variant: The artifact variant loaded.
+        placement: Where the runtime placed the model (providers/devices, node counts, fallback).
+    """
+
+    def __init__(self, artifact: Artifact, variant: Variant, session: Session, backend: str) -> None:
+        self.artifact = artifact
+        self.variant = variant
+        self.backend = backend
+        self._session = session
+        self.inputs: tuple[TensorSpec, ...] = tuple(artifact.manifest.inputs)
+        self.outputs: tuple[TensorSpec, ...] = tuple(artifact.manifest.outputs)
+        self._input_names = tuple(s.name for s in self.inputs)
+        self._input_set = frozenset(self._input_names)
+        self._single = self.inputs[0] if len(self.inputs) == 1 else None
+        self._chunk = self._chunk_size(session)
+        self._preprocess = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str] | Artifact,
+        *,
+        backend: str = "auto",
+        precision: str | None = None,
+        device: str | None = None,
+        fallback: Sequence[str] | None = None,
+        variant: str | None = None,
+        max_batch: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Predictor:
+        """Open an artifact directory or a bare ``.onnx`` file on a backend.
+
+        Args:
+            path: Artifact directory, ``.onnx`` file, or an :class:`Artifact`.
+            backend: A registered backend name, or ``"auto"`` (the fastest available for the device;
+                see :mod:`infership.runtime.registry` for the rule).
+            precision: ``"fp32"`` (the default), ``"fp16"`` or ``"int8"``: which variant to load.
+            device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or an OpenVINO device string.
+            fallback: Backends to try, in order, if ``backend`` cannot run. Without it, an unavailable
+                backend raises — there is never a silent fallback. A used fallback is warned about and
+                recorded in :attr:`placement`.
+            variant: Load this variant id exactly (overrides ``precision``).
+            max_batch: Split batches larger than this into several runs (static-batch models are
+                split at their batch size automatically).
+            extra: Backend-specific options (e.g. ``{"trt_max_workspace_size": ...}``); unknown keys
+                raise.
+            **options: Any field of :class:`BackendOptions`: ``intra_op_threads``, ``inter_op_threads``,
+                ``hint`` (``"latency"``/``"throughput"``), ``num_streams``, ``cache_dir``, ``io_binding``.
+
+        Raises:
+            ArtifactError: The artifact is missing, malformed, or has no suitable variant.
+            IntegrityError: A model file does not match its recorded hash.
+            BackendUnavailable: The backend (and every fallback) cannot run here; says why.
+            ValueError: An unknown option.
+        """
+        artifact = path if isinstance(path, Artifact) else Artifact.load(path)
+        unknown = set(options) - _OPTION_FIELDS
+        if unknown:
+            raise InvalidInputError(
+                f"unknown option(s) {sorted(unknown)}; expected any of {sorted(_OPTION_FIELDS)} "
+                "(backend-specific options go in extra={...})"
+            )
+        if "hint" in options and not isinstance(options["hint"], PerformanceHint):
+            options["hint"] = PerformanceHint(str(options["hint"]).lower())
+        if "cache_dir" in options and options["cache_dir"] is not None:
+            options["cache_dir"] = Path(options["cache_dir"])
+        base = BackendOptions(device=device, extra=dict(extra or {}), **options)
+
+        if backend == "auto":
+            candidates = cls._auto_candidates(artifact, precision, variant, device)
+            if fallback:
+                candidates += [b for b in fallback if b not in candidates]
+        else:
+            candidates = [backend, *(fallback or ())]
+        if not candidates:
+            raise BackendUnavailable(cls._nothing_runs_message(artifact, precision, device))
+
+        failures: list[tuple[str, str]] = []
+        for name in candidates:
+            try:
+                predictor = cls._open(artifact, name, precision, variant, base)
+            except BackendUnavailable as exc:
+                if backend != "auto" and name == backend and not fallback:
+                    raise
+                failures.append((name, str(exc)))
+                log.info("backend %s unavailable: %s", name, exc)
+                continue
+            if failures and backend != "auto":
+                first, why = failures[0]
+                predictor._session.placement = replace(
+                    predictor._session.placement, fallback_from=first, fallback_reason=why
+                )
+                warnings.warn(
+                    f"backend {first!r} could not run ({why}); fell back to {name!r} as requested",
+                    BackendFallbackWarning,
+                    stacklevel=2,
+                )
+            if max_batch is not None:
+                if max_batch < 1:
+                    raise InvalidInputError(f"max_batch must be >= 1, got {max_batch}")
+                predictor._chunk = min(max_batch, predictor._chunk or max_batch)
+            return predictor
+        detail = "; ".join(f"{n}: {why}" for n, why in failures)
+        raise BackendUnavailable(f"no backend could run {artifact.root}: {detail}")
+
+    @classmethod
+    def _open(
+        cls, artifact: Artifact, name: str, precision: str | None, variant_id: str | None, base: BackendOptions
+    ) -> Predictor:
+        be = registry.get_backend(name)
+        device = base.device or be.default_device
+        be.check(device)
+        variant = cls._select_variant(artifact, be.formats, precision, variant_id, name)
+        artifact.verify(variant)
+        opts = replace(base, device=device, precision=variant.precision)
+        session = be.open(artifact, variant, opts)
+        log.info("loaded %s variant %s on %s (%s)", artifact.manifest.name, variant.id, name, device)
+        return cls(artifact, variant, session, name)
+
+    @staticmethod
+    def _select_variant(
+        artifact: Artifact, formats: Sequence[str], precision: str | None, variant_id: str | None, backend: str
+    ) -> Variant:
+        m = artifact.manifest
+        if variant_id is not None:
+            v = m.variant(variant_id)
+            if v.format not in formats:
+                raise BackendUnavailable(
+                    f"variant {variant_id!r} is {v.format}; backend {backend!r} opens {', '.join(formats)}"
+                )
+            return v
+        want = precision or "fp32"
+        v = m.find(formats=formats, precision=want)
+        if v is None:
+            have = ", ".join(f"{x.id} ({x.format}/{x.precision})" for x in m.variants) or "none"
+            err = BackendUnavailable if any(x.precision == want for x in m.variants) else ArtifactError
+            raise err(
+                f"artifact {m.name!r} has no {want} variant that backend {backend!r} can open "
+                f"(it opens {', '.join(formats)}); variants: {have}"
+            )
+        return v
+
+    @staticmethod
+    def _auto_candidates(
+        artifact: Artifact, precision: str | None, variant_id: str | None, device: str | None
+    ) -> list[str]:
+        from .hardware import nvidia_gpus
+
+        want_gpu = device is not None and device.lower().startswith(("cuda", "gpu"))
+        if device is None:
+            want_gpu = bool(nvidia_gpus())
+        order = registry.GPU_ORDER if want_gpu else registry.CPU_ORDER
+        out = []
+        for name in order:
+            dev = device if device is not None else ("cuda" if want_gpu else None)
+            if registry.is_available(name, dev) is not None:
+                continue
+            be = registry.get_backend(name)
+            try:
+                Predictor._select_variant(artifact, be.formats, precision, variant_id, name)
+            except (ArtifactError, BackendUnavailable):
+                continue
+            out.append(name)
+        return out
+
+    @staticmethod
+    def _nothing_runs_message(artifact: Artifact, precision: str | None, device: str | None) -> str:
+        lines = [f"no backend can run {artifact.manifest.name!r} at {precision or 'fp32'} on {device or 'this machine'}:"]
+        for st in registry.backend_status(device):
+            if st.name != "fake":
+                lines.append(f"  {st.name}: {'available' if st.available else st.reason}")
+        return "\n".join(lines)
+
+    @staticmethod
+    def _chunk_size(session: Session) -> int | None:
+        sizes = {s.batch_size for s in session.inputs}
+        if len(sizes) == 1:
+            (b,) = sizes
+            return b
+        return None
+
+    # ------------------------------------------------------------------ running
+    @property
+    def placement(self) -> Placement:
+        return self._session.placement
+
+    @property
+    def manifest(self):  # noqa: ANN201 - Manifest; annotated in the docstring to keep imports light
+        """The artifact's :class:`~infership.runtime.manifest.Manifest`."""
+        return self.artifact.manifest
+
+    def predict(self, inputs: Any) -> dict[str, np.ndarray]:
+        """Run the model.
+
+        Args:
+            inputs: One array for single-input models, or a mapping input name → array. Arrays may be
+                numpy arrays or torch tensors of any memory layout; lossless dtype casts are applied.
+                If the artifact carries preprocessing, raw images are accepted too: file paths, PIL
+                images, HWC uint8 arrays, or a list of them.
+
+        Returns:
+            Output name → numpy array, batch-first like the inputs.
+
+        Raises:
+            InvalidInputError: Names, rank, dtype or a fixed dimension do not match (the message says
+                what was expected and what was given).
+            InferenceError: The runtime failed.
+        """
+        if self._closed:
+            raise InvalidInputError("this Predictor is closed")
+        single = self._single
+        if single is not None and isinstance(inputs, np.ndarray) and inputs.ndim == single.rank:
+            feeds = {single.name: single.check(inputs, check_batch=self._chunk is None)}
+        else:
+            feeds = self._prepare(inputs)
+        if self._chunk is None:
+            return self._session.run(feeds)
+        return self._run_chunked(feeds)
+
+    __call__ = predict
+
+    def _prepare(self, inputs: Any) -> dict[str, np.ndarray]:
+        check_batch = self._chunk is None
+        if isinstance(inputs, Mapping):
+            names = set(inputs)
+            if names != self._input_set:
+                missing = sorted(self._input_set - names)
+                extra = sorted(names - self._input_set)
+                raise InvalidInputError(
+                    f"expected inputs {list(self._input_names)}, got {sorted(map(str, names))}"
+                    + (f"; missing {missing}" if missing else "")
+                    + (f"; unexpected {extra}" if extra else "")
+                )
+            feeds = {}
+            for spec in self.inputs:
+                feeds[spec.name] = spec.check(self._as_array(inputs[spec.name], spec), check_batch=check_batch)
+            return feeds
+        if self._single is None:
+            raise InvalidInputError(
+                f"this model has {len(self.inputs)} inputs {list(self._input_names)}: pass a mapping name → array, "
+                f"got {type(inputs).__name__}"
+            )
+        spec = self._single
+        if self._looks_like_images(inputs, spec):
+            return {spec.name: self._images_to_tensor(inputs)}
+        return {spec.name: spec.check(self._as_array(inputs, spec), check_batch=check_batch)}
+
+    @staticmethod
+    def _as_array(value: Any, spec: TensorSpec) -> np.ndarray:
+        value = _to_numpy(value)
+        if isinstance(value, np.ndarray):
+            return value
+        if isinstance(value, (list, tuple, int, float)):
+            return np.asarray(value)
+        raise InvalidInputError(
+            f"input {spec.name!r}: expected a numpy array or torch tensor of shape {spec.shape_str()} "
+            f"and dtype {spec.dtype}, got {type(value).__name__}"
+        )
+
+    def _looks_like_images(self, value: Any, spec: TensorSpec) -> bool:
+        if self.manifest.preprocessing is None:
+            return False
+        if isinstance(value, (str, os.PathLike)):
+            return True
+        if type(value).__module__.startswith("PIL."):
+            return True
+        if isinstance(value, np.ndarray):
+            return value.dtype == np.uint8 and spec.dtype != "uint8" and value.ndim in (2, 3) and value.ndim < spec.rank
+        if isinstance(value, (list, tuple)) and value:
+            return all(self._looks_like_images(v, spec) for v in value)
+        return False
+
+    def _images_to_tensor(self, value: Any) -> np.ndarray:
+        from .preprocess import images_to_tensor
+
+        pre = self.manifest.preprocessing
+        assert pre is not None
+        items: Iterable[Any] = value if isinstance(value, (list, tuple)) else [value]
+        return images_to_tensor(list(items), pre, self._single)  # type: ignore[arg-type]
+
+    def _run_chunked(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        chunk = self._chunk
+        assert chunk is not None
+        sizes = {a.shape[0] for a in feeds.values()}
+        if len(sizes) != 1:
+            raise InvalidInputError(f"all inputs must have the same batch size, got {sorted(sizes)}")
+        (n,) = sizes
+        static = self._session.inputs[0].batch_size is not None
+        if n == chunk or (n < chunk and not static):
+            return self._session.run(feeds)
+        if n == 0:
+            raise InvalidInputError("empty batch: axis 0 has size 0")
+        parts: dict[str, list[np.ndarray]] = {}
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            piece = {k: a[start:stop] for k, a in feeds.items()}
+            real = stop - start
+            if static and real < chunk:
+                # A static-batch model needs a full batch: pad by repeating the last row, drop it after.
+                piece = {k: np.concatenate([a, np.repeat(a[-1:], chunk - real, axis=0)]) for k, a in piece.items()}
+            out = self._session.run(piece)
+            for k, v in out.items():
+                parts.setdefault(k, []).append(v[:real])
+        return {k: np.concatenate(v, axis=0) for k, v in parts.items()}
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Release the runtime session. Further ``predict`` calls raise."""
+        if not self._closed:
+            self._closed = True
+            self._session.close()
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Predictor({self.manifest.name!r}, backend={self.backend!r}, variant={self.variant.id!r}, "
+            f"device={self.placement.device!r})"
+        )

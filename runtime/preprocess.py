@@ -1,0 +1,85 @@
+"""Raw images → model input, using the preprocessing recorded in the artifact (the training transform).
+
+Pillow is imported only when images are actually fed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidInputError
+from .manifest import Preprocessing
+from .spec import TensorSpec
+
+
+def _pil():
+    try:
+        from PIL import Image
+    except ImportError as exc:  # pragma: no cover - pillow is in the convert extra
+        raise InvalidInputError("feeding raw images needs Pillow: pip install pillow") from exc
+    return Image
+
+
+def _open(item: Any, mode: str):
+    Image = _pil()
+    if isinstance(item, (str, os.PathLike)):
+        try:
+            img = Image.open(item)
+            img.load()
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"cannot read image {os.fspath(item)!r}: {exc}") from exc
+    elif isinstance(item, np.ndarray):
+        if item.dtype != np.uint8 or item.ndim not in (2, 3):
+            raise InvalidInputError(f"expected an HWC or HW uint8 image array, got {item.dtype} {list(item.shape)}")
+        img = Image.fromarray(item)
+    elif type(item).__module__.startswith("PIL."):
+        img = item
+    else:
+        raise InvalidInputError(f"expected an image path, PIL image or HWC uint8 array, got {type(item).__name__}")
+    return img.convert(mode)
+
+
+def preprocess_image(item: Any, pre: Preprocessing) -> np.ndarray:
+    """One image → float32 array in the model's layout (CHW or HWC), without the batch axis."""
+    Image = _pil()
+    mode = "L" if pre.channels == "L" else "RGB"
+    img = _open(item, mode)
+    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[pre.interpolation]
+    if pre.resize is not None:
+        if isinstance(pre.resize, int):
+            w, h = img.size
+            short = min(w, h)
+            size = (max(1, round(w * pre.resize / short)), max(1, round(h * pre.resize / short)))
+        else:
+            size = (int(pre.resize[1]), int(pre.resize[0]))
+        img = img.resize(size, resample)
+    if pre.crop is not None:
+        ch, cw = pre.crop
+        w, h = img.size
+        if ch > h or cw > w:
+            raise InvalidInputError(f"crop {ch}x{cw} is larger than the resized image {h}x{w}")
+        left, top = round((w - cw) / 2), round((h - ch) / 2)
+        img = img.crop((left, top, left + cw, top + ch))
+    arr = np.asarray(img, dtype=np.float32)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if pre.invert:
+        arr = 255.0 - arr
+    if pre.channels == "BGR":
+        arr = arr[:, :, ::-1]
+    arr = arr * np.float32(pre.scale)
+    arr = (arr - np.asarray(pre.mean, dtype=np.float32)) / np.asarray(pre.std, dtype=np.float32)
+    if pre.layout == "NCHW":
+        arr = arr.transpose(2, 0, 1)
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def images_to_tensor(items: list[Any], pre: Preprocessing, spec: TensorSpec) -> np.ndarray:
+    """A list of images → one batch tensor that satisfies ``spec`` (checked)."""
+    if not items:
+        raise InvalidInputError("no images given")
+    batch = np.stack([preprocess_image(i, pre) for i in items])
+    return spec.check(batch.astype(spec.dtype, copy=False), check_batch=False)
