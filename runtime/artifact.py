@@ -67,7 +67,9 @@ class Artifact:
         """
         p = Path(path)
         if not p.exists():
-            raise ArtifactError(f"artifact not found: {p} (expected a directory with {MANIFEST_NAME} or a .onnx file)")
+            raise ArtifactError(
+                f"artifact not found: {p} (expected a directory with {MANIFEST_NAME} or a .onnx file)"
+            )
         if p.is_file():
             if p.suffix.lower() != ".onnx":
                 raise ArtifactError(
@@ -104,7 +106,9 @@ class Artifact:
         for entry in variant.files:
             path = self.path_of(entry)
             if not path.is_file():
-                raise IntegrityError(f"variant {variant.id!r}: file {entry.path} listed in the manifest is missing")
+                raise IntegrityError(
+                    f"variant {variant.id!r}: file {entry.path} listed in the manifest is missing"
+                )
             size = path.stat().st_size
             if size != entry.size:
                 raise IntegrityError(
@@ -136,7 +140,7 @@ def read_onnx_specs(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpe
         ) from exc
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError, OSError, ValueError...
+    except Exception as exc:
         raise ArtifactError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
     initializers = {i.name for i in model.graph.initializer}
 
@@ -183,16 +187,22 @@ class ArtifactWriter:
         self._committed_files = {f.path for v in manifest.variants for f in v.files}
         if new:
             if self.root.exists() and any(self.root.iterdir()) and not overwrite:
-                raise ArtifactError(f"{self.root} exists and is not empty (pass overwrite=True / --force to replace it)")
+                raise ArtifactError(
+                    f"{self.root} exists and is not empty (pass overwrite=True / --force to replace it)"
+                )
             self.root.parent.mkdir(parents=True, exist_ok=True)
-            self._stage = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.", suffix=".tmp", dir=self.root.parent))
+            self._stage = Path(
+                tempfile.mkdtemp(prefix=f".{self.root.name}.", suffix=".tmp", dir=self.root.parent)
+            )
         else:
             self._stage = self.root
         self._pending: list[Path] = []
         self._done = False
 
     @classmethod
-    def create(cls, root: str | os.PathLike[str], manifest: Manifest, *, overwrite: bool = False) -> ArtifactWriter:
+    def create(
+        cls, root: str | os.PathLike[str], manifest: Manifest, *, overwrite: bool = False
+    ) -> ArtifactWriter:
         return cls(Path(root), manifest, new=True, overwrite=overwrite)
 
     @classmethod

@@ -40,7 +40,11 @@ def _run_backends(args: argparse.Namespace) -> int:
     )
     table = Table("backend", "available", "details")
     for r in rows:
-        table.add_row(r.name, "[green]yes[/]" if r.available else "[red]no[/]", r.description if r.available else r.reason)
+        table.add_row(
+            r.name,
+            "[green]yes[/]" if r.available else "[red]no[/]",
+            r.description if r.available else r.reason,
+        )
     console.print(table)
     return 0
 
@@ -88,7 +92,9 @@ def _run_info(args: argparse.Namespace) -> int:
         print(m.to_json(), end="")
         return 0
     console = Console()
-    console.print(f"[bold]{m.name}[/]  ({art.root})  schema {m.schema_version}, created {m.created}", highlight=False)
+    console.print(
+        f"[bold]{m.name}[/]  ({art.root})  schema {m.schema_version}, created {m.created}", highlight=False
+    )
     io = Table("", "name", "dtype", "shape", title="inputs / outputs", title_justify="left")
     for kind, specs in (("in", m.inputs), ("out", m.outputs)):
         for s in specs:
@@ -100,7 +106,17 @@ def _run_info(args: argparse.Namespace) -> int:
         shown = ", ".join(m.labels[:10]) + (" …" if len(m.labels) > 10 else "")
         console.print(f"labels ({len(m.labels)}): {shown}", highlight=False)
     status_ok = True
-    vt = Table("variant", "format", "precision", "size", "files", "integrity", "validation", title="variants", title_justify="left")
+    vt = Table(
+        "variant",
+        "format",
+        "precision",
+        "size",
+        "files",
+        "integrity",
+        "validation",
+        title="variants",
+        title_justify="left",
+    )
     for v in m.variants:
         integrity = "not checked"
         if not args.no_verify:
@@ -110,15 +126,40 @@ def _run_info(args: argparse.Namespace) -> int:
             except IntegrityError as exc:
                 integrity, status_ok = f"[red]{exc}[/]", False
         val = v.validation or {}
-        summary = {k: val[k] for k in ("passed", "max_abs_err", "cosine_min", "top1_agreement", "accuracy", "accuracy_drop", "sqnr_db") if k in val}
-        vt.add_row(v.id, v.format, v.precision, _fmt_size(v.size), ", ".join(f.path for f in v.files), integrity, _fmt_value(summary) or "-")
+        summary = {
+            k: val[k]
+            for k in (
+                "passed",
+                "max_abs_err",
+                "cosine_min",
+                "top1_agreement",
+                "accuracy",
+                "accuracy_drop",
+                "sqnr_db",
+            )
+            if k in val
+        }
+        vt.add_row(
+            v.id,
+            v.format,
+            v.precision,
+            _fmt_size(v.size),
+            ", ".join(f.path for f in v.files),
+            integrity,
+            _fmt_value(summary) or "-",
+        )
     console.print(vt)
     for v in m.variants:
         if not v.steps:
             continue
         st = Table("step", "seconds", "params", "result", title=f"steps of {v.id}", title_justify="left")
         for s in v.steps:
-            st.add_row(s.name, f"{s.seconds:.1f}" if s.seconds is not None else "-", _fmt_value(s.params), _fmt_value(s.result))
+            st.add_row(
+                s.name,
+                f"{s.seconds:.1f}" if s.seconds is not None else "-",
+                _fmt_value(s.params),
+                _fmt_value(s.result),
+            )
         console.print(st)
     if m.versions:
         console.print("built with: " + ", ".join(f"{k} {v}" for k, v in m.versions.items()), highlight=False)
@@ -148,14 +189,18 @@ def _run_predict(args: argparse.Namespace) -> int:
     from .predictor import Predictor
 
     console = Console()
-    with Predictor.load(args.artifact, backend=args.backend, precision=args.precision, device=args.device) as p:
+    with Predictor.load(
+        args.artifact, backend=args.backend, precision=args.precision, device=args.device
+    ) as p:
         if len(args.inputs) == 1 and args.inputs[0].endswith((".npy", ".npz")):
             data = np.load(args.inputs[0])
             feeds: Any = dict(data) if isinstance(data, np.lib.npyio.NpzFile) else data
             names = [args.inputs[0]]
         else:
             if p.manifest.preprocessing is None:
-                raise InvalidInputError("this artifact has no preprocessing recorded, so it cannot take images; pass a .npy file")
+                raise InvalidInputError(
+                    "this artifact has no preprocessing recorded, so it cannot take images; pass a .npy file"
+                )
             feeds, names = list(args.inputs), list(args.inputs)
         out = p.predict(feeds)
         console.print(f"backend {p.backend} · variant {p.variant.id} · {p.placement.device}", highlight=False)
@@ -165,7 +210,10 @@ def _run_predict(args: argparse.Namespace) -> int:
             for i, row in enumerate(first):
                 top = np.argsort(row)[::-1][: args.top]
                 name = names[i] if i < len(names) else f"#{i}"
-                console.print(name + ": " + ", ".join(f"{labels[j] if labels else j} ({row[j]:.3g})" for j in top), highlight=False)
+                console.print(
+                    name + ": " + ", ".join(f"{labels[j] if labels else j} ({row[j]:.3g})" for j in top),
+                    highlight=False,
+                )
         else:
             for k, v in out.items():
                 console.print(f"{k}: shape {list(v.shape)} {v.dtype}", highlight=False)

@@ -148,7 +148,17 @@ def no_gpu_reason() -> str | None:
     return "no NVIDIA GPU: nvidia-smi lists no device"
 
 
-_LIBRARIES = ("infership", "numpy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "nncf", "tensorrt")
+_LIBRARIES = (
+    "infership",
+    "numpy",
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "openvino",
+    "nncf",
+    "tensorrt",
+)
 
 
 def library_versions() -> dict[str, str]:
@@ -174,7 +184,9 @@ def environment() -> dict[str, Any]:
     }
 
 
-def fingerprint(env: dict[str, Any] | None = None, *, keys: tuple[str, ...] = ("cpu", "gpus", "libraries")) -> str:
+def fingerprint(
+    env: dict[str, Any] | None = None, *, keys: tuple[str, ...] = ("cpu", "gpus", "libraries")
+) -> str:
     """A short stable hash of the parts of the environment that decide speed and compiled-engine validity."""
     env = environment() if env is None else env
     payload = json.dumps({k: env.get(k) for k in keys}, sort_keys=True, default=str)

@@ -159,7 +159,12 @@ class Predictor:
 
     @classmethod
     def _open(
-        cls, artifact: Artifact, name: str, precision: str | None, variant_id: str | None, base: BackendOptions
+        cls,
+        artifact: Artifact,
+        name: str,
+        precision: str | None,
+        variant_id: str | None,
+        base: BackendOptions,
     ) -> Predictor:
         be = registry.get_backend(name)
         device = base.device or be.default_device
@@ -173,7 +178,11 @@ class Predictor:
 
     @staticmethod
     def _select_variant(
-        artifact: Artifact, formats: Sequence[str], precision: str | None, variant_id: str | None, backend: str
+        artifact: Artifact,
+        formats: Sequence[str],
+        precision: str | None,
+        variant_id: str | None,
+        backend: str,
     ) -> Variant:
         m = artifact.manifest
         if variant_id is not None:
@@ -219,7 +228,9 @@ class Predictor:
 
     @staticmethod
     def _nothing_runs_message(artifact: Artifact, precision: str | None, device: str | None) -> str:
-        lines = [f"no backend can run {artifact.manifest.name!r} at {precision or 'fp32'} on {device or 'this machine'}:"]
+        lines = [
+            f"no backend can run {artifact.manifest.name!r} at {precision or 'fp32'} on {device or 'this machine'}:"
+        ]
         for st in registry.backend_status(device):
             if st.name != "fake":
                 lines.append(f"  {st.name}: {'available' if st.available else st.reason}")
@@ -239,7 +250,7 @@ class Predictor:
         return self._session.placement
 
     @property
-    def manifest(self):  # noqa: ANN201 - Manifest; annotated in the docstring to keep imports light
+    def manifest(self):
         """The artifact's :class:`~infership.runtime.manifest.Manifest`."""
         return self.artifact.manifest
 
@@ -287,7 +298,9 @@ class Predictor:
                 )
             feeds = {}
             for spec in self.inputs:
-                feeds[spec.name] = spec.check(self._as_array(inputs[spec.name], spec), check_batch=check_batch)
+                feeds[spec.name] = spec.check(
+                    self._as_array(inputs[spec.name], spec), check_batch=check_batch
+                )
             return feeds
         if self._single is None:
             raise InvalidInputError(
@@ -319,7 +332,12 @@ class Predictor:
         if type(value).__module__.startswith("PIL."):
             return True
         if isinstance(value, np.ndarray):
-            return value.dtype == np.uint8 and spec.dtype != "uint8" and value.ndim in (2, 3) and value.ndim < spec.rank
+            return (
+                value.dtype == np.uint8
+                and spec.dtype != "uint8"
+                and value.ndim in (2, 3)
+                and value.ndim < spec.rank
+            )
         if isinstance(value, (list, tuple)) and value:
             return all(self._looks_like_images(v, spec) for v in value)
         return False
@@ -351,7 +369,9 @@ class Predictor:
             real = stop - start
             if static and real < chunk:
                 # A static-batch model needs a full batch: pad by repeating the last row, drop it after.
-                piece = {k: np.concatenate([a, np.repeat(a[-1:], chunk - real, axis=0)]) for k, a in piece.items()}
+                piece = {
+                    k: np.concatenate([a, np.repeat(a[-1:], chunk - real, axis=0)]) for k, a in piece.items()
+                }
             out = self._session.run(piece)
             for k, v in out.items():
                 parts.setdefault(k, []).append(v[:real])

@@ -33,12 +33,16 @@ def _open(item: Any, mode: str):
             raise InvalidInputError(f"cannot read image {os.fspath(item)!r}: {exc}") from exc
     elif isinstance(item, np.ndarray):
         if item.dtype != np.uint8 or item.ndim not in (2, 3):
-            raise InvalidInputError(f"expected an HWC or HW uint8 image array, got {item.dtype} {list(item.shape)}")
+            raise InvalidInputError(
+                f"expected an HWC or HW uint8 image array, got {item.dtype} {list(item.shape)}"
+            )
         img = Image.fromarray(item)
     elif type(item).__module__.startswith("PIL."):
         img = item
     else:
-        raise InvalidInputError(f"expected an image path, PIL image or HWC uint8 array, got {type(item).__name__}")
+        raise InvalidInputError(
+            f"expected an image path, PIL image or HWC uint8 array, got {type(item).__name__}"
+        )
     return img.convert(mode)
 
 
@@ -47,7 +51,9 @@ def preprocess_image(item: Any, pre: Preprocessing) -> np.ndarray:
     Image = _pil()
     mode = "L" if pre.channels == "L" else "RGB"
     img = _open(item, mode)
-    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[pre.interpolation]
+    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[
+        pre.interpolation
+    ]
     if pre.resize is not None:
         if isinstance(pre.resize, int):
             w, h = img.size

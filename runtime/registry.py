@@ -34,24 +34,50 @@ class BackendEntry:
 
 
 _BUILTIN: tuple[BackendEntry, ...] = (
-    BackendEntry("torch", "infership.runtime.backends.torch:TorchBackend", "pip install 'infership[torch]'",
-                 "PyTorch (torch.export / TorchScript program): the reference; CPU and CUDA"),
-    BackendEntry("ort-cpu", "infership.runtime.backends.ort:OrtCpuBackend", "pip install 'infership[ort]'",
-                 "ONNX Runtime, CPU execution provider"),
-    BackendEntry("ort-cuda", "infership.runtime.backends.ort:OrtCudaBackend", "pip install 'infership[gpu]'",
-                 "ONNX Runtime, CUDA execution provider, IO binding"),
-    BackendEntry("ort-trt", "infership.runtime.backends.ort:OrtTensorrtBackend",
-                 "pip install 'infership[gpu,tensorrt]'",
-                 "ONNX Runtime, TensorRT execution provider, engine + timing caches"),
-    BackendEntry("openvino", "infership.runtime.backends.openvino:OpenVinoBackend",
-                 "pip install 'infership[openvino]'", "OpenVINO (CPU by default; any OpenVINO device)"),
-    BackendEntry("fake", "infership.runtime.backends.fake:FakeBackend", "",
-                 "Deterministic stand-in for users' own tests and for measuring harness overhead"),
+    BackendEntry(
+        "torch",
+        "infership.runtime.backends.torch:TorchBackend",
+        "pip install 'infership[torch]'",
+        "PyTorch (torch.export / TorchScript program): the reference; CPU and CUDA",
+    ),
+    BackendEntry(
+        "ort-cpu",
+        "infership.runtime.backends.ort:OrtCpuBackend",
+        "pip install 'infership[ort]'",
+        "ONNX Runtime, CPU execution provider",
+    ),
+    BackendEntry(
+        "ort-cuda",
+        "infership.runtime.backends.ort:OrtCudaBackend",
+        "pip install 'infership[gpu]'",
+        "ONNX Runtime, CUDA execution provider, IO binding",
+    ),
+    BackendEntry(
+        "ort-trt",
+        "infership.runtime.backends.ort:OrtTensorrtBackend",
+        "pip install 'infership[gpu,tensorrt]'",
+        "ONNX Runtime, TensorRT execution provider, engine + timing caches",
+    ),
+    BackendEntry(
+        "openvino",
+        "infership.runtime.backends.openvino:OpenVinoBackend",
+        "pip install 'infership[openvino]'",
+        "OpenVINO (CPU by default; any OpenVINO device)",
+    ),
+    BackendEntry(
+        "fake",
+        "infership.runtime.backends.fake:FakeBackend",
+        "",
+        "Deterministic stand-in for users' own tests and for measuring harness overhead",
+    ),
 )
 
 GPU_ORDER = ("ort-trt", "ort-cuda", "torch")
-CPU_ORDER = ("openvino", "ort-cpu", "torch") if platform.machine().lower() in ("x86_64", "amd64") else (
-    "ort-cpu", "openvino", "torch")
+CPU_ORDER = (
+    ("openvino", "ort-cpu", "torch")
+    if platform.machine().lower() in ("x86_64", "amd64")
+    else ("ort-cpu", "openvino", "torch")
+)
 
 _lock = threading.Lock()
 _entries: dict[str, BackendEntry] | None = None
@@ -108,7 +134,9 @@ def get_backend(name: str) -> Backend:
             module = importlib.import_module(module_name)
             cls = getattr(module, attr)
         except ImportError as exc:
-            raise BackendUnavailable(f"backend {name!r} cannot be imported ({exc}); {e.install_hint}") from exc
+            raise BackendUnavailable(
+                f"backend {name!r} cannot be imported ({exc}); {e.install_hint}"
+            ) from exc
         except AttributeError as exc:
             raise BackendUnavailable(f"backend {name!r}: {e.target} not found ({exc})") from exc
         instance = cls()

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 
-class tiny_models:  # noqa: N801 - a namespace of factories
+class tiny_models:
     @staticmethod
     def cnn(batch: int = 2, num_classes: int = 5):
         import torch
@@ -70,7 +70,6 @@ def build_artifact_for_tests(
     openvino: bool = True,
 ) -> Path:
     import torch
-
     from infership.runtime import ArtifactWriter, Manifest, Step
     from infership.runtime.artifact import read_onnx_specs
 
@@ -79,11 +78,19 @@ def build_artifact_for_tests(
         onnx_path = tmp_path / "model.onnx"
         dyn = {n: {0: "batch"} for n in [*input_names, *output_names]} if dynamic_batch else None
         torch.onnx.export(
-            model, example, str(onnx_path), dynamo=False, input_names=list(input_names),
-            output_names=list(output_names), dynamic_axes=dyn, opset_version=17,
+            model,
+            example,
+            str(onnx_path),
+            dynamo=False,
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_axes=dyn,
+            opset_version=17,
         )
         inputs, outputs = read_onnx_specs(onnx_path)
-        manifest = Manifest(name=root.name, inputs=inputs, outputs=outputs, versions={"torch": torch.__version__})
+        manifest = Manifest(
+            name=root.name, inputs=inputs, outputs=outputs, versions={"torch": torch.__version__}
+        )
         w = ArtifactWriter.create(root, manifest, overwrite=True)
         rel = w.add_file(onnx_path, "model.onnx")
         w.put_variant("onnx-fp32", format="onnx", precision="fp32", files=[rel], steps=[])
@@ -96,7 +103,9 @@ def build_artifact_for_tests(
         program = torch.export.export(model, example, dynamic_shapes=shapes)
         torch.export.save(program, str(pt2))
         rel = w.add_file(pt2, "model.pt2")
-        w.put_variant("torch-fp32", format="torch-export", precision="fp32", files=[rel], steps=[Step("torch.export")])
+        w.put_variant(
+            "torch-fp32", format="torch-export", precision="fp32", files=[rel], steps=[Step("torch.export")]
+        )
 
         if openvino:
             import openvino as ov
@@ -110,7 +119,9 @@ def build_artifact_for_tests(
     return root
 
 
-def reference_outputs(model, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> dict[str, np.ndarray]:
+def reference_outputs(
+    model, feeds: dict[str, np.ndarray], output_names: Sequence[str]
+) -> dict[str, np.ndarray]:
     import torch
 
     with torch.no_grad():

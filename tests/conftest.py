@@ -66,5 +66,9 @@ def two_io_artifact(artifacts_dir: Path) -> Path:
     """Two inputs (image [b,3,8,8] float32, extra [b,4] float32) → two outputs (logits [b,3], embed [b,6])."""
     model, example = tiny_models.two_in_two_out()
     return build_artifact_for_tests(
-        model, example, artifacts_dir / "two_io", input_names=["image", "extra"], output_names=["logits", "embed"]
+        model,
+        example,
+        artifacts_dir / "two_io",
+        input_names=["image", "extra"],
+        output_names=["logits", "embed"],
     )

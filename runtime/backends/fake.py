@@ -28,12 +28,17 @@ from ..spec import TensorSpec
 OutputFn = Callable[[Mapping[str, np.ndarray], tuple[TensorSpec, ...]], dict[str, np.ndarray]]
 
 
-def zeros_like_outputs(feeds: Mapping[str, np.ndarray], outputs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
+def zeros_like_outputs(
+    feeds: Mapping[str, np.ndarray], outputs: tuple[TensorSpec, ...]
+) -> dict[str, np.ndarray]:
     """Zeros with each output's spec; dynamic axes take the batch size of the first input (or 1)."""
     n = next(iter(feeds.values())).shape[0] if feeds else 1
     out = {}
     for spec in outputs:
-        shape = tuple(n if i == 0 and not isinstance(d, int) else (d if isinstance(d, int) else 1) for i, d in enumerate(spec.shape))
+        shape = tuple(
+            n if i == 0 and not isinstance(d, int) else (d if isinstance(d, int) else 1)
+            for i, d in enumerate(spec.shape)
+        )
         out[spec.name] = np.zeros(shape, dtype=spec.dtype)
     return out
 

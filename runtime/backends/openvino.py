@@ -65,12 +65,16 @@ class OpenVinoBackend:
             return
         available = core.available_devices
         if dev not in available and not any(d.startswith(base) for d in available):
-            raise BackendUnavailable(f"OpenVINO device {dev!r} not found; available: {', '.join(available) or 'none'}")
+            raise BackendUnavailable(
+                f"OpenVINO device {dev!r} not found; available: {', '.join(available) or 'none'}"
+            )
 
     def open(self, artifact: Artifact, variant: Variant, options: BackendOptions) -> OpenVinoSession:
         unknown = set(options.extra) - self.extra_keys
         if unknown:
-            raise BackendUnavailable(f"openvino: unknown extra option(s) {sorted(unknown)}; known: {sorted(self.extra_keys)}")
+            raise BackendUnavailable(
+                f"openvino: unknown extra option(s) {sorted(unknown)}; known: {sorted(self.extra_keys)}"
+            )
         core = self.core()
         device = self._ov_device(options.device)
         config: dict[str, Any] = {
@@ -82,7 +86,9 @@ class OpenVinoBackend:
             config["NUM_STREAMS"] = str(options.num_streams)
         if device.startswith("CPU"):
             # An fp32 variant means fp32 arithmetic: without this, CPUs with AMX/bf16 silently run bf16.
-            want = options.extra.get("inference_precision") or ("f32" if variant.precision == "fp32" else None)
+            want = options.extra.get("inference_precision") or (
+                "f32" if variant.precision == "fp32" else None
+            )
             if want:
                 config["INFERENCE_PRECISION_HINT"] = want
         config.update(dict(options.extra.get("config", {})))
@@ -102,12 +108,14 @@ class OpenVinoBackend:
                 model = core.read_model(os.fspath(files[0]))
         except ArtifactError:
             raise
-        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses with C++ messages
+        except Exception as exc:
             raise ArtifactError(f"OpenVINO cannot read {files[0].name}: {str(exc).strip()[:400]}") from exc
         try:
             compiled = core.compile_model(model, device, config)
-        except Exception as exc:  # noqa: BLE001 - see above
-            raise BackendUnavailable(f"openvino: compiling for {device} failed: {str(exc).strip()[:400]}") from exc
+        except Exception as exc:
+            raise BackendUnavailable(
+                f"openvino: compiling for {device} failed: {str(exc).strip()[:400]}"
+            ) from exc
         try:
             devices = tuple(compiled.get_property("EXECUTION_DEVICES"))
         except Exception:  # noqa: BLE001 - property missing on some plugins; placement detail is optional
@@ -133,7 +141,9 @@ class OpenVinoSession(SessionBase):
             idx = next((j for j, p in enumerate(ports) if spec.name in p.get_names()), None)
             if idx is None:
                 if len(ports) != len(self.outputs):
-                    raise ArtifactError(f"openvino model has {len(ports)} outputs, the manifest lists {len(self.outputs)}")
+                    raise ArtifactError(
+                        f"openvino model has {len(ports)} outputs, the manifest lists {len(self.outputs)}"
+                    )
                 idx = i
             self._out_ports.append((spec.name, idx))
         in_names = set()
@@ -154,7 +164,7 @@ class OpenVinoSession(SessionBase):
         req = self._request()
         try:
             res = req.infer(dict(feeds), share_inputs=True, share_outputs=True)
-        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses
+        except Exception as exc:
             raise InferenceError(f"openvino inference failed: {exc}") from exc
         # share_outputs gives views into the request's buffers, overwritten by its next call: copy once.
         return {name: np.array(res[idx], copy=True) for name, idx in self._out_ports}

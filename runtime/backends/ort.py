@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..artifact import Artifact
-from ..backend import BackendOptions, PerformanceHint, Placement, SessionBase
+from ..backend import BackendOptions, Placement, SessionBase
 from ..errors import ArtifactError, BackendUnavailable, InferenceError
 from ..hardware import library_versions, no_gpu_reason, nvidia_gpus
 from ..manifest import Variant
@@ -72,14 +72,18 @@ class _OrtBackendBase:
         if device not in (None, "cpu"):
             raise BackendUnavailable(f"{self.name} runs on the CPU; device {device!r} requested")
 
-    def provider_options(self, artifact: Artifact, variant: Variant, options: BackendOptions) -> dict[str, Any]:
+    def provider_options(
+        self, artifact: Artifact, variant: Variant, options: BackendOptions
+    ) -> dict[str, Any]:
         return {}
 
     def open(self, artifact: Artifact, variant: Variant, options: BackendOptions) -> OrtSession:
         ort = _import_ort()
         unknown = set(options.extra) - self.extra_keys
         if unknown:
-            raise BackendUnavailable(f"{self.name}: unknown extra option(s) {sorted(unknown)}; known: {sorted(self.extra_keys)}")
+            raise BackendUnavailable(
+                f"{self.name}: unknown extra option(s) {sorted(unknown)}; known: {sorted(self.extra_keys)}"
+            )
         so = ort.SessionOptions()
         level = options.extra.get("graph_optimization_level", "all")
         so.graph_optimization_level = {
@@ -104,10 +108,12 @@ class _OrtBackendBase:
         model_path = artifact.path_of(variant.files[0])
         try:
             sess = ort.InferenceSession(os.fspath(model_path), sess_options=so, providers=providers)
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own Fail/InvalidGraph/RuntimeException types
+        except Exception as exc:
             text = str(exc)
             if "Load model" in text or "INVALID_PROTOBUF" in text or "InvalidProtobuf" in type(exc).__name__:
-                raise ArtifactError(f"{model_path}: ONNX Runtime cannot load the model ({text.strip()[:300]})") from exc
+                raise ArtifactError(
+                    f"{model_path}: ONNX Runtime cannot load the model ({text.strip()[:300]})"
+                ) from exc
             raise BackendUnavailable(f"{self.name}: session creation failed: {text.strip()[:500]}") from exc
         used = tuple(sess.get_providers())
         if not used or used[0] != self.provider:
@@ -117,8 +123,15 @@ class _OrtBackendBase:
             )
         counts = _node_counts(sess) if record else None
         if counts and self.provider != _CPU and counts.get(self.provider, 0) == 0:
-            raise BackendUnavailable(f"{self.name}: {self.provider} was registered but no node was assigned to it: {counts}")
-        placement = Placement(backend=self.name, device=options.device or self.default_device, providers=used, node_counts=counts)
+            raise BackendUnavailable(
+                f"{self.name}: {self.provider} was registered but no node was assigned to it: {counts}"
+            )
+        placement = Placement(
+            backend=self.name,
+            device=options.device or self.default_device,
+            providers=used,
+            node_counts=counts,
+        )
         return OrtSession(sess, artifact, placement, self._binding_device(options))
 
     def _binding_device(self, options: BackendOptions) -> tuple[str, int] | None:
@@ -170,9 +183,13 @@ class OrtCudaBackend(_OrtBackendBase):
         idx = _cuda_device_id(device)
         gpus = nvidia_gpus()
         if gpus and idx >= len(gpus):
-            raise BackendUnavailable(f"{self.name}: cuda:{idx} requested but only {len(gpus)} GPU(s) are visible")
+            raise BackendUnavailable(
+                f"{self.name}: cuda:{idx} requested but only {len(gpus)} GPU(s) are visible"
+            )
 
-    def provider_options(self, artifact: Artifact, variant: Variant, options: BackendOptions) -> dict[str, Any]:
+    def provider_options(
+        self, artifact: Artifact, variant: Variant, options: BackendOptions
+    ) -> dict[str, Any]:
         opts: dict[str, Any] = {"device_id": _cuda_device_id(options.device)}
         opts["cudnn_conv_algo_search"] = options.extra.get("cudnn_conv_algo_search", "EXHAUSTIVE")
         if "gpu_mem_limit" in options.extra:
@@ -196,7 +213,13 @@ class OrtTensorrtBackend(OrtCudaBackend):
 
     name = "ort-trt"
     provider = _TRT
-    extra_keys = OrtCudaBackend.extra_keys | {"shape_ranges", "max_batch", "opt_batch", "trt_max_workspace_size", "builder_optimization_level"}
+    extra_keys = OrtCudaBackend.extra_keys | {
+        "shape_ranges",
+        "max_batch",
+        "opt_batch",
+        "trt_max_workspace_size",
+        "builder_optimization_level",
+    }
 
     def check(self, device: str | None = None) -> None:
         super().check(device)
@@ -209,7 +232,9 @@ class OrtTensorrtBackend(OrtCudaBackend):
                     "TensorRT libraries not found: pip install 'infership[tensorrt]' (the tensorrt wheel)"
                 ) from exc
 
-    def provider_options(self, artifact: Artifact, variant: Variant, options: BackendOptions) -> dict[str, Any]:
+    def provider_options(
+        self, artifact: Artifact, variant: Variant, options: BackendOptions
+    ) -> dict[str, Any]:
         profile = trt_profile(artifact, options)
         cache = trt_cache_dir(artifact, variant, options, profile)
         cache.mkdir(parents=True, exist_ok=True)
@@ -231,8 +256,14 @@ class OrtTensorrtBackend(OrtCudaBackend):
         if "builder_optimization_level" in options.extra:
             opts["trt_builder_optimization_level"] = str(int(options.extra["builder_optimization_level"]))
         if profile:
-            for key, idx in (("trt_profile_min_shapes", 0), ("trt_profile_opt_shapes", 1), ("trt_profile_max_shapes", 2)):
-                opts[key] = ",".join(f"{n}:{'x'.join(map(str, shapes[idx]))}" for n, shapes in profile.items())
+            for key, idx in (
+                ("trt_profile_min_shapes", 0),
+                ("trt_profile_opt_shapes", 1),
+                ("trt_profile_max_shapes", 2),
+            ):
+                opts[key] = ",".join(
+                    f"{n}:{'x'.join(map(str, shapes[idx]))}" for n, shapes in profile.items()
+                )
         log.info("TensorRT engine cache: %s", cache)
         return opts
 
@@ -245,7 +276,9 @@ def _trt_major() -> int | None:
         return None
 
 
-def trt_profile(artifact: Artifact, options: BackendOptions) -> dict[str, tuple[list[int], list[int], list[int]]]:
+def trt_profile(
+    artifact: Artifact, options: BackendOptions
+) -> dict[str, tuple[list[int], list[int], list[int]]]:
     """Min/opt/max shapes per input for TensorRT's optimisation profile.
 
     Taken from ``extra["shape_ranges"]`` (``{input: [min, opt, max]}``) where given; otherwise the
@@ -274,7 +307,9 @@ def trt_profile(artifact: Artifact, options: BackendOptions) -> dict[str, tuple[
     return out
 
 
-def trt_cache_dir(artifact: Artifact, variant: Variant, options: BackendOptions, profile: Mapping[str, Any]) -> Path:
+def trt_cache_dir(
+    artifact: Artifact, variant: Variant, options: BackendOptions, profile: Mapping[str, Any]
+) -> Path:
     """The engine-cache folder for this model × GPU × driver × library versions × profile."""
     gpus = nvidia_gpus()
     idx = _cuda_device_id(options.device)
@@ -299,7 +334,9 @@ def trt_cache_dir(artifact: Artifact, variant: Variant, options: BackendOptions,
 class OrtSession(SessionBase):
     """One ``onnxruntime.InferenceSession``. ``run`` is thread-safe (ORT sessions are)."""
 
-    def __init__(self, sess: Any, artifact: Artifact, placement: Placement, binding: tuple[str, int] | None) -> None:
+    def __init__(
+        self, sess: Any, artifact: Artifact, placement: Placement, binding: tuple[str, int] | None
+    ) -> None:
         self._sess = sess
         self.placement = placement
         self.inputs: tuple[TensorSpec, ...] = tuple(artifact.manifest.inputs)
@@ -319,7 +356,7 @@ class OrtSession(SessionBase):
             return self._run_bound(feeds)
         try:
             results = self._sess.run(self._output_names, feeds)
-        except Exception as exc:  # noqa: BLE001 - ORT raises untyped RuntimeErrors and its own Fail types
+        except Exception as exc:
             raise InferenceError(f"onnxruntime run failed: {exc}") from exc
         return dict(zip(self._output_names, results, strict=True))
 
@@ -340,8 +377,10 @@ class OrtSession(SessionBase):
                 binding.bind_output(name, device_type, device_id)
             self._sess.run_with_iobinding(binding)
             results = binding.copy_outputs_to_cpu()
-        except Exception as exc:  # noqa: BLE001 - see run()
-            raise InferenceError(f"onnxruntime run (IO binding on {device_type}:{device_id}) failed: {exc}") from exc
+        except Exception as exc:
+            raise InferenceError(
+                f"onnxruntime run (IO binding on {device_type}:{device_id}) failed: {exc}"
+            ) from exc
         return dict(zip(self._output_names, results, strict=True))
 
     def close(self) -> None:

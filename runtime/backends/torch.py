@@ -50,11 +50,16 @@ class TorchBackend:
             if not torch.cuda.is_available():
                 from ..hardware import no_gpu_reason
 
-                why = no_gpu_reason() or "torch.cuda.is_available() is False (CPU-only build or driver mismatch)"
+                why = (
+                    no_gpu_reason()
+                    or "torch.cuda.is_available() is False (CPU-only build or driver mismatch)"
+                )
                 raise BackendUnavailable(f"torch on {dev}: {why}")
             idx = int(dev.split(":", 1)[1]) if ":" in dev else 0
             if idx >= torch.cuda.device_count():
-                raise BackendUnavailable(f"torch: {dev} requested, {torch.cuda.device_count()} CUDA device(s) visible")
+                raise BackendUnavailable(
+                    f"torch: {dev} requested, {torch.cuda.device_count()} CUDA device(s) visible"
+                )
         elif dev != "cpu":
             raise BackendUnavailable(f"torch backend runs on 'cpu' or 'cuda[:N]', got {dev!r}")
 
@@ -64,7 +69,9 @@ class TorchBackend:
             raise BackendUnavailable(f"torch: unknown extra option(s) {sorted(options.extra)}")
         device = torch.device(options.device or "cpu")
         if options.intra_op_threads is not None:
-            torch.set_num_threads(int(options.intra_op_threads))  # process-wide in torch; recorded in placement
+            torch.set_num_threads(
+                int(options.intra_op_threads)
+            )  # process-wide in torch; recorded in placement
         path = artifact.path_of(variant.files[0])
         try:
             if variant.format == "torch-export":
@@ -74,9 +81,13 @@ class TorchBackend:
             else:
                 module = torch.jit.load(os.fspath(path), map_location=device)
                 module.eval()
-        except Exception as exc:  # noqa: BLE001 - torch raises many unrelated types for a bad file
-            raise ArtifactError(f"torch cannot load {path.name}: {type(exc).__name__}: {str(exc)[:300]}") from exc
-        placement = Placement(backend=self.name, device=str(device), providers=(f"torch {torch.__version__} {device}",))
+        except Exception as exc:
+            raise ArtifactError(
+                f"torch cannot load {path.name}: {type(exc).__name__}: {str(exc)[:300]}"
+            ) from exc
+        placement = Placement(
+            backend=self.name, device=str(device), providers=(f"torch {torch.__version__} {device}",)
+        )
         return TorchSession(module, artifact, placement, device)
 
 
@@ -106,7 +117,7 @@ class TorchSession(SessionBase):
         try:
             with torch.inference_mode():
                 out = self._module(*args)
-        except Exception as exc:  # noqa: BLE001 - arbitrary model code
+        except Exception as exc:
             raise InferenceError(f"torch forward failed: {type(exc).__name__}: {exc}") from exc
         if isinstance(out, Mapping):
             values = [out[n] for n in self._out_names]
@@ -115,7 +126,9 @@ class TorchSession(SessionBase):
         else:
             values = [out]
         if len(values) != len(self._out_names):
-            raise InferenceError(f"model returned {len(values)} outputs, the manifest lists {len(self._out_names)}")
+            raise InferenceError(
+                f"model returned {len(values)} outputs, the manifest lists {len(self._out_names)}"
+            )
         return {n: v.detach().cpu().numpy() for n, v in zip(self._out_names, values, strict=True)}
 
     def close(self) -> None:

@@ -129,7 +129,9 @@ class TestContract:
         with Predictor.load(static_artifact, backend=backend) as p:
             assert p.inputs[0].shape[0] == 4
             got = p.predict(x)["logits"]
-            one = np.concatenate([p.predict(np.repeat(x[i : i + 1], 4, axis=0))["logits"][:1] for i in range(10)])
+            one = np.concatenate(
+                [p.predict(np.repeat(x[i : i + 1], 4, axis=0))["logits"][:1] for i in range(10)]
+            )
         assert got.shape == (10, 5)
         np.testing.assert_allclose(got, one, atol=1e-5)
 

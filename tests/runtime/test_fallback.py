@@ -1,0 +1,117 @@
+"""No silent fallback: a backend that cannot run raises, unless the caller gave a fallback list.
+
+These run against the real onnxruntime wheel installed here (the GPU build, which advertises the CUDA and
+TensorRT providers even though this machine has no GPU) — exactly the situation where ONNX Runtime itself
+falls back to the CPU with only a log line.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from infership.runtime import Artifact, BackendOptions, get_backend
+from infership.runtime.hardware import no_gpu_reason
+
+from infership import BackendFallbackWarning, BackendUnavailable, Predictor
+
+needs_no_gpu = pytest.mark.skipif(
+    no_gpu_reason() is None, reason="this machine has a GPU; the test is about lacking one"
+)
+
+
+def _advertised(provider: str) -> bool:
+    import onnxruntime
+
+    return provider in onnxruntime.get_available_providers()
+
+
+@needs_no_gpu
+@pytest.mark.parametrize("backend", ["ort-cuda", "ort-trt"])
+def test_unavailable_gpu_backend_raises_with_reason(tiny_artifact, backend):
+    with pytest.raises(BackendUnavailable) as info:
+        Predictor.load(tiny_artifact, backend=backend)
+    assert "GPU" in str(info.value) or "not in this onnxruntime build" in str(info.value)
+
+
+@needs_no_gpu
+def test_session_level_guard_catches_ort_silent_cpu_fallback(tiny_artifact):
+    """Bypass check() and open the CUDA provider directly: ORT would quietly run on the CPU; we raise."""
+    if not _advertised("CUDAExecutionProvider"):
+        pytest.skip(
+            "the installed onnxruntime is the CPU build; the GPU build is needed to reproduce ORT's fallback"
+        )
+    art = Artifact.load(tiny_artifact)
+    variant = art.manifest.variant("onnx-fp32")
+    with pytest.raises(
+        BackendUnavailable,
+        match=r"asked for CUDAExecutionProvider but ONNX Runtime is running on \['CPUExecutionProvider'\]",
+    ):
+        get_backend("ort-cuda").open(art, variant, BackendOptions(device="cuda"))
+
+
+@needs_no_gpu
+def test_explicit_fallback_warns_and_is_recorded(tiny_artifact):
+    with pytest.warns(BackendFallbackWarning, match="'ort-cuda' could not run"):
+        p = Predictor.load(tiny_artifact, backend="ort-cuda", fallback=["ort-cpu"])
+    with p:
+        assert p.backend == "ort-cpu"
+        assert p.placement.fallback_from == "ort-cuda"
+        assert p.placement.fallback_reason
+        assert p.predict(np.zeros((1, 3, 16, 16), np.float32))["logits"].shape == (1, 5)
+
+
+def test_no_warning_when_first_choice_runs(tiny_artifact):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BackendFallbackWarning)
+        with Predictor.load(tiny_artifact, backend="ort-cpu", fallback=["torch"]) as p:
+            assert p.placement.fallback_from is None
+
+
+def test_placement_reports_node_counts(tiny_artifact):
+    with Predictor.load(tiny_artifact, backend="ort-cpu") as p:
+        counts = p.placement.node_counts
+    assert counts is not None and counts.get("CPUExecutionProvider", 0) > 0
+
+
+def test_auto_picks_per_documented_rule(tiny_artifact):
+    from infership.runtime.registry import CPU_ORDER, is_available
+
+    with Predictor.load(tiny_artifact) as p:
+        expected = next(b for b in CPU_ORDER if is_available(b) is None) if no_gpu_reason() else None
+        if expected is not None:
+            assert p.backend == expected
+
+
+def test_unknown_backend_and_options(tiny_artifact):
+    with pytest.raises(BackendUnavailable, match="unknown backend 'tensorflow'"):
+        Predictor.load(tiny_artifact, backend="tensorflow")
+    with pytest.raises(ValueError, match="unknown option"):
+        Predictor.load(tiny_artifact, backend="ort-cpu", intra_threads=2)
+    with pytest.raises(BackendUnavailable, match="unknown extra option"):
+        Predictor.load(tiny_artifact, backend="ort-cpu", extra={"nope": 1})
+
+
+def test_missing_precision_is_clear(tiny_artifact):
+    from infership import ArtifactError
+
+    with pytest.raises(ArtifactError, match="has no int8 variant"):
+        Predictor.load(tiny_artifact, backend="ort-cpu", precision="int8")
+
+
+@needs_no_gpu
+def test_cli_backends_is_truthful():
+    out = subprocess.run(
+        [sys.executable, "-m", "infership", "backends", "--json"], capture_output=True, text=True, check=True
+    ).stdout
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["ort-cpu"]["available"] is True
+    for gpu_backend in ("ort-cuda", "ort-trt"):
+        assert rows[gpu_backend]["available"] is False
+        assert rows[gpu_backend]["reason"]
+    if _advertised("CUDAExecutionProvider"):
+        assert "no NVIDIA GPU" in rows["ort-cuda"]["reason"]
