@@ -39,8 +39,15 @@ class TensorSpec:
     shape: tuple[Dim, ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "dtype", np.dtype(self.dtype).name)
+        np_dtype = np.dtype(self.dtype)
+        object.__setattr__(self, "dtype", np_dtype.name)
         object.__setattr__(self, "shape", tuple(self.shape))
+        # Hot-path helpers (not dataclass fields): ``ndarray.dtype.name`` is computed in Python by numpy
+        # and costs microseconds per call, so checks compare dtype objects instead.
+        object.__setattr__(self, "_np_dtype", np_dtype)
+        object.__setattr__(
+            self, "_fixed", tuple((i, d) for i, d in enumerate(self.shape) if isinstance(d, int))
+        )
 
     @property
     def rank(self) -> int:
@@ -78,26 +85,26 @@ class TensorSpec:
             check_batch: Whether a fixed axis 0 must match exactly. The Predictor turns this off because it
                 splits and pads batches itself.
         """
-        if value.ndim != self.rank:
+        if value.ndim != len(self.shape):
             raise InvalidInputError(
                 f"input {self.name!r}: expected rank {self.rank} with shape {self.shape_str()}, "
                 f"got rank {value.ndim} with shape {list(value.shape)}"
             )
-        for axis, (want, got) in enumerate(zip(self.shape, value.shape, strict=True)):
-            if axis == 0 and not check_batch:
-                continue
-            if isinstance(want, int) and want != got:
+        got_shape = value.shape
+        for axis, want in self._fixed:  # type: ignore[attr-defined]
+            if want != got_shape[axis] and (axis or check_batch):
                 raise InvalidInputError(
                     f"input {self.name!r}: expected size {want} on axis {axis} (shape {self.shape_str()}), "
-                    f"got shape {list(value.shape)}"
+                    f"got shape {list(got_shape)}"
                 )
-        if value.dtype.name != self.dtype:
-            if value.dtype.name not in _SAFE_CASTS.get(self.dtype, frozenset()):
+        if value.dtype != self._np_dtype:  # type: ignore[attr-defined]
+            got = value.dtype.name
+            if got not in _SAFE_CASTS.get(self.dtype, frozenset()):
                 raise InvalidInputError(
-                    f"input {self.name!r}: expected dtype {self.dtype}, got {value.dtype.name} "
+                    f"input {self.name!r}: expected dtype {self.dtype}, got {got} "
                     f"(only lossless casts are done automatically; convert it explicitly)"
                 )
-            return np.ascontiguousarray(value, dtype=self.dtype)
+            return np.ascontiguousarray(value, dtype=self._np_dtype)  # type: ignore[attr-defined]
         if not value.flags.c_contiguous:
             return np.ascontiguousarray(value)
         return value

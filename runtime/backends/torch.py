@@ -107,29 +107,32 @@ class TorchSession(SessionBase):
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
-        args = []
-        for name in self._in_names:
-            value = feeds[name]
-            t = torch.from_numpy(value) if isinstance(value, np.ndarray) else value
-            if self._cuda:
-                t = t.to(self._device, non_blocking=True)
-            args.append(t)
+        if self._cuda:
+            args = [
+                (torch.from_numpy(v) if isinstance(v, np.ndarray) else v).to(self._device, non_blocking=True)
+                for v in (feeds[n] for n in self._in_names)
+            ]
+        else:
+            args = [torch.from_numpy(feeds[n]) for n in self._in_names]
         try:
             with torch.inference_mode():
                 out = self._module(*args)
         except Exception as exc:
             raise InferenceError(f"torch forward failed: {type(exc).__name__}: {exc}") from exc
-        if isinstance(out, Mapping):
-            values = [out[n] for n in self._out_names]
-        elif isinstance(out, (tuple, list)):
-            values = list(out)
+        if isinstance(out, torch.Tensor):
+            values = (out,)
+        elif isinstance(out, Mapping):
+            values = tuple(out[n] for n in self._out_names)
         else:
-            values = [out]
+            values = tuple(out)
         if len(values) != len(self._out_names):
             raise InferenceError(
                 f"model returned {len(values)} outputs, the manifest lists {len(self._out_names)}"
             )
-        return {n: v.detach().cpu().numpy() for n, v in zip(self._out_names, values, strict=True)}
+        if self._cuda:
+            return {n: v.cpu().numpy() for n, v in zip(self._out_names, values, strict=True)}
+        # inference-mode tensors on the CPU convert without detach/cpu (each is a dispatcher round trip).
+        return {n: v.numpy() for n, v in zip(self._out_names, values, strict=True)}
 
     def close(self) -> None:
         self._module = None
