@@ -139,6 +139,9 @@ class SessionBase:
     inputs: Sequence[TensorSpec]
     outputs: Sequence[TensorSpec]
     placement: Placement
+    #: True when ``run`` takes torch CUDA tensors as they are (no host round trip): ORT with IO binding,
+    #: torch on CUDA. Other sessions receive numpy arrays only.
+    accepts_device_tensors: bool = False
 
     def close(self) -> None:
         """Release the runtime's resources. Idempotent."""

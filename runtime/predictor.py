@@ -28,6 +28,39 @@ class BackendFallbackWarning(UserWarning):
     """Emitted when a requested backend could not run and a caller-supplied fallback was used."""
 
 
+def _is_device_tensor(value: Any) -> bool:
+    return type(value).__module__.startswith("torch") and getattr(value, "is_cuda", False)
+
+
+def _check_device_tensor(value: Any, spec: TensorSpec, check_batch: bool) -> Any:
+    """Check a torch CUDA tensor against ``spec`` without moving it; returns it contiguous."""
+    shape = tuple(value.shape)
+    if len(shape) != spec.rank:
+        raise InvalidInputError(
+            f"input {spec.name!r}: expected rank {spec.rank} with shape {spec.shape_str()}, got shape {list(shape)}"
+        )
+    for axis, want in enumerate(spec.shape):
+        if isinstance(want, int) and want != shape[axis] and (axis or check_batch):
+            raise InvalidInputError(
+                f"input {spec.name!r}: expected size {want} on axis {axis} (shape {spec.shape_str()}), got {list(shape)}"
+            )
+    got = str(value.dtype).removeprefix("torch.")
+    if got != spec.dtype:
+        raise InvalidInputError(
+            f"input {spec.name!r}: expected dtype {spec.dtype}, got a CUDA tensor of {got} (device tensors are not cast)"
+        )
+    return value.contiguous()
+
+
+def _pad_rows(a: Any, n: int) -> Any:
+    """Append ``n`` copies of the last row (numpy array or torch tensor)."""
+    if isinstance(a, np.ndarray):
+        return np.concatenate([a, np.repeat(a[-1:], n, axis=0)])
+    import torch
+
+    return torch.cat([a, a[-1:].expand(n, *a.shape[1:])]).contiguous()
+
+
 def _to_numpy(value: Any) -> Any:
     """Turn a CPU torch tensor into a numpy view (no copy); leave everything else alone."""
     mod = type(value).__module__
@@ -64,6 +97,7 @@ class Predictor:
         self._input_set = frozenset(self._input_names)
         self._single = self.inputs[0] if len(self.inputs) == 1 else None
         self._chunk = self._chunk_size(session)
+        self._device_feeds = bool(getattr(session, "accepts_device_tensors", False))
         self._preprocess = None
         self._closed = False
 
@@ -296,12 +330,7 @@ class Predictor:
                     + (f"; missing {missing}" if missing else "")
                     + (f"; unexpected {extra}" if extra else "")
                 )
-            feeds = {}
-            for spec in self.inputs:
-                feeds[spec.name] = spec.check(
-                    self._as_array(inputs[spec.name], spec), check_batch=check_batch
-                )
-            return feeds
+            return {spec.name: self._feed(inputs[spec.name], spec, check_batch) for spec in self.inputs}
         if self._single is None:
             raise InvalidInputError(
                 f"this model has {len(self.inputs)} inputs {list(self._input_names)}: pass a mapping name → array, "
@@ -310,7 +339,12 @@ class Predictor:
         spec = self._single
         if self._looks_like_images(inputs, spec):
             return {spec.name: self._images_to_tensor(inputs)}
-        return {spec.name: spec.check(self._as_array(inputs, spec), check_batch=check_batch)}
+        return {spec.name: self._feed(inputs, spec, check_batch)}
+
+    def _feed(self, value: Any, spec: TensorSpec, check_batch: bool) -> Any:
+        if self._device_feeds and _is_device_tensor(value):
+            return _check_device_tensor(value, spec, check_batch)
+        return spec.check(self._as_array(value, spec), check_batch=check_batch)
 
     @staticmethod
     def _as_array(value: Any, spec: TensorSpec) -> np.ndarray:

@@ -350,6 +350,7 @@ class OrtSession(SessionBase):
                 f"{[i.name for i in self.inputs]} / {self._output_names}"
             )
         self._binding = binding
+        self.accepts_device_tensors = binding is not None
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._binding is not None:
@@ -369,7 +370,7 @@ class OrtSession(SessionBase):
             for name, value in feeds.items():
                 if isinstance(value, np.ndarray):
                     binding.bind_cpu_input(name, value)
-                else:  # a contiguous torch CUDA tensor, bound without a host round trip
+                else:  # a contiguous torch CUDA tensor (checked by the Predictor), bound in place
                     binding.bind_input(
                         name, device_type, device_id, _np_dtype(value), list(value.shape), value.data_ptr()
                     )

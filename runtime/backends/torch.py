@@ -104,6 +104,7 @@ class TorchSession(SessionBase):
         self._in_names = [s.name for s in self.inputs]
         self._out_names = [s.name for s in self.outputs]
         self._cuda = device.type == "cuda"
+        self.accepts_device_tensors = self._cuda
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
