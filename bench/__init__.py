@@ -1,1 +1,74 @@
-"""infership.bench — benchmark harness: scenarios, statistics, results, comparison, reports."""
+"""infership.bench — benchmark harness: scenarios, statistics, results, comparison, reports.
+
+Importing this package is cheap: the submodules (numpy; matplotlib only for reports) load on first use of
+a name re-exported here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "BenchConfig": "infership.bench.harness",
+    "PlannedRun": "infership.bench.harness",
+    "plan_runs": "infership.bench.harness",
+    "run_benchmark": "infership.bench.harness",
+    "run_sweep": "infership.bench.harness",
+    "measure_overhead": "infership.bench.harness",
+    "Scenario": "infership.bench.scenarios",
+    "StopRule": "infership.bench.scenarios",
+    "InputPool": "infership.bench.inputs",
+    "random_pool": "infership.bench.inputs",
+    "array_pool": "infership.bench.inputs",
+    "image_pool": "infership.bench.inputs",
+    "LatencySummary": "infership.bench.stats",
+    "Stability": "infership.bench.stats",
+    "RatioInterval": "infership.bench.stats",
+    "summarize": "infership.bench.stats",
+    "check_stability": "infership.bench.stats",
+    "bootstrap_ratio": "infership.bench.stats",
+    "BenchResults": "infership.bench.results",
+    "RunResult": "infership.bench.results",
+    "ResultsError": "infership.bench.results",
+    "load_results": "infership.bench.results",
+    "save_results": "infership.bench.results",
+    "Comparison": "infership.bench.compare",
+    "Thresholds": "infership.bench.compare",
+    "Verdict": "infership.bench.compare",
+    "NotComparableError": "infership.bench.compare",
+    "compare_results": "infership.bench.compare",
+    "write_report": "infership.bench.report",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'infership.bench' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .compare import Comparison, NotComparableError, Thresholds, Verdict, compare_results  # noqa: F401
+    from .harness import BenchConfig, PlannedRun, measure_overhead, plan_runs, run_benchmark, run_sweep  # noqa: F401
+    from .inputs import InputPool, array_pool, image_pool, random_pool  # noqa: F401
+    from .report import write_report  # noqa: F401
+    from .results import BenchResults, ResultsError, RunResult, load_results, save_results  # noqa: F401
+    from .scenarios import Scenario, StopRule  # noqa: F401
+    from .stats import (  # noqa: F401
+        LatencySummary,
+        RatioInterval,
+        Stability,
+        bootstrap_ratio,
+        check_stability,
+        summarize,
+    )
