@@ -161,6 +161,11 @@ class Predictor:
         else:
             candidates = [backend, *(fallback or ())]
         if not candidates:
+            want = precision or "fp32"
+            m = artifact.manifest
+            if variant is None and not any(v.precision == want for v in m.variants):
+                have = ", ".join(f"{v.id} ({v.precision})" for v in m.variants) or "none"
+                raise ArtifactError(f"artifact {m.name!r} has no {want} variant; variants: {have}")
             raise BackendUnavailable(cls._nothing_runs_message(artifact, precision, device))
 
         failures: list[tuple[str, str]] = []

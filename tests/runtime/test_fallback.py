@@ -101,6 +101,8 @@ def test_missing_precision_is_clear(tiny_artifact):
 
     with pytest.raises(ArtifactError, match="has no int8 variant"):
         Predictor.load(tiny_artifact, backend="ort-cpu", precision="int8")
+    with pytest.raises(ArtifactError, match="has no fp16 variant"):
+        Predictor.load(tiny_artifact, precision="fp16")
 
 
 @needs_no_gpu
