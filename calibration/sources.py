@@ -1,0 +1,475 @@
+"""Where calibration samples come from: image folders, numpy files and arrays, torch datasets, digits.
+
+Each ``from_*`` function returns a :class:`~infership.calibration.dataset.CalibrationSet` over an indexed
+source that reads only the samples asked for, so memory stays bounded by one batch (``.npy`` files are
+memory-mapped; images are decoded one by one through the artifact's preprocessing).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from infership.runtime.errors import InvalidInputError
+from infership.runtime.manifest import Preprocessing
+
+from .dataset import UNNAMED, CalibrationSet
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+#: Keys of an ``.npz`` file that hold labels rather than model inputs.
+LABEL_KEYS = ("labels", "label", "y", "targets")
+
+
+def _check_labels(labels: Any, n: int, what: str) -> np.ndarray | None:
+    if labels is None:
+        return None
+    arr = np.asarray(labels)
+    if arr.ndim != 1 or len(arr) != n:
+        raise InvalidInputError(
+            f"{what}: labels must be a 1-D array of {n} class indices, got shape {list(arr.shape)}"
+        )
+    if arr.dtype.kind not in "iu":
+        raise InvalidInputError(f"{what}: labels must be integer class indices, got {arr.dtype.name}")
+    return arr.astype(np.int64, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------- arrays
+class ArraySource:
+    """Named arrays sharing axis 0 (possibly memory-mapped, possibly several files concatenated)."""
+
+    def __init__(
+        self,
+        parts: Sequence[Mapping[str, np.ndarray]],
+        *,
+        labels: np.ndarray | None,
+        description: dict[str, Any],
+    ) -> None:
+        if not parts:
+            raise InvalidInputError(f"{description.get('path', 'arrays')}: no arrays given")
+        keys = list(parts[0])
+        for i, part in enumerate(parts):
+            if list(part) != keys:
+                raise InvalidInputError(f"numpy part {i} holds arrays {list(part)}, the first holds {keys}")
+            lengths = {k: (len(v) if np.ndim(v) else 0) for k, v in part.items()}
+            if len(set(lengths.values())) != 1:
+                raise InvalidInputError(f"arrays must share their first (sample) axis, got lengths {lengths}")
+        self._parts = list(parts)
+        self._starts = np.cumsum([0] + [len(next(iter(p.values()))) for p in parts])
+        self._labels = _check_labels(labels, int(self._starts[-1]), description.get("path", "arrays"))
+        self._description = description
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    @property
+    def has_labels(self) -> bool:
+        return self._labels is not None
+
+    def read(self, indices: Sequence[int]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        idx = np.asarray(indices, dtype=np.int64)
+        part_of = np.searchsorted(self._starts, idx, side="right") - 1
+        out: dict[str, list[np.ndarray]] = {k: [] for k in self._parts[0]}
+        for p in np.unique(part_of):
+            local = idx[part_of == p] - self._starts[p]
+            for k, v in self._parts[p].items():
+                out[k].append(np.asarray(v[local]))
+        order = np.argsort(np.argsort(part_of, kind="stable"), kind="stable")
+        feeds = {k: np.concatenate(v)[order] if len(v) > 1 else v[0] for k, v in out.items()}
+        labels = self._labels[idx] if self._labels is not None else None
+        return feeds, labels
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self._description)
+
+
+def from_numpy(
+    data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | np.ndarray | Mapping[str, np.ndarray],
+    *,
+    labels: Any = None,
+    input_name: str | None = None,
+    batch_size: int = 16,
+) -> CalibrationSet:
+    """Calibration data from numpy: an array, a mapping name → array, or ``.npy`` / ``.npz`` files.
+
+    Every array holds samples along axis 0. ``.npy`` files are memory-mapped, so only the batches read
+    are in memory; ``.npz`` members are loaded whole on first use (numpy cannot map them). Several files,
+    or a directory of them, are concatenated in sorted order. In an ``.npz``, a key named ``labels``,
+    ``label``, ``y`` or ``targets`` holds class indices instead of an input.
+
+    Args:
+        data: The arrays or files.
+        labels: Class index per sample (for task accuracy during validation).
+        input_name: Name of the model input a single unnamed array feeds (default: the model's only input).
+        batch_size: Samples per batch.
+
+    Returns:
+        A re-iterable calibration set.
+
+    Raises:
+        InvalidInputError: A file is missing or unreadable, arrays disagree in length, or labels are malformed.
+    """
+    if isinstance(data, np.ndarray):
+        parts: list[Mapping[str, np.ndarray]] = [{input_name or UNNAMED: data}]
+        desc: dict[str, Any] = {"kind": "arrays", "shapes": {input_name or "input": list(data.shape)}}
+    elif isinstance(data, Mapping):
+        parts = [{str(k): np.asarray(v) for k, v in data.items()}]
+        desc = {"kind": "arrays", "shapes": {k: list(v.shape) for k, v in parts[0].items()}}
+    else:
+        files = _numpy_files(data)
+        parts, file_labels = [], []
+        for f in files:
+            arrays, lab = _load_numpy_file(f, input_name)
+            parts.append(arrays)
+            file_labels.append(lab)
+        if labels is None and any(lab is not None for lab in file_labels):
+            if any(lab is None for lab in file_labels):
+                raise InvalidInputError("some .npz files hold labels and some do not")
+            labels = np.concatenate(file_labels)
+        desc = {
+            "kind": "numpy",
+            "path": ", ".join(str(f) for f in files[:3]) + (" …" if len(files) > 3 else ""),
+            "files": len(files),
+        }
+    return CalibrationSet(ArraySource(parts, labels=labels, description=desc), batch_size=batch_size)
+
+
+def _numpy_files(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+    paths = [Path(data)] if isinstance(data, (str, os.PathLike)) else [Path(p) for p in data]
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix in (".npy", ".npz"))
+            if not found:
+                raise InvalidInputError(f"{p}: no .npy or .npz files in this directory")
+            files.extend(found)
+        elif p.is_file() and p.suffix in (".npy", ".npz"):
+            files.append(p)
+        elif not p.exists():
+            raise InvalidInputError(f"calibration data not found: {p}")
+        else:
+            raise InvalidInputError(f"{p}: expected a .npy or .npz file or a directory of them")
+    return files
+
+
+def _load_numpy_file(path: Path, input_name: str | None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    try:
+        if path.suffix == ".npy":
+            return {input_name or UNNAMED: np.load(path, mmap_mode="r", allow_pickle=False)}, None
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc}") from exc
+    label_keys = [k for k in arrays if k in LABEL_KEYS]
+    labels = arrays.pop(label_keys[0]) if label_keys else None
+    if not arrays:
+        raise InvalidInputError(f"{path}: holds only labels, no input arrays")
+    if len(arrays) == 1 and input_name is not None:
+        arrays = {input_name: next(iter(arrays.values()))}
+    return arrays, labels
+
+
+# ---------------------------------------------------------------------------------------------- images
+class ImageFolderSource:
+    """Image files, flat or one subfolder per class, decoded and preprocessed one by one."""
+
+    def __init__(
+        self, root: Path, preprocessing: Preprocessing, *, class_names: Sequence[str] | None
+    ) -> None:
+        if not root.is_dir():
+            raise InvalidInputError(f"image folder not found: {root}")
+        subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        flat = sorted(f for f in root.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        if subdirs and flat:
+            raise InvalidInputError(
+                f"{root}: holds both images and subfolders; use a flat folder of images or one subfolder per class"
+            )
+        self.classes: tuple[str, ...] | None = None
+        files: list[Path] = []
+        labels: list[int] = []
+        if subdirs:
+            names = [d.name for d in subdirs]
+            if class_names is not None:
+                unknown = sorted(set(names) - set(class_names))
+                if unknown:
+                    raise InvalidInputError(
+                        f"{root}: class folders {unknown} are not among the model's labels"
+                    )
+                index = {c: i for i, c in enumerate(class_names)}
+            else:
+                index = {c: i for i, c in enumerate(names)}
+            for d in subdirs:
+                imgs = sorted(f for f in d.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+                files.extend(imgs)
+                labels.extend([index[d.name]] * len(imgs))
+            self.classes = tuple(class_names) if class_names is not None else tuple(names)
+        else:
+            files = flat
+        if not files:
+            raise InvalidInputError(f"{root}: no images found (extensions {', '.join(IMAGE_EXTENSIONS)})")
+        self._root, self._files, self._pre = root, files, preprocessing
+        self._labels = np.asarray(labels, dtype=np.int64) if subdirs else None
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    @property
+    def has_labels(self) -> bool:
+        return self._labels is not None
+
+    def read(self, indices: Sequence[int]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        from infership.runtime.preprocess import preprocess_image
+
+        images = [preprocess_image(self._files[i], self._pre) for i in indices]
+        shapes = {im.shape for im in images}
+        if len(shapes) > 1:
+            raise InvalidInputError(
+                f"{self._root}: preprocessed images differ in shape {sorted(shapes)}; the preprocessing needs "
+                "a resize to a fixed size or a crop"
+            )
+        labels = self._labels[list(indices)] if self._labels is not None else None
+        return {self._pre.input: np.stack(images)}, labels
+
+    def describe(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"kind": "image-folder", "path": str(self._root), "files": len(self._files)}
+        if self.classes is not None:
+            d["classes"] = len(self.classes)
+        return d
+
+
+def from_image_folder(
+    path: str | os.PathLike[str],
+    preprocessing: Preprocessing,
+    *,
+    class_names: Sequence[str] | None = None,
+    batch_size: int = 16,
+) -> CalibrationSet:
+    """Images in a folder, turned into model inputs by the artifact's own preprocessing.
+
+    A flat folder gives unlabelled samples. One subfolder per class (as torchvision's ``ImageFolder``)
+    gives labels: the class index is the folder's position in ``class_names`` (the artifact's labels) when
+    given, else in the sorted folder names.
+
+    Args:
+        path: The folder.
+        preprocessing: The artifact's :class:`~infership.runtime.manifest.Preprocessing`.
+        class_names: The model's class names, to map class folders to output indices.
+        batch_size: Samples per batch.
+
+    Raises:
+        InvalidInputError: The folder is missing, empty, mixes images with subfolders, or has class folders
+            that are not among ``class_names``.
+    """
+    source = ImageFolderSource(Path(path), preprocessing, class_names=class_names)
+    return CalibrationSet(source, batch_size=batch_size)
+
+
+# ---------------------------------------------------------------------------------------------- torch
+class TorchDatasetSource:
+    """A map-style torch ``Dataset``: items are tensors, ``(input, label)`` pairs, or dicts of inputs."""
+
+    def __init__(self, dataset: Any, *, preprocessing: Preprocessing | None, input_name: str | None) -> None:
+        self._ds, self._pre, self._name = dataset, preprocessing, input_name
+        self._has_labels: bool | None = None
+
+    def __len__(self) -> int:
+        return len(self._ds)
+
+    @property
+    def has_labels(self) -> bool:
+        if self._has_labels is None:
+            self._has_labels = len(self) > 0 and self._split(self._ds[0])[1] is not None
+        return self._has_labels
+
+    def _split(self, item: Any) -> tuple[dict[str, np.ndarray], int | None]:
+        label = None
+        if isinstance(item, (tuple, list)):
+            if len(item) != 2:
+                raise InvalidInputError(
+                    f"torch dataset items must be x, (x, label) or a dict; got a {len(item)}-tuple"
+                )
+            item, label = item
+            label = int(label)
+        if isinstance(item, Mapping):
+            return {str(k): self._array(v) for k, v in item.items()}, label
+        return {self._name or UNNAMED: self._array(item)}, label
+
+    def _array(self, value: Any) -> np.ndarray:
+        if hasattr(value, "detach"):
+            value = value.detach().cpu().numpy()
+        if self._pre is not None and (
+            type(value).__module__.startswith("PIL.")
+            or (isinstance(value, np.ndarray) and value.dtype == np.uint8)
+        ):
+            from infership.runtime.preprocess import preprocess_image
+
+            return preprocess_image(value, self._pre)
+        return np.asarray(value)
+
+    def read(self, indices: Sequence[int]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        items = [self._split(self._ds[int(i)]) for i in indices]
+        keys = list(items[0][0])
+        feeds = {k: np.stack([it[0][k] for it in items]) for k in keys}
+        got = [it[1] for it in items]
+        labels = None if any(g is None for g in got) else np.asarray(got, dtype=np.int64)
+        return feeds, labels
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "torch-dataset", "type": type(self._ds).__name__, "items": len(self)}
+
+
+def from_torch(
+    data: Any,
+    *,
+    samples: int | None = None,
+    preprocessing: Preprocessing | None = None,
+    input_name: str | None = None,
+    batch_size: int | None = None,
+) -> CalibrationSet:
+    """Calibration data from a torch ``Dataset`` or ``DataLoader``.
+
+    A map-style dataset (``__len__`` and ``__getitem__``) is read item by item; a ``DataLoader`` over one is
+    read through its ``dataset`` (infership batches itself, so the loader's shuffling is not used and every
+    pass sees the same order) and keeps the loader's batch size. An iterable-style dataset cannot be
+    re-read from a given index: its first ``samples`` items are materialized in memory.
+
+    Args:
+        data: The dataset or loader. Items: a tensor, ``(input, label)``, or a dict name → tensor.
+        samples: Required for iterable-style data: how many items to take.
+        preprocessing: Applied to items that are PIL images or HWC uint8 arrays.
+        input_name: The model input a single unnamed tensor feeds (default: the model's only input).
+        batch_size: Samples per batch (default: the loader's, else 16).
+
+    Raises:
+        InvalidInputError: Iterable-style data without ``samples``, or malformed items.
+    """
+    dataset = (
+        getattr(data, "dataset", None) if hasattr(data, "batch_size") and hasattr(data, "dataset") else None
+    )
+    loader_batch = getattr(data, "batch_size", None) if dataset is not None else None
+    target = dataset if dataset is not None else data
+    bs = batch_size or loader_batch or 16
+    if hasattr(target, "__getitem__") and hasattr(target, "__len__"):
+        try:
+            len(target)
+        except TypeError as exc:
+            raise InvalidInputError(
+                f"{type(target).__name__} has no length; pass samples= to read it as a stream"
+            ) from exc
+        source = TorchDatasetSource(target, preprocessing=preprocessing, input_name=input_name)
+        return CalibrationSet(source, batch_size=bs)
+    if samples is None:
+        raise InvalidInputError(
+            f"{type(target).__name__} is iterable-only (it cannot be re-read from an index); pass samples=N "
+            "to take its first N items"
+        )
+    reader = TorchDatasetSource([], preprocessing=preprocessing, input_name=input_name)
+    items: list[tuple[dict[str, np.ndarray], int | None]] = []
+    for item in data if dataset is None else dataset:
+        items.append(reader._split(item))
+        if len(items) >= samples:
+            break
+    if not items:
+        raise InvalidInputError(f"{type(target).__name__} yielded no items")
+    keys = list(items[0][0])
+    arrays = {k: np.stack([it[0][k] for it in items]) for k in keys}
+    got = [it[1] for it in items]
+    labels = None if any(g is None for g in got) else np.asarray(got, dtype=np.int64)
+    desc = {"kind": "torch-iterable", "type": type(target).__name__, "items": len(items)}
+    return CalibrationSet(ArraySource([arrays], labels=labels, description=desc), batch_size=bs)
+
+
+# ---------------------------------------------------------------------------------------------- digits
+DIGITS_SPLITS = ("train", "test", "all")
+_DIGITS_TEST = 360  # 20% of 1,797, stratified
+
+
+def load_digits_split(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled handwritten digits as ``(images, labels)``: float32 ``[n, 1, 8, 8]`` scaled
+    to [0, 1], int64 labels. The train/test split (1,437 / 360, stratified, seed 0) is fixed, so training
+    scripts, calibration and validation agree on which images are held out.
+
+    Raises:
+        InvalidInputError: ``split`` is not ``train``, ``test`` or ``all``.
+    """
+    if split not in DIGITS_SPLITS:
+        raise InvalidInputError(f"digits split must be one of {DIGITS_SPLITS}, got {split!r}")
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
+    labels = digits.target.astype(np.int64)
+    if split == "all":
+        return images, labels
+    idx = np.arange(len(labels))
+    train, test = train_test_split(idx, test_size=_DIGITS_TEST, random_state=0, stratify=labels)
+    pick = np.sort(train if split == "train" else test)
+    return images[pick], labels[pick]
+
+
+def from_digits(
+    split: str = "train",
+    *,
+    preprocessing: Preprocessing | None = None,
+    input_name: str | None = None,
+    batch_size: int = 16,
+) -> CalibrationSet:
+    """scikit-learn's handwritten digits (offline, 8×8 grayscale), with labels.
+
+    Args:
+        split: ``"train"`` (1,437), ``"test"`` (360) or ``"all"``; see :func:`load_digits_split`.
+        preprocessing: When given, each digit becomes an 8-bit grayscale image fed through it (for models
+            with another input size or normalisation); otherwise inputs are ``[n, 1, 8, 8]`` in [0, 1].
+        input_name: The model input the images feed (default: the model's only input).
+        batch_size: Samples per batch.
+    """
+    images, labels = load_digits_split(split)
+    desc = {"kind": "digits", "split": split}
+    if preprocessing is not None:
+        from infership.runtime.preprocess import preprocess_image
+
+        pixels = np.round(images[:, 0] * 255.0).astype(np.uint8)
+        images = np.stack([preprocess_image(p, preprocessing) for p in pixels])
+        input_name = input_name or preprocessing.input
+        desc["preprocessing"] = True
+    source = ArraySource([{input_name or UNNAMED: images}], labels=labels, description=desc)
+    return CalibrationSet(source, batch_size=batch_size)
+
+
+# ---------------------------------------------------------------------------------------------- CLI specs
+def from_spec(
+    spec: str,
+    *,
+    preprocessing: Preprocessing | None = None,
+    class_names: Sequence[str] | None = None,
+    batch_size: int = 16,
+) -> CalibrationSet:
+    """A calibration set from a command-line string.
+
+    ``digits`` / ``digits:train`` / ``digits:test`` / ``digits:all``; a ``.npy`` / ``.npz`` file or a
+    directory of them; an image folder (needs the artifact's preprocessing).
+
+    Raises:
+        InvalidInputError: The string names nothing usable, or an image folder is given for an artifact
+            without preprocessing.
+    """
+    if spec == "digits" or spec.startswith("digits:"):
+        split = spec.partition(":")[2] or "train"
+        return from_digits(split, preprocessing=preprocessing, batch_size=batch_size)
+    path = Path(spec)
+    if not path.exists():
+        raise InvalidInputError(
+            f"calibration source {spec!r} not found: expected 'digits[:split]', a .npy/.npz file, a directory "
+            "of them, or an image folder"
+        )
+    if path.is_file() or any(q.suffix in (".npy", ".npz") for q in path.iterdir()):
+        return from_numpy(path, batch_size=batch_size)
+    if preprocessing is None:
+        raise InvalidInputError(
+            f"{path} is an image folder, but the artifact records no preprocessing to turn images into "
+            "model inputs; export with preprocessing, or give .npy/.npz data"
+        )
+    return from_image_folder(path, preprocessing, class_names=class_names, batch_size=batch_size)
