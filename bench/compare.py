@@ -75,6 +75,7 @@ class Thresholds:
     Args:
         max_slowdown: Tolerated relative slowdown of the median (``0.10`` = 10%).
         max_p99_slowdown: Tolerated relative slowdown of p99; tails are noisier (default: 2.5× the median's).
+            ``float("inf")`` reports p99 without gating on it (for runners too noisy for tail latency).
         max_accuracy_drop: Tolerated drop of an accuracy figure, in percentage points.
         confidence: Confidence level of the bootstrap intervals.
         n_resamples: Bootstrap resamples.
@@ -101,7 +102,7 @@ class Thresholds:
     def to_dict(self) -> dict[str, Any]:
         return {
             "max_slowdown": self.max_slowdown,
-            "max_p99_slowdown": self.p99_slowdown,
+            "max_p99_slowdown": None if self.p99_slowdown == float("inf") else self.p99_slowdown,  # None: off
             "max_accuracy_drop": self.max_accuracy_drop,
             "confidence": self.confidence,
             "n_resamples": self.n_resamples,
@@ -249,7 +250,7 @@ def compare_runs(
         if ratio.estimate > 1 + limit and ratio.low > 1:
             worse.append(
                 f"{ratio.statistic} {ratio.estimate - 1:+.1%} (CI {ratio.low - 1:+.1%}..{ratio.high - 1:+.1%}) "
-                f"> +{limit:.0%}"
+                f"beyond +{limit:.0%}"
             )
         elif ratio.estimate < 1 / (1 + limit) and ratio.high < 1:
             better.append(f"{ratio.statistic} {ratio.estimate - 1:+.1%}")
@@ -287,12 +288,21 @@ def compare_accuracy(
     out = []
     for name, b in _flat_numbers(baseline).items():
         c = _flat_numbers(current).get(name)
-        if c is None or not any(word in name.lower() for word in _HIGHER_IS_BETTER):
+        if c is None or not _is_accuracy_figure(name):
             continue
         scale = 100.0 if 0.0 <= b <= 1.0 and 0.0 <= c <= 1.0 else 1.0
         drop = (b - c) * scale
         out.append(AccuracyChange(name, b, c, drop, drop > max_drop))
     return out
+
+
+def _is_accuracy_figure(name: str) -> bool:
+    low = name.lower()
+    leaf = low.rsplit(".", 1)[-1]
+    # Thresholds recorded next to the figures (``tolerance.min_top1``) are settings, not results.
+    if "tolerance" in low or leaf.startswith(("min_", "max_")):
+        return False
+    return any(word in leaf for word in _HIGHER_IS_BETTER)
 
 
 def _flat_numbers(d: Mapping[str, Any], prefix: str = "") -> dict[str, float]:

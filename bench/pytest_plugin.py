@@ -1,61 +1,112 @@
 """pytest plugin (entry point ``pytest11: infership``): benchmark a Predictor under pytest-benchmark.
 
-Provides the ``predictor_benchmark`` fixture: it wraps pytest-benchmark's ``benchmark`` fixture, rotates
-distinct inputs (so a single cached tensor does not flatter the figures), warms up first, and records the
-backend, variant and placement in ``benchmark.extra_info`` — so ``--benchmark-compare-fail`` and
-``--benchmark-json`` work as usual::
+The ``predictor_benchmark`` fixture wraps pytest-benchmark's ``benchmark`` fixture. It rotates distinct
+inputs (a single cached tensor flatters runtimes that cache), warms up before timing, and records the
+backend, variant, precision, placement, thread settings and the environment fingerprint in
+``benchmark.extra_info``. Everything pytest-benchmark offers keeps working: ``--benchmark-json``,
+``--benchmark-autosave``, ``--benchmark-compare`` and ``--benchmark-compare-fail=median:10%``::
 
-    def test_speed(predictor_benchmark):
-        p = Predictor.load("artifact", backend="ort-cpu")
-        predictor_benchmark(p, batch_size=1)
+    from infership import Predictor
+
+    def test_resnet_latency(predictor_benchmark):
+        with Predictor.load("artifacts/resnet", backend="ort-cpu", intra_op_threads=2) as p:
+            outputs = predictor_benchmark(p, batch_size=1)
+        assert outputs["logits"].shape == (1, 1000)
+
+This module imports only pytest at import time: pytest loads it in every session of every project that
+has infership installed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
 
 
-def _inputs_for(predictor: Any, batch_size: int, count: int, seed: int) -> list[Any]:
-    import numpy as np
+def _pool(
+    predictor: Any,
+    *,
+    batch_size: int,
+    pool_size: int,
+    seed: int,
+    shapes: Mapping[str, Sequence[int]] | None,
+    inputs: Mapping[str, Any] | None,
+    include_preprocessing: bool,
+) -> Any:
+    from infership.bench.inputs import array_pool, image_pool, random_pool
+    from infership.runtime.errors import InvalidInputError
 
-    rng = np.random.default_rng(seed)
-    feeds = []
-    for _ in range(count):
-        item = {}
-        for spec in predictor.inputs:
-            shape = [batch_size if i == 0 and not isinstance(d, int) else (d if isinstance(d, int) else 1) for i, d in enumerate(spec.shape)]
-            if spec.dtype.startswith("float"):
-                item[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
-            else:
-                item[spec.name] = rng.integers(0, 2, size=shape).astype(spec.dtype)
-        feeds.append(item)
-    return feeds
+    if include_preprocessing:
+        pre = predictor.manifest.preprocessing
+        if pre is None:
+            raise InvalidInputError(
+                f"include_preprocessing: {predictor.manifest.name!r} records no preprocessing"
+            )
+        images = (inputs or {}).get(pre.input)
+        return image_pool(pre, batch_size=batch_size, images=images, size=pool_size, seed=seed)
+    if inputs:
+        return array_pool(predictor.inputs, inputs, batch_size=batch_size, size=pool_size)
+    return random_pool(predictor.inputs, batch_size=batch_size, shapes=shapes, size=pool_size, seed=seed)
 
 
 @pytest.fixture
 def predictor_benchmark(request: pytest.FixtureRequest) -> Callable[..., Any]:
-    """Return ``run(predictor, *, batch_size=1, distinct_inputs=8, warmup=3, seed=0)``."""
-    benchmark = request.getfixturevalue("benchmark")
+    """Return ``run(predictor, *, batch_size=1, ...)`` that benchmarks ``predictor.predict``.
 
-    def run(predictor: Any, *, batch_size: int = 1, distinct_inputs: int = 8, warmup: int = 3, seed: int = 0) -> Any:
-        feeds = _inputs_for(predictor, batch_size, max(1, distinct_inputs), seed)
+    ``run`` keyword options: ``batch_size`` (1), ``pool_size`` distinct inputs (16), ``warmup`` calls
+    before timing (10), ``seed`` (0), ``shapes`` for dynamic axes, ``inputs`` (name → array or ``.npy``
+    path of real samples), ``include_preprocessing`` (feed raw uint8 images). It returns the outputs of
+    the last timed call, so the test can check them too.
+    """
+    try:
+        benchmark = request.getfixturevalue("benchmark")
+    except pytest.FixtureLookupError:
+        pytest.fail(
+            "predictor_benchmark needs the pytest-benchmark plugin: pip install 'infership[bench]'",
+            pytrace=False,
+        )
+
+    def run(
+        predictor: Any,
+        *,
+        batch_size: int = 1,
+        pool_size: int = 16,
+        warmup: int = 10,
+        seed: int = 0,
+        shapes: Mapping[str, Sequence[int]] | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        include_preprocessing: bool = False,
+    ) -> Any:
+        from infership.runtime import hardware
+
+        pool = _pool(
+            predictor, batch_size=batch_size, pool_size=pool_size, seed=seed, shapes=shapes, inputs=inputs,
+            include_preprocessing=include_preprocessing,
+        )  # fmt: skip
         for i in range(warmup):
-            predictor.predict(feeds[i % len(feeds)])
-        counter = iter(range(1 << 62))
+            predictor.predict(pool[i])
+        position = [0]
 
         def one() -> Any:
-            return predictor.predict(feeds[next(counter) % len(feeds)])
+            i = position[0]
+            position[0] = i + 1
+            return predictor.predict(pool[i])
 
         benchmark.extra_info.update(
             {
+                "model": predictor.manifest.name,
                 "backend": predictor.backend,
                 "variant": predictor.variant.id,
                 "precision": predictor.variant.precision,
                 "batch_size": batch_size,
+                "pool_size": len(pool),
+                "input_source": pool.source,
+                "include_preprocessing": pool.include_preprocessing,
+                "input_shapes": pool.shapes,
                 "placement": predictor.placement.to_dict(),
+                "fingerprint": hardware.fingerprint(),
             }
         )
         return benchmark(one)

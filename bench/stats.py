@@ -14,9 +14,12 @@ import numpy as np
 
 PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
 
-# Bootstrapping a quantile of n samples costs O(n) per resample; above this many samples a random subset is
-# resampled instead. A subset gives a wider (more conservative) interval, never a narrower one.
+# Bootstrapping a quantile of n samples costs O(n) per resample; above this many samples every k-th sample
+# is kept (order matters for the block bootstrap). Fewer samples give a wider interval, never a narrower one.
 MAX_BOOTSTRAP_SAMPLES = 5000
+
+# Contiguous blocks per run for the block bootstrap (see bootstrap_ratio).
+DEFAULT_BLOCKS = 20
 
 
 @dataclass(frozen=True)
@@ -232,20 +235,29 @@ def bootstrap_ratio(
     percentile: float = 50.0,
     confidence: float = 0.95,
     n_resamples: int = 2000,
+    blocks: int | None = DEFAULT_BLOCKS,
     seed: int = 0,
 ) -> RatioInterval:
     """Bootstrap confidence interval of ``percentile(current) / percentile(baseline)``.
 
-    Each side is resampled with replacement independently (the runs are independent); the interval is
-    the percentile interval of the resampled ratios. Sides with more than :data:`MAX_BOOTSTRAP_SAMPLES`
-    samples are first reduced to a random subset of that size, which can only widen the interval.
+    Each side is resampled independently (the runs are independent), and the interval is the percentile
+    interval of the resampled ratios. Latency samples are not independent: interference on a shared
+    machine comes in bursts, so slow queries cluster in time. Resampling single samples would then give
+    intervals that are far too narrow and make noise look significant. By default each side is therefore
+    cut into ``blocks`` contiguous blocks (in completion order) and whole blocks are resampled (a
+    non-overlapping block bootstrap, Künsch 1989), so a burst that hit a twentieth of a run moves the
+    resampled statistic as much as it could move a re-run. Sides with more than
+    :data:`MAX_BOOTSTRAP_SAMPLES` samples are first thinned by keeping every k-th sample (order kept),
+    which can only widen the interval.
 
     Args:
-        baseline: Baseline latencies.
-        current: Current latencies.
+        baseline: Baseline latencies, in completion order.
+        current: Current latencies, in completion order.
         percentile: Which percentile to compare (50 = median, 99 = p99).
         confidence: Two-sided confidence level in (0, 1).
         n_resamples: Bootstrap resamples.
+        blocks: Contiguous blocks per side; ``None`` resamples single samples (for independent samples).
+            Fewer than 5 samples per block also falls back to single samples.
         seed: Seed of the resampling generator (the result is deterministic for a given seed).
 
     Returns:
@@ -260,38 +272,48 @@ def bootstrap_ratio(
         raise ValueError(f"percentile must be in [0, 100], got {percentile}")
     if n_resamples < 100:
         raise ValueError(f"n_resamples must be >= 100, got {n_resamples}")
+    if blocks is not None and blocks < 2:
+        raise ValueError(f"blocks must be >= 2 or None, got {blocks}")
     rng = np.random.default_rng(seed)
-    a = _prepared(baseline, "baseline", rng)
-    b = _prepared(current, "current", rng)
+    a = _prepared(baseline, "baseline")
+    b = _prepared(current, "current")
     qa = float(np.percentile(a, percentile))
     qb = float(np.percentile(b, percentile))
     if qa <= 0 or qb <= 0:
         raise ValueError(f"p{percentile:g} must be positive to form a ratio, got {qa} and {qb}")
-    ra = _bootstrap_percentile(a, percentile, n_resamples, rng)
-    rb = _bootstrap_percentile(b, percentile, n_resamples, rng)
+    ra = _bootstrap_percentile(a, percentile, n_resamples, blocks, rng)
+    rb = _bootstrap_percentile(b, percentile, n_resamples, blocks, rng)
     ratios = rb / ra
     alpha = (1 - confidence) / 2
     low, high = (float(v) for v in np.quantile(ratios, [alpha, 1 - alpha]))
     return RatioInterval(f"p{percentile:g}", qb / qa, low, high, confidence)
 
 
-def _prepared(samples: Sequence[float] | np.ndarray, name: str, rng: np.random.Generator) -> np.ndarray:
+def _prepared(samples: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
     x = np.asarray(samples, dtype=np.float64)
     if x.ndim != 1 or x.size < 2:
         raise ValueError(f"{name}: need at least 2 samples to bootstrap, got {x.size}")
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name}: samples contain NaN or infinity")
     if x.size > MAX_BOOTSTRAP_SAMPLES:
-        x = rng.choice(x, size=MAX_BOOTSTRAP_SAMPLES, replace=False)
+        x = x[:: -(-x.size // MAX_BOOTSTRAP_SAMPLES)]
     return x
 
 
-def _bootstrap_percentile(x: np.ndarray, q: float, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+def _bootstrap_percentile(
+    x: np.ndarray, q: float, n_resamples: int, blocks: int | None, rng: np.random.Generator
+) -> np.ndarray:
+    if blocks is None or x.size < 5 * blocks:
+        blocks, length = x.size, 1
+    else:
+        length = x.size // blocks
+    # Equal blocks: the few samples past blocks * length (fewer than one block) are left out.
+    grid = x[: blocks * length].reshape(blocks, length)
     out = np.empty(n_resamples)
-    # Chunks keep the index matrix under ~16 MB whatever the sample count.
-    chunk = max(1, (2 << 20) // x.size)
+    # Chunks keep the resampled matrix under ~16 MB whatever the sample count.
+    chunk = max(1, (2 << 20) // grid.size)
     for start in range(0, n_resamples, chunk):
         stop = min(start + chunk, n_resamples)
-        idx = rng.integers(0, x.size, size=(stop - start, x.size))
-        out[start:stop] = np.percentile(x[idx], q, axis=1)
+        idx = rng.integers(0, blocks, size=(stop - start, blocks))
+        out[start:stop] = np.percentile(grid[idx].reshape(stop - start, -1), q, axis=1)
     return out
