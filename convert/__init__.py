@@ -1,1 +1,56 @@
-"""infership.convert — PyTorch → ONNX export checked against torch, simplification, fp16, int8, OpenVINO IR."""
+"""infership.convert — PyTorch → ONNX export checked against torch, simplification, fp16, int8, OpenVINO IR.
+
+Names are re-exported lazily: importing this package imports neither torch nor onnx.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "build_artifact": "infership.convert.build",
+    "ProgressCallback": "infership.convert.build",
+    "load_model_source": "infership.convert.source",
+    "ModelSource": "infership.convert.source",
+    "export_onnx": "infership.convert.export",
+    "capture_program": "infership.convert.export",
+    "save_torch_program": "infership.convert.export",
+    "Exporter": "infership.convert.export",
+    "compare_outputs": "infership.convert.validate",
+    "validate_against_torch": "infership.convert.validate",
+    "Tolerance": "infership.convert.validate",
+    "simplify_onnx": "infership.convert.simplify",
+    "Simplifier": "infership.convert.simplify",
+    "convert_fp16": "infership.convert.fp16",
+    "FP16_BLOCK_LIST": "infership.convert.fp16",
+    "convert_openvino": "infership.convert.openvino_ir",
+    "make_preprocessing": "infership.convert.preprocessing",
+    "read_labels": "infership.convert.preprocessing",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'infership.convert' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .build import ProgressCallback, build_artifact  # noqa: F401
+    from .export import Exporter, capture_program, export_onnx, save_torch_program  # noqa: F401
+    from .fp16 import FP16_BLOCK_LIST, convert_fp16  # noqa: F401
+    from .openvino_ir import convert_openvino  # noqa: F401
+    from .preprocessing import make_preprocessing, read_labels  # noqa: F401
+    from .simplify import Simplifier, simplify_onnx  # noqa: F401
+    from .source import ModelSource, load_model_source  # noqa: F401
+    from .validate import Tolerance, compare_outputs, validate_against_torch  # noqa: F401

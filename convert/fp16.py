@@ -1,0 +1,151 @@
+"""fp16 ONNX graphs for GPUs, with the precision written into the graph itself.
+
+TensorRT 11 removed the builder's fp16/int8 switches: it builds what the ONNX graph says (a "strongly typed"
+network). ONNX Runtime's CUDA provider does the same. So the fp16 variant is a graph whose weights and
+arithmetic are fp16, with:
+
+- fp32 inputs and outputs (a Cast at each boundary), so callers feed and read the same arrays as for fp32;
+- numerically sensitive operators kept in fp32 (reductions, exponentials, normalizations, resampling), with
+  Casts around them, because fp16 there overflows or loses too much (onnxruntime#11384,
+  onnxconverter-common#323, #208).
+
+The conversion uses ``onnxconverter_common.float16.convert_float_to_float16``. Values outside the fp16 range
+are clamped by it (tiny magnitudes to ±1e-7, large ones to ±1e4); how many times (per tensor and sign)
+is recorded in the step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from infership.runtime import ConversionError, Step
+
+log = logging.getLogger(__name__)
+
+FP16_BLOCK_LIST: tuple[str, ...] = (
+    # reductions and normalizations: sums of many fp16 values overflow or lose precision
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceSumSquare",
+    "ReduceL2",
+    "ReduceLogSumExp",
+    "ReduceProd",
+    "LayerNormalization",
+    "GroupNormalization",
+    "InstanceNormalization",
+    "LpNormalization",
+    # exponentials and powers
+    "Softmax",
+    "LogSoftmax",
+    "Exp",
+    "Log",
+    "Pow",
+    "Sqrt",
+    "Reciprocal",
+    "Erf",
+    # resampling and index/range arithmetic
+    "Resize",
+    "Upsample",
+    "Range",
+    "CumSum",
+    "TopK",
+    "NonMaxSuppression",
+    "RoiAlign",
+    "RandomNormalLike",
+    "RandomUniformLike",
+)
+"""Operators kept in fp32 by default, on top of onnxconverter-common's own block list."""
+
+
+def convert_fp16(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    block_list: Sequence[str] | None = None,
+    keep_io_types: bool = True,
+) -> Step:
+    """Write an fp16 copy of an fp32 ONNX model.
+
+    Args:
+        src: The fp32 model.
+        dst: Where to write the fp16 model.
+        block_list: Operator types kept in fp32; ``None`` uses :data:`FP16_BLOCK_LIST`.
+        keep_io_types: Keep fp32 inputs and outputs (Casts at the boundary). Leave it on: the manifest's
+            input/output specs are shared by all variants.
+
+    Returns:
+        The ``fp16`` step: block list, node counts, Casts added, fp32 nodes left, clamped values.
+
+    Raises:
+        ConversionError: onnxconverter-common is missing or failed, or the result is not a valid model.
+    """
+    import onnx
+
+    t0 = time.perf_counter()
+    try:
+        from onnxconverter_common import float16
+    except ImportError as exc:
+        raise ConversionError(
+            "fp16 conversion needs onnxconverter-common: pip install 'infership[convert]'"
+        ) from exc
+    blocked = tuple(block_list) if block_list is not None else FP16_BLOCK_LIST
+    model = onnx.load(os.fspath(src))
+    before = Counter(n.op_type for n in model.graph.node)
+    # Typed value_info from the exporter makes the converter retype blocked nodes' outputs to fp16, giving
+    # graphs ORT refuses ("Type (tensor(float)) of output arg ... does not match"); types are re-inferred.
+    del model.graph.value_info[:]
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            half = float16.convert_float_to_float16(
+                model,
+                keep_io_types=keep_io_types,
+                op_block_list=sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(blocked)),
+            )
+        onnx.checker.check_model(half, full_check=True)
+    except Exception as exc:
+        raise ConversionError(
+            f"fp16 conversion failed: {type(exc).__name__}: {str(exc).strip()[:300]}"
+        ) from exc
+    tiny, large = _clamp_counts(str(w.message) for w in caught)
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(half, os.fspath(dst))
+    after = Counter(n.op_type for n in half.graph.node)
+    kept_fp32 = {op: n for op, n in before.items() if op in blocked or op in float16.DEFAULT_OP_BLOCK_LIST}
+    result: dict[str, Any] = {
+        "nodes_before": sum(before.values()),
+        "nodes_after": sum(after.values()),
+        "casts_added": after.get("Cast", 0) - before.get("Cast", 0),
+        "fp32_ops": kept_fp32,
+        "tiny_value_clamps": tiny,
+        "large_value_clamps": large,
+        "io_types": "fp32" if keep_io_types else "fp16",
+    }
+    if large:
+        log.warning("fp16: values beyond ±1e4 were clamped to ±1e4 in %d place(s)", large)
+    params = {"tool": "onnxconverter-common", "keep_io_types": keep_io_types, "block_list": list(blocked)}
+    return Step("fp16", params, result, round(time.perf_counter() - t0, 3))
+
+
+def _clamp_counts(messages: Any) -> tuple[int, int]:
+    """Tensors whose tiny (< 1e-7) or large (> 1e4) values the converter clamped, from its warnings."""
+    tiny = large = 0
+    for text in messages:
+        if "will be truncated to" not in text:
+            continue
+        try:
+            target = abs(float(text.rsplit(" ", 1)[-1]))
+        except ValueError:
+            continue
+        if target < 1.0:
+            tiny += 1
+        else:
+            large += 1
+    return tiny, large

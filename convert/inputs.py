@@ -1,0 +1,238 @@
+"""Example inputs for export, and the input batches the converted model is checked on.
+
+Random batches vary every dynamic axis (batch sizes 1, 3, 2, 4...; other dynamic axes alternate between
+the example's size and 1.5× it), so a graph that silently froze a dimension fails its check. Real inputs —
+arrays, ``.npy``/``.npz`` files, or images put through the artifact's preprocessing — are checked as well
+when given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from infership.runtime import ConversionError, Preprocessing, TensorSpec
+
+_BATCH_CYCLE = (1, 3, 2, 4)
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+_IMAGES_PER_BATCH = 8
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1x3x224x224"`` (or comma-separated) → ``(1, 3, 224, 224)``.
+
+    Raises:
+        ConversionError: Not a list of positive integers.
+    """
+    parts = [p for p in text.replace(",", "x").lower().split("x") if p.strip()]
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError as exc:
+        raise ConversionError(
+            f"input shape {text!r}: expected integers separated by 'x', e.g. 1x3x224x224"
+        ) from exc
+    if not dims or any(d <= 0 for d in dims):
+        raise ConversionError(f"input shape {text!r}: expected positive sizes, e.g. 1x3x224x224")
+    return dims
+
+
+def example_tensors(
+    example_inputs: Any,
+    input_shapes: Sequence[Sequence[int]] | None,
+    input_dtypes: Sequence[str] | None,
+    *,
+    seed: int,
+) -> tuple[Any, ...]:
+    """The example inputs as a tuple of CPU torch tensors, from given tensors/arrays or from shapes.
+
+    Raises:
+        ConversionError: Neither or both of ``example_inputs`` / ``input_shapes`` given, or bad dtypes.
+    """
+    import torch
+
+    if (example_inputs is None) == (input_shapes is None):
+        raise ConversionError("give either example_inputs or input_shapes (CLI: --input-shape 1x3x224x224)")
+    if example_inputs is not None:
+        items = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+        out = []
+        for i, x in enumerate(items):
+            if isinstance(x, np.ndarray):
+                x = torch.from_numpy(np.ascontiguousarray(x))
+            if not isinstance(x, torch.Tensor):
+                raise ConversionError(
+                    f"example input {i}: expected a torch tensor or numpy array, got {type(x).__name__}"
+                )
+            out.append(x.detach().cpu())
+        return tuple(out)
+    shapes = [tuple(int(d) for d in s) for s in input_shapes]  # type: ignore[union-attr]
+    dtypes = list(input_dtypes) if input_dtypes else ["float32"] * len(shapes)
+    if len(dtypes) == 1 and len(shapes) > 1:
+        dtypes = dtypes * len(shapes)
+    if len(dtypes) != len(shapes):
+        raise ConversionError(f"{len(shapes)} input shapes but {len(dtypes)} dtypes")
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for shape, dt in zip(shapes, dtypes, strict=True):
+        try:
+            dtype = getattr(torch, np.dtype(dt).name)
+        except (TypeError, AttributeError) as exc:
+            raise ConversionError(
+                f"unknown input dtype {dt!r}; expected e.g. float32, float16, int64"
+            ) from exc
+        if dtype.is_floating_point:
+            out.append(torch.randn(shape, generator=gen).to(dtype))
+        elif dtype == torch.bool:
+            out.append(torch.randint(0, 2, shape, generator=gen).bool())
+        else:
+            out.append(torch.randint(0, 10, shape, generator=gen, dtype=dtype))
+    return tuple(out)
+
+
+def random_feeds(
+    examples: Sequence[Any],
+    input_names: Sequence[str],
+    dynamic_axes: Mapping[str, Mapping[int, str]],
+    *,
+    count: int,
+    seed: int,
+) -> list[dict[str, np.ndarray]]:
+    """The example batch, then ``count`` random batches whose dynamic axes vary.
+
+    Float inputs are standard normal; integer inputs are drawn from the example's value range.
+    """
+    rng = np.random.default_rng(seed)
+    arrays = [np.ascontiguousarray(x.numpy()) for x in examples]
+    feeds = [dict(zip(input_names, arrays, strict=True))]
+    for i in range(count):
+        sizes: dict[str, int] = {}
+        feed = {}
+        for name, x in zip(input_names, arrays, strict=True):
+            shape = list(x.shape)
+            for axis, symbol in dynamic_axes.get(name, {}).items():
+                if symbol not in sizes:
+                    base = x.shape[axis]
+                    sizes[symbol] = (
+                        _BATCH_CYCLE[i % len(_BATCH_CYCLE)]
+                        if axis == 0
+                        else (base if i % 2 == 0 else base + max(1, base // 2))
+                    )
+                shape[axis] = sizes[symbol]
+            feed[name] = _random_like(rng, x, tuple(shape))
+        feeds.append(feed)
+    return feeds
+
+
+def _random_like(rng: np.random.Generator, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if np.issubdtype(x.dtype, np.floating):
+        return rng.standard_normal(shape).astype(x.dtype)
+    if x.dtype == np.bool_:
+        return rng.integers(0, 2, shape).astype(np.bool_)
+    lo, hi = (int(x.min()), int(x.max())) if x.size else (0, 1)
+    return rng.integers(lo, hi + 1, shape).astype(x.dtype)
+
+
+def real_feeds(
+    data: Sequence[Any] | None,
+    inputs: Sequence[TensorSpec],
+    preprocessing: Preprocessing | None,
+) -> list[dict[str, np.ndarray]]:
+    """Turn user-given validation data into feeds.
+
+    Each item is a mapping input name → array (one batch), an array (one batch, or one sample without the
+    batch axis, for single-input models), a ``.npy`` / ``.npz`` path, or an image (path, PIL image, HWC
+    uint8 array) when ``preprocessing`` is set; images are batched together.
+
+    Raises:
+        ConversionError: An item does not fit the model's inputs.
+    """
+    if not data:
+        return []
+    feeds: list[dict[str, np.ndarray]] = []
+    images: list[Any] = []
+    for item in data:
+        if _is_image(item, preprocessing):
+            images.append(item)
+            continue
+        if isinstance(item, (str, os.PathLike)):
+            item = _load_array_file(Path(item), inputs)
+        feeds.append(_as_feed(item, inputs))
+    if images:
+        from infership.runtime.preprocess import images_to_tensor
+
+        assert preprocessing is not None
+        spec = next((s for s in inputs if s.name == preprocessing.input), None)
+        if spec is None or len(inputs) != 1:
+            raise ConversionError(
+                "images can validate only a single-input model whose input the preprocessing names"
+            )
+        for start in range(0, len(images), _IMAGES_PER_BATCH):
+            batch = images_to_tensor(images[start : start + _IMAGES_PER_BATCH], preprocessing, spec)
+            feeds.append({spec.name: batch})
+    return feeds
+
+
+def _is_image(item: Any, preprocessing: Preprocessing | None) -> bool:
+    if preprocessing is None:
+        return False
+    if isinstance(item, (str, os.PathLike)):
+        return Path(item).suffix.lower() in _IMAGE_SUFFIXES
+    if type(item).__module__.startswith("PIL."):
+        return True
+    return isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim in (2, 3)
+
+
+def _load_array_file(path: Path, inputs: Sequence[TensorSpec]) -> Any:
+    if path.suffix.lower() not in (".npy", ".npz"):
+        raise ConversionError(
+            f"validation data {path}: expected a .npy/.npz file, or an image file when preprocessing is given"
+        )
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ConversionError(f"cannot read validation data {path}: {exc}") from exc
+    if isinstance(data, np.lib.npyio.NpzFile):
+        arrays = {k: data[k] for k in data.files}
+        if len(arrays) == 1 and len(inputs) == 1:
+            return next(iter(arrays.values()))
+        return arrays
+    return data
+
+
+def _as_feed(item: Any, inputs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+    if isinstance(item, Mapping):
+        missing = {s.name for s in inputs} - set(item)
+        if missing:
+            raise ConversionError(f"validation batch lacks input(s) {sorted(missing)}; it has {sorted(item)}")
+        feed = {s.name: np.asarray(_numpy(item[s.name])) for s in inputs}
+    elif len(inputs) == 1:
+        arr = np.asarray(_numpy(item))
+        spec = inputs[0]
+        if arr.ndim == spec.rank - 1:
+            arr = arr[None]
+        feed = {spec.name: arr}
+    else:
+        raise ConversionError(
+            f"the model has {len(inputs)} inputs: give validation batches as mappings name → array"
+        )
+    for spec in inputs:
+        arr = feed[spec.name]
+        if arr.ndim != spec.rank:
+            raise ConversionError(
+                f"validation input {spec.name!r}: expected shape {spec.shape_str()}, got {list(arr.shape)}"
+            )
+        if arr.dtype.name != spec.dtype:
+            if np.issubdtype(arr.dtype, np.floating) != np.issubdtype(np.dtype(spec.dtype), np.floating):
+                raise ConversionError(
+                    f"validation input {spec.name!r}: expected {spec.dtype}, got {arr.dtype.name}"
+                )
+            feed[spec.name] = arr.astype(spec.dtype)
+    return feed
+
+
+def _numpy(value: Any) -> Any:
+    if type(value).__module__.startswith("torch"):
+        return value.detach().cpu().numpy()
+    return value
