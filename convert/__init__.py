@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "convert_openvino": "infership.convert.openvino_ir",
     "make_preprocessing": "infership.convert.preprocessing",
     "read_labels": "infership.convert.preprocessing",
+    "PreprocessingRequest": "infership.convert.preprocessing",
 }
 
 __all__ = list(_EXPORTS)
@@ -50,7 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .export import Exporter, capture_program, export_onnx, save_torch_program  # noqa: F401
     from .fp16 import FP16_BLOCK_LIST, convert_fp16  # noqa: F401
     from .openvino_ir import convert_openvino  # noqa: F401
-    from .preprocessing import make_preprocessing, read_labels  # noqa: F401
+    from .preprocessing import PreprocessingRequest, make_preprocessing, read_labels  # noqa: F401
     from .simplify import Simplifier, simplify_onnx  # noqa: F401
     from .source import ModelSource, load_model_source  # noqa: F401
     from .validate import Tolerance, compare_outputs, validate_against_torch  # noqa: F401

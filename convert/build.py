@@ -21,35 +21,25 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from infership.runtime import (
-    Artifact,
-    ArtifactWriter,
-    ConversionError,
-    InfershipError,
-    Manifest,
-    Predictor,
-    Preprocessing,
-    Step,
-    ValidationError,
-    Variant,
-)
-from infership.runtime.artifact import file_entry, read_onnx_specs
+from infership.runtime import Artifact, ArtifactWriter, ConversionError, Manifest, Preprocessing, Step
+from infership.runtime.artifact import read_onnx_specs
 
+from . import resolve
+from .checking import Checker, Rejected, reference_outputs, summary, validation_error
 from .export import Exporter, capture_program, export_batch, export_onnx, save_torch_program
 from .fp16 import convert_fp16
 from .inputs import example_tensors, random_feeds, real_feeds
 from .openvino_ir import convert_openvino
-from .preprocessing import check_labels, check_preprocessing, make_preprocessing, read_labels
+from .preprocessing import PreprocessingRequest
 from .simplify import Simplifier, simplify_onnx
 from .source import ModelSource, load_model_source
-from .validate import Tolerance, compare_outputs, name_outputs, torch_outputs
+from .validate import Tolerance, torch_outputs
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +86,7 @@ def build_artifact(
     fp16_block_list: Sequence[str] | None = None,
     openvino: bool = True,
     torch_program: bool = True,
-    preprocessing: Preprocessing | str | None = None,
+    preprocessing: Preprocessing | PreprocessingRequest | str | None = None,
     labels: Sequence[str] | str | os.PathLike[str] | None = None,
     name: str | None = None,
     overwrite: bool = False,
@@ -133,7 +123,8 @@ def build_artifact(
         fp16_block_list: Operator types kept in fp32 in fp16 graphs (default :data:`FP16_BLOCK_LIST`).
         openvino: Add ``openvino-fp32`` and ``openvino-fp16`` (fp16-compressed weights) IR variants.
         torch_program: Keep the PyTorch program as the ``torch-fp32`` variant (the reference backend).
-        preprocessing: A :class:`Preprocessing`, or a preset name (``imagenet``, ``unit``, ``centered``).
+        preprocessing: A :class:`Preprocessing`; a :class:`PreprocessingRequest` (preset and/or fields,
+            resolved against the exported image input); or a preset name (``imagenet``, ``unit``, ``centered``).
         labels: Class names, or a file of them (see :func:`~infership.convert.preprocessing.read_labels`).
         name: Artifact name (default: the directory name).
         overwrite: Replace an existing artifact directory.
@@ -155,7 +146,7 @@ def build_artifact(
         raise ConversionError(f"{out} exists and is not empty (pass overwrite=True / --force to replace it)")
     tol32 = tolerance or Tolerance.fp32()
     tol16 = fp16_tolerance or Tolerance.fp16()
-    simplifier = _simplifier(simplify)
+    simplifier = resolve.simplifier(simplify)
     planned = ["load", "export", "check"] + ["simplify"] * (simplifier is not Simplifier.NONE)
     planned += (
         ["torch"] * torch_program
@@ -168,9 +159,9 @@ def build_artifact(
     tick("load model")
     src = load_model_source(model_or_source, arch=arch, num_classes=num_classes, allow_pickle=allow_pickle)
     examples = example_tensors(example_inputs, input_shapes, input_dtypes, seed=seed)
-    in_names = _input_names(input_names, src, len(examples))
-    out_names = _output_names(output_names, src, examples)
-    axes = _resolve_axes(src, in_names, examples, dynamic_batch, dynamic_axes)
+    in_names = resolve.input_names(input_names, src, len(examples))
+    out_names = resolve.output_names(output_names, src, examples)
+    axes = resolve.resolve_axes(src, in_names, examples, dynamic_batch, dynamic_axes)
     traced = export_batch(examples, axes, in_names)
 
     with tempfile.TemporaryDirectory(prefix="infership-build-") as tmp_name:
@@ -197,13 +188,13 @@ def build_artifact(
         )
         inputs, outputs = read_onnx_specs(raw)
         base = Manifest(name=name or out.name, inputs=inputs, outputs=outputs)
-        pre = _resolve_preprocessing(preprocessing, inputs)
-        label_names = _resolve_labels(labels, outputs)
+        pre = resolve.resolve_preprocessing(preprocessing, inputs)
+        label_names = resolve.resolve_labels(labels, outputs)
         feeds = random_feeds(examples, in_names, axes, count=samples, seed=seed)
         real = real_feeds(validation_data, inputs, pre)
-        feeds, refs, notes = _reference(src, feeds, out_names)
+        feeds, refs, notes = reference_outputs(src, feeds, out_names)
         refs += torch_outputs(src.model, real, out_names)
-        check = _Checker(tmp, base, feeds + real, refs, n_real=len(real), notes=notes)
+        check = Checker(tmp, base, feeds + real, refs, n_real=len(real), notes=notes)
 
         tick("check ONNX against PyTorch")
         validation, check_step = check.run("onnx-fp32", "onnx", "fp32", [raw.name], "ort-cpu", tol32)
@@ -216,7 +207,7 @@ def build_artifact(
                 src, traced, raw, in_names, out_names, axes, opset, check, tol32, validation
             )
         if not validation["passed"]:
-            raise _validation_error("the exported ONNX model", validation)
+            raise validation_error("the exported ONNX model", validation)
         onnx_steps += [export_step, check_step]
         final = raw
 
@@ -237,7 +228,7 @@ def build_artifact(
                             **sstep.result,
                             "applied": False,
                             "reason": why,
-                            "rejected_validation": _summary(sval),
+                            "rejected_validation": summary(sval),
                         },
                     )
             onnx_steps += [sstep] + ([check_step] if final is simplified else [])
@@ -251,9 +242,9 @@ def build_artifact(
             tick(desc)
             try:
                 candidates.append(make())
-            except (ConversionError, _Rejected) as exc:
+            except (ConversionError, Rejected) as exc:
                 entry: dict[str, Any] = {"variant": vid, "reason": str(exc)}
-                if isinstance(exc, _Rejected):
+                if isinstance(exc, Rejected):
                     entry["validation"] = exc.validation
                 if strict:
                     raise ConversionError(f"{vid}: {exc}") from exc
@@ -307,22 +298,13 @@ def build_artifact(
 
 
 # ------------------------------------------------------------------------------------------- variants
-class _Rejected(Exception):
-    """A candidate variant failed its check."""
-
-    def __init__(self, variant_id: str, validation: dict[str, Any]) -> None:
-        super().__init__(f"disagrees with PyTorch beyond tolerance: {'; '.join(validation['failures'])}")
-        self.variant_id = variant_id
-        self.validation = validation
-
-
 def _torch_variant(
     src: ModelSource,
     program: Any,
     traced: tuple,
     capture_step: Step | None,
     tmp: Path,
-    check: _Checker,
+    check: Checker,
     tol: Tolerance,
 ) -> _Candidate:
     error = capture_step.result.get("error") if capture_step else None
@@ -331,25 +313,25 @@ def _torch_variant(
     )
     val, cstep = check.run("torch-fp32", fmt, "fp32", [path.name], "torch", tol)
     if not val["passed"]:
-        raise _Rejected("torch-fp32", val)
+        raise Rejected("torch-fp32", val)
     steps = [src.step, *([capture_step] if capture_step else []), step, cstep]
     return _Candidate("torch-fp32", fmt, "fp32", [path.name], steps, val, "torch")
 
 
 def _fp16_variant(
-    final: Path, tmp: Path, block_list: Sequence[str] | None, check: _Checker, tol: Tolerance
+    final: Path, tmp: Path, block_list: Sequence[str] | None, check: Checker, tol: Tolerance
 ) -> _Candidate:
     dst = tmp / "model-fp16.onnx"
     step = convert_fp16(final, dst, block_list=block_list)
     val, cstep = check.run("onnx-fp16", "onnx", "fp16", [dst.name], "ort-cpu", tol)
     if not val["passed"]:
-        raise _Rejected("onnx-fp16", val)
+        raise Rejected("onnx-fp16", val)
     # The graph carries its precision (fp16 weights and Casts), as TensorRT 11 requires; ORT CUDA runs it too.
     return _Candidate("onnx-fp16", "onnx", "fp16", [dst.name], [step, cstep], val, "ort-cuda")
 
 
 def _openvino_variant(
-    final: Path, tmp: Path, vid: str, compress: bool, check: _Checker, tol: Tolerance
+    final: Path, tmp: Path, vid: str, compress: bool, check: Checker, tol: Tolerance
 ) -> _Candidate:
     xml = tmp / vid / "model.xml"
     step = convert_openvino(final, xml, compress_to_fp16=compress)
@@ -357,7 +339,7 @@ def _openvino_variant(
     precision = "fp16" if compress else "fp32"
     val, cstep = check.run(vid, "openvino", precision, files, "openvino", tol)
     if not val["passed"]:
-        raise _Rejected(vid, val)
+        raise Rejected(vid, val)
     return _Candidate(vid, "openvino", precision, files, [step, cstep], val, "openvino")
 
 
@@ -369,7 +351,7 @@ def _retry_torchscript(
     out_names: Sequence[str],
     axes: Mapping[str, Mapping[int, str]],
     opset: int | None,
-    check: _Checker,
+    check: Checker,
     tol: Tolerance,
     failed: dict[str, Any],
 ) -> tuple[Step, dict[str, Any], Step]:
@@ -389,7 +371,7 @@ def _retry_torchscript(
             exporter=Exporter.TORCHSCRIPT,
         )
     except ConversionError as exc:
-        raise _validation_error(
+        raise validation_error(
             "the exported ONNX model", failed, extra=f"the TorchScript exporter failed too: {exc}"
         ) from exc
     val, cstep = check.run("onnx-fp32", "onnx", "fp32", [alt.name], "ort-cpu", tol)
@@ -397,227 +379,6 @@ def _retry_torchscript(
         os.replace(alt, raw)
         step = replace(step, result={**step.result, "fallback_reason": why})
     return step, val, cstep
-
-
-# ------------------------------------------------------------------------------------------- checking
-class _Checker:
-    """Runs candidate variants through the real backends (via Predictor) and compares with PyTorch."""
-
-    def __init__(
-        self,
-        root: Path,
-        base: Manifest,
-        feeds: list[dict],
-        refs: list[dict],
-        *,
-        n_real: int,
-        notes: list[str],
-    ) -> None:
-        self.root, self.base, self.feeds, self.refs = root, base, feeds, refs
-        self.n_real, self.notes = n_real, notes
-        self.cache = root / "_cache"
-
-    def run(
-        self, vid: str, fmt: str, precision: str, files: Sequence[str], backend: str, tol: Tolerance
-    ) -> tuple[dict[str, Any], Step]:
-        """Load the candidate through ``backend`` and compare it with PyTorch: ``(validation, check step)``."""
-        t0 = time.perf_counter()
-        entries = tuple(file_entry(self.root, rel) for rel in files)
-        variant = Variant(id=vid, format=fmt, precision=precision, files=entries)
-        artifact = Artifact(self.root, replace(self.base, variants=(variant,)))
-        opts = {"cache_dir": self.cache} if backend == "openvino" else {}
-        try:
-            with Predictor.load(artifact, backend=backend, variant=vid, **opts) as p:
-                got = [p.predict(f) for f in self.feeds]
-        except InfershipError as exc:
-            raise ConversionError(f"{vid} could not run on {backend}: {exc}") from exc
-        val = compare_outputs(self.refs, got, tolerance=tol)
-        real_rows = sum(_rows(r) for r in self.refs[len(self.refs) - self.n_real :]) if self.n_real else 0
-        val.update(reference="torch eager (the source model)", backend=backend, real_samples=real_rows)
-        val["random_samples"] = val["samples"] - real_rows
-        val["shapes"] = [{k: list(v.shape) for k, v in f.items()} for f in self.feeds[:8]]
-        if self.n_real:
-            real = compare_outputs(self.refs[-self.n_real :], got[-self.n_real :], tolerance=tol)
-            val["real"] = _summary(real)
-        if self.notes:
-            val["notes"] = list(self.notes)
-        return val, _check_step(val, round(time.perf_counter() - t0, 3))
-
-
-def _rows(outputs: Mapping[str, Any]) -> int:
-    first = next(iter(outputs.values()))
-    return int(first.shape[0]) if first.ndim else 1
-
-
-def _reference(
-    src: ModelSource, feeds: list[dict], out_names: Sequence[str]
-) -> tuple[list[dict], list[dict], list[str]]:
-    """PyTorch outputs for each batch; random batches whose shapes the model itself rejects are dropped."""
-    kept, refs, notes = [], [], []
-    for i, f in enumerate(feeds):
-        try:
-            refs += torch_outputs(src.model, [f], out_names)
-        except Exception as exc:
-            if i == 0:
-                raise ConversionError(
-                    f"the model fails on its example inputs: {type(exc).__name__}: {exc}"
-                ) from exc
-            shapes = {k: list(v.shape) for k, v in f.items()}
-            notes.append(
-                f"PyTorch itself rejects input shapes {shapes} ({type(exc).__name__}); not checked on them"
-            )
-            log.warning(notes[-1])
-            continue
-        kept.append(f)
-    return kept, refs, notes
-
-
-def _check_step(val: dict[str, Any], seconds: float | None = None) -> Step:
-    params = {"against": "torch", "backend": val.get("backend"), "tolerance": val["tolerance"]}
-    return Step("check", params, _summary(val), seconds)
-
-
-def _summary(val: Mapping[str, Any]) -> dict[str, Any]:
-    keys = (
-        "passed",
-        "max_abs_err",
-        "max_rel_err",
-        "cosine_min",
-        "sqnr_db",
-        "top1_agreement",
-        "nonfinite",
-        "samples",
-    )
-    return {k: val[k] for k in keys if k in val}
-
-
-def _validation_error(what: str, val: dict[str, Any], extra: str = "") -> ValidationError:
-    s = _summary(val)
-    figures = ", ".join(
-        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.items() if k != "passed"
-    )
-    msg = f"{what} disagrees with PyTorch beyond tolerance: {'; '.join(val['failures'])} ({figures})"
-    if extra:
-        msg += f"; {extra}"
-    err = ValidationError(msg)
-    err.validation = val  # type: ignore[attr-defined]
-    return err
-
-
-# ------------------------------------------------------------------------------------------- resolving
-def _simplifier(value: bool | Simplifier | str) -> Simplifier:
-    if value is True:
-        return Simplifier.AUTO
-    if value is False:
-        return Simplifier.NONE
-    return Simplifier(value)
-
-
-def _input_names(given: Sequence[str] | None, src: ModelSource, n: int) -> list[str]:
-    if given is not None:
-        if len(given) != n:
-            raise ConversionError(f"{len(given)} input names given for {n} example inputs")
-        return list(given)
-    if len(src.input_names) == n:
-        return list(src.input_names)
-    return ["input"] if n == 1 else [f"input{i}" for i in range(n)]
-
-
-def _output_names(given: Sequence[str] | None, src: ModelSource, examples: tuple) -> list[str]:
-    import torch
-
-    try:
-        with torch.inference_mode():
-            result = src.model(*examples)
-    except Exception as exc:
-        shapes = [list(x.shape) for x in examples]
-        raise ConversionError(
-            f"the model fails on the example inputs {shapes}: {type(exc).__name__}: {exc}"
-        ) from exc
-    if isinstance(result, Mapping):
-        default = [str(k) for k in result]
-    elif isinstance(result, (tuple, list)):
-        default = ["output"] if len(result) == 1 else [f"output{i}" for i in range(len(result))]
-    else:
-        default = ["output"]
-    names = list(given) if given is not None else default
-    try:
-        name_outputs(result, names)
-    except (ValueError, AttributeError) as exc:
-        raise ConversionError(
-            f"model outputs: {exc} (a tensor, a tuple/list of tensors or a dict of tensors is expected)"
-        ) from exc
-    return names
-
-
-def _resolve_axes(
-    src: ModelSource,
-    names: Sequence[str],
-    examples: tuple,
-    dynamic_batch: bool | None,
-    dynamic_axes: Mapping[str, Mapping[int, str] | Sequence[int]] | None,
-) -> dict[str, dict[int, str]]:
-    if src.program is not None and dynamic_batch is None and dynamic_axes is None:
-        return _program_axes(src.program, names)
-    axes: dict[str, dict[int, str]] = {n: {} for n in names}
-    if dynamic_batch is None or dynamic_batch:
-        for n, x in zip(names, examples, strict=True):
-            if x.ndim > 0:
-                axes[n][0] = "batch"
-    for n, spec in (dynamic_axes or {}).items():
-        if n not in axes:
-            raise ConversionError(f"dynamic_axes names input {n!r}; the inputs are {list(names)}")
-        items = spec.items() if isinstance(spec, Mapping) else ((a, f"{n}_{a}") for a in spec)
-        for a, sym in items:
-            axes[n][int(a)] = str(sym)
-    return axes
-
-
-def _program_axes(program: Any, names: Sequence[str]) -> dict[str, dict[int, str]]:
-    """The dynamic axes an ExportedProgram was captured with (axis 0 → ``batch``)."""
-    import torch
-
-    user = [
-        n
-        for n in program.graph.nodes
-        if n.op == "placeholder" and n.name in set(program.graph_signature.user_inputs)
-    ]
-    axes: dict[str, dict[int, str]] = {n: {} for n in names}
-    for name, node in zip(names, user, strict=False):
-        val = node.meta.get("val")
-        for axis, d in enumerate(getattr(val, "shape", ())):
-            if isinstance(d, torch.SymInt):
-                axes[name][axis] = "batch" if axis == 0 else f"{name}_{axis}"
-    return axes
-
-
-def _resolve_preprocessing(pre: Preprocessing | str | None, inputs: Sequence[Any]) -> Preprocessing | None:
-    if pre is None:
-        return None
-    images = [s for s in inputs if s.rank == 4]
-    if isinstance(pre, str):
-        if len(images) != 1:
-            raise ConversionError(
-                f"preprocessing preset {pre!r} needs exactly one rank-4 image input; inputs: {[s.name for s in inputs]}"
-            )
-        return make_preprocessing(pre, images[0])
-    spec = next((s for s in inputs if s.name == pre.input), None)
-    if spec is None:
-        raise ConversionError(
-            f"preprocessing names input {pre.input!r}; the model's inputs are {[s.name for s in inputs]}"
-        )
-    check_preprocessing(pre, spec)
-    return pre
-
-
-def _resolve_labels(
-    labels: Sequence[str] | str | os.PathLike[str] | None, outputs: Sequence[Any]
-) -> tuple[str, ...] | None:
-    if labels is None:
-        return None
-    names = read_labels(labels) if isinstance(labels, (str, os.PathLike)) else tuple(str(x) for x in labels)
-    check_labels(names, outputs)
-    return names
 
 
 def _artifact_name(cand: _Candidate, rel: str) -> str:

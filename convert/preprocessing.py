@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from infership.runtime import ConversionError, Preprocessing, TensorSpec
@@ -23,6 +24,65 @@ from infership.runtime import ConversionError, Preprocessing, TensorSpec
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PRESETS = ("imagenet", "unit", "centered")
+
+
+@dataclass(frozen=True)
+class PreprocessingRequest:
+    """Preprocessing asked for before the model's input spec is known (a preset and/or explicit fields).
+
+    ``build_artifact`` resolves it against the exported model's image input with :func:`make_preprocessing`.
+
+    Args:
+        preset: ``"imagenet"``, ``"unit"``, ``"centered"`` or None.
+        input: The image input's name; default: the model's only rank-4 input.
+        resize, crop, mean, std, scale, channels, layout, interpolation, invert: Override the preset;
+            see :class:`~infership.runtime.Preprocessing`.
+    """
+
+    preset: str | None = None
+    input: str | None = None
+    resize: int | tuple[int, int] | None = None
+    crop: tuple[int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    scale: float | None = None
+    channels: str | None = None
+    layout: str | None = None
+    interpolation: str | None = None
+    invert: bool | None = None
+
+    def resolve(self, inputs: Sequence[TensorSpec]) -> Preprocessing:
+        """The :class:`Preprocessing` for the model whose inputs are ``inputs``.
+
+        Raises:
+            ConversionError: No (or no unique) image input, or the fields do not fit it.
+        """
+        if self.input is not None:
+            spec = next((s for s in inputs if s.name == self.input), None)
+            if spec is None:
+                raise ConversionError(
+                    f"preprocessing names input {self.input!r}; the inputs are {[s.name for s in inputs]}"
+                )
+        else:
+            images = [s for s in inputs if s.rank == 4]
+            if len(images) != 1:
+                raise ConversionError(
+                    f"preprocessing needs exactly one rank-4 image input (or input=...); inputs: {[s.name for s in inputs]}"
+                )
+            spec = images[0]
+        return make_preprocessing(
+            self.preset,
+            spec,
+            resize=self.resize,
+            crop=self.crop,
+            mean=self.mean,
+            std=self.std,
+            scale=self.scale,
+            channels=self.channels,
+            layout=self.layout,
+            interpolation=self.interpolation,
+            invert=self.invert,
+        )
 
 
 def make_preprocessing(

@@ -1,0 +1,128 @@
+"""Resolving build_artifact's arguments against the loaded model: names, dynamic axes, preprocessing, labels."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from infership.runtime import ConversionError, Preprocessing
+
+from .preprocessing import PreprocessingRequest, check_labels, check_preprocessing, read_labels
+from .simplify import Simplifier
+from .source import ModelSource
+from .validate import name_outputs
+
+
+def simplifier(value: bool | Simplifier | str) -> Simplifier:
+    if value is True:
+        return Simplifier.AUTO
+    if value is False:
+        return Simplifier.NONE
+    return Simplifier(value)
+
+
+def input_names(given: Sequence[str] | None, src: ModelSource, n: int) -> list[str]:
+    if given is not None:
+        if len(given) != n:
+            raise ConversionError(f"{len(given)} input names given for {n} example inputs")
+        return list(given)
+    if len(src.input_names) == n:
+        return list(src.input_names)
+    return ["input"] if n == 1 else [f"input{i}" for i in range(n)]
+
+
+def output_names(given: Sequence[str] | None, src: ModelSource, examples: tuple) -> list[str]:
+    import torch
+
+    try:
+        with torch.inference_mode():
+            result = src.model(*examples)
+    except Exception as exc:
+        shapes = [list(x.shape) for x in examples]
+        raise ConversionError(
+            f"the model fails on the example inputs {shapes}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if isinstance(result, Mapping):
+        default = [str(k) for k in result]
+    elif isinstance(result, (tuple, list)):
+        default = ["output"] if len(result) == 1 else [f"output{i}" for i in range(len(result))]
+    else:
+        default = ["output"]
+    names = list(given) if given is not None else default
+    try:
+        name_outputs(result, names)
+    except (ValueError, AttributeError) as exc:
+        raise ConversionError(
+            f"model outputs: {exc} (a tensor, a tuple/list of tensors or a dict of tensors is expected)"
+        ) from exc
+    return names
+
+
+def resolve_axes(
+    src: ModelSource,
+    names: Sequence[str],
+    examples: tuple,
+    dynamic_batch: bool | None,
+    dynamic_axes: Mapping[str, Mapping[int, str] | Sequence[int]] | None,
+) -> dict[str, dict[int, str]]:
+    if src.program is not None and dynamic_batch is None and dynamic_axes is None:
+        return program_axes(src.program, names)
+    axes: dict[str, dict[int, str]] = {n: {} for n in names}
+    if dynamic_batch is None or dynamic_batch:
+        for n, x in zip(names, examples, strict=True):
+            if x.ndim > 0:
+                axes[n][0] = "batch"
+    for n, spec in (dynamic_axes or {}).items():
+        if n not in axes:
+            raise ConversionError(f"dynamic_axes names input {n!r}; the inputs are {list(names)}")
+        items = spec.items() if isinstance(spec, Mapping) else ((a, f"{n}_{a}") for a in spec)
+        for a, sym in items:
+            axes[n][int(a)] = str(sym)
+    return axes
+
+
+def program_axes(program: Any, names: Sequence[str]) -> dict[str, dict[int, str]]:
+    """The dynamic axes an ExportedProgram was captured with (axis 0 → ``batch``)."""
+    import torch
+
+    user = [
+        n
+        for n in program.graph.nodes
+        if n.op == "placeholder" and n.name in set(program.graph_signature.user_inputs)
+    ]
+    axes: dict[str, dict[int, str]] = {n: {} for n in names}
+    for name, node in zip(names, user, strict=False):
+        val = node.meta.get("val")
+        for axis, d in enumerate(getattr(val, "shape", ())):
+            if isinstance(d, torch.SymInt):
+                axes[name][axis] = "batch" if axis == 0 else f"{name}_{axis}"
+    return axes
+
+
+def resolve_preprocessing(
+    pre: Preprocessing | PreprocessingRequest | str | None, inputs: Sequence[Any]
+) -> Preprocessing | None:
+    if pre is None:
+        return None
+    if isinstance(pre, str):
+        pre = PreprocessingRequest(preset=pre)
+    if isinstance(pre, PreprocessingRequest):
+        return pre.resolve(inputs)
+    spec = next((s for s in inputs if s.name == pre.input), None)
+    if spec is None:
+        raise ConversionError(
+            f"preprocessing names input {pre.input!r}; the model's inputs are {[s.name for s in inputs]}"
+        )
+    check_preprocessing(pre, spec)
+    return pre
+
+
+def resolve_labels(
+    labels: Sequence[str] | str | os.PathLike[str] | None, outputs: Sequence[Any]
+) -> tuple[str, ...] | None:
+    if labels is None:
+        return None
+    names = read_labels(labels) if isinstance(labels, (str, os.PathLike)) else tuple(str(x) for x in labels)
+    check_labels(names, outputs)
+    return names
