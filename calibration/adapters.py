@@ -14,32 +14,48 @@ import numpy as np
 from .dataset import CalibrationSet
 
 
-def to_ort_reader(cset: CalibrationSet) -> Any:
+def to_ort_reader(cset: CalibrationSet, *, chunk_batches: int | None = None) -> Any:
     """An ``onnxruntime.quantization.CalibrationDataReader`` over ``cset`` (``rewind()`` starts over).
+
+    With ``chunk_batches``, the reader pauses (``get_next`` returns ``None``) after every ``chunk_batches``
+    batches until ``resume()`` is called, so a calibrator can be fed in bounded chunks while one pass over
+    the set (and one progress bar) runs: ``while not reader.exhausted: calibrator.collect_data(reader);
+    reader.resume()``. ONNX Runtime's calibrators keep every batch's intermediate outputs until
+    ``collect_data`` returns; chunking bounds that memory.
 
     Args:
         cset: A set bound to the model's inputs (:meth:`CalibrationSet.bind`).
+        chunk_batches: Batches per chunk, or ``None`` for one chunk.
 
     Returns:
-        The reader; ``len(reader)`` is the number of batches.
+        The reader; ``len(reader)`` is the number of batches, ``reader.batches_read`` counts them.
     """
     from onnxruntime.quantization import CalibrationDataReader
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it: Iterator[dict[str, np.ndarray]] | None = None
             self.batches_read = 0
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            if self._it is None:
-                self._it = iter(cset)
-            batch = next(self._it, None)
-            if batch is not None:
-                self.batches_read += 1
-            return batch
+            self.rewind()
 
         def rewind(self) -> None:
-            self._it = None
+            self._it: Iterator[dict[str, np.ndarray]] = iter(cset)
+            self._ahead = next(self._it, None)  # one batch of lookahead, so `exhausted` is exact
+            self._in_chunk = 0
+
+        @property
+        def exhausted(self) -> bool:
+            return self._ahead is None
+
+        def resume(self) -> None:
+            self._in_chunk = 0
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            if self._ahead is None or (chunk_batches is not None and self._in_chunk >= chunk_batches):
+                return None
+            batch, self._ahead = self._ahead, next(self._it, None)
+            self._in_chunk += 1
+            self.batches_read += 1
+            return batch
 
         def __len__(self) -> int:
             return cset.num_batches
