@@ -27,7 +27,7 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _fraction_or_off(text: str) -> float | None:
+def _fraction_or_off(text: str) -> float:
     """Like :func:`_fraction`; ``off`` disables the check (an infinite threshold)."""
     if text.strip().lower() in ("off", "none"):
         return float("inf")
@@ -269,7 +269,9 @@ def add_compare(sub: Any) -> None:
         "--max-slowdown", type=_fraction, default=0.10, help="tolerated median slowdown (default: 10%%)"
     )
     p.add_argument(
-        "--max-p99-slowdown", type=_fraction, help="tolerated p99 slowdown (default: 2.5× --max-slowdown)"
+        "--max-p99-slowdown",
+        type=_fraction_or_off,
+        help="tolerated p99 slowdown (default: 2.5× --max-slowdown); 'off' reports p99 without gating it",
     )
     p.add_argument(
         "--max-accuracy-drop", type=float, default=1.0, help="tolerated accuracy drop in points (default: 1)"

@@ -1,0 +1,72 @@
+"""Fixtures for the harness tests: a model-less artifact for the fake backend, and synthetic runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from infership.bench.results import BenchResults, RunResult, RunSettings
+from infership.bench.stats import Stability, summarize
+
+
+@pytest.fixture(scope="session")
+def fake_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An artifact whose only variant is a placeholder file: runnable on the ``fake`` backend only
+    (x [batch, 3, 8, 8] float32 → logits [batch, 5]). Builds in milliseconds, no torch."""
+    from infership.runtime import ArtifactWriter, Manifest, TensorSpec
+
+    root = tmp_path_factory.mktemp("bench") / "fakeonly"
+    manifest = Manifest(
+        name="fakeonly",
+        inputs=(TensorSpec("x", "float32", ("batch", 3, 8, 8)),),
+        outputs=(TensorSpec("logits", "float32", ("batch", 5)),),
+    )
+    src = root.parent / "placeholder.onnx"
+    src.write_bytes(b"not a model: the fake backend never reads it")
+    w = ArtifactWriter.create(root, manifest)
+    rel = w.add_file(src, "model.onnx")
+    w.put_variant("onnx-fp32", format="onnx", precision="fp32", files=[rel],
+                  validation={"top1_agreement": 0.99, "tolerance": {"min_top1": 0.9}})  # fmt: skip
+    w.commit()
+    return root
+
+
+def synthetic_run(
+    samples: Sequence[float] | np.ndarray,
+    *,
+    backend: str = "ort-cpu",
+    scenario: str = "single-stream",
+    accuracy: dict | None = None,
+    stable: bool = True,
+) -> RunResult:
+    """A RunResult around given samples (for statistics tests that must not depend on timing)."""
+    x = np.asarray(samples, dtype=np.float64)
+    settings = RunSettings(
+        intra_op_threads=None, inter_op_threads=None, num_streams=None, hint="latency",
+        include_preprocessing=False, host_device_copies="none", input_source="random", pool_size=16,
+        input_shapes={"x": [1, 3, 8, 8]}, warmup_queries=10, warmup_s=0.01,
+    )  # fmt: skip
+    return RunResult(
+        model="m", backend=backend, device="cpu", variant="onnx-fp32", precision="fp32", scenario=scenario,
+        batch_size=1, concurrency=1, latency_ms=summarize(x), throughput=1000.0 / float(x.mean()),
+        queries_per_s=1000.0 / float(x.mean()), samples_ms=tuple(float(v) for v in x), duration_s=float(x.sum()) / 1000,
+        stability=Stability(stable, 0.1, 3, 0.01, 0.01, "" if stable else "window medians vary"),
+        settings=settings, accuracy=accuracy,
+    )  # fmt: skip
+
+
+def synthetic_results(*runs: RunResult, fingerprint: str = "f" * 16, env: dict | None = None) -> BenchResults:
+    env = (
+        env
+        if env is not None
+        else {"cpu": {"model": "Test CPU", "flags": ["avx2"]}, "gpus": [], "libraries": {}}
+    )
+    return BenchResults(runs=runs, environment=env, fingerprint=fingerprint)
+
+
+def lognormal(n: int, *, seed: int, scale: float = 1.0) -> np.ndarray:
+    """Latency-like samples: lognormal around 1 ms with a heavier tail."""
+    rng = np.random.default_rng(seed)
+    return scale * rng.lognormal(mean=0.0, sigma=0.25, size=n)

@@ -1,0 +1,145 @@
+"""``infership bench / compare / report`` end to end, exit codes, and light imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infership.cli import main
+
+SHORT = [
+    "--duration",
+    "0.2",
+    "--max-duration",
+    "0.2",
+    "--min-queries",
+    "5",
+    "--warmup",
+    "2",
+    "--warmup-seconds",
+    "0",
+]
+
+
+@pytest.fixture(scope="module")
+def bench_json(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "bench.json"
+    rc = main(["bench", str(tiny_artifact), "--backend", "ort-cpu,nope", "--batch", "1,2", "--concurrency", "2",
+               "--scenario", "single-stream,offline", "--threads", "1", "--json", str(out), *SHORT])  # fmt: skip
+    assert rc == 0
+    return out
+
+
+def test_bench_writes_results_and_prints_a_table(
+    bench_json: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = json.loads(bench_json.read_text())
+    assert data["format"] == "infership-bench-results"
+    keys = [r["key"] for r in data["runs"]]
+    assert keys == [
+        "tiny/ort-cpu@cpu/fp32/single-stream/b1/c1",
+        "tiny/ort-cpu@cpu/fp32/single-stream/b2/c1",
+        "tiny/ort-cpu@cpu/fp32/offline/b1/c2",
+        "tiny/ort-cpu@cpu/fp32/offline/b2/c2",
+    ]
+    assert all(r["settings"]["intra_op_threads"] == 1 for r in data["runs"])
+    assert data["skipped"][0]["backend"] == "nope"
+    assert data["environment"]["cpu"]["flags"] is not None
+
+
+def test_compare_same_file_exits_0(bench_json: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", str(bench_json), str(bench_json)]) == 0
+    assert "no regression" in capsys.readouterr().out
+
+
+def _slowed_copy(src: Path, dest: Path, factor: float) -> Path:
+    data = json.loads(src.read_text())
+    for run in data["runs"]:
+        run["samples_ms"] = [s * factor for s in run["samples_ms"]]
+    dest.write_text(json.dumps(data))
+    return dest
+
+
+def test_compare_exits_1_on_regression_and_names_the_runs(bench_json: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    slow = _slowed_copy(bench_json, tmp_path / "slow.json", 3.0)
+    out_json = tmp_path / "cmp.json"
+    rc = main(["compare", str(bench_json), str(slow), "--max-slowdown", "10%", "--json", str(out_json),
+               "--report", str(tmp_path / "rep")])  # fmt: skip
+    assert rc == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION" in out and "4 regression(s)" in out and "offline/b2/c2" in out
+    cmp = json.loads(out_json.read_text())
+    assert cmp["exit_code"] == 1 and cmp["rows"][0]["p50"]["estimate"] == pytest.approx(3.0)
+    assert (tmp_path / "rep" / "report.md").read_text().count("| REGRESSION |") == 4
+
+
+def test_compare_exits_2_when_not_comparable(bench_json: Path, tmp_path: Path, tiny_artifact: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    assert main(["compare", str(bench_json), str(tiny_artifact / "manifest.json")]) == 2
+    assert "looks like an artifact manifest" in capsys.readouterr().err
+    other = json.loads(bench_json.read_text())
+    other["fingerprint"] = "0123456789abcdef"
+    other["environment"]["libraries"]["onnxruntime-gpu"] = "0.0.1"
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert main(["compare", str(bench_json), str(tmp_path / "other.json")]) == 2
+    assert "libraries.onnxruntime-gpu" in capsys.readouterr().err
+    assert main(["compare", str(bench_json), str(tmp_path / "other.json"), "--force"]) == 0
+    assert main(["compare", str(bench_json), str(tmp_path / "missing.json")]) == 2
+
+
+def test_threshold_parsing_refuses_ambiguous_numbers(
+    bench_json: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["compare", str(bench_json), str(bench_json), "--max-slowdown", "10"])
+    assert "ambiguous: write 10% or 0.1" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "compare",
+                str(bench_json),
+                str(bench_json),
+                "--max-slowdown",
+                "0.1",
+                "--max-p99-slowdown",
+                "off",
+            ]
+        )
+        == 0
+    )
+
+
+def test_report_renders_markdown_html_and_plots(bench_json: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    assert main(["report", str(bench_json), "--out", str(out), "--baseline", str(bench_json)]) == 0
+    md = (out / "report.md").read_text()
+    assert "## Runs" in md and "## Comparison with the baseline: no regression" in md
+    assert "Harness overhead per query" in md and "nope fp32" in md
+    for png in ("latency_cdf.png", "latency_box.png", "throughput_vs_batch.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({png})" in md
+    html = (out / "report.html").read_text()
+    assert "<table>" in html and 'src="latency_cdf.png"' in html
+
+
+def test_bench_exits_1_when_nothing_could_run(
+    tiny_artifact: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", str(tiny_artifact), "--backend", "nope", "--no-overhead", *SHORT]) == 1
+    assert "no configuration could run" in capsys.readouterr().err
+
+
+def test_importing_the_bench_package_and_cli_stays_light() -> None:
+    code = (
+        "import sys, infership.bench, infership.bench.cli, infership.bench.pytest_plugin, infership.cli;"
+        "infership.cli.build_parser();"
+        "heavy = [m for m in ('torch', 'onnxruntime', 'openvino', 'matplotlib', 'scipy') if m in sys.modules];"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
