@@ -35,7 +35,7 @@ from .checking import Checker, Rejected, reference_outputs, summary, validation_
 from .export import Exporter, capture_program, export_batch, export_onnx, save_torch_program
 from .fp16 import convert_fp16
 from .inputs import example_tensors, random_feeds, real_feeds
-from .openvino_ir import convert_openvino
+from .openvino_ir import convert_openvino, execution_precision
 from .preprocessing import PreprocessingRequest
 from .simplify import Simplifier, simplify_onnx
 from .source import ModelSource, load_model_source
@@ -268,7 +268,7 @@ def build_artifact(
                     vid,
                     f"OpenVINO IR ({vid})",
                     lambda c=compress, v=vid: _openvino_variant(
-                        final, tmp, v, c, check, tol16 if c else tol32
+                        final, tmp, v, c, check, tol32, fp16_tolerance
                     ),
                 )
 
@@ -331,13 +331,25 @@ def _fp16_variant(
 
 
 def _openvino_variant(
-    final: Path, tmp: Path, vid: str, compress: bool, check: Checker, tol: Tolerance
+    final: Path,
+    tmp: Path,
+    vid: str,
+    compress: bool,
+    check: Checker,
+    tol32: Tolerance,
+    tol16: Tolerance | None,
 ) -> _Candidate:
     xml = tmp / vid / "model.xml"
     step = convert_openvino(final, xml, compress_to_fp16=compress)
     files = [f"{vid}/model.xml", f"{vid}/model.bin"]
     precision = "fp16" if compress else "fp32"
+    # Checked as users will run it: fp16 variants execute at the device's default precision (bf16 on CPUs
+    # with AVX512_BF16/AMX), so the tolerance follows that precision unless the caller chose one.
+    executes = execution_precision(precision)
+    tol = tol32 if not compress else tol16 or (Tolerance.bf16() if executes == "bf16" else Tolerance.fp16())
     val, cstep = check.run(vid, "openvino", precision, files, "openvino", tol)
+    val["execution_precision"] = executes
+    cstep = replace(cstep, result={**cstep.result, "execution_precision": executes})
     if not val["passed"]:
         raise Rejected(vid, val)
     return _Candidate(vid, "openvino", precision, files, [step, cstep], val, "openvino")

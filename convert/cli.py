@@ -219,12 +219,14 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _print_summary(console: Any, artifact: Any) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     m = artifact.manifest
     ins = ", ".join(f"{s.name} {s.dtype}{s.shape_str()}" for s in m.inputs)
     outs = ", ".join(f"{s.name} {s.dtype}{s.shape_str()}" for s in m.outputs)
-    console.print(f"[bold]{m.name}[/] → {artifact.root}\n  inputs: {ins}\n  outputs: {outs}", highlight=False)
+    console.print(f"[bold]{escape(m.name)}[/] → {escape(str(artifact.root))}", highlight=False)
+    console.print(f"  inputs: {ins}\n  outputs: {outs}", highlight=False, markup=False)
     table = Table(
         "variant", "format", "size", "checked on", "max_abs_err", "max_rel_err", "cosine_min", "top1"
     )
@@ -242,7 +244,9 @@ def _print_summary(console: Any, artifact: Any) -> None:
         )
     console.print(table)
     for s in m.extra.get("skipped", ()):
-        console.print(f"[yellow]left out {s['variant']}:[/] {s['reason']}", highlight=False, soft_wrap=True)
+        console.print(
+            f"[yellow]left out {s['variant']}:[/] {escape(s['reason'])}", highlight=False, soft_wrap=True
+        )
     console.print(f"details: infership info {artifact.root}", highlight=False)
 
 

@@ -130,7 +130,9 @@ def convert_fp16(
     }
     if large:
         log.warning("fp16: values beyond ±1e4 were clamped to ±1e4 in %d place(s)", large)
-    params = {"tool": "onnxconverter-common", "keep_io_types": keep_io_types, "block_list": list(blocked)}
+    # The default list is long; name it instead of repeating it in every manifest (versions are recorded).
+    listed: str | list[str] = "infership default" if block_list is None else list(blocked)
+    params = {"tool": "onnxconverter-common", "keep_io_types": keep_io_types, "block_list": listed}
     return Step("fp16", params, result, round(time.perf_counter() - t0, 3))
 
 

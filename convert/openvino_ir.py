@@ -50,3 +50,25 @@ def convert_openvino(
     params = {"tool": "openvino.convert_model", "compress_to_fp16": compress_to_fp16}
     result = {"version": ov.get_version().split("-")[0], "ops": len(model.get_ops())}
     return Step("openvino", params, result, round(time.perf_counter() - t0, 3))
+
+
+def execution_precision(variant_precision: str, device: str = "CPU") -> str:
+    """The arithmetic precision the ``openvino`` backend will use for a variant on ``device``.
+
+    The backend pins fp32 variants to f32; other variants run at the device's default inference precision,
+    which is bf16 on CPUs with AVX512_BF16 or AMX. Returns ``"f32"``, ``"bf16"``, ``"f16"``...
+
+    Raises:
+        ConversionError: openvino is not installed or the device is unknown.
+    """
+    if variant_precision == "fp32":
+        return "f32"
+    try:
+        import openvino as ov
+
+        hint = ov.Core().get_property(device, "INFERENCE_PRECISION_HINT")
+    except ImportError as exc:
+        raise ConversionError("openvino is not installed: pip install 'infership[openvino]'") from exc
+    except Exception as exc:  # OpenVINO raises RuntimeError subclasses with C++ messages
+        raise ConversionError(f"OpenVINO cannot tell {device}'s inference precision: {exc}") from exc
+    return str(hint.get_type_name() if hasattr(hint, "get_type_name") else hint)
