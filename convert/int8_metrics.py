@@ -14,6 +14,8 @@ import numpy as np
 
 #: fp32 softmax confidence above which an input counts as "confident" for ``confident_top1_agreement``.
 CONFIDENT = 0.5
+#: SQNR reported for identical outputs (JSON has no infinity).
+SQNR_IDENTICAL = 200.0
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class Int8Metrics:
     Attributes:
         samples: Number of held-out inputs compared.
         sqnr_db: Signal-to-quantization-noise ratio of the first output, in dB (higher is better;
-            ≥ 20 dB is usually harmless for classification, < 10 dB rarely is).
+            ≥ 20 dB is usually harmless for classification, < 10 dB rarely is; 200 for identical outputs).
         cosine_mean: Mean cosine similarity between fp32 and int8 output rows.
         cosine_min: Worst row's cosine similarity.
         max_abs_err: Largest absolute difference in the first output.
@@ -124,7 +126,7 @@ def compare_int8(
     cos = _cosines(ref, cand)
     base: dict[str, Any] = {
         "samples": n,
-        "sqnr_db": round(sqnr_db(ref, cand), 3),
+        "sqnr_db": round(min(sqnr_db(ref, cand), SQNR_IDENTICAL), 3),
         "cosine_mean": round(float(cos.mean()), 6),
         "cosine_min": round(float(cos.min()), 6),
         "max_abs_err": float(np.max(np.abs(ref.astype(np.float64) - cand.astype(np.float64)))),

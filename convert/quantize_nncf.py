@@ -186,9 +186,14 @@ def quantize_openvino(
         InvalidInputError: An ignored node or type does not exist in the model.
         ConversionError: NNCF failed or produced a model without quantization.
     """
+    level = logging.getLogger("nncf").level
     import nncf
     import openvino as ov
 
+    if level != logging.NOTSET:
+        logging.getLogger("nncf").setLevel(
+            level
+        )  # importing nncf resets its logger to INFO; keep the app's choice
     start = time.perf_counter()
     model = read_onnx(onnx_path)
     ignored_ops = ov_ops_for_onnx_nodes(model, config.ignored_nodes) if config.ignored_nodes else []

@@ -11,7 +11,9 @@ took effect too (activation/weight types, symmetry, per-channel scales, excluded
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import io
 import logging
 import tempfile
 import time
@@ -102,6 +104,12 @@ class OrtQuantConfig:
             raise InvalidInputError(f"percentile must be in (0, 100], got {self.percentile}")
         if self.num_bins is not None and self.num_bins < 2:
             raise InvalidInputError(f"num_bins must be >= 2, got {self.num_bins}")
+        if self.method is CalibrationMethod.ENTROPY and (self.num_bins or 128) < self.num_quantized_bins:
+            # ORT fails deep inside its KL search ("negative dimensions are not allowed") otherwise
+            raise InvalidInputError(
+                f"entropy calibration needs num_bins >= num_quantized_bins, got {self.num_bins or 128} < "
+                f"{self.num_quantized_bins}"
+            )
         if self.chunk_batches < 1:
             raise InvalidInputError(f"chunk_batches must be >= 1, got {self.chunk_batches}")
 
@@ -290,15 +298,19 @@ def calibrate(
             + ", ".join(f"{k}={a!r} → {h!r}" for k, (a, h) in differs.items())
         )
     reader = to_ort_reader(cset, chunk_batches=config.chunk_batches)
+    chatter = io.StringIO()  # the histogram calibrators print() their progress; a library must not
     try:
-        while not reader.exhausted:
-            calibrator.collect_data(reader)
-            reader.resume()
-        ranges = calibrator.compute_data()
+        with contextlib.redirect_stdout(chatter):
+            while not reader.exhausted:
+                calibrator.collect_data(reader)
+                reader.resume()
+            ranges = calibrator.compute_data()
     except Exception as exc:  # inference errors inside the calibrator are native types
         raise ConversionError(
             f"calibration ({config.method.value}) failed: {type(exc).__name__}: {exc}"
         ) from exc
+    if chatter.getvalue():
+        log.debug("calibrator output:\n%s", chatter.getvalue())
     seconds = time.perf_counter() - start
     log.info(
         "calibrated %d tensors with %s over %d batches",

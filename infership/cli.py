@@ -18,7 +18,7 @@ _COMMANDS: dict[str, str] = {
     "info": "infership.runtime.cli",
     "predict": "infership.runtime.cli",
     "export": "infership.convert.cli",
-    "quantize": "infership.convert.cli",
+    "quantize": "infership.convert.quantize_cli",
     "pipeline": "infership.convert.cli",
     "bench": "infership.bench.cli",
     "compare": "infership.bench.cli",

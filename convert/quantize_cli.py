@@ -1,0 +1,276 @@
+"""The ``infership quantize`` subcommand: add validated static int8 variants to an artifact.
+
+Only argparse is imported at module level; the runtimes load when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+_EXAMPLES = """examples:
+  infership quantize out/digits --calibration digits:train --holdout digits:test --max-accuracy-drop 0.5
+  infership quantize out/resnet --calibration calib_images/ --samples 256 --target ort,openvino
+  infership quantize out/resnet --calibration calib.npz --method percentile --preset tensorrt --target ort
+  infership quantize out/digits --calibration digits --target all --torch-model examples/digits/model.py:build_model \\
+      --torch-weights digits.pt
+
+CALIBRATION / --holdout: 'digits[:train|test|all]', a .npy/.npz file (or a directory of them), or an image
+folder (flat, or one subfolder per class for labels), read through the artifact's preprocessing.
+Exit status: 0 written; 1 error, or the accuracy budget was missed (nothing written).
+"""
+
+_ORT_PRESETS = ("cpu-vnni", "cpu-avx2", "tensorrt")
+_NNCF_PRESETS = ("cpu", "accurate", "transformer")
+
+
+def add_quantize(sub: Any) -> None:
+    p = sub.add_parser(
+        "quantize",
+        help="add validated static int8 variants (ONNX Runtime QDQ, OpenVINO/NNCF, PyTorch) to an artifact",
+        description="Calibrate and quantize an artifact's fp32 ONNX model to int8 for ONNX Runtime and OpenVINO "
+        "(and PyTorch as a peer), validate each against fp32 on held-out data, and repair a model that misses "
+        "--max-accuracy-drop by keeping its worst layers in float. Load the result with "
+        "Predictor.load(ARTIFACT, precision='int8').",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("artifact", metavar="ARTIFACT", help="artifact directory with an onnx-fp32 variant")
+    p.add_argument("--calibration", required=True, metavar="SOURCE", help="calibration data (see below)")
+    p.add_argument(
+        "--holdout", metavar="SOURCE", help="validation data (default: split off the calibration data)"
+    )
+    p.add_argument(
+        "--target",
+        default="ort,openvino",
+        help="ort, openvino, torch, comma-separated, or all (default ort,openvino)",
+    )
+    p.add_argument(
+        "--method",
+        choices=["minmax", "entropy", "percentile"],
+        help="calibration method for both runtimes (default minmax)",
+    )
+    p.add_argument("--samples", type=int, default=128, help="calibration samples (default 128; 0 = all)")
+    p.add_argument(
+        "--holdout-fraction", type=float, default=0.2, help="share held out without --holdout (default 0.2)"
+    )
+    p.add_argument("--holdout-samples", type=int, help="cap on held-out samples (default: all)")
+    p.add_argument("--batch-size", type=int, default=16, help="calibration batch size (default 16)")
+
+    g = p.add_argument_group("accuracy budget and repair")
+    g.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        metavar="POINTS",
+        help="fail (and write nothing) if int8 loses more accuracy than this, in points (top-1 "
+        "disagreement without labels)",
+    )
+    g.add_argument(
+        "--no-repair", action="store_true", help="do not exclude culprit layers to meet the budget"
+    )
+    g.add_argument(
+        "--max-repair-steps", type=int, default=5, help="most exclusion steps per target (default 5)"
+    )
+
+    g = p.add_argument_group("ONNX Runtime")
+    g.add_argument(
+        "--preset", choices=_ORT_PRESETS, default="cpu-vnni", help="ONNX Runtime preset (default cpu-vnni)"
+    )
+    g.add_argument(
+        "--per-tensor", action="store_true", help="one scale per weight tensor instead of per channel"
+    )
+    g.add_argument("--percentile", type=float, help="percentile for --method percentile (default 99.999)")
+    g.add_argument("--num-bins", type=int, help="histogram bins for entropy/percentile")
+    g.add_argument(
+        "--exclude-nodes", default="", metavar="A,B", help="ONNX nodes to keep in float (both runtimes)"
+    )
+    g.add_argument(
+        "--exclude-op-types", default="", metavar="T,U", help="ONNX op types to keep in float (ONNX Runtime)"
+    )
+
+    g = p.add_argument_group("OpenVINO / NNCF")
+    g.add_argument("--nncf-preset", choices=_NNCF_PRESETS, default="cpu", help="NNCF preset (default cpu)")
+    g.add_argument(
+        "--nncf-ignored-types", default="", metavar="T,U", help="OpenVINO op types to keep in float (NNCF)"
+    )
+
+    g = p.add_argument_group("PyTorch int8 (target torch)")
+    g.add_argument(
+        "--torch-model", metavar="MODEL", help="the fp32 model: module:callable, file.py:callable, ..."
+    )
+    g.add_argument("--torch-weights", metavar="FILE", help="state_dict checkpoint to load into --torch-model")
+
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_quantize)
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
+    from .quantize_nncf import NncfQuantConfig
+    from .quantize_ort import OrtQuantConfig
+
+    changes: dict[str, Any] = {}
+    if args.method:
+        changes["method"] = args.method
+    if args.per_tensor:
+        changes["per_channel"] = False
+    if args.percentile is not None:
+        changes["percentile"] = args.percentile
+    if args.num_bins is not None:
+        changes["num_bins"] = args.num_bins
+    changes["exclude_nodes"] = _split(args.exclude_nodes)
+    changes["exclude_op_types"] = _split(args.exclude_op_types)
+    ort_factory = {
+        "cpu-vnni": OrtQuantConfig.cpu_vnni,
+        "cpu-avx2": OrtQuantConfig.cpu_avx2,
+        "tensorrt": OrtQuantConfig.tensorrt,
+    }
+    ort_config = ort_factory[args.preset](**changes)
+
+    from .quantize import _NNCF_RANGE
+
+    nncf_changes: dict[str, Any] = {
+        "ignored_nodes": _split(args.exclude_nodes),
+        "ignored_types": _split(args.nncf_ignored_types),
+        "activation_range": _NNCF_RANGE[ort_config.method],
+    }
+    nncf_factory = {
+        "cpu": NncfQuantConfig.cpu,
+        "accurate": NncfQuantConfig.accurate,
+        "transformer": NncfQuantConfig.transformer_model,
+    }
+    return ort_config, nncf_factory[args.nncf_preset](**nncf_changes)
+
+
+def _torch_model(args: argparse.Namespace) -> Any:
+    if args.torch_model is None:
+        if args.torch_weights:
+            from infership.runtime.errors import InvalidInputError
+
+            raise InvalidInputError(
+                "--torch-weights needs --torch-model (the architecture to load them into)"
+            )
+        return None
+    from .source import load_model_source
+
+    if args.torch_weights:
+        return load_model_source(args.torch_weights, arch=args.torch_model).model
+    return load_model_source(args.torch_model).model
+
+
+def _run_quantize(args: argparse.Namespace) -> int:
+    from infership.calibration.sources import from_spec
+    from infership.runtime.artifact import Artifact
+    from rich.console import Console
+
+    from .quantize import AccuracyBudgetError, Target, quantize
+
+    console = Console()
+    art = Artifact.load(args.artifact)
+    m = art.manifest
+
+    def source(spec: str) -> Any:
+        return from_spec(
+            spec, preprocessing=m.preprocessing, class_names=m.labels, batch_size=args.batch_size
+        )
+
+    targets = Target.parse(args.target)
+    ort_config, nncf_config = _configs(args)
+    try:
+        report = quantize(
+            art,
+            source(args.calibration),
+            targets=targets,
+            ort_config=ort_config,
+            nncf_config=nncf_config,
+            samples=args.samples or None,
+            holdout=source(args.holdout) if args.holdout else None,
+            holdout_fraction=args.holdout_fraction,
+            holdout_samples=args.holdout_samples,
+            max_accuracy_drop=args.max_accuracy_drop,
+            repair=not args.no_repair,
+            max_repair_steps=args.max_repair_steps,
+            torch_model=_torch_model(args) if Target.TORCH in targets else None,
+            progress=not args.no_progress and not args.json,
+        )
+    except AccuracyBudgetError as exc:
+        _show(console, exc.report, args.json)
+        console.print(f"[bold red]failed:[/] {exc}", highlight=False, soft_wrap=True)
+        return 1
+    _show(console, report, args.json)
+    return 0
+
+
+def _show(console: Any, report: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    from rich.table import Table
+
+    outlook = report.outlook
+    style = {"fast": "green", "limited": "yellow", "slow": "red"}[outlook.verdict]
+    console.print(
+        f"int8 on this CPU: [{style}]{outlook.verdict}[/] ({outlook.int8_support}) — {' '.join(outlook.notes)}",
+        highlight=False,
+    )
+    cal, held = report.calibration, report.holdout
+    console.print(
+        f"calibration: {cal.get('kind')} · {cal.get('samples')} samples   held out: {held.get('kind')} · "
+        f"{held.get('samples')} samples",
+        highlight=False,
+    )
+    table = Table(
+        "variant",
+        "accuracy fp32→int8",
+        "drop",
+        "top-1 agree",
+        "SQNR dB",
+        "ms int8",
+        "ms fp32",
+        "speedup",
+        "excluded",
+        "ok",
+    )
+    for t in report.targets:
+        mt = t.metrics
+        acc = f"{mt.accuracy_fp32:.2f} → {mt.accuracy_int8:.2f}" if mt.accuracy_fp32 is not None else "-"
+        table.add_row(
+            t.variant_id,
+            acc,
+            "-" if mt.drop is None else f"{mt.drop:.2f}",
+            "-" if mt.top1_agreement is None else f"{mt.top1_agreement:.2f}%",
+            f"{mt.sqnr_db:.1f}",
+            f"{t.latency_ms:.3f}",
+            "-" if t.fp32_latency_ms is None else f"{t.fp32_latency_ms:.3f}",
+            "-" if t.speedup is None else f"{t.speedup:.2f}×",
+            str(len(t.excluded_nodes)),
+            "[green]yes[/]" if t.passed else "[red]no[/]",
+        )
+    console.print(table)
+    for t in report.targets:
+        if t.repair is None or len(t.repair.steps) < 2:
+            continue
+        rt = Table(
+            "step",
+            "excluded ONNX nodes",
+            "tensor (channel SQNR dB)",
+            "drop",
+            "ms",
+            title=f"repair of {t.variant_id}: {t.repair.stopped}",
+            title_justify="left",
+        )
+        for s in t.repair.steps:
+            tensor = "-" if s.tensor is None else f"{s.tensor} ({s.channel_sqnr_db:.1f})"
+            drop = "-" if s.metrics.drop is None else f"{s.metrics.drop:.2f}"
+            rt.add_row(str(s.step), ", ".join(s.excluded) or "-", tensor, drop, f"{s.latency_ms:.3f}")
+        console.print(rt)
+    if report.committed:
+        console.print(
+            f"written to {report.artifact}: " + ", ".join(t.variant_id for t in report.targets),
+            highlight=False,
+        )

@@ -1,0 +1,105 @@
+"""The digits CNN of examples/digits, trained once per test session, and artifacts built from it.
+
+Used by the calibration and int8 tests. Artifacts are built with ``tests.builders`` (torch.onnx, no
+converters), cached per base directory; tests copy them before adding variants.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits"
+_cache: dict[tuple[str, str], Path] = {}
+
+
+def digits_module() -> ModuleType:
+    """examples/digits/model.py, imported by path (examples/ is not a package)."""
+    name = "infership_example_digits_model"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, _EXAMPLE / "model.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def trained_checkpoint(base: Path) -> Path:
+    """Fine-tune the digits CNN with the example's recipe; ``torch.save(state_dict)`` (cached)."""
+    key = (str(base), "checkpoint")
+    if key not in _cache:
+        import torch
+        from infership.calibration import load_digits_split
+
+        m = digits_module()
+        x, y = load_digits_split("train")
+        model = m.finetune(x, y, m.pretrain_backbone(x, y))
+        path = base / "digits.pt"
+        torch.save(model.state_dict(), path)
+        _cache[key] = path
+    return _cache[key]
+
+
+def load_trained(base: Path):
+    """The trained DigitsNet, in eval mode."""
+    import torch
+
+    model = digits_module().build_model()
+    model.load_state_dict(torch.load(trained_checkpoint(base), weights_only=True))
+    return model.eval()
+
+
+def planted(model):
+    """``model`` with two 1×1 convolutions after the first block that cancel out in fp32 (×1000 then
+    ×1/1000 on channel 0) but give that activation a range no per-tensor int8 scale can serve: the other
+    15 channels collapse to a few levels and int8 accuracy breaks. The culprit tensor is
+    ``/plant/Conv_output_0`` between nodes ``/plant/Conv`` and ``/unplant/Conv``."""
+    import torch
+    from torch import nn
+
+    class Planted(nn.Module):
+        def __init__(self, net: nn.Module) -> None:
+            super().__init__()
+            self.net = net
+            self.plant = nn.Conv2d(16, 16, 1)
+            self.unplant = nn.Conv2d(16, 16, 1)
+            scale = torch.ones(16)
+            scale[0] = 1000.0
+            with torch.no_grad():
+                self.plant.weight.copy_(torch.diag(scale)[:, :, None, None])
+                self.unplant.weight.copy_(torch.diag(1.0 / scale)[:, :, None, None])
+                self.plant.bias.zero_()
+                self.unplant.bias.zero_()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b = self.net.backbone
+            h = self.unplant(self.plant(b.block1(x)))
+            return self.net.head(torch.flatten(b.pool(b.block3(b.block2(h))), 1))
+
+    return Planted(model).eval()
+
+
+def digits_artifact(base: Path, *, plant: bool = False) -> Path:
+    """A pristine artifact (onnx-fp32 and torch-fp32) of the trained, optionally planted, digits CNN."""
+    key = (str(base), "planted" if plant else "plain")
+    if key not in _cache:
+        import torch
+
+        from tests.builders import build_artifact_for_tests
+
+        model = load_trained(base)
+        if plant:
+            model = planted(model)
+        root = base / ("digits-planted" if plant else "digits")
+        _cache[key] = build_artifact_for_tests(model, (torch.zeros(2, 1, 8, 8),), root, openvino=False)
+    return _cache[key]
+
+
+def copy_artifact(src: Path, dest: Path) -> Path:
+    """A private copy of an artifact for a test that adds variants to it."""
+    shutil.copytree(src, dest)
+    return dest
