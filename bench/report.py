@@ -205,6 +205,16 @@ def _tolerance(results: BenchResults) -> float:
     return results.runs[0].stability.tolerance if results.runs else 0.1
 
 
+def _log_axis(axis: Any, set_scale: Any, formatter: Any) -> None:
+    """Log scale with plain tick labels at 1, 2, 5 × 10^k (no overlapping minor labels)."""
+    from matplotlib.ticker import LogLocator, NullFormatter
+
+    set_scale("log")
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(formatter)
+    axis.set_minor_formatter(NullFormatter())
+
+
 def draw_plots(results: BenchResults, out: Path) -> list[tuple[str, str]]:
     """Draw the PNGs into ``out``; returns (file name, caption) for each one drawn."""
     if not results.runs:
@@ -229,12 +239,11 @@ def draw_plots(results: BenchResults, out: Path) -> list[tuple[str, str]]:
             x = np.sort(np.asarray(r.samples_ms))
             ax.plot(x, np.arange(1, x.size + 1) / x.size, label=f"{run_label(r)} c{r.concurrency}", lw=1.4)
             lo, hi = min(lo, float(x[0])), max(hi, float(np.percentile(x, 99.9)))
-        if overhead:
+        if overhead and overhead * 20 >= lo:  # drawn only where it is not negligible next to the model
             ax.axvline(overhead, color="grey", ls=":", lw=1, label="harness overhead p50")
             lo = min(lo, overhead)
-        ax.set_xscale("log")
+        _log_axis(ax.xaxis, ax.set_xscale, plain)
         ax.set_xlim(lo / 1.2, hi * 1.2)  # up to p99.9: one outlier should not squash the curves
-        ax.xaxis.set_major_formatter(plain)
         ax.set_xlabel("latency per query (ms, log scale)")
         ax.set_ylabel("fraction of queries ≤ x")
         ax.axhline(0.99, color="grey", lw=0.6)
@@ -250,9 +259,7 @@ def draw_plots(results: BenchResults, out: Path) -> list[tuple[str, str]]:
     labels = [f"{run_label(r)} {r.scenario} b{r.batch_size} c{r.concurrency}" for r in results.runs]
     ax.boxplot([np.asarray(r.samples_ms) for r in results.runs], orientation="horizontal", whis=(1, 99),
                showfliers=False, tick_labels=labels)  # fmt: skip
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
+    _log_axis(ax.xaxis, ax.set_xscale, plain)
     ax.set_xlabel("latency per query (ms, log scale); box p25–p75, whiskers p1–p99")
     ax.invert_yaxis()
     ax.grid(True, axis="x", which="both", alpha=0.3)
