@@ -227,7 +227,13 @@ def compare_results(
         if key in cur:
             rows.append(compare_runs(base[key], cur[key], thresholds=thresholds, seed=seed))
         else:
-            rows.append(RunComparison(key, Verdict.MISSING, reasons=("in the baseline, not measured now",)))
+            b = base[key]
+            why = next(
+                (s.reason for s in current.skipped if (s.backend, s.precision) == (b.backend, b.precision)),
+                "",
+            )
+            reason = f"in the baseline, skipped now: {why}" if why else "in the baseline, not measured now"
+            rows.append(RunComparison(key, Verdict.MISSING, reasons=(reason,)))
     rows += [RunComparison(k, Verdict.NEW, reasons=("not in the baseline",)) for k in cur if k not in base]
     forced = force and baseline.fingerprint != current.fingerprint
     return Comparison(tuple(rows), thresholds, forced, diffs if forced else ())

@@ -231,7 +231,8 @@ def run_benchmark(
         warmup_s: And at least this many seconds.
         target_qps, latency_bound_ms: Server rate (``None``: half the warm-up throughput) and p99 bound.
         cold_start: Load and first-inference times, if the caller measured them.
-        load_options: The options the predictor was loaded with (recorded as settings).
+        load_options: The options the predictor was loaded with (recorded as settings; without them the
+            hint is recorded as ``"unknown"`` and threads/streams as ``None``).
         seed: Seed for random inputs and arrival times.
 
     Returns:
@@ -261,7 +262,7 @@ def run_benchmark(
         intra_op_threads=opts.get("intra_op_threads"),
         inter_op_threads=opts.get("inter_op_threads"),
         num_streams=opts.get("num_streams"),
-        hint=str(opts.get("hint") or "latency"),
+        hint=str(opts.get("hint") or "unknown"),
         include_preprocessing=pool.include_preprocessing,
         host_device_copies="included" if device.lower().startswith(("cuda", "gpu")) else "none",
         input_source=pool.source,

@@ -34,6 +34,16 @@ _EXPORTS: dict[str, str] = {
     "BackendFallbackWarning": "infership.runtime",
     "backend_status": "infership.runtime",
     "register_backend": "infership.runtime",
+    # bench
+    "BenchConfig": "infership.bench",
+    "BenchResults": "infership.bench",
+    "Scenario": "infership.bench",
+    "run_benchmark": "infership.bench",
+    "run_sweep": "infership.bench",
+    "load_results": "infership.bench",
+    "save_results": "infership.bench",
+    "compare_results": "infership.bench",
+    "write_report": "infership.bench",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

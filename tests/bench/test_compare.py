@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 from infership.bench.compare import NotComparableError, Thresholds, Verdict, compare_results
-from infership.bench.results import ServerOutcome
+from infership.bench.results import ServerOutcome, SkippedRun
 
 from tests.bench.conftest import lognormal, synthetic_results, synthetic_run
 
@@ -108,6 +108,12 @@ def test_missing_runs_fail_new_runs_do_not() -> None:
     missing = compare_results(synthetic_results(a, b), synthetic_results(a))
     assert [r.verdict for r in missing.rows] == [Verdict.OK, Verdict.MISSING]
     assert missing.exit_code == 1
+    skipped = dataclasses.replace(
+        synthetic_results(a), skipped=(SkippedRun("openvino", "fp32", "not installed"),)
+    )
+    assert compare_results(synthetic_results(a, b), skipped).rows[1].reasons == (
+        "in the baseline, skipped now: not installed",
+    )
     new = compare_results(synthetic_results(a), synthetic_results(a, b))
     assert [r.verdict for r in new.rows] == [Verdict.OK, Verdict.NEW]
     assert new.exit_code == 0

@@ -79,6 +79,14 @@ def test_count_stop_gives_exactly_that_many_samples(tiny_artifact: Path) -> None
     assert run.cold_start is None  # the caller loaded it
 
 
+def test_multi_input_models_get_a_feed_per_input(two_io_artifact: Path) -> None:
+    with Predictor.load(two_io_artifact, backend="ort-cpu") as p:
+        run = run_benchmark(p, batch_size=3, scenario="multi-stream", concurrency=2,
+                            stop=StopRule(duration_s=None, max_queries=4), warmup_queries=1)  # fmt: skip
+    assert run.settings.input_shapes == {"image": [3, 3, 8, 8], "extra": [3, 4]}
+    assert len(run.samples_ms) == 4 and run.settings.hint == "unknown"
+
+
 def test_single_stream_refuses_concurrency(tiny_artifact: Path) -> None:
     with (
         Predictor.load(tiny_artifact, backend="ort-cpu") as p,
