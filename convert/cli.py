@@ -220,24 +220,20 @@ def _run_export(args: argparse.Namespace) -> int:
 
 def _print_summary(console: Any, artifact: Any) -> None:
     from rich.markup import escape
-    from rich.table import Table
+    from rich.table import Column, Table
 
     m = artifact.manifest
     ins = ", ".join(f"{s.name} {s.dtype}{s.shape_str()}" for s in m.inputs)
     outs = ", ".join(f"{s.name} {s.dtype}{s.shape_str()}" for s in m.outputs)
     console.print(f"[bold]{escape(m.name)}[/] → {escape(str(artifact.root))}", highlight=False)
     console.print(f"  inputs: {ins}\n  outputs: {outs}", highlight=False, markup=False)
-    table = Table(
-        "variant", "format", "size", "checked on", "max_abs_err", "max_rel_err", "cosine_min", "top1"
-    )
+    table = Table(Column("variant", no_wrap=True), "size", "checked on", "max_rel_err", "cosine_min", "top1")
     for v in m.variants:
         val = v.validation or {}
         table.add_row(
             v.id,
-            v.format,
             f"{v.size / 1e6:.1f} MB",
             str(val.get("backend", "-")),
-            _fmt(val.get("max_abs_err")),
             _fmt(val.get("max_rel_err")),
             _fmt(val.get("cosine_min"), 6),
             _fmt(val.get("top1_agreement")),
@@ -247,7 +243,7 @@ def _print_summary(console: Any, artifact: Any) -> None:
         console.print(
             f"[yellow]left out {s['variant']}:[/] {escape(s['reason'])}", highlight=False, soft_wrap=True
         )
-    console.print(f"details: infership info {artifact.root}", highlight=False)
+    console.print(f"details: infership info {artifact.root}", highlight=False, soft_wrap=True)
 
 
 def _fmt(v: Any, digits: int = 3) -> str:

@@ -129,3 +129,20 @@ class Drifting(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         return self.fc(x) * float(self.calls)
+
+
+class TinyClassifier(nn.Module):
+    """RGB image [b,3,32,32] → 5 class logits; small enough to export in a second."""
+
+    def __init__(self, num_classes: int = 5) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.fc = nn.Linear(8 * 4 * 4, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(nn.functional.adaptive_avg_pool2d(self.conv(x), 4).flatten(1))
+
+
+def tiny_classifier(num_classes: int = 5) -> nn.Module:
+    torch.manual_seed(3)
+    return settle_batchnorm(TinyClassifier(num_classes), (4, 3, 32, 32))

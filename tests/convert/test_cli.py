@@ -1,0 +1,137 @@
+"""``infership export`` end to end, in-process: exit codes, one-line errors, the artifact it writes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from infership import Artifact
+from infership.cli import main
+from tests.convert import models
+
+
+def _export(*args: str) -> int:
+    return main(["export", *args])
+
+
+def test_export_factory_with_preprocessing_labels_then_predict_an_image(tmp_path, capsys):
+    from PIL import Image
+    from skimage import data
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\nc\nd\ne\n")
+    out = tmp_path / "cls"
+    rc = _export(
+        "tests.convert.models:tiny_classifier",
+        "-o",
+        str(out),
+        "--input-shape",
+        "1x3x32x32",
+        "--preprocess",
+        "imagenet",
+        "--labels",
+        str(labels),
+        "--no-fp16",
+        "--no-openvino",
+    )
+    assert rc == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "onnx-fp32" in printed and "torch-fp32" in printed and "x float32[batch, 3, 32, 32]" in printed
+    m = Artifact.load(out).manifest
+    assert m.labels == ("a", "b", "c", "d", "e") and m.preprocessing.crop == (32, 32)
+
+    image = tmp_path / "coffee.png"
+    Image.fromarray(data.coffee()).save(image)
+    assert main(["predict", str(out), str(image), "--backend", "ort-cpu", "--top", "2"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())  # the console may wrap long paths
+    assert "coffee.png" in printed and sum(f"{c} (" in printed for c in "abcde") == 2
+
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "steps of onnx-fp32" in info and "exporter=dynamo" in info
+
+
+def test_state_dict_with_arch_and_extra_options(tmp_path, capsys):
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save({"state_dict": models.digits_cnn(num_classes=4).state_dict()}, ckpt)
+    out = tmp_path / "d"
+    rc = _export(
+        str(ckpt),
+        "--arch",
+        "tests.convert.models:DigitsCNN",
+        "--num-classes",
+        "4",
+        "-o",
+        str(out),
+        "--input-shape",
+        "2x1x8x8",
+        "--static-batch",
+        "--output-name",
+        "logits",
+        "--simplifier",
+        "onnxsim",
+        "--exporter",
+        "torchscript",
+        "--opset",
+        "17",
+        "--no-fp16",
+        "--no-openvino",
+        "--samples",
+        "2",
+    )
+    assert rc == 0, capsys.readouterr().err
+    m = Artifact.load(out).manifest
+    assert (
+        m.inputs[0].shape == (2, 1, 8, 8) and m.outputs[0].name == "logits" and m.outputs[0].shape == (2, 4)
+    )
+    steps = {s.name: s for s in m.variant("onnx-fp32").steps}
+    assert steps["export"].result["exporter"] == "torchscript" and steps["export"].result["opset"] == 17
+    assert steps["simplify"].result["tool"] == "onnxsim"
+
+
+def test_pickled_checkpoint_is_refused_with_one_line(tmp_path, capsys):
+    path = tmp_path / "whole.pt"
+    torch.save(models.digits_cnn(), path)
+    rc = _export(str(path), "-o", str(tmp_path / "x"), "--input-shape", "1x1x8x8")
+    err = capsys.readouterr().err.strip()
+    assert rc == 1
+    assert err.startswith("error:") and "--allow-pickle" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+    rc = _export(
+        str(path),
+        "-o",
+        str(tmp_path / "y"),
+        "--input-shape",
+        "1x1x8x8",
+        "--allow-pickle",
+        "--no-fp16",
+        "--no-openvino",
+        "--no-torch",
+        "--samples",
+        "1",
+    )
+    assert rc == 0, capsys.readouterr().err
+    assert Artifact.load(tmp_path / "y").manifest.extra["source_kind"] == "checkpoint"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--input-shape", "1xAx8x8"], "expected integers"),
+        (["--input-shape", "1x1x8x8", "--dynamic-axis", "x-2"], "INPUT:AXIS"),
+        (["--input-shape", "1x1x8x8", "--dynamic-axis", "nope:2"], "inputs are ['x']"),
+        (["--input-shape", "1x1x8x8", "--crop", "8"], "expected HxW"),
+    ],
+)
+def test_bad_arguments_exit_1_with_a_reason(tmp_path, capsys, args, message):
+    rc = _export("tests.convert.models:digits_cnn", "-o", str(tmp_path / "z"), *args)
+    err = capsys.readouterr().err
+    assert rc == 1 and message in err and "Traceback" not in err
+
+
+def test_unexportable_model_fails_cleanly(tmp_path, capsys):
+    rc = _export("tests.convert.models:Unexportable", "-o", str(tmp_path / "u"), "--input-shape", "2x4")
+    err = capsys.readouterr().err
+    assert rc == 1 and "could not export the model to ONNX" in err and "Traceback" not in err
