@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from infership.runtime import hardware
 from infership.runtime.artifact import Artifact
-from infership.runtime.errors import ArtifactError, BackendUnavailable, InvalidInputError
+from infership.runtime.errors import ArtifactError, BackendUnavailable, InferenceError, InvalidInputError
 from infership.runtime.predictor import Predictor
 
 from .inputs import DEFAULT_POOL_SIZE, InputPool, array_pool, image_pool, random_pool
@@ -312,7 +312,7 @@ def run_benchmark(
 
 
 def load_timed(
-    artifact: Artifact, backend: str, precision: str, options: Mapping[str, Any]
+    artifact: Artifact | str | os.PathLike[str], backend: str, precision: str, options: Mapping[str, Any]
 ) -> tuple[Predictor, float]:
     """``Predictor.load`` timed with ``perf_counter_ns``; returns the predictor and milliseconds."""
     t0 = time.perf_counter_ns()
@@ -330,8 +330,9 @@ def first_inference_ms(predictor: Predictor, item: Any) -> float:
 def run_sweep(config: BenchConfig, *, progress: Progress | None = None) -> BenchResults:
     """Run every planned configuration (see :func:`plan_runs`) and collect the results.
 
-    A backend/precision that cannot be loaded (unavailable backend, no such variant) is recorded in
-    ``skipped`` with the reason; it never silently disappears.
+    A backend/precision that cannot be loaded (unavailable backend, no such variant), or a run whose
+    runtime fails (``InferenceError``, e.g. out of memory at a large batch), is recorded in ``skipped`` with
+    the reason and the sweep goes on; nothing silently disappears. Invalid inputs abort the sweep.
 
     Args:
         config: What to measure.
@@ -344,7 +345,6 @@ def run_sweep(config: BenchConfig, *, progress: Progress | None = None) -> Bench
     Raises:
         ArtifactError: The artifact cannot be opened.
         InvalidInputError: Inputs or shapes that do not fit the model.
-        InferenceError: A runtime failed while running.
     """
     from infership import __version__
 
@@ -361,7 +361,8 @@ def run_sweep(config: BenchConfig, *, progress: Progress | None = None) -> Bench
     for (backend, precision, hint), group in groups.items():
         options = _load_options(config, hint)
         try:
-            predictor, load_ms = load_timed(artifact, backend, precision, options)
+            # From the path each time: a fresh Artifact re-verifies hashes, as a cold start in production does.
+            predictor, load_ms = load_timed(config.artifact, backend, precision, options)
         except (BackendUnavailable, ArtifactError) as exc:
             if not any(s.backend == backend and s.precision == precision for s in skipped):
                 log.warning("skipping %s %s: %s", backend, precision, exc)
@@ -378,8 +379,8 @@ def run_sweep(config: BenchConfig, *, progress: Progress | None = None) -> Bench
                     cold = ColdStart(
                         load_ms=load_ms, first_inference_ms=first_inference_ms(predictor, pool[0])
                     )
-                runs.append(
-                    run_benchmark(
+                try:
+                    run = run_benchmark(
                         predictor,
                         scenario=p.scenario,
                         batch_size=p.batch_size,
@@ -394,7 +395,12 @@ def run_sweep(config: BenchConfig, *, progress: Progress | None = None) -> Bench
                         load_options=options,
                         seed=config.seed,
                     )
-                )
+                except InferenceError as exc:
+                    # e.g. out of memory at a large batch: record it and measure the rest of the sweep
+                    log.warning("%s failed: %s", p.describe(), exc)
+                    skipped.append(SkippedRun(backend, precision, f"{p.describe()} failed: {exc}"))
+                else:
+                    runs.append(run)
                 done += 1
     overhead: tuple[RunResult, ...] = ()
     if config.measure_overhead:
