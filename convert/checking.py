@@ -82,6 +82,14 @@ class Checker:
             val["real"] = summary(real)
         if self.notes:
             val["notes"] = list(self.notes)
+        wrong = [
+            f"{spec.name}: returned {got[0][spec.name].dtype}, the manifest says {spec.dtype}"
+            for spec in self.base.outputs
+            if spec.name in got[0] and got[0][spec.name].dtype.name != spec.dtype
+        ]
+        if wrong:
+            val["failures"] = [*val["failures"], *wrong]
+            val["passed"] = False
         return val, check_step(val, round(time.perf_counter() - t0, 3))
 
 

@@ -69,7 +69,6 @@ def convert_fp16(
     dst: str | os.PathLike[str],
     *,
     block_list: Sequence[str] | None = None,
-    keep_io_types: bool = True,
 ) -> Step:
     """Write an fp16 copy of an fp32 ONNX model.
 
@@ -77,8 +76,6 @@ def convert_fp16(
         src: The fp32 model.
         dst: Where to write the fp16 model.
         block_list: Operator types kept in fp32; ``None`` uses :data:`FP16_BLOCK_LIST`.
-        keep_io_types: Keep fp32 inputs and outputs (Casts at the boundary). Leave it on: the manifest's
-            input/output specs are shared by all variants.
 
     Returns:
         The ``fp16`` step: block list, node counts, Casts added, fp32 nodes left, clamped values.
@@ -106,9 +103,10 @@ def convert_fp16(
             warnings.simplefilter("always")
             half = float16.convert_float_to_float16(
                 model,
-                keep_io_types=keep_io_types,
+                keep_io_types=True,  # the manifest's I/O specs are shared by all variants
                 op_block_list=sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(blocked)),
             )
+        restored = _restore_io_types(model, half)
         onnx.checker.check_model(half, full_check=True)
     except Exception as exc:
         raise ConversionError(
@@ -126,13 +124,15 @@ def convert_fp16(
         "fp32_ops": kept_fp32,
         "tiny_value_clamps": tiny,
         "large_value_clamps": large,
-        "io_types": "fp32" if keep_io_types else "fp16",
+        "io_types": "fp32",
     }
+    if restored:
+        result["io_types_restored"] = restored
     if large:
         log.warning("fp16: values beyond ±1e4 were clamped to ±1e4 in %d place(s)", large)
     # The default list is long; name it instead of repeating it in every manifest (versions are recorded).
     listed: str | list[str] = "infership default" if block_list is None else list(blocked)
-    params = {"tool": "onnxconverter-common", "keep_io_types": keep_io_types, "block_list": listed}
+    params = {"tool": "onnxconverter-common", "keep_io_types": True, "block_list": listed}
     return Step("fp16", params, result, round(time.perf_counter() - t0, 3))
 
 
@@ -151,3 +151,36 @@ def _clamp_counts(messages: Any) -> tuple[int, int]:
         else:
             large += 1
     return tiny, large
+
+
+def _restore_io_types(original: Any, half: Any) -> list[str]:
+    """Give graph outputs back their original element type where the converter changed it.
+
+    onnxconverter-common turns a graph output fp16 when a block-listed op produces it, despite
+    ``keep_io_types`` (its Cast back to fp16 is the output). That Cast is retargeted to the original type,
+    or a Cast is appended. Returns the names of the outputs fixed.
+    """
+    from onnx import helper
+
+    want = {o.name: o.type.tensor_type.elem_type for o in original.graph.output}
+    producers = {out: node for node in half.graph.node for out in node.output}
+    fixed = []
+    for out in half.graph.output:
+        target = want.get(out.name)
+        if target is None or out.type.tensor_type.elem_type == target:
+            continue
+        node = producers.get(out.name)
+        if node is not None and node.op_type == "Cast":
+            for attr in node.attribute:
+                if attr.name == "to":
+                    attr.i = target
+        else:
+            inner = f"{out.name}_fp16"
+            if node is not None:
+                node.output[list(node.output).index(out.name)] = inner
+            half.graph.node.append(
+                helper.make_node("Cast", [inner], [out.name], to=target, name=f"{out.name}_io_cast")
+            )
+        out.type.tensor_type.elem_type = target
+        fixed.append(out.name)
+    return fixed

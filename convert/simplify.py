@@ -97,6 +97,8 @@ class _ToolError(Exception):
 
 
 def _run_tool(tool: Simplifier, model: Any) -> Any:
+    import onnx
+
     quiet = io.StringIO()
     try:
         with contextlib.redirect_stdout(quiet), warnings.catch_warnings():
@@ -104,20 +106,29 @@ def _run_tool(tool: Simplifier, model: Any) -> Any:
             if tool is Simplifier.ONNXSLIM:
                 import onnxslim
 
-                return onnxslim.slim(model)
-            import onnxsim
+                simplified = onnxslim.slim(model)
+            else:
+                import onnxsim
 
-            simplified, ok = onnxsim.simplify(model)
-            if not ok:
-                raise _ToolError("onnxsim's own check of the simplified model failed")
-            return simplified
+                simplified, ok = onnxsim.simplify(model)
+                if not ok:
+                    raise _ToolError("onnxsim's own check of the simplified model failed")
     except ImportError as exc:
         raise _ToolError(f"not installed ({exc.name}); pip install 'infership[convert]'") from exc
     except _ToolError:
         raise
-    except Exception as exc:
-        text = str(exc).strip().splitlines()
-        raise _ToolError(f"{type(exc).__name__}: {text[0][:300] if text else ''}") from exc
+    except Exception as exc:  # simplifiers raise anything from protobuf, onnx and their own code
+        raise _ToolError(_one_line(exc)) from exc
+    try:
+        onnx.checker.check_model(simplified, full_check=True)
+    except Exception as exc:  # onnx raises ValidationError, InferenceError, and C++ errors
+        raise _ToolError(f"the result is not a valid model ({_one_line(exc)})") from exc
+    return simplified
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300] if text else ''}"
 
 
 def _io_dims(model: Any) -> dict[str, list[Any]]:
