@@ -44,6 +44,13 @@ _EXPORTS: dict[str, str] = {
     "save_results": "infership.bench",
     "compare_results": "infership.bench",
     "write_report": "infership.bench",
+    # convert
+    "build_artifact": "infership.convert",
+    "compare_outputs": "infership.convert",
+    "Tolerance": "infership.convert",
+    "Exporter": "infership.convert",
+    "Simplifier": "infership.convert",
+    "PreprocessingRequest": "infership.convert",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
