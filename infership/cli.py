@@ -19,11 +19,10 @@ _COMMANDS: dict[str, str] = {
     "predict": "infership.runtime.cli",
     "export": "infership.convert.cli",
     "quantize": "infership.convert.quantize_cli",
-    "pipeline": "infership.convert.cli",
+    "pipeline": "infership.pipeline_cli",
     "bench": "infership.bench.cli",
     "compare": "infership.bench.cli",
     "report": "infership.bench.cli",
-    "demo": "infership.convert.cli",
 }
 
 

@@ -1,0 +1,669 @@
+"""The main job: model → validated artifact → int8 → accuracy → benchmark → report, in one call.
+
+Lives in the facade because it is the one place that composes every area (convert, calibration, bench);
+``convert`` itself must not depend on ``bench``.
+
+Every step has a key: a hash of its inputs (the model file's bytes, options, the upstream step's key, the
+artifact's variant hashes, the machine fingerprint for timings). ``OUT/pipeline.json`` records the key of
+each finished step; re-running with unchanged inputs skips those steps. Each step writes atomically and the
+state file is updated after each one, so an interrupted run leaves earlier results intact and the next run
+resumes where it stopped.
+
+Output layout::
+
+    OUT/artifact/        the artifact (fp32 ONNX, fp16, OpenVINO IR, int8 variants, torch program)
+    OUT/accuracy.json    accuracy of every backend × precision on the held-out data
+    OUT/bench.json       benchmark results (infership.bench schema; feed it to ``infership compare``)
+    OUT/report/          report.md / report.html with plots, plus the accuracy table
+    OUT/pipeline.json    step keys and timings
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infership.runtime.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+STATE_NAME = "pipeline.json"
+STATE_SCHEMA = 1
+STEPS = ("build", "quantize", "accuracy", "bench", "report")
+
+Progress = Callable[[str, str], None]
+"""Called as ``progress(step, message)`` when a step starts, is skipped or finishes."""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything the pipeline needs; build one in code, from flags, or from a TOML file.
+
+    Args:
+        model: Any source ``infership export`` accepts (checkpoint, ``.pt2``, TorchScript,
+            ``torchvision:NAME``, ``module:factory``, ``file.py:factory``).
+        output: Output directory (see the module docstring for its layout).
+        arch: Architecture for a state_dict checkpoint.
+        num_classes: Classes, for torchvision architectures and factories.
+        input_shape: Example input shape (batch first), e.g. ``(1, 3, 224, 224)``.
+        preprocessing: A preprocessing preset name (``imagenet``, ``digits``...) attached to the artifact.
+        labels: Class names file, or the names themselves.
+        calibration: Calibration source (``digits:train``, a ``.npy``/``.npz`` file, an image folder).
+        holdout: Labelled held-out data for accuracy (``digits:test``...); ``None``: a split of the
+            calibration source.
+        calibration_samples: Calibration samples drawn.
+        method: Calibration method (``minmax``, ``entropy``, ``percentile``).
+        int8_targets: Where to make int8 variants (``ort``, ``openvino``, ``torch``).
+        max_accuracy_drop: Allowed int8 accuracy drop in points; repaired towards, then enforced.
+        backends: Backends to evaluate and benchmark; unavailable ones are reported, not hidden.
+        precisions: Precisions to evaluate and benchmark (a missing combination is reported).
+        batch_sizes: Benchmark batch sizes.
+        scenarios: Benchmark scenarios (``single-stream``, ``offline``, ``server``, ``multi-stream``).
+        duration_s: Seconds measured per benchmark run.
+        fp16: Make the fp16 ONNX variant (for GPUs).
+        openvino: Make OpenVINO IR variants.
+    """
+
+    model: str
+    output: Path
+    arch: str | None = None
+    num_classes: int | None = None
+    input_shape: tuple[int, ...] | None = None
+    preprocessing: str | None = None
+    labels: tuple[str, ...] | str | None = None
+    calibration: str = "digits:train"
+    holdout: str | None = "digits:test"
+    calibration_samples: int = 256
+    method: str = "minmax"
+    int8_targets: tuple[str, ...] = ("ort", "openvino")
+    max_accuracy_drop: float | None = 0.5
+    backends: tuple[str, ...] = ("torch", "ort-cpu", "openvino", "ort-cuda", "ort-trt")
+    precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
+    batch_sizes: tuple[int, ...] = (1, 16)
+    scenarios: tuple[str, ...] = ("single-stream", "offline")
+    duration_s: float = 3.0
+    fp16: bool = True
+    openvino: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output", Path(self.output))
+        for name in ("int8_targets", "backends", "precisions", "batch_sizes", "scenarios", "input_shape"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = tuple(v.strip() for v in value.split(",") if v.strip())
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
+        if isinstance(self.labels, list):
+            object.__setattr__(self, "labels", tuple(self.labels))
+        if self.input_shape is not None:
+            object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
+        object.__setattr__(self, "batch_sizes", tuple(int(b) for b in self.batch_sizes))
+        if self.duration_s <= 0:
+            raise InvalidInputError(f"duration_s must be > 0, got {self.duration_s}")
+        if self.calibration_samples < 1:
+            raise InvalidInputError(f"calibration_samples must be >= 1, got {self.calibration_samples}")
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str], **overrides: Any) -> PipelineConfig:
+        """Read ``[pipeline]`` from a TOML file (relative paths are relative to the file); ``overrides``
+        (e.g. from command-line flags) win over the file.
+
+        Raises:
+            InvalidInputError: The file is missing, not TOML, or has unknown keys.
+        """
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read pipeline config {p}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidInputError(f"{p} is not valid TOML: {exc}") from exc
+        table = data.get("pipeline", data)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise InvalidInputError(f"{p}: unknown key(s) {unknown} in [pipeline]; known: {sorted(known)}")
+        values = dict(table)
+        base = p.resolve().parent
+        for key in ("model", "arch", "output", "calibration", "holdout", "labels"):
+            v = values.get(key)
+            if isinstance(v, str) and _looks_like_path(v):
+                values[key] = _rebase(v, base)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "model" not in values or "output" not in values:
+            raise InvalidInputError(f"{p}: 'model' and 'output' are required (in the file or as flags)")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["output"] = str(self.output)
+        return d
+
+
+def _looks_like_path(v: str) -> bool:
+    head = v.split(":", 1)[0]
+    return head.endswith(".py") or v.startswith(("./", "../")) or "/" in head
+
+
+def _rebase(v: str, base: Path) -> str:
+    """Make a path (or the ``file.py`` part of ``file.py:attr``) relative to ``base`` absolute."""
+    path, sep, rest = v.partition(":") if ".py:" in v else (v, "", "")
+    if not Path(path).is_absolute():
+        path = str((base / path).resolve())
+    return path + sep + rest
+
+
+# ---------------------------------------------------------------------------------------------- state
+@dataclass
+class PipelineState:
+    """Keys and outcomes of the finished steps (``OUT/pipeline.json``)."""
+
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, out: Path) -> PipelineState:
+        path = out / STATE_NAME
+        if not path.is_file():
+            return cls()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            log.warning("ignoring unreadable %s (%s): every step runs again", path, exc)
+            return cls()
+        if data.get("schema_version") != STATE_SCHEMA:
+            return cls()
+        return cls(steps=dict(data.get("steps") or {}))
+
+    def done(self, step: str, key: str) -> bool:
+        return self.steps.get(step, {}).get("key") == key
+
+    def record(self, out: Path, step: str, key: str, seconds: float, **info: Any) -> None:
+        self.steps[step] = {"key": key, "seconds": round(seconds, 2), **info}
+        _write_json_atomic(out / STATE_NAME, {"schema_version": STATE_SCHEMA, "steps": self.steps})
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _hash(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _file_identity(spec: str | None) -> Any:
+    """A file's sha256 (or the ``file.py`` part of ``file.py:attr``), else the string itself."""
+    if spec is None:
+        return None
+    path = spec.split(".py:", 1)[0] + ".py" if ".py:" in spec else spec
+    p = Path(path)
+    if p.is_file():
+        from infership.runtime.artifact import sha256_file
+
+        return {"file": spec, "sha256": sha256_file(p)}
+    if p.is_dir():
+        return {
+            "dir": spec,
+            "entries": sorted((q.name, q.stat().st_size) for q in p.rglob("*") if q.is_file()),
+        }
+    return spec
+
+
+def _variants_identity(artifact_dir: Path) -> Any:
+    from infership.runtime import Artifact
+
+    m = Artifact.load(artifact_dir).manifest
+    return sorted((v.id, [f.sha256 for f in v.files]) for v in m.variants)
+
+
+# ---------------------------------------------------------------------------------------------- result
+@dataclass(frozen=True)
+class PipelineResult:
+    """What the pipeline produced.
+
+    Attributes:
+        artifact: The artifact directory.
+        rows: One row per backend × precision: accuracy, latency, throughput (see :func:`summary_rows`).
+        skipped: ``(backend/precision, reason)`` for combinations that could not run here.
+        report: Path of ``report.md``.
+        steps_run: Steps that ran this time; the rest were up to date.
+    """
+
+    artifact: Path
+    rows: tuple[dict[str, Any], ...]
+    skipped: tuple[tuple[str, str], ...]
+    report: Path
+    steps_run: tuple[str, ...]
+
+
+def run_pipeline(
+    config: PipelineConfig, *, force: bool = False, progress: Progress | None = None
+) -> PipelineResult:
+    """Run (or resume) the pipeline.
+
+    Args:
+        config: What to do.
+        force: Run every step even if its key says it is up to date.
+        progress: Called with ``(step, message)``.
+
+    Returns:
+        The :class:`PipelineResult`.
+
+    Raises:
+        ConversionError / ValidationError: Export, conversion or int8 failed its checks (the message has
+            the figures; earlier steps' results stay on disk).
+        InvalidInputError: Bad configuration or data.
+    """
+    out = config.output
+    out.mkdir(parents=True, exist_ok=True)
+    state = PipelineState() if force else PipelineState.load(out)
+    say = progress or (lambda step, msg: log.info("%s: %s", step, msg))
+    art_dir = out / "artifact"
+    ran: list[str] = []
+
+    from infership import __version__
+
+    build_key = _hash(
+        "build",
+        __version__,
+        _file_identity(config.model),
+        _file_identity(config.arch),
+        config.num_classes,
+        config.input_shape,
+        config.preprocessing,
+        config.labels,
+        config.fp16,
+        config.openvino,
+    )
+    if state.done("build", build_key) and _artifact_ok(art_dir):
+        say("build", "up to date")
+    else:
+        say("build", "export → check against torch → simplify → fp16 → OpenVINO IR")
+        t0 = time.perf_counter()
+        _step_build(config, art_dir)
+        state.record(out, "build", build_key, time.perf_counter() - t0)
+        ran.append("build")
+
+    quant_key = _hash(
+        "quantize",
+        build_key,
+        _file_identity(config.calibration),
+        _file_identity(config.holdout),
+        config.calibration_samples,
+        config.method,
+        config.int8_targets,
+        config.max_accuracy_drop,
+    )
+    if not config.int8_targets:
+        say("quantize", "no int8 targets configured")
+    elif state.done("quantize", quant_key) and _artifact_ok(art_dir):
+        say("quantize", "up to date")
+    else:
+        say("quantize", f"static int8 for {', '.join(config.int8_targets)} from {config.calibration}")
+        t0 = time.perf_counter()
+        report = _step_quantize(config, art_dir)
+        state.record(out, "quantize", quant_key, time.perf_counter() - t0, targets=report)
+        ran.append("quantize")
+
+    from infership.runtime.hardware import fingerprint
+
+    variants = _variants_identity(art_dir)
+    acc_key = _hash("accuracy", variants, _file_identity(config.holdout), config.backends, config.precisions)
+    acc_path = out / "accuracy.json"
+    if state.done("accuracy", acc_key) and acc_path.is_file():
+        say("accuracy", "up to date")
+        accuracy = json.loads(acc_path.read_text())
+    else:
+        say("accuracy", f"every backend × precision on {config.holdout or 'held-out data'}")
+        t0 = time.perf_counter()
+        accuracy = _step_accuracy(config, art_dir)
+        _write_json_atomic(acc_path, accuracy)
+        state.record(out, "accuracy", acc_key, time.perf_counter() - t0)
+        ran.append("accuracy")
+
+    bench_key = _hash(
+        "bench",
+        variants,
+        fingerprint(),
+        config.backends,
+        config.precisions,
+        config.batch_sizes,
+        config.scenarios,
+        config.duration_s,
+    )
+    bench_path = out / "bench.json"
+    if state.done("bench", bench_key) and bench_path.is_file():
+        say("bench", "up to date")
+    else:
+        say("bench", f"{', '.join(config.scenarios)} · batch {', '.join(map(str, config.batch_sizes))}")
+        t0 = time.perf_counter()
+        _step_bench(config, art_dir, bench_path)
+        state.record(out, "bench", bench_key, time.perf_counter() - t0)
+        ran.append("bench")
+
+    from infership.bench.results import load_results
+
+    results = load_results(bench_path)
+    rows, skipped = summary_rows(accuracy, results)
+    report_key = _hash("report", acc_key, bench_key)
+    report_md = out / "report" / "report.md"
+    if state.done("report", report_key) and report_md.is_file():
+        say("report", "up to date")
+    else:
+        t0 = time.perf_counter()
+        _step_report(config, results, rows, skipped, out / "report")
+        state.record(out, "report", report_key, time.perf_counter() - t0)
+        ran.append("report")
+    return PipelineResult(art_dir, tuple(rows), tuple(skipped), report_md, tuple(ran))
+
+
+def _artifact_ok(art_dir: Path) -> bool:
+    from infership.runtime import Artifact
+    from infership.runtime.errors import ArtifactError
+
+    try:
+        Artifact.load(art_dir).verify_all()
+    except ArtifactError as exc:
+        log.info("artifact at %s needs rebuilding: %s", art_dir, exc)
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------- steps
+def _step_build(config: PipelineConfig, art_dir: Path) -> None:
+    from infership.convert.build import build_artifact
+
+    build_artifact(
+        config.model,
+        art_dir,
+        arch=config.arch,
+        num_classes=config.num_classes,
+        input_shapes=[config.input_shape] if config.input_shape else None,
+        preprocessing=config.preprocessing,
+        labels=config.labels,
+        fp16=config.fp16,
+        openvino=config.openvino,
+        overwrite=True,
+    )
+
+
+def _step_quantize(config: PipelineConfig, art_dir: Path) -> list[dict[str, Any]]:
+    from infership.convert.quantize import quantize
+
+    report = quantize(
+        art_dir,
+        config.calibration,
+        targets=config.int8_targets,
+        method=config.method,
+        samples=config.calibration_samples,
+        holdout=config.holdout,
+        max_accuracy_drop=config.max_accuracy_drop,
+        torch_model=_torch_model_source(config) if "torch" in config.int8_targets else None,
+        progress=sys.stderr.isatty(),
+    )
+    return [_target_summary(t) for t in report.targets]
+
+
+def _torch_model_source(config: PipelineConfig) -> Any:
+    from infership.convert.source import load_model_source
+
+    return load_model_source(config.model, arch=config.arch, num_classes=config.num_classes).model
+
+
+def _target_summary(t: Any) -> dict[str, Any]:
+    d = t.to_dict()
+    repair = d.pop("repair", None) or {}
+    d["repair_steps"] = len(repair.get("steps", ())) if isinstance(repair, dict) else 0
+    return d
+
+
+def _holdout_set(config: PipelineConfig, art_dir: Path) -> Any:
+    from infership.calibration import from_spec
+    from infership.runtime import Artifact
+
+    m = Artifact.load(art_dir).manifest
+    spec = config.holdout or config.calibration
+    cset = from_spec(spec, preprocessing=m.preprocessing, class_names=m.labels)
+    if config.holdout is None:
+        _, cset = cset.split(0.8)
+    return cset.bind(m.inputs).with_batch_size(64)
+
+
+def _step_accuracy(config: PipelineConfig, art_dir: Path) -> dict[str, Any]:
+    """Top-1 accuracy of every backend × precision on the held-out data, and agreement with torch fp32."""
+    from infership.runtime import Predictor
+    from infership.runtime.errors import ArtifactError, BackendUnavailable
+
+    data = _holdout_set(config, art_dir)
+    batches = list(data.batches())
+    labels = np.concatenate([b.labels for b in batches]) if data.has_labels else None
+    entries: list[dict[str, Any]] = []
+    reference: np.ndarray | None = None
+    combos = [("torch", "fp32")] + [
+        (b, p) for b in config.backends for p in config.precisions if (b, p) != ("torch", "fp32")
+    ]
+    for backend, precision in combos:
+        if backend == "torch" and precision == "fp16":
+            continue  # by design: fp16 variants are ONNX/IR graphs; the torch program is the fp32 reference
+        entry: dict[str, Any] = {"backend": backend, "precision": precision}
+        try:
+            with Predictor.load(art_dir, backend=backend, precision=precision) as p:
+                first = p.outputs[0].name
+                logits = np.concatenate([p.predict(b.feeds)[first] for b in batches])
+                entry["variant"] = p.variant.id
+        except (BackendUnavailable, ArtifactError) as exc:
+            entry["skipped"] = str(exc).splitlines()[0]
+            entries.append(entry)
+            continue
+        pred = logits.argmax(axis=1)
+        if reference is None:
+            reference = pred
+        entry["samples"] = int(len(pred))
+        entry["agreement_with_torch_fp32"] = round(100.0 * float((pred == reference).mean()), 2)
+        if labels is not None:
+            entry["accuracy"] = round(100.0 * float((pred == labels).mean()), 2)
+        entries.append(entry)
+    return {"holdout": config.holdout or f"20% split of {config.calibration}", "entries": entries}
+
+
+def _step_bench(config: PipelineConfig, art_dir: Path, bench_path: Path) -> None:
+    from infership.bench.harness import BenchConfig, run_sweep
+    from infership.bench.results import save_results
+    from infership.bench.scenarios import Scenario
+
+    bc = BenchConfig(
+        artifact=art_dir,
+        backends=config.backends,
+        precisions=config.precisions,
+        batch_sizes=config.batch_sizes,
+        scenarios=tuple(Scenario(s) for s in config.scenarios),
+        duration_s=config.duration_s,
+    )
+    results = _run_with_progress(run_sweep, bc)
+    save_results(results, bench_path)
+
+
+def _run_with_progress(run_sweep: Callable[..., Any], bc: Any) -> Any:
+    if not sys.stderr.isatty():
+        return run_sweep(bc)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]bench[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("", total=None)
+
+        def tick(done: int, total: int, description: str) -> None:
+            bar.update(task, completed=done, total=total, description=description)
+
+        return run_sweep(bc, progress=tick)
+
+
+def summary_rows(
+    accuracy: Mapping[str, Any], results: Any
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """Join accuracy entries with single-stream/offline benchmark runs into one row per backend × precision."""
+    runs = list(results.runs)
+    torch_fp32 = next(
+        (
+            r
+            for r in runs
+            if r.backend == "torch"
+            and r.precision == "fp32"
+            and r.scenario == "single-stream"
+            and r.batch_size == 1
+        ),
+        None,
+    )
+    rows, skipped = [], []
+    for e in accuracy.get("entries", []):
+        label = f"{e['backend']}/{e['precision']}"
+        if "skipped" in e:
+            skipped.append((label, e["skipped"]))
+            continue
+        row: dict[str, Any] = {
+            "backend": e["backend"],
+            "precision": e["precision"],
+            "accuracy": e.get("accuracy"),
+            "agreement": e.get("agreement_with_torch_fp32"),
+        }
+        single = next(
+            (
+                r
+                for r in runs
+                if r.backend == e["backend"]
+                and r.precision == e["precision"]
+                and r.scenario == "single-stream"
+                and r.batch_size == 1
+            ),
+            None,
+        )
+        if single is not None:
+            row["p50_ms"] = single.latency_ms.p50
+            row["p99_ms"] = single.latency_ms.p99
+            if torch_fp32 is not None:
+                row["speedup_vs_torch"] = torch_fp32.latency_ms.p50 / single.latency_ms.p50
+        offline = [
+            r
+            for r in runs
+            if r.backend == e["backend"] and r.precision == e["precision"] and r.scenario == "offline"
+        ]
+        if offline:
+            best = max(offline, key=lambda r: r.throughput)
+            row["throughput"] = best.throughput
+            row["throughput_batch"] = best.batch_size
+        rows.append(row)
+    for s in getattr(results, "skipped", ()):
+        if (s.backend, s.precision) == ("torch", "fp16"):
+            continue  # by design, see _step_accuracy
+        label = f"{s.backend}/{s.precision}"
+        if label not in {k for k, _ in skipped} and not any(
+            f"{r['backend']}/{r['precision']}" == label for r in rows
+        ):
+            skipped.append((label, s.reason))
+    return rows, _group_skipped(skipped)
+
+
+def _group_skipped(skipped: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """One line per backend when every precision was skipped for the same reason."""
+    by_reason: dict[tuple[str, str], list[str]] = {}
+    for label, why in skipped:
+        backend, _, precision = label.partition("/")
+        key = (backend, why.split("; variants:")[0])
+        by_reason.setdefault(key, []).append(precision)
+    return [(f"{b}/{','.join(precs)}", why) for (b, why), precs in by_reason.items()]
+
+
+def _fmt(v: Any, spec: str = ".2f", suffix: str = "") -> str:
+    return "–" if v is None else f"{v:{spec}}{suffix}"
+
+
+def summary_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    headers = ["backend", "prec", "acc %", "agree %", "p50 ms", "p99 ms", "speedup", "items/s"]
+    body = []
+    for r in rows:
+        tp = r.get("throughput")
+        body.append(
+            [
+                r["backend"],
+                r["precision"],
+                _fmt(r.get("accuracy")),
+                _fmt(r.get("agreement")),
+                _fmt(r.get("p50_ms"), ".3f"),
+                _fmt(r.get("p99_ms"), ".3f"),
+                _fmt(r.get("speedup_vs_torch"), ".1f", "×"),
+                "–" if tp is None else f"{tp:,.0f}",
+            ]
+        )
+    return headers, body
+
+
+def _step_report(
+    config: PipelineConfig,
+    results: Any,
+    rows: Sequence[Mapping[str, Any]],
+    skipped: Sequence[tuple[str, str]],
+    report_dir: Path,
+) -> None:
+    from infership.bench.report import write_report
+
+    tmp = Path(tempfile.mkdtemp(prefix=".report.", dir=report_dir.parent))
+    try:
+        md = write_report(results, tmp, title=f"infership pipeline: {Path(config.model).name}")
+        headers, body = summary_table(rows)
+        lines = [
+            "## Accuracy and speed per backend × precision",
+            "",
+            "| " + " | ".join(headers) + " |",
+            "|" + "---|" * len(headers),
+            *("| " + " | ".join(r) + " |" for r in body),
+            "",
+        ]
+        if skipped:
+            lines += ["Not run here:", "", *(f"- `{k}`: {why}" for k, why in skipped), ""]
+        text = md.read_text(encoding="utf-8")
+        head, sep, rest = text.partition("\n\n")
+        md.write_text(head + sep + "\n".join(lines) + "\n" + rest, encoding="utf-8")
+        if report_dir.exists():
+            old = report_dir.with_name(f".report.old-{os.getpid()}")
+            os.replace(report_dir, old)
+            os.replace(tmp, report_dir)
+            import shutil
+
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, report_dir)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def config_with(config: PipelineConfig, **changes: Any) -> PipelineConfig:
+    """A copy of ``config`` with ``changes`` (``None`` values ignored)."""
+    return replace(config, **{k: v for k, v in changes.items() if v is not None})
