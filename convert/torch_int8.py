@@ -70,6 +70,7 @@ def quantize_torch(
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*quant_min and quant_max.*")
         warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
         try:
             fp32 = copy.deepcopy(model).eval().cpu()
             prepared = prepare_fx(fp32, get_default_qconfig_mapping(backend), example)

@@ -103,3 +103,10 @@ def copy_artifact(src: Path, dest: Path) -> Path:
     """A private copy of an artifact for a test that adds variants to it."""
     shutil.copytree(src, dest)
     return dest
+
+
+def shared_base(tmp_path_factory) -> Path:
+    """One directory per test session, so the digits model is trained once for all test modules."""
+    base = tmp_path_factory.getbasetemp() / "digits-shared"
+    base.mkdir(exist_ok=True)
+    return base

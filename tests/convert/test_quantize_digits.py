@@ -1,0 +1,96 @@
+"""End to end on real data: the fine-tuned digits CNN, int8 for ONNX Runtime and OpenVINO, within budget.
+
+Acceptance: int8 accuracy on the digits test split within 0.5 points of fp32 for both variants.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from infership.calibration import from_digits, from_numpy, load_digits_split
+from infership.convert.quantize import quantize
+from infership.runtime import Artifact, InvalidInputError, Predictor
+
+from tests.calibration.digits import copy_artifact, digits_artifact, shared_base
+
+pytestmark = pytest.mark.openvino
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return digits_artifact(shared_base(tmp_path_factory))
+
+
+@pytest.fixture(scope="module")
+def quantized(pristine: Path, tmp_path_factory: pytest.TempPathFactory):
+    root = copy_artifact(pristine, tmp_path_factory.mktemp("q") / "digits")
+    report = quantize(root, from_digits("train"), holdout=from_digits("test"), max_accuracy_drop=0.5)
+    return root, report
+
+
+def test_both_variants_stay_within_half_a_point_on_the_test_split(quantized):
+    _, report = quantized
+    assert report.committed and report.passed
+    assert [t.variant_id for t in report.targets] == ["onnx-int8", "openvino-int8"]
+    for t in report.targets:
+        m = t.metrics
+        assert m.samples == 360 and m.accuracy_fp32 > 97.0
+        assert m.accuracy_drop <= 0.5, f"{t.variant_id}: {m.accuracy_fp32} → {m.accuracy_int8}"
+        assert m.top1_agreement >= 99.0 and m.sqnr_db > 20.0
+
+
+def test_manifest_records_steps_calibration_and_validation(quantized):
+    root, _ = quantized
+    art = Artifact.load(root)
+    art.verify_all()
+    ort_v = art.manifest.variant("onnx-int8")
+    assert (ort_v.format, ort_v.precision, ort_v.target) == ("onnx", "int8", "ort-cpu")
+    assert [s.name for s in ort_v.steps] == ["quant_pre_process", "calibrate", "quantize_static", "repair"]
+    assert ort_v.calibration["kind"] == "digits" and ort_v.calibration["samples"] == 128
+    assert ort_v.validation["passed"] is True and ort_v.validation["holdout"]["split"] == "test"
+    ov_v = art.manifest.variant("openvino-int8")
+    assert (ov_v.format, ov_v.precision) == ("openvino", "int8")
+    assert [Path(f.path).suffix for f in ov_v.files] == [".xml", ".bin"]
+
+
+@pytest.mark.parametrize("backend", ["ort-cpu", "openvino"])
+def test_predictor_loads_int8_and_reproduces_the_recorded_accuracy(quantized, backend):
+    root, report = quantized
+    x, y = load_digits_split("test")
+    with Predictor.load(root, backend=backend, precision="int8") as p:
+        assert p.variant.precision == "int8"
+        pred = p.predict(x)["logits"].argmax(1)
+    recorded = next(t for t in report.targets if t.variant_id == p.variant.id).metrics.accuracy_int8
+    # the report rounds to 4 decimals
+    assert float((pred == y).mean() * 100) == pytest.approx(recorded, abs=1e-3)
+
+
+def test_holdout_split_off_the_calibration_data_by_default(pristine, tmp_path):
+    root = copy_artifact(pristine, tmp_path / "d")
+    report = quantize(root, from_digits("train"), targets="ort", samples=64, holdout_fraction=0.25)
+    assert report.holdout["selection"]["split"]["part"] == "holdout"
+    assert report.calibration["samples"] == 64 and report.holdout["samples"] == 359
+    assert Artifact.load(root).manifest.variant("onnx-int8").validation["holdout"]["samples"] == 359
+
+
+def test_mismatching_calibration_data_is_refused_before_any_work(pristine, tmp_path):
+    root = copy_artifact(pristine, tmp_path / "d")
+    before = (root / "manifest.json").read_text()
+    with pytest.raises(InvalidInputError, match="size 8 on axis 2"):
+        quantize(root, from_numpy(np.zeros((32, 1, 16, 16), np.float32)))
+    assert (root / "manifest.json").read_text() == before
+
+
+def test_cli_writes_the_variant_and_prints_the_report(pristine, tmp_path, capsys):
+    from infership.cli import main
+
+    root = copy_artifact(pristine, tmp_path / "d")
+    argv = ["quantize", str(root), "--calibration", "digits:train", "--holdout", "digits:test"]
+    rc = main([*argv, "--target", "ort", "--samples", "64", "--max-accuracy-drop", "1", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["committed"] and out["targets"][0]["variant"] == "onnx-int8"
+    assert Artifact.load(root).manifest.variant("onnx-int8").validation["max_accuracy_drop"] == 1.0
