@@ -122,6 +122,13 @@ def add_bench(sub: Any) -> None:
     p.add_argument(
         "--no-overhead", action="store_true", help="skip measuring the harness overhead (fake backend)"
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure each run in N rounds spread over the sweep (round-robin); compare then accounts for "
+        "the machine's drift between rounds (use 3-5 on shared CI runners)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for inputs and arrival times")
     p.add_argument("--json", metavar="OUT", help="write the results JSON here")
     p.add_argument("--report", metavar="OUT_DIR", help="write a Markdown/HTML report with plots here")
@@ -168,6 +175,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         target_qps=args.target_qps,
         latency_bound_ms=args.latency_bound_ms,
         measure_overhead=not args.no_overhead,
+        rounds=args.rounds,
         seed=args.seed,
     )
 

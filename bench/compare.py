@@ -244,12 +244,11 @@ def compare_runs(
 ) -> RunComparison:
     """Compare two runs of the same key (see the module docstring for the rule)."""
     conf, n = thresholds.confidence, thresholds.n_resamples
-    p50 = bootstrap_ratio(
-        baseline.samples_ms, current.samples_ms, percentile=50, confidence=conf, n_resamples=n, seed=seed
+    common = dict(
+        confidence=conf, n_resamples=n, baseline_rounds=baseline.rounds, current_rounds=current.rounds
     )
-    p99 = bootstrap_ratio(
-        baseline.samples_ms, current.samples_ms, percentile=99, confidence=conf, n_resamples=n, seed=seed + 1
-    )
+    p50 = bootstrap_ratio(baseline.samples_ms, current.samples_ms, percentile=50, seed=seed, **common)
+    p99 = bootstrap_ratio(baseline.samples_ms, current.samples_ms, percentile=99, seed=seed + 1, **common)
     worse: list[str] = []
     better: list[str] = []
     for ratio, limit in ((p50, thresholds.max_slowdown), (p99, thresholds.p99_slowdown)):

@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from infership.runtime.predictor import Predictor
 
 from .inputs import DEFAULT_POOL_SIZE, InputPool, array_pool, image_pool, random_pool
 from .results import BenchResults, ColdStart, RunResult, RunSettings, ServerOutcome, SkippedRun
-from .scenarios import Measurement, Scenario, StopRule, run_scenario
+from .scenarios import Measurement, Scenario, StopRule, merge_rounds, run_scenario
 from .stats import summarize
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,10 @@ class BenchConfig:
         target_qps: Server arrival rate (``None``: half the warm-up throughput; give one for CI).
         latency_bound_ms: Server p99 bound to judge.
         measure_overhead: Also run the fake backend to measure the harness's own overhead.
+        rounds: Measure every run in this many rounds, round-robin over the whole sweep (all predictors
+            stay loaded), each ``1/rounds`` of the duration and query counts. Runs of one sweep then see
+            the same machine conditions, stability asks whether the rounds agree, and compare's
+            bootstrap resamples rounds, so the machine's drift widens the interval instead of failing CI.
         seed: Seed for random inputs and arrival times.
     """
 
@@ -96,6 +101,7 @@ class BenchConfig:
     target_qps: float | None = None
     latency_bound_ms: float | None = None
     measure_overhead: bool = True
+    rounds: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -108,6 +114,8 @@ class BenchConfig:
         bad = [v for v in (*self.batch_sizes, *self.concurrency) if int(v) < 1]
         if bad:
             raise InvalidInputError(f"batch sizes and concurrency must be >= 1, got {bad}")
+        if self.rounds < 1:
+            raise InvalidInputError(f"rounds must be >= 1, got {self.rounds}")
         if self.hint not in (None, "latency", "throughput"):
             raise InvalidInputError(f"hint must be 'latency', 'throughput' or None, got {self.hint!r}")
         self.stop_rule()  # validates the stop options
@@ -257,6 +265,30 @@ def run_benchmark(
         target_qps=target_qps,
         seed=seed,
     )
+    return result_from_measurement(
+        predictor, m, scenario=scenario, batch_size=batch_size, concurrency=concurrency, pool=pool,
+        target_qps=target_qps, latency_bound_ms=latency_bound_ms, cold_start=cold_start, load_options=opts,
+    )  # fmt: skip
+
+
+def result_from_measurement(
+    predictor: Predictor,
+    m: Measurement,
+    *,
+    scenario: Scenario,
+    batch_size: int,
+    concurrency: int,
+    pool: InputPool,
+    target_qps: float | None,
+    latency_bound_ms: float | None,
+    cold_start: ColdStart | None,
+    load_options: Mapping[str, Any],
+) -> RunResult:
+    """Turn a :class:`Measurement` into a :class:`RunResult` with the predictor's metadata and settings.
+
+    ``target_qps`` is the rate the caller asked for (``None``: automatic), which goes into the run key.
+    """
+    opts = load_options
     device = predictor.placement.device
     settings = RunSettings(
         intra_op_threads=opts.get("intra_op_threads"),
@@ -308,6 +340,7 @@ def run_benchmark(
         accuracy=dict(validation) if validation else None,
         server=server,
         key_extra=tuple(key_extra),
+        rounds=m.rounds,
     )
 
 
@@ -336,7 +369,8 @@ def run_sweep(config: BenchConfig, *, progress: Progress | None = None) -> Bench
 
     Args:
         config: What to measure.
-        progress: Called as ``progress(done, total, description)`` before each run and at the end.
+        progress: Called as ``progress(done, total, description)`` before each run (each round of each
+            run) and at the end.
 
     Returns:
         The :class:`BenchResults` with the environment fingerprint and, unless disabled, the harness
@@ -350,58 +384,58 @@ def run_sweep(config: BenchConfig, *, progress: Progress | None = None) -> Bench
 
     artifact = Artifact.load(config.artifact)
     planned = plan_runs(config)
-    total = len(planned)
-    stop = config.stop_rule()
-    runs: list[RunResult] = []
+    rounds = config.rounds
+    total = len(planned) * rounds
+    stop = config.stop_rule().split(rounds)
     skipped: list[SkippedRun] = []
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for i, p in enumerate(planned):
+        groups.setdefault((p.backend, p.precision, config.hint or p.hint), []).append(i)
+    parts: dict[int, list[Measurement]] = {i: [] for i in range(len(planned))}
+    failed: set[int] = set()
+    loaded: dict[tuple[str, str, str], _Loaded | None] = {}
+    results: dict[int, RunResult] = {}
     done = 0
-    groups: dict[tuple[str, str, str], list[PlannedRun]] = {}
-    for p in planned:
-        groups.setdefault((p.backend, p.precision, config.hint or p.hint), []).append(p)
-    for (backend, precision, hint), group in groups.items():
-        options = _load_options(config, hint)
-        try:
-            # From the path each time: a fresh Artifact re-verifies hashes, as a cold start in production does.
-            predictor, load_ms = load_timed(config.artifact, backend, precision, options)
-        except (BackendUnavailable, ArtifactError) as exc:
-            if not any(s.backend == backend and s.precision == precision for s in skipped):
-                log.warning("skipping %s %s: %s", backend, precision, exc)
-                skipped.append(SkippedRun(backend, precision, str(exc)))
-            done += len(group)
-            continue
-        with predictor:
-            cold: ColdStart | None = None
-            for p in group:
-                if progress:
-                    progress(done, total, p.describe())
-                pool = make_pool(predictor, config, p.batch_size)
-                if cold is None:
-                    cold = ColdStart(
-                        load_ms=load_ms, first_inference_ms=first_inference_ms(predictor, pool[0])
-                    )
-                try:
-                    run = run_benchmark(
-                        predictor,
-                        scenario=p.scenario,
-                        batch_size=p.batch_size,
-                        concurrency=p.concurrency,
-                        stop=stop,
-                        pool=pool,
-                        warmup_queries=config.warmup_queries,
-                        warmup_s=config.effective_warmup_s,
-                        target_qps=config.target_qps,
-                        latency_bound_ms=config.latency_bound_ms,
-                        cold_start=cold,
-                        load_options=options,
-                        seed=config.seed,
-                    )
-                except InferenceError as exc:
-                    # e.g. out of memory at a large batch: record it and measure the rest of the sweep
-                    log.warning("%s failed: %s", p.describe(), exc)
-                    skipped.append(SkippedRun(backend, precision, f"{p.describe()} failed: {exc}"))
-                else:
-                    runs.append(run)
-                done += 1
+    with ExitStack() as stack:
+        for r in range(rounds):
+            last = r == rounds - 1
+            for gkey, members in groups.items():
+                if gkey not in loaded:
+                    entry = loaded[gkey] = _load_group(config, gkey, skipped)
+                    if entry is not None:
+                        stack.enter_context(entry.predictor)
+                entry = loaded[gkey]
+                if entry is None:
+                    done += len(members)
+                    continue
+                for i in members:
+                    p = planned[i]
+                    if progress:
+                        progress(
+                            done, total, p.describe() + (f" (round {r + 1}/{rounds})" if rounds > 1 else "")
+                        )
+                    done += 1
+                    if i in failed:
+                        continue
+                    try:
+                        parts[i].append(_measure_round(entry, p, i, config, stop, parts[i]))
+                    except InferenceError as exc:
+                        # e.g. out of memory at a large batch: record it and measure the rest of the sweep
+                        log.warning("%s failed: %s", p.describe(), exc)
+                        skipped.append(SkippedRun(p.backend, p.precision, f"{p.describe()} failed: {exc}"))
+                        failed.add(i)
+                        continue
+                    if last:
+                        m = merge_rounds(parts[i], tolerance=config.stability_tolerance)
+                        results[i] = result_from_measurement(
+                            entry.predictor, m, scenario=p.scenario, batch_size=p.batch_size,
+                            concurrency=p.concurrency, pool=entry.pools[i], target_qps=config.target_qps,
+                            latency_bound_ms=config.latency_bound_ms, cold_start=entry.cold_start,
+                            load_options=entry.options,
+                        )  # fmt: skip
+                if rounds == 1:
+                    entry.predictor.close()  # one group at a time holds memory; idempotent for the stack
+    runs = [results[i] for i in sorted(results)]
     overhead: tuple[RunResult, ...] = ()
     if config.measure_overhead:
         if progress:
@@ -423,6 +457,48 @@ def run_sweep(config: BenchConfig, *, progress: Progress | None = None) -> Bench
         config=config.to_dict(),
         infership=__version__,
     )
+
+
+@dataclass
+class _Loaded:
+    """A predictor loaded for one (backend, precision, hint) group of a sweep, with what belongs to it."""
+
+    predictor: Predictor
+    options: dict[str, Any]
+    load_ms: float
+    cold_start: ColdStart | None = None
+    pools: dict[int, InputPool] = field(default_factory=dict)
+
+
+def _load_group(config: BenchConfig, gkey: tuple[str, str, str], skipped: list[SkippedRun]) -> _Loaded | None:
+    backend, precision, hint = gkey
+    options = _load_options(config, hint)
+    try:
+        # From the path each time: a fresh Artifact re-verifies hashes, as a cold start in production does.
+        predictor, load_ms = load_timed(config.artifact, backend, precision, options)
+    except (BackendUnavailable, ArtifactError) as exc:
+        if not any(s.backend == backend and s.precision == precision for s in skipped):
+            log.warning("skipping %s %s: %s", backend, precision, exc)
+            skipped.append(SkippedRun(backend, precision, str(exc)))
+        return None
+    return _Loaded(predictor, options, load_ms)
+
+
+def _measure_round(
+    entry: _Loaded, p: PlannedRun, index: int, config: BenchConfig, stop: StopRule, earlier: list[Measurement]
+) -> Measurement:
+    pool = entry.pools.get(index)
+    if pool is None:
+        pool = entry.pools[index] = make_pool(entry.predictor, config, p.batch_size)
+    if entry.cold_start is None:
+        entry.cold_start = ColdStart(entry.load_ms, first_inference_ms(entry.predictor, pool[0]))
+    # Later rounds of an automatic server rate keep the first round's rate: one run, one load.
+    rate = config.target_qps if config.target_qps is not None or not earlier else earlier[0].target_qps
+    return run_scenario(
+        p.scenario, entry.predictor.predict, pool, batch_size=p.batch_size, concurrency=p.concurrency,
+        stop=stop, warmup_queries=config.warmup_queries, warmup_s=config.effective_warmup_s,
+        target_qps=rate, seed=config.seed,
+    )  # fmt: skip
 
 
 def measure_overhead(

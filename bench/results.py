@@ -165,6 +165,8 @@ class RunResult:
         accuracy: The variant's validation figures from the manifest (``variant.validation``), if any.
         server: Load and verdict of a server-scenario run.
         key_extra: Extra key parts that distinguish runs (preprocessing, requested server rate).
+        rounds: Samples per round when the run was measured in several rounds spread over the sweep
+            (``samples_ms`` holds them in round order); empty for one continuous measurement.
     """
 
     model: str
@@ -187,10 +189,16 @@ class RunResult:
     accuracy: dict[str, Any] | None = None
     server: ServerOutcome | None = None
     key_extra: tuple[str, ...] = ()
+    rounds: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "samples_ms", tuple(self.samples_ms))
         object.__setattr__(self, "key_extra", tuple(self.key_extra))
+        object.__setattr__(self, "rounds", tuple(int(n) for n in self.rounds))
+        if self.rounds and sum(self.rounds) != len(self.samples_ms):
+            raise ValueError(
+                f"rounds {list(self.rounds)} do not add up to the {len(self.samples_ms)} samples"
+            )
 
     @property
     def key(self) -> str:
@@ -228,6 +236,7 @@ class RunResult:
             "placement": self.placement,
             "accuracy": self.accuracy,
             "server": self.server.to_dict() if self.server else None,
+            "rounds": list(self.rounds),
             "samples_ms": [round(s, _SAMPLE_DECIMALS) for s in self.samples_ms],
         }
 
@@ -259,6 +268,7 @@ class RunResult:
             accuracy=dict(data["accuracy"]) if data.get("accuracy") else None,
             server=ServerOutcome.from_dict(server) if server else None,
             samples_ms=tuple(float(s) for s in samples),
+            rounds=tuple(int(n) for n in data.get("rounds") or ()),
         )
 
 

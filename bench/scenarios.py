@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .inputs import InputPool
-from .stats import Stability, check_stability
+from .stats import Stability, check_rounds, check_stability
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,23 @@ class StopRule:
             return None
         return self.max_duration_s if self.max_duration_s is not None else 2 * self.duration_s
 
+    def split(self, rounds: int) -> StopRule:
+        """The rule for one of ``rounds`` rounds: durations and query counts divided (rounded up)."""
+        if rounds == 1:
+            return self
+
+        def div(v: float | None) -> float | None:
+            return None if v is None else v / rounds
+
+        return StopRule(
+            duration_s=div(self.duration_s),
+            max_duration_s=div(self.limit_s),
+            min_queries=-(-self.min_queries // rounds),
+            max_queries=None if self.max_queries is None else -(-self.max_queries // rounds),
+            stability_tolerance=self.stability_tolerance,
+            stability_windows=self.stability_windows,
+        )
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -118,6 +135,7 @@ class Measurement:
         warmup_queries: Calls made before measuring. warmup_s: Their wall time.
         warmup_qps: Queries per second during warm-up (the server scenario's automatic rate uses it).
         target_qps: The server scenario's arrival rate, else ``None``.
+        rounds: Queries per round when merged from rounds (:func:`merge_rounds`), else empty.
     """
 
     latencies_ms: np.ndarray
@@ -130,9 +148,48 @@ class Measurement:
     warmup_qps: float
     target_qps: float | None = None
 
+    rounds: tuple[int, ...] = ()
+
     @property
     def queries(self) -> int:
         return int(self.latencies_ms.size)
+
+
+def merge_rounds(parts: list[Measurement], *, tolerance: float) -> Measurement:
+    """One measurement from rounds of the same configuration taken at different times.
+
+    Samples are concatenated in round order (``rounds`` keeps the sizes, for the two-stage bootstrap in
+    compare); wall time, items and warm-up add up; stability asks whether the rounds agree with each other
+    (:func:`~infership.bench.stats.check_rounds`).
+
+    Raises:
+        ValueError: No parts.
+    """
+    if not parts:
+        raise ValueError("merge_rounds needs at least one measurement")
+    if len(parts) == 1:
+        return parts[0]
+    ends, offset = [], 0.0
+    for m in parts:
+        ends.append(m.end_s + offset)
+        offset += m.wall_s
+    stability = check_rounds(
+        [float(np.median(m.latencies_ms)) for m in parts],
+        [m.items / m.wall_s if m.wall_s > 0 else 0.0 for m in parts],
+        tolerance=tolerance,
+    )
+    return Measurement(
+        latencies_ms=np.concatenate([m.latencies_ms for m in parts]),
+        end_s=np.concatenate(ends),
+        wall_s=offset,
+        items=sum(m.items for m in parts),
+        stability=stability,
+        warmup_queries=sum(m.warmup_queries for m in parts),
+        warmup_s=sum(m.warmup_s for m in parts),
+        warmup_qps=parts[0].warmup_qps,
+        target_qps=parts[0].target_qps,
+        rounds=tuple(m.queries for m in parts),
+    )
 
 
 class _Recorder:

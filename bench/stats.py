@@ -190,6 +190,33 @@ def check_stability(
     return Stability(met, tolerance, windows, lat_spread, rate_spread, reason)
 
 
+def check_rounds(
+    medians_ms: Sequence[float], throughputs: Sequence[float], *, tolerance: float = 0.10
+) -> Stability:
+    """Stability of a run measured in several rounds: every round's median latency and throughput within
+    ``tolerance`` of their average across rounds (the same criterion as :func:`check_stability`, with
+    rounds as the windows).
+
+    Raises:
+        ValueError: Fewer than two rounds, or lengths that differ.
+    """
+    if len(medians_ms) < 2 or len(medians_ms) != len(throughputs):
+        raise ValueError(
+            f"expected >= 2 rounds with one median and one throughput each, got {len(medians_ms)}"
+        )
+    lat_spread = _max_relative_deviation(medians_ms)
+    rate_spread = _max_relative_deviation(throughputs)
+    met = lat_spread <= tolerance and rate_spread <= tolerance
+    reason = (
+        ""
+        if met
+        else (
+            f"round medians vary by {lat_spread:.1%} and throughputs by {rate_spread:.1%} (tolerance {tolerance:.0%})"
+        )
+    )
+    return Stability(met, tolerance, len(medians_ms), lat_spread, rate_spread, reason)
+
+
 def _max_relative_deviation(values: Sequence[float]) -> float:
     avg = float(np.mean(values))
     if avg == 0:
@@ -236,6 +263,8 @@ def bootstrap_ratio(
     confidence: float = 0.95,
     n_resamples: int = 2000,
     blocks: int | None = DEFAULT_BLOCKS,
+    baseline_rounds: Sequence[int] = (),
+    current_rounds: Sequence[int] = (),
     seed: int = 0,
 ) -> RatioInterval:
     """Bootstrap confidence interval of ``percentile(current) / percentile(baseline)``.
@@ -250,6 +279,11 @@ def bootstrap_ratio(
     :data:`MAX_BOOTSTRAP_SAMPLES` samples are first thinned by keeping every k-th sample (order kept),
     which can only widen the interval.
 
+    A side measured in several rounds spread over time (``infership bench --rounds``) is resampled in two
+    stages instead: rounds with replacement, then samples within each chosen round. The spread between
+    rounds, i.e. how much the machine drifted while it was measured, then enters the interval: drift
+    that would make two separate runs disagree no longer looks like a significant change.
+
     Args:
         baseline: Baseline latencies, in completion order.
         current: Current latencies, in completion order.
@@ -258,6 +292,8 @@ def bootstrap_ratio(
         n_resamples: Bootstrap resamples.
         blocks: Contiguous blocks per side; ``None`` resamples single samples (for independent samples).
             Fewer than 5 samples per block also falls back to single samples.
+        baseline_rounds, current_rounds: Samples per round, in order (they must sum to the sample count);
+            empty or a single round: one continuous run, resampled in blocks.
         seed: Seed of the resampling generator (the result is deterministic for a given seed).
 
     Returns:
@@ -275,29 +311,65 @@ def bootstrap_ratio(
     if blocks is not None and blocks < 2:
         raise ValueError(f"blocks must be >= 2 or None, got {blocks}")
     rng = np.random.default_rng(seed)
-    a = _prepared(baseline, "baseline")
-    b = _prepared(current, "current")
+    a = _checked(baseline, "baseline")
+    b = _checked(current, "current")
     qa = float(np.percentile(a, percentile))
     qb = float(np.percentile(b, percentile))
     if qa <= 0 or qb <= 0:
         raise ValueError(f"p{percentile:g} must be positive to form a ratio, got {qa} and {qb}")
-    ra = _bootstrap_percentile(a, percentile, n_resamples, blocks, rng)
-    rb = _bootstrap_percentile(b, percentile, n_resamples, blocks, rng)
+    ra = _resample_side(a, baseline_rounds, "baseline", percentile, n_resamples, blocks, rng)
+    rb = _resample_side(b, current_rounds, "current", percentile, n_resamples, blocks, rng)
     ratios = rb / ra
     alpha = (1 - confidence) / 2
     low, high = (float(v) for v in np.quantile(ratios, [alpha, 1 - alpha]))
     return RatioInterval(f"p{percentile:g}", qb / qa, low, high, confidence)
 
 
-def _prepared(samples: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
+def _checked(samples: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
     x = np.asarray(samples, dtype=np.float64)
     if x.ndim != 1 or x.size < 2:
         raise ValueError(f"{name}: need at least 2 samples to bootstrap, got {x.size}")
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name}: samples contain NaN or infinity")
-    if x.size > MAX_BOOTSTRAP_SAMPLES:
-        x = x[:: -(-x.size // MAX_BOOTSTRAP_SAMPLES)]
     return x
+
+
+def _thinned(x: np.ndarray, limit: int) -> np.ndarray:
+    return x[:: -(-x.size // limit)] if x.size > limit else x
+
+
+def _evenly(x: np.ndarray, m: int) -> np.ndarray:
+    """Exactly ``m`` samples of ``x`` spread evenly over it, order kept."""
+    return x if x.size == m else x[np.linspace(0, x.size - 1, m).round().astype(np.int64)]
+
+
+def _resample_side(
+    x: np.ndarray,
+    rounds: Sequence[int],
+    name: str,
+    q: float,
+    n_resamples: int,
+    blocks: int | None,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    sizes = [int(n) for n in rounds]
+    if len(sizes) < 2:
+        return _bootstrap_percentile(_thinned(x, MAX_BOOTSTRAP_SAMPLES), q, n_resamples, blocks, rng)
+    if sum(sizes) != x.size or min(sizes) < 1:
+        raise ValueError(f"{name}: round sizes {sizes} do not add up to the {x.size} samples")
+    # Equal-sized rounds (each thinned to the smallest, keeping order) make the resampling a matrix operation.
+    m = min(min(sizes), MAX_BOOTSTRAP_SAMPLES // len(sizes))
+    bounds = np.cumsum([0, *sizes])
+    grid = np.stack([_evenly(x[lo:hi], m) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)])
+    k = len(sizes)
+    out = np.empty(n_resamples)
+    chunk = max(1, (2 << 20) // grid.size)
+    for start in range(0, n_resamples, chunk):
+        stop = min(start + chunk, n_resamples)
+        pick = rng.integers(0, k, size=(stop - start, k, 1))
+        within = rng.integers(0, m, size=(stop - start, k, m))
+        out[start:stop] = np.percentile(grid[pick, within].reshape(stop - start, -1), q, axis=1)
+    return out
 
 
 def _bootstrap_percentile(

@@ -55,6 +55,21 @@ def test_sweep_runs_every_planned_configuration(tiny_artifact: Path) -> None:
     assert results.environment["cpu"]["model"] and len(results.fingerprint) == 16
 
 
+def test_rounds_interleave_runs_and_record_round_sizes(tiny_artifact: Path) -> None:
+    config = BenchConfig(tiny_artifact, backends=("ort-cpu",), batch_sizes=(1, 2), rounds=3, measure_overhead=False,
+                         duration_s=0.3, max_duration_s=0.3, min_queries=6, warmup_queries=2, warmup_s=0.0)  # fmt: skip
+    seen: list[str] = []
+    results = run_sweep(config, progress=lambda d, t, s: seen.append(s))
+    assert seen[:3] == ["ort-cpu fp32 single-stream b1 c1 (round 1/3)", "ort-cpu fp32 single-stream b2 c1 (round 1/3)",
+                        "ort-cpu fp32 single-stream b1 c1 (round 2/3)"]  # fmt: skip
+    for run in results.runs:
+        assert len(run.rounds) == 3 and sum(run.rounds) == len(run.samples_ms)
+        assert min(run.rounds) >= 2  # min_queries split over the rounds
+        assert run.stability.windows == 3  # stability = do the rounds agree
+        assert run.settings.warmup_queries >= 3 * 2  # each round warms up again (idle gaps)
+    assert results.runs[0].cold_start == results.runs[1].cold_start  # one load for both
+
+
 def test_server_at_a_given_rate_judges_the_bound(tiny_artifact: Path) -> None:
     with Predictor.load(tiny_artifact, backend="ort-cpu") as p:
         stop = StopRule(duration_s=0.3, max_duration_s=0.3, min_queries=5)

@@ -88,3 +88,10 @@ def test_duplicate_run_keys_are_refused() -> None:
     run = synthetic_run([1.0, 2.0])
     with pytest.raises(ResultsError, match="duplicate run keys"):
         synthetic_results(run, run)
+
+
+def test_round_sizes_must_add_up(results_file: Path, tmp_path: Path) -> None:
+    data = json.loads(results_file.read_text())
+    data["runs"][0]["rounds"] = [10, 10]
+    with pytest.raises(ResultsError, match=r"runs\[0\] is malformed .*do not add up to the 50 samples"):
+        load_results(_write(tmp_path, data))

@@ -106,3 +106,30 @@ def test_bootstrap_rejects_bad_input() -> None:
         bootstrap_ratio([1.0, 2.0], [1.0, 2.0], confidence=1.5)
     with pytest.raises(ValueError, match="positive"):
         bootstrap_ratio([0.0, 0.0], [1.0, 2.0])
+
+
+def test_rounds_carry_the_machine_drift_into_the_interval() -> None:
+    """Three rounds per side whose levels drift by up to 30% (a shared machine): with the rounds known,
+    the interval admits "no change"; read as one continuous run, the same samples look like a certain
+    slowdown. A real 3x slowdown stays significant either way."""
+    base = np.concatenate([lognormal(300, seed=s, scale=k) for s, k in ((1, 1.0), (2, 1.3), (3, 1.1))])
+    cur = np.concatenate([lognormal(300, seed=s, scale=k) for s, k in ((4, 1.3), (5, 1.25), (6, 1.2))])
+    rounds = (300, 300, 300)
+    flat = bootstrap_ratio(base, cur, seed=0)
+    aware = bootstrap_ratio(base, cur, baseline_rounds=rounds, current_rounds=rounds, seed=0)
+    assert flat.low > 1.05  # the drift looks significant without rounds
+    assert aware.low < 1.0 < aware.high
+    slow = bootstrap_ratio(base, cur * 3, baseline_rounds=rounds, current_rounds=rounds, seed=0)
+    assert slow.low > 2.0
+    uneven = bootstrap_ratio(base[:850], cur, baseline_rounds=(300, 250, 300), current_rounds=rounds, seed=0)
+    assert uneven.low < 1.0 < uneven.high
+    with pytest.raises(ValueError, match="do not add up"):
+        bootstrap_ratio(base, cur, baseline_rounds=(300, 300), current_rounds=rounds)
+
+
+def test_check_rounds() -> None:
+    from infership.bench.stats import check_rounds
+
+    assert check_rounds([1.0, 1.05, 0.97], [100, 98, 101]).met
+    st = check_rounds([1.0, 1.5], [100, 70])
+    assert not st.met and "round medians vary" in st.reason and st.windows == 2
