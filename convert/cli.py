@@ -109,9 +109,14 @@ def add_export(sub: Any) -> None:
     g.add_argument(
         "--min-top1", type=float, help="minimum top-1 agreement for classifier outputs (default: not gated)"
     )
-    g.add_argument("--fp16-atol", type=float, default=1e-3)
-    g.add_argument("--fp16-rtol", type=float, default=2e-2)
-    g.add_argument("--fp16-min-cosine", type=float, default=0.999)
+    g.add_argument(
+        "--fp16-atol",
+        type=float,
+        help="tolerances for fp16 variants (default: by the precision they execute in;"
+        " fp16: atol 1e-3, rtol 5e-2, cosine 0.999; bf16: atol 1e-2, rtol 0.2, cosine 0.99)",
+    )
+    g.add_argument("--fp16-rtol", type=float)
+    g.add_argument("--fp16-min-cosine", type=float)
 
     g = p.add_argument_group("preprocessing and labels (lets Predictor take raw images)")
     g.add_argument(
@@ -197,9 +202,7 @@ def _run_export(args: argparse.Namespace) -> int:
             tolerance=Tolerance(
                 atol=args.atol, rtol=args.rtol, min_cosine=args.min_cosine, min_top1=args.min_top1
             ),
-            fp16_tolerance=Tolerance(
-                atol=args.fp16_atol, rtol=args.fp16_rtol, min_cosine=args.fp16_min_cosine
-            ),
+            fp16_tolerance=_fp16_tolerance(args),
             samples=args.samples,
             validation_data=args.validate_with or None,
             seed=args.seed,
@@ -244,6 +247,17 @@ def _print_summary(console: Any, artifact: Any) -> None:
             f"[yellow]left out {s['variant']}:[/] {escape(s['reason'])}", highlight=False, soft_wrap=True
         )
     console.print(f"details: infership info {artifact.root}", highlight=False, soft_wrap=True)
+
+
+def _fp16_tolerance(args: argparse.Namespace) -> Any:
+    """None (the build picks fp16 or bf16 defaults per variant) unless an --fp16-* flag was given."""
+    from .validate import Tolerance
+
+    given = {"atol": args.fp16_atol, "rtol": args.fp16_rtol, "min_cosine": args.fp16_min_cosine}
+    if all(v is None for v in given.values()):
+        return None
+    base = Tolerance.fp16().to_dict()
+    return Tolerance(**{**base, **{k: v for k, v in given.items() if v is not None}})
 
 
 def _fmt(v: Any, digits: int = 3) -> str:

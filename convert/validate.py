@@ -69,15 +69,17 @@ class Tolerance:
 
     @classmethod
     def fp16(cls) -> Tolerance:
-        """Default for fp16 graphs checked against fp32: about three significant digits."""
-        return cls(atol=1e-3, rtol=2e-2, min_cosine=0.999)
+        """Default for fp16 graphs checked against fp32 (11-bit mantissa). Judged mainly by cosine: the
+        largest single error of a deep network reached 2.3 % of the output scale on a ResNet-50 whose
+        cosine stayed ≥ 0.9997 (docs/converters.md)."""
+        return cls(atol=1e-3, rtol=5e-2, min_cosine=0.999)
 
     @classmethod
     def bf16(cls) -> Tolerance:
         """For graphs a runtime executes in bfloat16 (8-bit mantissa; OpenVINO's default on CPUs with
-        AVX512_BF16 or AMX for non-fp32 variants): measured 3–4 % of the output scale and cosine ≥ 0.997 on
-        random-weight ResNet18/MobileNetV3 (docs/converters.md)."""
-        return cls(atol=1e-2, rtol=6e-2, min_cosine=0.995)
+        AVX512_BF16 or AMX for non-fp32 variants). Measured on ResNet-18/50 and MobileNetV3 at 224×224:
+        largest error 1.4–14 % of the output scale, cosine ≥ 0.99 (docs/converters.md)."""
+        return cls(atol=1e-2, rtol=0.2, min_cosine=0.99)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
