@@ -2,7 +2,10 @@
 
 Runs are matched by :attr:`RunResult.key` (model, backend@device, precision, scenario, batch size,
 concurrency, and preprocessing / server rate). For each matched pair, the median and the p99 are compared
-as ratios ``current / baseline`` with percentile-bootstrap confidence intervals over the raw samples.
+as ratios ``current / baseline`` with percentile-bootstrap confidence intervals over the raw samples:
+a block bootstrap for one continuous run (bursts of interference cluster in time), a two-stage bootstrap
+over rounds for runs measured with ``--rounds`` (so the machine's drift between rounds widens the
+interval); see :func:`~infership.bench.stats.bootstrap_ratio`.
 
 A statistic is a **regression** when both hold:
 

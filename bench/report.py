@@ -158,7 +158,8 @@ def write_report(
     md += ["## Runs", "", _md_table(headers, rows), ""]
     md += [
         "Latencies are per query, timed by the harness with `perf_counter_ns`, warm-up excluded; `cold start` is "
-        "`Predictor.load` + the first inference. `stable`: the last 3 measurement windows agreed within "
+        "`Predictor.load` + the first inference. `stable`: the last 3 measurement windows (with `--rounds`, "
+        "the rounds) agreed within "
         f"{_tolerance(results):.0%}.",
         "",
     ]
