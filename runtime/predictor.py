@@ -86,8 +86,17 @@ class Predictor:
         placement: Where the runtime placed the model (providers/devices, node counts, fallback).
     """
 
-    def __init__(self, artifact: Artifact, variant: Variant, session: Session, backend: str) -> None:
+    def __init__(
+        self,
+        artifact: Artifact,
+        variant: Variant,
+        session: Session,
+        backend: str,
+        options: BackendOptions | None = None,
+    ) -> None:
         self.artifact = artifact
+        #: The options the session was opened with (device, threads, hint, streams...), for the record.
+        self.options = options or BackendOptions()
         self.variant = variant
         self.backend = backend
         self._session = session
@@ -213,7 +222,7 @@ class Predictor:
         opts = replace(base, device=device, precision=variant.precision)
         session = be.open(artifact, variant, opts)
         log.info("loaded %s variant %s on %s (%s)", artifact.manifest.name, variant.id, name, device)
-        return cls(artifact, variant, session, name)
+        return cls(artifact, variant, session, name, opts)
 
     @staticmethod
     def _select_variant(

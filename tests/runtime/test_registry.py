@@ -58,3 +58,14 @@ def test_entry_point_group_is_read(monkeypatch):
     finally:
         registry._entries = None
         registry._instances.pop("viaentry", None)
+
+
+def test_predictor_records_its_options(tiny_artifact):
+    import torch
+
+    before = torch.get_num_threads()
+    with Predictor.load(tiny_artifact, backend="torch", intra_op_threads=1, hint="throughput") as p:
+        assert p.options.intra_op_threads == 1 and p.options.hint.value == "throughput"
+        assert p.options.device == "cpu" and p.options.precision == "fp32"
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before, "torch's process-wide thread count is restored on close"
