@@ -68,10 +68,11 @@ class TorchBackend:
         if options.extra:
             raise BackendUnavailable(f"torch: unknown extra option(s) {sorted(options.extra)}")
         device = torch.device(options.device or "cpu")
+        previous_threads = None
         if options.intra_op_threads is not None:
-            torch.set_num_threads(
-                int(options.intra_op_threads)
-            )  # process-wide in torch; recorded in placement
+            # torch's thread count is process-wide: set it for this session and restore it on close.
+            previous_threads = torch.get_num_threads()
+            torch.set_num_threads(int(options.intra_op_threads))
         path = artifact.path_of(variant.files[0])
         try:
             if variant.format == "torch-export":
@@ -88,11 +89,19 @@ class TorchBackend:
         placement = Placement(
             backend=self.name, device=str(device), providers=(f"torch {torch.__version__} {device}",)
         )
-        return TorchSession(module, artifact, placement, device)
+        return TorchSession(module, artifact, placement, device, restore_threads=previous_threads)
 
 
 class TorchSession(SessionBase):
-    def __init__(self, module: Any, artifact: Artifact, placement: Placement, device: Any) -> None:
+    def __init__(
+        self,
+        module: Any,
+        artifact: Artifact,
+        placement: Placement,
+        device: Any,
+        *,
+        restore_threads: int | None = None,
+    ) -> None:
         import torch
 
         self._torch = torch
@@ -105,6 +114,7 @@ class TorchSession(SessionBase):
         self._out_names = [s.name for s in self.outputs]
         self._cuda = device.type == "cuda"
         self.accepts_device_tensors = self._cuda
+        self._restore_threads = restore_threads
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
@@ -137,3 +147,6 @@ class TorchSession(SessionBase):
 
     def close(self) -> None:
         self._module = None
+        if self._restore_threads is not None:
+            self._torch.set_num_threads(self._restore_threads)
+            self._restore_threads = None
