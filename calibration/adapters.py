@@ -64,7 +64,8 @@ def to_ort_reader(cset: CalibrationSet, *, chunk_batches: int | None = None) -> 
 
 
 def to_nncf_dataset(cset: CalibrationSet) -> Any:
-    """An ``nncf.Dataset`` over ``cset`` with one sample per item (NNCF's statistics assume batch 1).
+    """An ``nncf.Dataset`` over ``cset`` with one sample per item (NNCF's statistics assume batch 1), or one
+    full batch per item for a model with a fixed batch size.
 
     NNCF re-iterates the set for each statistics pass; every pass starts from the first sample.
 
@@ -73,4 +74,5 @@ def to_nncf_dataset(cset: CalibrationSet) -> Any:
     """
     import nncf
 
-    return nncf.Dataset(cset.with_batch_size(1).with_progress(None))
+    items = cset if cset.drop_last else cset.with_batch_size(1)
+    return nncf.Dataset(items.with_progress(None))

@@ -103,8 +103,9 @@ def outputs_of(run: Runner, holdout: CalibrationSet) -> tuple[np.ndarray, np.nda
 def reference(run: Runner, holdout: CalibrationSet) -> Reference:
     """Run the fp32 model over the held-out set once."""
     outputs, labels = outputs_of(run, holdout)
-    first = holdout.first().feeds
-    return Reference(outputs, labels, first)
+    # batch 1 for latency, unless the model has a fixed batch size (then the set yields only full batches)
+    sample = next(iter(holdout)) if holdout.drop_last else holdout.first().feeds
+    return Reference(outputs, labels, sample)
 
 
 def latency_ms(run: Runner, sample: Mapping[str, np.ndarray], *, runs: int = 20, warmup: int = 3) -> float:

@@ -165,3 +165,28 @@ def test_bad_options_are_refused_at_construction():
     with pytest.raises(InvalidInputError, match="num_bins >= num_quantized_bins"):
         OrtQuantConfig(method="entropy", num_bins=16)
     assert OrtQuantConfig(method="entropy").method is CalibrationMethod.ENTROPY
+
+
+@pytest.mark.openvino
+def test_fixed_batch_and_two_input_artifacts(static_artifact, two_io_artifact, tmp_path):
+    import shutil
+
+    from infership.convert.quantize import quantize
+    from infership.runtime import Predictor
+
+    rng = np.random.default_rng(0)
+    root = Path(shutil.copytree(static_artifact, tmp_path / "static"))
+    report = quantize(root, from_numpy(rng.standard_normal((40, 3, 16, 16)).astype(np.float32)), samples=24)
+    assert report.committed and report.targets[0].metrics.samples == 8  # 20% held out: 2 full batches of 4
+    with Predictor.load(root, backend="openvino", precision="int8") as p:
+        assert p.predict(rng.standard_normal((4, 3, 16, 16)).astype(np.float32))["logits"].shape == (4, 5)
+    root = Path(shutil.copytree(two_io_artifact, tmp_path / "two"))
+    data = {
+        "image": rng.standard_normal((40, 3, 8, 8)).astype(np.float32),
+        "extra": rng.standard_normal((40, 4)).astype(np.float32),
+    }
+    report = quantize(root, from_numpy(data), max_accuracy_drop=100.0)
+    assert [t.variant_id for t in report.targets] == ["onnx-int8", "openvino-int8"]
+    with Predictor.load(root, backend="ort-cpu", precision="int8") as p:
+        out = p.predict({k: v[:3] for k, v in data.items()})
+    assert out["logits"].shape == (3, 3) and out["embed"].shape == (3, 6)
