@@ -67,6 +67,7 @@ class Placement:
         fallback_from: The backend that was asked for first and could not run, when a fallback list
             was given; ``None`` when the first choice ran.
         fallback_reason: Why that backend could not run.
+        details: Backend-specific facts read back from the runtime (e.g. OpenVINO's inference precision).
     """
 
     backend: str
@@ -75,6 +76,7 @@ class Placement:
     node_counts: Mapping[str, int] | None = None
     fallback_from: str | None = None
     fallback_reason: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +86,7 @@ class Placement:
             "node_counts": dict(self.node_counts) if self.node_counts is not None else None,
             "fallback_from": self.fallback_from,
             "fallback_reason": self.fallback_reason,
+            "details": dict(self.details),
         }
 
 

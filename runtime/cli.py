@@ -81,6 +81,7 @@ def _fmt_value(v: Any) -> str:
 
 def _run_info(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from .artifact import Artifact
@@ -98,7 +99,7 @@ def _run_info(args: argparse.Namespace) -> int:
     io = Table("", "name", "dtype", "shape", title="inputs / outputs", title_justify="left")
     for kind, specs in (("in", m.inputs), ("out", m.outputs)):
         for s in specs:
-            io.add_row(kind, s.name, s.dtype, s.shape_str())
+            io.add_row(kind, escape(s.name), s.dtype, escape(s.shape_str()))
     console.print(io)
     if m.preprocessing:
         console.print(f"preprocessing: {_fmt_value(m.preprocessing.to_dict())}", highlight=False)

@@ -56,9 +56,11 @@ def preprocess_image(item: Any, pre: Preprocessing) -> np.ndarray:
     ]
     if pre.resize is not None:
         if isinstance(pre.resize, int):
+            # Same arithmetic as torchvision's Resize(int): the short side becomes ``resize`` and the long
+            # side is truncated, not rounded, so images match the training transform pixel for pixel.
             w, h = img.size
-            short = min(w, h)
-            size = (max(1, round(w * pre.resize / short)), max(1, round(h * pre.resize / short)))
+            r = pre.resize
+            size = (r, max(1, int(r * h / w))) if w <= h else (max(1, int(r * w / h)), r)
         else:
             size = (int(pre.resize[1]), int(pre.resize[0]))
         img = img.resize(size, resample)

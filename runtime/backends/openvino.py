@@ -120,7 +120,13 @@ class OpenVinoBackend:
             devices = tuple(compiled.get_property("EXECUTION_DEVICES"))
         except Exception:  # noqa: BLE001 - property missing on some plugins; placement detail is optional
             devices = (device,)
-        placement = Placement(backend=self.name, device=device, providers=devices)
+        details = {}
+        for prop in ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS"):
+            try:
+                details[prop.lower()] = str(compiled.get_property(prop))
+            except Exception:  # noqa: BLE001 - not every device plugin reports every property
+                continue
+        placement = Placement(backend=self.name, device=device, providers=devices, details=details)
         return OpenVinoSession(compiled, artifact, placement)
 
 

@@ -76,11 +76,6 @@ def test_raw_images_match_the_training_transform(classifier, backend, tmp_path):
     np.testing.assert_allclose(batch[:1], want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime/preprocess.py rounds the long side (round(73*451/300)=110) where torchvision truncates "
-    "(int(...)=109); reported to the runtime owner",
-)
 def test_non_square_image_matches_the_training_transform(classifier):
     img = _image("chelsea")  # 451×300
     manual = _training_transform()(img).numpy()[None]
