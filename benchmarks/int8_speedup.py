@@ -108,8 +108,15 @@ def candidates(model, root: Path):
     return out
 
 
-def measure(fns: dict, inputs: list[np.ndarray], *, rounds: int, block: int) -> dict[str, list[float]]:
-    """Interleaved timing: each round runs ``block`` calls of every candidate, cycling through ``inputs``."""
+def measure(
+    fns: dict, inputs: list[np.ndarray], *, rounds: int, block: int, pause_s: float = 0.2
+) -> dict[str, list[float]]:
+    """Interleaved timing: each round runs ``block`` timed calls of every candidate, cycling through ``inputs``.
+
+    Before each block the machine gets ``pause_s`` to settle and the candidate one untimed call: the
+    runtimes' worker threads spin for a while after a call, and without the pause the previous candidate's
+    spinning threads would be timed as part of the next one (a deployment runs one runtime, not six).
+    """
     for fn in fns.values():  # warm-up: first-run compilation, allocations, thread pools
         for x in inputs[:3]:
             fn(x)
@@ -117,6 +124,8 @@ def measure(fns: dict, inputs: list[np.ndarray], *, rounds: int, block: int) -> 
     i = 0
     for _ in range(rounds):
         for name, fn in fns.items():
+            time.sleep(pause_s)
+            fn(inputs[-1])
             for _ in range(block):
                 x = inputs[i % len(inputs)]
                 i += 1
@@ -130,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="ResNet-50 batch-1 int8 speedups over torch eager fp32.")
     parser.add_argument("--rounds", type=int, default=30, help="interleaved rounds (default 30)")
     parser.add_argument("--block", type=int, default=5, help="calls per candidate per round (default 5)")
+    parser.add_argument(
+        "--pause", type=float, default=0.2, help="seconds of rest before each block (default 0.2)"
+    )
     parser.add_argument(
         "--workdir", type=Path, help="keep the artifact here (default: a temporary directory)"
     )
@@ -152,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         t_quant = time.perf_counter() - t0
         rng = np.random.default_rng(0)
         inputs = [rng.standard_normal((1, 3, 224, 224), dtype=np.float32) for _ in range(8)]
-        times = measure(candidates(model, art.root), inputs, rounds=args.rounds, block=args.block)
+        fns = candidates(model, art.root)
+        times = measure(fns, inputs, rounds=args.rounds, block=args.block, pause_s=args.pause)
 
     base = statistics.median(times["torch eager fp32"])
     versions = library_versions()

@@ -29,10 +29,11 @@ class Int8Metrics:
         cosine_mean: Mean cosine similarity between fp32 and int8 output rows.
         cosine_min: Worst row's cosine similarity.
         max_abs_err: Largest absolute difference in the first output.
-        top1_agreement: Percent of inputs where both models pick the same class (classifiers only).
+        top1_agreement: Share (0–1) of inputs where both models pick the same class (classifiers only);
+            a fraction like ``compare_outputs``' figure of the same name.
         confident_top1_agreement: The same, over inputs where fp32's softmax confidence exceeds 0.5.
         confident_samples: How many inputs that is.
-        top5_containment: Percent of inputs whose fp32 top-1 class is in the int8 top-5.
+        top5_containment: Share (0–1) of inputs whose fp32 top-1 class is in the int8 top-5.
         accuracy_fp32: Task accuracy (percent) of the fp32 model, when labels were given.
         accuracy_int8: Task accuracy (percent) of the int8 model, when labels were given.
         accuracy_drop: ``accuracy_fp32 - accuracy_int8`` in points, when labels were given.
@@ -54,11 +55,11 @@ class Int8Metrics:
     @property
     def drop(self) -> float | None:
         """The loss the accuracy budget is checked against, in points: the task accuracy drop when labels
-        were given, else the top-1 disagreement with fp32 (``100 - top1_agreement``)."""
+        were given, else the top-1 disagreement with fp32 in points (``100 · (1 - top1_agreement)``)."""
         if self.accuracy_drop is not None:
             return self.accuracy_drop
         if self.top1_agreement is not None:
-            return 100.0 - self.top1_agreement
+            return round(100.0 * (1.0 - self.top1_agreement), 4)
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,12 +142,10 @@ def compare_int8(
     k = min(5, ref.shape[1])
     top5 = np.argsort(-cand, axis=1)[:, :k]
     base.update(
-        top1_agreement=round(float(agree.mean() * 100.0), 4),
-        confident_top1_agreement=round(float(agree[confident].mean() * 100.0), 4)
-        if confident.any()
-        else None,
+        top1_agreement=round(float(agree.mean()), 6),
+        confident_top1_agreement=round(float(agree[confident].mean()), 6) if confident.any() else None,
         confident_samples=int(confident.sum()),
-        top5_containment=round(float(np.mean(np.any(top5 == top_ref[:, None], axis=1)) * 100.0), 4),
+        top5_containment=round(float(np.mean(np.any(top5 == top_ref[:, None], axis=1))), 6),
     )
     if labels is not None:
         lab = np.asarray(labels)

@@ -243,7 +243,7 @@ def _show(console: Any, report: Any, as_json: bool) -> None:
             t.variant_id,
             acc,
             "-" if mt.drop is None else f"{mt.drop:.2f}",
-            "-" if mt.top1_agreement is None else f"{mt.top1_agreement:.2f}%",
+            "-" if mt.top1_agreement is None else f"{100 * mt.top1_agreement:.2f}%",
             f"{mt.sqnr_db:.1f}",
             f"{t.latency_ms:.3f}",
             "-" if t.fp32_latency_ms is None else f"{t.fp32_latency_ms:.3f}",

@@ -21,9 +21,9 @@ def test_agreement_accuracy_and_confident_subset():
     cand[2] = [1.2, 1.0, 1.0]  # flips only the ambiguous row
     labels = np.array([0, 1, 1, 2])
     m = compare_int8(ref, cand, labels)
-    assert m.top1_agreement == 75.0
-    assert m.confident_samples == 3 and m.confident_top1_agreement == 100.0
-    assert m.top5_containment == 100.0
+    assert m.top1_agreement == 0.75
+    assert m.confident_samples == 3 and m.confident_top1_agreement == 1.0
+    assert m.top5_containment == 1.0
     assert (m.accuracy_fp32, m.accuracy_int8, m.accuracy_drop) == (100.0, 75.0, 25.0)
     assert m.drop == 25.0
     assert compare_int8(ref, cand).drop == 25.0  # without labels: top-1 disagreement

@@ -67,7 +67,12 @@ def test_without_repair_the_budget_fails_and_nothing_is_written(planted, tmp_pat
 
 def _metrics(drop: float) -> Int8Metrics:
     return Int8Metrics(
-        samples=10, sqnr_db=1.0, cosine_mean=1.0, cosine_min=1.0, max_abs_err=0.0, top1_agreement=100.0 - drop
+        samples=10,
+        sqnr_db=1.0,
+        cosine_mean=1.0,
+        cosine_min=1.0,
+        max_abs_err=0.0,
+        top1_agreement=1.0 - drop / 100,
     )
 
 
