@@ -65,7 +65,8 @@ class Target(str, enum.Enum):
 
 
 VARIANT_IDS = {Target.ORT: "onnx-int8", Target.OPENVINO: "openvino-int8", Target.TORCH: "torch-int8"}
-_NNCF_RANGE = {
+#: The NNCF activation range estimator closest to each ONNX Runtime calibration method.
+NNCF_RANGE_FOR_METHOD = {
     CalibrationMethod.MINMAX: NncfRange.MINMAX,
     CalibrationMethod.PERCENTILE: NncfRange.MEAN_QUANTILE,
     CalibrationMethod.ENTROPY: NncfRange.HISTOGRAM,
@@ -332,7 +333,7 @@ def _configs(
     ort_cfg = ort_config or OrtQuantConfig.cpu_vnni()
     if method is not None:
         ort_cfg = replace(ort_cfg, method=CalibrationMethod(method))
-    nncf_cfg = nncf_config or NncfQuantConfig.cpu(activation_range=_NNCF_RANGE[ort_cfg.method])
+    nncf_cfg = nncf_config or NncfQuantConfig.cpu(activation_range=NNCF_RANGE_FOR_METHOD[ort_cfg.method])
     return ort_cfg, nncf_cfg
 
 

@@ -132,12 +132,12 @@ def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
     }
     ort_config = ort_factory[args.preset](**changes)
 
-    from .quantize import _NNCF_RANGE
+    from .quantize import NNCF_RANGE_FOR_METHOD
 
     nncf_changes: dict[str, Any] = {
         "ignored_nodes": _split(args.exclude_nodes),
         "ignored_types": _split(args.nncf_ignored_types),
-        "activation_range": _NNCF_RANGE[ort_config.method],
+        "activation_range": NNCF_RANGE_FOR_METHOD[ort_config.method],
     }
     nncf_factory = {
         "cpu": NncfQuantConfig.cpu,

@@ -46,3 +46,16 @@ def test_nncf_dataset_is_re_iterable_with_one_sample_per_item():
     second = [item["x"] for item in dataset.get_inference_data()]
     assert len(first) == 10 and all(x.shape == (1, 2) for x in first)
     np.testing.assert_array_equal(np.concatenate(first), np.concatenate(second))
+
+
+def test_importing_calibration_and_int8_modules_loads_no_runtime():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, infership.calibration, infership.convert.quantize, infership.convert.quantize_cli;"
+        "from infership.calibration import from_numpy, CalibrationSet;"
+        "print(sorted(m for m in ('torch', 'onnxruntime', 'openvino', 'nncf', 'onnx', 'sklearn') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
