@@ -28,6 +28,13 @@ _EXPORTS: dict[str, str] = {
     "make_preprocessing": "infership.convert.preprocessing",
     "read_labels": "infership.convert.preprocessing",
     "PreprocessingRequest": "infership.convert.preprocessing",
+    "quantize": "infership.convert.quantize",
+    "QuantizeReport": "infership.convert.quantize",
+    "AccuracyBudgetError": "infership.convert.quantize",
+    "Target": "infership.convert.quantize",
+    "OrtQuantConfig": "infership.convert.quantize_ort",
+    "CalibrationMethod": "infership.convert.quantize_ort",
+    "NncfQuantConfig": "infership.convert.quantize_nncf",
 }
 
 __all__ = list(_EXPORTS)

@@ -51,6 +51,17 @@ _EXPORTS: dict[str, str] = {
     "Exporter": "infership.convert",
     "Simplifier": "infership.convert",
     "PreprocessingRequest": "infership.convert",
+    "quantize": "infership.convert",
+    "QuantizeReport": "infership.convert",
+    "AccuracyBudgetError": "infership.convert",
+    "OrtQuantConfig": "infership.convert",
+    "NncfQuantConfig": "infership.convert",
+    "CalibrationMethod": "infership.convert",
+    # calibration
+    "CalibrationSet": "infership.calibration",
+    # the main job
+    "PipelineConfig": "infership.pipeline",
+    "run_pipeline": "infership.pipeline",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

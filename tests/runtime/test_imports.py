@@ -38,3 +38,9 @@ def test_backend_loads_its_runtime_on_first_use(tiny_artifact):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     assert out == ["True", "False", "False"]
+
+
+def test_every_public_name_resolves():
+    code = "import infership\nfor n in infership.__all__:\n    getattr(infership, n)\nprint(len(infership.__all__))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert int(out) > 30
