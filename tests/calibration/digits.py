@@ -56,7 +56,7 @@ def load_trained(base: Path):
 def planted(model):
     """``model`` with two 1×1 convolutions after the first block that cancel out in fp32 (×1000 then
     ×1/1000 on channel 0) but give that activation a range no per-tensor int8 scale can serve: the other
-    15 channels collapse to a few levels and int8 accuracy breaks. The culprit tensor is
+    channels collapse to a few levels and int8 accuracy breaks. The culprit tensor is
     ``/plant/Conv_output_0`` between nodes ``/plant/Conv`` and ``/unplant/Conv``."""
     import torch
     from torch import nn
@@ -65,9 +65,10 @@ def planted(model):
         def __init__(self, net: nn.Module) -> None:
             super().__init__()
             self.net = net
-            self.plant = nn.Conv2d(16, 16, 1)
-            self.unplant = nn.Conv2d(16, 16, 1)
-            scale = torch.ones(16)
+            c = net.backbone.block1[0].out_channels
+            self.plant = nn.Conv2d(c, c, 1)
+            self.unplant = nn.Conv2d(c, c, 1)
+            scale = torch.ones(c)
             scale[0] = 1000.0
             with torch.no_grad():
                 self.plant.weight.copy_(torch.diag(scale)[:, :, None, None])
