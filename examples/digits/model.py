@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from torch import nn
 
-
 #: Channel multiplier of the default model. The 16/32/64-channel net (width 1) costs ~0.6 MMAC per digit, so
 #: per-call overhead dominates its latency and int8 has nothing to speed up; width 4 (64/128/256 channels,
 #: ~9.5 MMAC) is dominated by convolution arithmetic, like the CNNs people deploy.
