@@ -105,7 +105,28 @@ def candidates(model, root: Path):
     ):
         p = Predictor.load(root, backend=backend, precision=precision)
         out[label] = p.predict
+    out.update(raw_candidates(root))
     return out
+
+
+def raw_candidates(root: Path) -> dict:
+    """The same int8 files through the runtimes' own APIs with default settings: the Predictor must not
+    lose what the raw runtime gives."""
+    import onnxruntime as ort
+    import openvino as ov
+    from infership.runtime import Artifact
+
+    m = Artifact.load(root).manifest
+    onnx_path = root / m.variant("onnx-int8").files[0].path
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    xml = next(f for f in m.variant("openvino-int8").files if f.path.endswith(".xml"))
+    compiled = ov.Core().compile_model(str(root / xml.path), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+    req = compiled.create_infer_request()
+    return {
+        "raw ort int8 (InferenceSession.run)": lambda x: sess.run(None, {name: x}),
+        "raw openvino int8 (InferRequest.infer)": lambda x: req.infer({0: x}),
+    }
 
 
 def measure(
