@@ -69,6 +69,12 @@ def _fmt_size(n: int) -> str:
     return str(n)
 
 
+def _short(v: Any, limit: int = 160) -> str:
+    """``_fmt_value`` cut to ``limit`` characters for tables (``info --json`` has everything)."""
+    text = _fmt_value(v)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _fmt_value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -131,10 +137,12 @@ def _run_info(args: argparse.Namespace) -> int:
             k: val[k]
             for k in (
                 "passed",
+                "backend",
+                "execution_precision",
                 "max_abs_err",
                 "cosine_min",
                 "top1_agreement",
-                "accuracy",
+                "accuracy_int8",
                 "accuracy_drop",
                 "sqnr_db",
             )
@@ -145,9 +153,9 @@ def _run_info(args: argparse.Namespace) -> int:
             v.format,
             v.precision,
             _fmt_size(v.size),
-            ", ".join(f.path for f in v.files),
+            escape(", ".join(f.path for f in v.files)),
             integrity,
-            _fmt_value(summary) or "-",
+            escape(_short(summary, 240)) or "-",
         )
     console.print(vt)
     for v in m.variants:
@@ -158,10 +166,16 @@ def _run_info(args: argparse.Namespace) -> int:
             st.add_row(
                 s.name,
                 f"{s.seconds:.1f}" if s.seconds is not None else "-",
-                _fmt_value(s.params),
-                _fmt_value(s.result),
+                escape(_short(s.params)),
+                escape(_short(s.result)),
             )
         console.print(st)
+    for key, title in (("skipped", "variants not made"), ("notes", "notes")):
+        items = m.extra.get(key)
+        if items:
+            console.print(f"[bold]{title}:[/]")
+            for item in items if isinstance(items, list) else [items]:
+                console.print("  - " + escape(_fmt_value(item)), highlight=False)
     if m.versions:
         console.print("built with: " + ", ".join(f"{k} {v}" for k, v in m.versions.items()), highlight=False)
     return 0 if status_ok else 1
@@ -214,6 +228,7 @@ def _run_predict(args: argparse.Namespace) -> int:
                 console.print(
                     name + ": " + ", ".join(f"{labels[j] if labels else j} ({row[j]:.3g})" for j in top),
                     highlight=False,
+                    markup=False,
                 )
         else:
             for k, v in out.items():

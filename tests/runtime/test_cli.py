@@ -54,3 +54,9 @@ def test_predict_npy(tiny_artifact, tmp_path):
     np.save(tmp_path / "x.npy", x)
     res = run("predict", str(tiny_artifact), str(tmp_path / "x.npy"), "--backend", "ort-cpu")
     assert "backend ort-cpu" in res.stdout
+
+
+def test_info_prints_shapes_and_list_values_literally(tiny_artifact):
+    out = run("info", str(tiny_artifact)).stdout
+    assert "[batch, 3, 16, 16]" in out  # rich would swallow unescaped [..] as markup
+    assert "[batch, 5]" in out
