@@ -417,9 +417,7 @@ class Predictor:
             real = stop - start
             if static and real < chunk:
                 # A static-batch model needs a full batch: pad by repeating the last row, drop it after.
-                piece = {
-                    k: np.concatenate([a, np.repeat(a[-1:], chunk - real, axis=0)]) for k, a in piece.items()
-                }
+                piece = {k: _pad_rows(a, chunk - real) for k, a in piece.items()}
             out = self._session.run(piece)
             for k, v in out.items():
                 parts.setdefault(k, []).append(v[:real])
