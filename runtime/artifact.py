@@ -140,7 +140,7 @@ def read_onnx_specs(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpe
         ) from exc
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
+    except Exception as exc:  # onnx raises DecodeError, OSError, ValueError...: translated below
         raise ArtifactError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
     initializers = {i.name for i in model.graph.initializer}
 

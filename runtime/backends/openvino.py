@@ -108,11 +108,13 @@ class OpenVinoBackend:
                 model = core.read_model(os.fspath(files[0]))
         except ArtifactError:
             raise
-        except Exception as exc:
+        except (
+            Exception
+        ) as exc:  # OpenVINO raises RuntimeError subclasses with C++ messages: translated below
             raise ArtifactError(f"OpenVINO cannot read {files[0].name}: {str(exc).strip()[:400]}") from exc
         try:
             compiled = core.compile_model(model, device, config)
-        except Exception as exc:
+        except Exception as exc:  # as above
             raise BackendUnavailable(
                 f"openvino: compiling for {device} failed: {str(exc).strip()[:400]}"
             ) from exc
@@ -170,7 +172,7 @@ class OpenVinoSession(SessionBase):
         req = self._request()
         try:
             res = req.infer(dict(feeds), share_inputs=True, share_outputs=True)
-        except Exception as exc:
+        except Exception as exc:  # as above
             raise InferenceError(f"openvino inference failed: {exc}") from exc
         # share_outputs gives views into the request's buffers, overwritten by its next call: copy once.
         return {name: np.array(res[idx], copy=True) for name, idx in self._out_ports}

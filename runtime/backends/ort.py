@@ -108,7 +108,9 @@ class _OrtBackendBase:
         model_path = artifact.path_of(variant.files[0])
         try:
             sess = ort.InferenceSession(os.fspath(model_path), sess_options=so, providers=providers)
-        except Exception as exc:
+        except (
+            Exception
+        ) as exc:  # ORT raises its own Fail/InvalidGraph/RuntimeException types: translated below
             text = str(exc)
             if "Load model" in text or "INVALID_PROTOBUF" in text or "InvalidProtobuf" in type(exc).__name__:
                 raise ArtifactError(
@@ -357,7 +359,7 @@ class OrtSession(SessionBase):
             return self._run_bound(feeds)
         try:
             results = self._sess.run(self._output_names, feeds)
-        except Exception as exc:
+        except Exception as exc:  # ORT raises untyped RuntimeErrors and its own Fail types: translated below
             raise InferenceError(f"onnxruntime run failed: {exc}") from exc
         return dict(zip(self._output_names, results, strict=True))
 
@@ -378,7 +380,7 @@ class OrtSession(SessionBase):
                 binding.bind_output(name, device_type, device_id)
             self._sess.run_with_iobinding(binding)
             results = binding.copy_outputs_to_cpu()
-        except Exception as exc:
+        except Exception as exc:  # as above
             raise InferenceError(
                 f"onnxruntime run (IO binding on {device_type}:{device_id}) failed: {exc}"
             ) from exc

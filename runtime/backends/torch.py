@@ -82,7 +82,7 @@ class TorchBackend:
             else:
                 module = torch.jit.load(os.fspath(path), map_location=device)
                 module.eval()
-        except Exception as exc:
+        except Exception as exc:  # torch raises many unrelated types for a bad file: translated below
             raise ArtifactError(
                 f"torch cannot load {path.name}: {type(exc).__name__}: {str(exc)[:300]}"
             ) from exc
@@ -128,7 +128,7 @@ class TorchSession(SessionBase):
         try:
             with torch.inference_mode():
                 out = self._module(*args)
-        except Exception as exc:
+        except Exception as exc:  # arbitrary model code: translated below
             raise InferenceError(f"torch forward failed: {type(exc).__name__}: {exc}") from exc
         if isinstance(out, torch.Tensor):
             values = (out,)
