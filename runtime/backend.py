@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 
 class PerformanceHint(str, enum.Enum):
-    """What the runtime should optimise for (OpenVINO's hints; ORT maps them to thread settings)."""
+    """What the runtime should optimise for (OpenVINO's performance hints; other backends ignore it and
+    say so in ``placement.details["ignored_options"]``)."""
 
     LATENCY = "latency"
     THROUGHPUT = "throughput"
@@ -117,6 +118,8 @@ class Backend(Protocol):
         name: Registry name, e.g. ``"ort-cpu"``.
         formats: Variant formats it can open, in order of preference.
         default_device: The device used when the caller gives none.
+        honours: The :class:`BackendOptions` fields it applies; others set by the caller are recorded as
+            ignored (``placement.details["ignored_options"]``) and logged, never reported as applied.
     """
 
     name: str

@@ -28,12 +28,29 @@ class BackendFallbackWarning(UserWarning):
     """Emitted when a requested backend could not run and a caller-supplied fallback was used."""
 
 
+def _ignored_options(backend: Any, options: BackendOptions) -> list[str]:
+    """Options set away from their defaults that ``backend`` declares it does not apply."""
+    honours = getattr(backend, "honours", None)
+    if honours is None:
+        return []
+    defaults = BackendOptions()
+    return sorted(
+        f for f in _OPTION_FIELDS if f not in honours and getattr(options, f) != getattr(defaults, f)
+    )
+
+
 def _is_device_tensor(value: Any) -> bool:
     return type(value).__module__.startswith("torch") and getattr(value, "is_cuda", False)
 
 
-def _check_device_tensor(value: Any, spec: TensorSpec, check_batch: bool) -> Any:
+def _check_device_tensor(value: Any, spec: TensorSpec, check_batch: bool, device_index: int) -> Any:
     """Check a torch CUDA tensor against ``spec`` without moving it; returns it contiguous."""
+    got_index = value.device.index if value.device.index is not None else 0
+    if got_index != device_index:
+        raise InvalidInputError(
+            f"input {spec.name!r}: the model runs on cuda:{device_index}, the tensor is on cuda:{got_index} "
+            "(move it with .to(...); device tensors are bound in place, never copied between GPUs)"
+        )
     shape = tuple(value.shape)
     if len(shape) != spec.rank:
         raise InvalidInputError(
@@ -107,6 +124,8 @@ class Predictor:
         self._single = self.inputs[0] if len(self.inputs) == 1 else None
         self._chunk = self._chunk_size(session)
         self._device_feeds = bool(getattr(session, "accepts_device_tensors", False))
+        dev = self.options.device or ""
+        self._device_index = int(dev.split(":", 1)[1]) if dev.startswith("cuda:") else 0
         self._preprocess = None
         self._closed = False
 
@@ -150,6 +169,8 @@ class Predictor:
             BackendUnavailable: The backend (and every fallback) cannot run here; says why.
             ValueError: An unknown option.
         """
+        if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
+            raise InvalidInputError(f"max_batch must be an integer >= 1, got {max_batch!r}")
         artifact = path if isinstance(path, Artifact) else Artifact.load(path)
         unknown = set(options) - _OPTION_FIELDS
         if unknown:
@@ -163,12 +184,14 @@ class Predictor:
             options["cache_dir"] = Path(options["cache_dir"])
         base = BackendOptions(device=device, extra=dict(extra or {}), **options)
 
+        # (backend, device) pairs to try in order; auto's GPU order carries device "cuda" so that torch,
+        # whose own default is the CPU, runs on the GPU there too.
         if backend == "auto":
             candidates = cls._auto_candidates(artifact, precision, variant, device)
             if fallback:
-                candidates += [b for b in fallback if b not in candidates]
+                candidates += [(b, device) for b in fallback if b not in {c for c, _ in candidates}]
         else:
-            candidates = [backend, *(fallback or ())]
+            candidates = [(b, device) for b in (backend, *(fallback or ()))]
         if not candidates:
             want = precision or "fp32"
             m = artifact.manifest
@@ -178,29 +201,37 @@ class Predictor:
             raise BackendUnavailable(cls._nothing_runs_message(artifact, precision, device))
 
         failures: list[tuple[str, str]] = []
-        for name in candidates:
+        for name, dev in candidates:
             try:
-                predictor = cls._open(artifact, name, precision, variant, base)
+                predictor = cls._open(artifact, name, precision, variant, replace(base, device=dev))
             except BackendUnavailable as exc:
                 if backend != "auto" and name == backend and not fallback:
                     raise
                 failures.append((name, str(exc)))
                 log.info("backend %s unavailable: %s", name, exc)
                 continue
-            if failures and backend != "auto":
+            if failures:
+                # Also in auto mode: a backend that passed check() but failed to open (a TensorRT build,
+                # an OpenVINO compile) is never skipped silently.
                 first, why = failures[0]
                 predictor._session.placement = replace(
                     predictor._session.placement, fallback_from=first, fallback_reason=why
                 )
+                how = "as requested" if backend != "auto" else "(auto)"
                 warnings.warn(
-                    f"backend {first!r} could not run ({why}); fell back to {name!r} as requested",
+                    f"backend {first!r} could not run ({why}); fell back to {name!r} {how}",
                     BackendFallbackWarning,
                     stacklevel=2,
                 )
             if max_batch is not None:
-                if max_batch < 1:
-                    raise InvalidInputError(f"max_batch must be >= 1, got {max_batch}")
-                predictor._chunk = min(max_batch, predictor._chunk or max_batch)
+                static = predictor._session.inputs[0].batch_size if predictor._session.inputs else None
+                if static is not None and max_batch < static:
+                    predictor.close()
+                    raise InvalidInputError(
+                        f"max_batch={max_batch} is smaller than the model's static batch of {static}; "
+                        "a static-batch model always runs full batches (omit max_batch)"
+                    )
+                predictor._chunk = static or max_batch
             return predictor
         detail = "; ".join(f"{n}: {why}" for n, why in failures)
         raise BackendUnavailable(f"no backend could run {artifact.root}: {detail}")
@@ -221,6 +252,14 @@ class Predictor:
         artifact.verify(variant)
         opts = replace(base, device=device, precision=variant.precision)
         session = be.open(artifact, variant, opts)
+        ignored = _ignored_options(be, base)
+        if ignored:
+            # Recorded with the placement and logged: an option the runtime cannot apply is never
+            # silently reported as applied.
+            log.warning("backend %s does not apply option(s) %s; they were ignored", name, ", ".join(ignored))
+            session.placement = replace(
+                session.placement, details={**session.placement.details, "ignored_options": ignored}
+            )
         log.info("loaded %s variant %s on %s (%s)", artifact.manifest.name, variant.id, name, device)
         return cls(artifact, variant, session, name, opts)
 
@@ -254,17 +293,35 @@ class Predictor:
     @staticmethod
     def _auto_candidates(
         artifact: Artifact, precision: str | None, variant_id: str | None, device: str | None
-    ) -> list[str]:
+    ) -> list[tuple[str, str | None]]:
         from .hardware import nvidia_gpus
 
         want_gpu = device is not None and device.lower().startswith(("cuda", "gpu"))
         if device is None:
             want_gpu = bool(nvidia_gpus())
+        dev = device if device is not None else ("cuda" if want_gpu else None)
         order = registry.GPU_ORDER if want_gpu else registry.CPU_ORDER
+        out = [(n, dev) for n in Predictor._eligible(order, artifact, precision, variant_id, dev)]
+        if not out and want_gpu and device is None:
+            # A GPU is listed but nothing here can use it (CPU-only wheels, say): the CPU order applies.
+            log.info("no GPU backend can run here; backend='auto' uses the CPU order")
+            out = [
+                (n, None)
+                for n in Predictor._eligible(registry.CPU_ORDER, artifact, precision, variant_id, None)
+            ]
+        return out
+
+    @staticmethod
+    def _eligible(
+        order: Sequence[str],
+        artifact: Artifact,
+        precision: str | None,
+        variant_id: str | None,
+        device: str | None,
+    ) -> list[str]:
         out = []
         for name in order:
-            dev = device if device is not None else ("cuda" if want_gpu else None)
-            if registry.is_available(name, dev) is not None:
+            if registry.is_available(name, device) is not None:
                 continue
             be = registry.get_backend(name)
             try:
@@ -357,7 +414,7 @@ class Predictor:
 
     def _feed(self, value: Any, spec: TensorSpec, check_batch: bool) -> Any:
         if self._device_feeds and _is_device_tensor(value):
-            return _check_device_tensor(value, spec, check_batch)
+            return _check_device_tensor(value, spec, check_batch, self._device_index)
         return spec.check(self._as_array(value, spec), check_batch=check_batch)
 
     @staticmethod

@@ -82,6 +82,14 @@ def test_runs_then_skips_then_redoes_only_what_changed(checkpoint, tmp_path):
     changed = run_pipeline(_config(checkpoint, out, duration_s=0.3))  # only the benchmark's inputs changed
     assert changed.steps_run == ("bench", "report")
 
+    # A damaged artifact is rebuilt, and a rebuilt artifact has lost its int8 variants: int8 is redone
+    # even though the quantize step's own inputs did not change.
+    model_onnx = out / "artifact" / "model.onnx"
+    model_onnx.write_bytes(model_onnx.read_bytes()[:-1] + b"\x00")
+    repaired = run_pipeline(_config(checkpoint, out, duration_s=0.3))
+    assert repaired.steps_run[:2] == ("build", "quantize")
+    assert "onnx-int8" in {v.id for v in Artifact.load(out / "artifact").manifest.variants}
+
 
 @pytest.mark.slow
 def test_failed_step_keeps_earlier_results_and_resume_skips_them(checkpoint, tmp_path):

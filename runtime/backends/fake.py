@@ -21,7 +21,7 @@ import numpy as np
 
 from ..artifact import Artifact
 from ..backend import BackendOptions, Placement, SessionBase
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, InvalidInputError
 from ..manifest import Variant
 from ..spec import TensorSpec
 
@@ -57,7 +57,7 @@ class FakeBackend:
     def open(self, artifact: Artifact, variant: Variant, options: BackendOptions) -> FakeSession:
         unknown = set(options.extra) - {"fn"}
         if unknown:
-            raise BackendUnavailable(f"fake: unknown extra option(s) {sorted(unknown)}")
+            raise InvalidInputError(f"fake: unknown extra option(s) {sorted(unknown)}")
         fn = options.extra.get("fn", zeros_like_outputs)
         return FakeSession(artifact, fn)
 

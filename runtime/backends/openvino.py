@@ -18,7 +18,7 @@ import numpy as np
 
 from ..artifact import Artifact
 from ..backend import BackendOptions, PerformanceHint, Placement, SessionBase
-from ..errors import ArtifactError, BackendUnavailable, InferenceError
+from ..errors import ArtifactError, BackendUnavailable, InferenceError, InvalidInputError
 from ..manifest import Variant
 from ..spec import TensorSpec
 
@@ -39,6 +39,7 @@ class OpenVinoBackend:
     name = "openvino"
     formats: tuple[str, ...] = ("openvino", "onnx")
     default_device = "CPU"
+    honours = frozenset({"intra_op_threads", "hint", "num_streams", "cache_dir"})
     extra_keys = frozenset({"config", "inference_precision"})
 
     def __init__(self) -> None:
@@ -72,7 +73,7 @@ class OpenVinoBackend:
     def open(self, artifact: Artifact, variant: Variant, options: BackendOptions) -> OpenVinoSession:
         unknown = set(options.extra) - self.extra_keys
         if unknown:
-            raise BackendUnavailable(
+            raise InvalidInputError(
                 f"openvino: unknown extra option(s) {sorted(unknown)}; known: {sorted(self.extra_keys)}"
             )
         core = self.core()
@@ -84,13 +85,11 @@ class OpenVinoBackend:
             config["INFERENCE_NUM_THREADS"] = int(options.intra_op_threads)
         if options.num_streams is not None:
             config["NUM_STREAMS"] = str(options.num_streams)
-        if device.startswith("CPU"):
-            # An fp32 variant means fp32 arithmetic: without this, CPUs with AMX/bf16 silently run bf16.
-            want = options.extra.get("inference_precision") or (
-                "f32" if variant.precision == "fp32" else None
-            )
-            if want:
-                config["INFERENCE_PRECISION_HINT"] = want
+        # An fp32 variant means fp32 arithmetic on every device: without this, CPUs with AMX/bf16 run bf16
+        # and GPUs run f16 by default.
+        want = options.extra.get("inference_precision") or ("f32" if variant.precision == "fp32" else None)
+        if want:
+            config["INFERENCE_PRECISION_HINT"] = want
         config.update(dict(options.extra.get("config", {})))
         cache = options.cache_dir or (artifact.root / "cache" / "openvino")
         if options.cache_dir is not None or os.access(artifact.root, os.W_OK):
@@ -169,7 +168,12 @@ class OpenVinoSession(SessionBase):
         return req
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        req = self._request()
+        if self._compiled is None:
+            raise InferenceError("the session is closed")
+        try:
+            req = self._request()
+        except AttributeError as exc:  # closed by another thread between the check and here
+            raise InferenceError("the session is closed") from exc
         try:
             res = req.infer(dict(feeds), share_inputs=True, share_outputs=True)
         except Exception as exc:  # as above

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..artifact import Artifact
 from ..backend import BackendOptions, Placement, SessionBase
-from ..errors import ArtifactError, BackendUnavailable, InferenceError
+from ..errors import ArtifactError, BackendUnavailable, InferenceError, InvalidInputError
 from ..hardware import library_versions, no_gpu_reason, nvidia_gpus
 from ..manifest import Variant
 from ..spec import TensorSpec
@@ -56,6 +56,7 @@ class _OrtBackendBase:
     provider = _CPU
     formats: tuple[str, ...] = ("onnx",)
     default_device = "cpu"
+    honours = frozenset({"intra_op_threads", "inter_op_threads", "cache_dir", "io_binding"})
     #: Backend-specific option keys accepted in ``extra``.
     extra_keys: frozenset[str] = frozenset({"graph_optimization_level", "session_config", "record_placement"})
 
@@ -81,17 +82,22 @@ class _OrtBackendBase:
         ort = _import_ort()
         unknown = set(options.extra) - self.extra_keys
         if unknown:
-            raise BackendUnavailable(
+            raise InvalidInputError(
                 f"{self.name}: unknown extra option(s) {sorted(unknown)}; known: {sorted(self.extra_keys)}"
             )
         so = ort.SessionOptions()
         level = options.extra.get("graph_optimization_level", "all")
-        so.graph_optimization_level = {
+        levels = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[level]
+        }
+        if level not in levels:
+            raise InvalidInputError(
+                f"{self.name}: graph_optimization_level must be one of {sorted(levels)}, got {level!r}"
+            )
+        so.graph_optimization_level = levels[level]
         if options.intra_op_threads is not None:
             so.intra_op_num_threads = options.intra_op_threads
         if options.inter_op_threads is not None:
@@ -357,8 +363,11 @@ class OrtSession(SessionBase):
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._binding is not None:
             return self._run_bound(feeds)
+        sess = self._sess  # one read: close() from another thread cannot pull it away mid-call
+        if sess is None:
+            raise InferenceError("the session is closed")
         try:
-            results = self._sess.run(self._output_names, feeds)
+            results = sess.run(self._output_names, feeds)
         except Exception as exc:  # ORT raises untyped RuntimeErrors and its own Fail types: translated below
             raise InferenceError(f"onnxruntime run failed: {exc}") from exc
         return dict(zip(self._output_names, results, strict=True))
@@ -367,7 +376,10 @@ class OrtSession(SessionBase):
         """IO binding: inputs are copied to the GPU once (or bound in place when they already live
         there as torch CUDA tensors), outputs stay in device memory until one copy back at the end."""
         device_type, device_id = self._binding
-        binding = self._sess.io_binding()  # one per call: IOBinding objects are not thread-safe
+        sess = self._sess
+        if sess is None:
+            raise InferenceError("the session is closed")
+        binding = sess.io_binding()  # one per call: IOBinding objects are not thread-safe
         try:
             for name, value in feeds.items():
                 if isinstance(value, np.ndarray):
@@ -378,7 +390,7 @@ class OrtSession(SessionBase):
                     )
             for name in self._output_names:
                 binding.bind_output(name, device_type, device_id)
-            self._sess.run_with_iobinding(binding)
+            sess.run_with_iobinding(binding)
             results = binding.copy_outputs_to_cpu()
         except Exception as exc:  # as above
             raise InferenceError(

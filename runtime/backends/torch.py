@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,11 +16,38 @@ import numpy as np
 
 from ..artifact import Artifact
 from ..backend import BackendOptions, Placement, SessionBase
-from ..errors import ArtifactError, BackendUnavailable, InferenceError
+from ..errors import ArtifactError, BackendUnavailable, InferenceError, InvalidInputError
 from ..manifest import Variant
 from ..spec import TensorSpec
 
 log = logging.getLogger(__name__)
+
+
+class _ThreadSetting:
+    """torch's intra-op thread count is process-wide. Sessions that set it hold a reference; the count the
+    process had before the first of them is restored when the last one closes (not when any one does)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._original: int | None = None
+
+    def acquire(self, torch: Any, threads: int) -> None:
+        with self._lock:
+            if self._holders == 0:
+                self._original = torch.get_num_threads()
+            self._holders += 1
+            torch.set_num_threads(threads)
+
+    def release(self, torch: Any) -> None:
+        with self._lock:
+            self._holders -= 1
+            if self._holders == 0 and self._original is not None:
+                torch.set_num_threads(self._original)
+                self._original = None
+
+
+_threads = _ThreadSetting()
 
 
 def _import_torch():
@@ -37,6 +65,7 @@ class TorchBackend:
     formats: tuple[str, ...] = ("torch-export", "torchscript")
     default_device = "cpu"
     extra_keys = frozenset()
+    honours = frozenset({"intra_op_threads"})
 
     def check(self, device: str | None = None) -> None:
         dev = device or "cpu"
@@ -66,13 +95,11 @@ class TorchBackend:
     def open(self, artifact: Artifact, variant: Variant, options: BackendOptions) -> TorchSession:
         torch = _import_torch()
         if options.extra:
-            raise BackendUnavailable(f"torch: unknown extra option(s) {sorted(options.extra)}")
+            raise InvalidInputError(f"torch: unknown extra option(s) {sorted(options.extra)}; it takes none")
         device = torch.device(options.device or "cpu")
-        previous_threads = None
-        if options.intra_op_threads is not None:
-            # torch's thread count is process-wide: set it for this session and restore it on close.
-            previous_threads = torch.get_num_threads()
-            torch.set_num_threads(int(options.intra_op_threads))
+        sets_threads = options.intra_op_threads is not None
+        if sets_threads:
+            _threads.acquire(torch, int(options.intra_op_threads))
         path = artifact.path_of(variant.files[0])
         try:
             if variant.format == "torch-export":
@@ -83,13 +110,15 @@ class TorchBackend:
                 module = torch.jit.load(os.fspath(path), map_location=device)
                 module.eval()
         except Exception as exc:  # torch raises many unrelated types for a bad file: translated below
+            if sets_threads:
+                _threads.release(torch)
             raise ArtifactError(
                 f"torch cannot load {path.name}: {type(exc).__name__}: {str(exc)[:300]}"
             ) from exc
         placement = Placement(
             backend=self.name, device=str(device), providers=(f"torch {torch.__version__} {device}",)
         )
-        return TorchSession(module, artifact, placement, device, restore_threads=previous_threads)
+        return TorchSession(module, artifact, placement, device, holds_threads=sets_threads)
 
 
 class TorchSession(SessionBase):
@@ -100,7 +129,7 @@ class TorchSession(SessionBase):
         placement: Placement,
         device: Any,
         *,
-        restore_threads: int | None = None,
+        holds_threads: bool = False,
     ) -> None:
         import torch
 
@@ -114,7 +143,7 @@ class TorchSession(SessionBase):
         self._out_names = [s.name for s in self.outputs]
         self._cuda = device.type == "cuda"
         self.accepts_device_tensors = self._cuda
-        self._restore_threads = restore_threads
+        self._holds_threads = holds_threads
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
@@ -125,9 +154,12 @@ class TorchSession(SessionBase):
             ]
         else:
             args = [torch.from_numpy(feeds[n]) for n in self._in_names]
+        module = self._module  # one read: close() from another thread cannot pull it away mid-call
+        if module is None:
+            raise InferenceError("the session is closed")
         try:
             with torch.inference_mode():
-                out = self._module(*args)
+                out = module(*args)
         except Exception as exc:  # arbitrary model code: translated below
             raise InferenceError(f"torch forward failed: {type(exc).__name__}: {exc}") from exc
         if isinstance(out, torch.Tensor):
@@ -147,6 +179,6 @@ class TorchSession(SessionBase):
 
     def close(self) -> None:
         self._module = None
-        if self._restore_threads is not None:
-            self._torch.set_num_threads(self._restore_threads)
-            self._restore_threads = None
+        if self._holds_threads:
+            self._holds_threads = False
+            _threads.release(self._torch)

@@ -79,12 +79,14 @@ def test_placement_reports_node_counts(tiny_artifact):
 
 
 def test_auto_picks_per_documented_rule(tiny_artifact):
-    from infership.runtime.registry import CPU_ORDER, is_available
+    from infership.runtime.registry import CPU_ORDER, GPU_ORDER, is_available
 
     with Predictor.load(tiny_artifact) as p:
-        expected = next(b for b in CPU_ORDER if is_available(b) is None) if no_gpu_reason() else None
-        if expected is not None:
-            assert p.backend == expected
+        if no_gpu_reason():
+            assert p.backend == next(b for b in CPU_ORDER if is_available(b) is None)
+        else:
+            assert p.backend == next(b for b in GPU_ORDER if is_available(b, "cuda") is None)
+            assert p.placement.device.startswith("cuda")
 
 
 def test_unknown_backend_and_options(tiny_artifact):
@@ -92,7 +94,7 @@ def test_unknown_backend_and_options(tiny_artifact):
         Predictor.load(tiny_artifact, backend="tensorflow")
     with pytest.raises(ValueError, match="unknown option"):
         Predictor.load(tiny_artifact, backend="ort-cpu", intra_threads=2)
-    with pytest.raises(BackendUnavailable, match="unknown extra option"):
+    with pytest.raises(ValueError, match="unknown extra option"):
         Predictor.load(tiny_artifact, backend="ort-cpu", extra={"nope": 1})
 
 
@@ -117,3 +119,26 @@ def test_cli_backends_is_truthful():
         assert rows[gpu_backend]["reason"]
     if _advertised("CUDAExecutionProvider"):
         assert "no NVIDIA GPU" in rows["ort-cuda"]["reason"]
+
+
+@needs_no_gpu
+def test_auto_warns_and_records_when_a_backend_fails_to_open(tiny_artifact, monkeypatch):
+    """A backend that passes check() but fails to open (a failed compile, say) is never skipped silently."""
+    from infership.runtime import register_backend, registry
+    from infership.runtime.backends.fake import FakeBackend
+
+    class FailsToOpen(FakeBackend):
+        name = "fails-to-open"
+
+        def open(self, artifact, variant, options):
+            raise BackendUnavailable("compilation failed")
+
+    register_backend("fails-to-open", FailsToOpen)
+    monkeypatch.setattr(registry, "CPU_ORDER", ("fails-to-open", "ort-cpu"))
+    with pytest.warns(
+        BackendFallbackWarning, match="'fails-to-open' could not run .*compilation failed.*auto"
+    ):
+        p = Predictor.load(tiny_artifact)
+    with p:
+        assert p.backend == "ort-cpu"
+        assert p.placement.fallback_from == "fails-to-open"

@@ -60,12 +60,57 @@ def test_entry_point_group_is_read(monkeypatch):
         registry._instances.pop("viaentry", None)
 
 
-def test_predictor_records_its_options(tiny_artifact):
+def test_predictor_records_its_options_and_what_the_backend_ignored(tiny_artifact):
     import torch
 
     before = torch.get_num_threads()
     with Predictor.load(tiny_artifact, backend="torch", intra_op_threads=1, hint="throughput") as p:
-        assert p.options.intra_op_threads == 1 and p.options.hint.value == "throughput"
-        assert p.options.device == "cpu" and p.options.precision == "fp32"
+        assert p.options.intra_op_threads == 1 and p.options.device == "cpu" and p.options.precision == "fp32"
         assert torch.get_num_threads() == 1
+        # torch has no performance hint: recorded as ignored, never reported as applied
+        assert p.placement.details["ignored_options"] == ["hint"]
     assert torch.get_num_threads() == before, "torch's process-wide thread count is restored on close"
+    with Predictor.load(tiny_artifact, backend="openvino", hint="throughput", num_streams=1) as q:
+        assert "ignored_options" not in q.placement.details
+        assert q.placement.details["performance_hint"] == "PerformanceMode.THROUGHPUT" or "THROUGHPUT" in str(
+            q.placement.details["performance_hint"]
+        )
+
+
+def test_overlapping_torch_sessions_restore_the_original_thread_count_last(tiny_artifact):
+    import torch
+
+    before = torch.get_num_threads()
+    a = Predictor.load(tiny_artifact, backend="torch", intra_op_threads=1)
+    b = Predictor.load(tiny_artifact, backend="torch", intra_op_threads=1)
+    a.close()
+    assert torch.get_num_threads() == 1, "b still runs with the count it asked for"
+    b.close()
+    assert torch.get_num_threads() == before
+
+
+def test_bad_options_are_value_errors_before_any_work(tiny_artifact, static_artifact):
+    with pytest.raises(ValueError, match="max_batch must be an integer >= 1"):
+        Predictor.load(tiny_artifact, backend="ort-cpu", max_batch=0)
+    with pytest.raises(ValueError, match="smaller than the model's static batch of 4"):
+        Predictor.load(static_artifact, backend="ort-cpu", max_batch=3)
+    with pytest.raises(ValueError, match="graph_optimization_level must be one of"):
+        Predictor.load(tiny_artifact, backend="ort-cpu", extra={"graph_optimization_level": "max"})
+    for backend in ("ort-cpu", "openvino", "torch"):
+        with pytest.raises(ValueError, match="unknown extra option"):
+            Predictor.load(tiny_artifact, backend=backend, extra={"nope": 1})
+
+
+@pytest.mark.parametrize("backend", ["ort-cpu", "openvino", "torch"])
+def test_session_closed_under_a_caller_raises_inference_error(tiny_artifact, backend):
+    from infership.runtime import Artifact, BackendOptions, get_backend
+
+    from infership import InferenceError
+
+    art = Artifact.load(tiny_artifact)
+    be = get_backend(backend)
+    variant = art.manifest.find(formats=be.formats, precision="fp32")
+    session = be.open(art, variant, BackendOptions(device=be.default_device))
+    session.close()
+    with pytest.raises(InferenceError, match="closed"):
+        session.run({"x": np.zeros((1, 3, 16, 16), np.float32)})
