@@ -292,7 +292,12 @@ class ArtifactWriter:
             if self.root.exists():
                 backup = self.root.with_name(f".{self.root.name}.old-{os.getpid()}")
                 os.replace(self.root, backup)
-            os.replace(self._stage, self.root)
+            try:
+                os.replace(self._stage, self.root)
+            except OSError:
+                if backup is not None:
+                    os.replace(backup, self.root)  # put the previous artifact back where it was
+                raise
             if backup is not None:
                 shutil.rmtree(backup, ignore_errors=True)
         else:

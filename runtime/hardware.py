@@ -107,11 +107,16 @@ def cpu_info() -> CpuInfo:
 
 @functools.lru_cache(maxsize=1)
 def nvidia_gpus() -> tuple[GpuInfo, ...]:
-    """NVIDIA GPUs visible to this process (empty when there is no driver or no device)."""
+    """NVIDIA GPUs visible to this process, in CUDA's order (empty when there is no driver or device).
+
+    ``CUDA_VISIBLE_DEVICES`` is honoured as CUDA reads it: indices or ``GPU-…`` UUIDs (prefixes allowed), in
+    the order given; the listed GPUs get indices 0, 1, … as CUDA numbers them. MIG instance ids cannot be
+    mapped from ``nvidia-smi --query-gpu``, so with those the physical GPUs are listed unfiltered.
+    """
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return ()
-    query = "index,name,memory.total,driver_version,compute_cap"
+    query = "index,name,memory.total,driver_version,compute_cap,uuid"
     try:
         out = subprocess.run(
             [smi, f"--query-gpu={query}", "--format=csv,noheader,nounits"],
@@ -123,18 +128,29 @@ def nvidia_gpus() -> tuple[GpuInfo, ...]:
     except (OSError, subprocess.SubprocessError) as exc:
         log.debug("nvidia-smi failed: %s", exc)
         return ()
-    gpus = []
+    rows = []
     for line in out.strip().splitlines():
         parts = [p.strip() for p in line.split(",")]
-        if len(parts) < 5:
+        if len(parts) < 6:
             continue
         mem = int(parts[2]) if parts[2].isdigit() else None
-        gpus.append(GpuInfo(int(parts[0]), parts[1], mem, parts[3] or None, parts[4] or None))
+        rows.append((parts[0], parts[5], parts[1], mem, parts[3] or None, parts[4] or None))
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and "MIG-" in visible:
+        # MIG instances are not rows of --query-gpu; claiming "no GPU" would be wrong, so keep them all.
+        log.debug("CUDA_VISIBLE_DEVICES names MIG instances; listing the physical GPUs unfiltered")
+        visible = None
     if visible is not None:
-        wanted = {v.strip() for v in visible.split(",") if v.strip()}
-        gpus = [g for g in gpus if str(g.index) in wanted]
-    return tuple(gpus)
+        picked = []
+        for want in (v.strip() for v in visible.split(",")):
+            if not want:
+                break  # CUDA stops at the first invalid entry
+            match = next((r for r in rows if r[0] == want or (len(want) > 4 and r[1].startswith(want))), None)
+            if match is None:
+                break
+            picked.append(match)
+        rows = picked
+    return tuple(GpuInfo(i, name, mem, drv, cc) for i, (_, _, name, mem, drv, cc) in enumerate(rows))
 
 
 def no_gpu_reason() -> str | None:
