@@ -239,8 +239,8 @@ def run_benchmark(
         warmup_s: And at least this many seconds.
         target_qps, latency_bound_ms: Server rate (``None``: half the warm-up throughput) and p99 bound.
         cold_start: Load and first-inference times, if the caller measured them.
-        load_options: The options the predictor was loaded with (recorded as settings; without them the
-            hint is recorded as ``"unknown"`` and threads/streams as ``None``).
+        load_options: The options the predictor was loaded with (recorded as settings; default: the
+            predictor's own ``options``).
         seed: Seed for random inputs and arrival times.
 
     Returns:
@@ -288,13 +288,17 @@ def result_from_measurement(
 
     ``target_qps`` is the rate the caller asked for (``None``: automatic), which goes into the run key.
     """
-    opts = load_options
+    opts = dict(load_options) or _options_of(predictor)
+    ignored = set(predictor.placement.details.get("ignored_options", ()))
+    hint = str(opts.get("hint") or "unknown")
+    if "hint" in ignored:
+        hint += " (not applied by this backend)"
     device = predictor.placement.device
     settings = RunSettings(
         intra_op_threads=opts.get("intra_op_threads"),
-        inter_op_threads=opts.get("inter_op_threads"),
-        num_streams=opts.get("num_streams"),
-        hint=str(opts.get("hint") or "unknown"),
+        inter_op_threads=None if "inter_op_threads" in ignored else opts.get("inter_op_threads"),
+        num_streams=None if "num_streams" in ignored else opts.get("num_streams"),
+        hint=hint,
         include_preprocessing=pool.include_preprocessing,
         host_device_copies="included" if device.lower().startswith(("cuda", "gpu")) else "none",
         input_source=pool.source,
@@ -525,6 +529,20 @@ def measure_overhead(
 
 def _fields(config: BenchConfig) -> dict[str, Any]:
     return {name: getattr(config, name) for name in config.__dataclass_fields__}
+
+
+def _options_of(predictor: Predictor) -> dict[str, Any]:
+    """The options a predictor was loaded with (``Predictor.options``), as recorded settings."""
+    o = getattr(predictor, "options", None)
+    if o is None:
+        return {}
+    hint = getattr(o, "hint", None)
+    return {
+        "intra_op_threads": o.intra_op_threads,
+        "inter_op_threads": o.inter_op_threads,
+        "num_streams": o.num_streams,
+        "hint": getattr(hint, "value", hint),
+    }
 
 
 def _load_options(config: BenchConfig, hint: str) -> dict[str, Any]:

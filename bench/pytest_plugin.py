@@ -91,6 +91,12 @@ def _make_runner(benchmark: Any) -> Callable[..., Any]:
                 "include_preprocessing": pool.include_preprocessing,
                 "input_shapes": pool.shapes,
                 "placement": predictor.placement.to_dict(),
+                "threads": {
+                    "intra_op": getattr(predictor.options, "intra_op_threads", None),
+                    "inter_op": getattr(predictor.options, "inter_op_threads", None),
+                    "streams": getattr(predictor.options, "num_streams", None),
+                    "hint": getattr(getattr(predictor.options, "hint", None), "value", None),
+                },
                 "fingerprint": hardware.fingerprint(),
             }
         )

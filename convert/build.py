@@ -27,7 +27,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from infership.runtime import Artifact, ArtifactWriter, ConversionError, Manifest, Preprocessing, Step
+from infership.runtime import (
+    Artifact,
+    ArtifactError,
+    ArtifactWriter,
+    ConversionError,
+    Manifest,
+    Preprocessing,
+    Step,
+)
 from infership.runtime.artifact import read_onnx_specs
 
 from . import resolve
@@ -143,7 +151,7 @@ def build_artifact(
     """
     out = Path(output_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConversionError(f"{out} exists and is not empty (pass overwrite=True / --force to replace it)")
+        raise ArtifactError(f"{out} exists and is not empty (pass overwrite=True / --force to replace it)")
     tol32 = tolerance or Tolerance.fp32()
     tol16 = fp16_tolerance or Tolerance.fp16()
     simplifier = resolve.simplifier(simplify)

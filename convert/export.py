@@ -325,7 +325,7 @@ def save_torch_program(
         path = path_stem.with_suffix(".pt2")
         try:
             torch.export.save(program, os.fspath(path))
-        except Exception as exc:
+        except Exception as exc:  # torch.export.save raises arbitrary torch error types: translated below
             raise ConversionError(
                 f"saving the torch.export program failed: {summarize_torch_error(exc)}"
             ) from exc
@@ -350,7 +350,7 @@ def save_torch_program(
                 warnings.simplefilter("ignore")
                 traced = torch.jit.trace(model, tuple(example_inputs), check_trace=False)
             traced.save(os.fspath(path))
-        except Exception as exc:
+        except Exception as exc:  # tracing runs arbitrary model code: translated below
             raise ConversionError(
                 f"could not keep a PyTorch program: torch.export failed ({capture_error}) and so did "
                 f"torch.jit.trace ({summarize_torch_error(exc)})"

@@ -108,7 +108,7 @@ def convert_fp16(
             )
         restored = _restore_io_types(model, half)
         onnx.checker.check_model(half, full_check=True)
-    except Exception as exc:
+    except Exception as exc:  # onnxconverter-common and the onnx checker raise many types: translated below
         raise ConversionError(
             f"fp16 conversion failed: {type(exc).__name__}: {str(exc).strip()[:300]}"
         ) from exc

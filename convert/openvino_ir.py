@@ -43,7 +43,7 @@ def convert_openvino(
     try:
         model = ov.convert_model(os.fspath(src))
         ov.save_model(model, os.fspath(xml_path), compress_to_fp16=compress_to_fp16)
-    except Exception as exc:
+    except Exception as exc:  # OpenVINO raises RuntimeError subclasses with C++ messages: translated below
         raise ConversionError(f"OpenVINO conversion failed: {str(exc).strip()[:400]}") from exc
     if not xml_path.with_suffix(".bin").is_file():
         raise ConversionError(f"OpenVINO wrote {xml_path.name} but no {xml_path.with_suffix('.bin').name}")

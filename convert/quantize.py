@@ -332,7 +332,11 @@ def _configs(
 ) -> tuple[OrtQuantConfig, NncfQuantConfig]:
     ort_cfg = ort_config or OrtQuantConfig.cpu_vnni()
     if method is not None:
-        ort_cfg = replace(ort_cfg, method=CalibrationMethod(method))
+        try:
+            ort_cfg = replace(ort_cfg, method=CalibrationMethod(method))
+        except ValueError as exc:
+            choices = ", ".join(m.value for m in CalibrationMethod)
+            raise InvalidInputError(f"calibration method must be one of {choices}, got {method!r}") from exc
     nncf_cfg = nncf_config or NncfQuantConfig.cpu(activation_range=NNCF_RANGE_FOR_METHOD[ort_cfg.method])
     return ort_cfg, nncf_cfg
 

@@ -38,7 +38,7 @@ def output_names(given: Sequence[str] | None, src: ModelSource, examples: tuple)
     try:
         with torch.inference_mode():
             result = src.model(*examples)
-    except Exception as exc:
+    except Exception as exc:  # arbitrary model code: translated below
         shapes = [list(x.shape) for x in examples]
         raise ConversionError(
             f"the model fails on the example inputs {shapes}: {type(exc).__name__}: {exc}"

@@ -276,13 +276,15 @@ def _load_file(path: Path, *, arch: str | None, num_classes: int | None, allow_p
     if kind == "torchscript":
         try:
             model = torch.jit.load(os.fspath(path), map_location="cpu")
-        except Exception as exc:
+        except (
+            Exception
+        ) as exc:  # torch.jit.load raises many unrelated types for a bad file: translated below
             raise ConversionError(f"{path}: not a loadable TorchScript file ({_first_line(exc)})") from exc
         return ModelSource(model=model, kind="torchscript", description=f"TorchScript {path.name}", file=path)
     if kind == "torch-export":
         try:
             program = torch.export.load(os.fspath(path))
-        except Exception as exc:
+        except Exception as exc:  # torch.export.load likewise: translated below
             raise ConversionError(
                 f"{path}: not a loadable torch.export program ({_first_line(exc)})"
             ) from exc

@@ -9,7 +9,7 @@ import torch
 from infership.convert import Tolerance, build_artifact, compare_outputs
 from infership.convert.validate import torch_outputs
 
-from infership import ConversionError, Predictor, ValidationError
+from infership import ArtifactError, ConversionError, Predictor, ValidationError
 from tests.convert import models
 
 # (variant id, backend, tolerance against eager torch on fresh inputs; None: the one the build checked with,
@@ -256,7 +256,7 @@ def test_disagreement_beyond_tolerance_fails_with_figures(tmp_path):
 def test_refuses_to_overwrite_without_flag(tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "file.txt").write_text("keep me")
-    with pytest.raises(ConversionError, match="overwrite"):
+    with pytest.raises(ArtifactError, match="overwrite"):
         build_artifact(models.digits_cnn(), tmp_path / "taken", input_shapes=[(1, 1, 8, 8)])
     assert (tmp_path / "taken" / "file.txt").read_text() == "keep me"
 
