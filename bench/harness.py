@@ -477,6 +477,11 @@ class _Loaded:
 def _load_group(config: BenchConfig, gkey: tuple[str, str, str], skipped: list[SkippedRun]) -> _Loaded | None:
     backend, precision, hint = gkey
     options = _load_options(config, hint)
+    recorded = dict(options)
+    if not _applies_hint(backend):
+        # Only backends with a performance hint get one; the record says so instead of naming a hint.
+        del options["hint"]
+        recorded["hint"] = "n/a (backend has no performance hint)"
     try:
         # From the path each time: a fresh Artifact re-verifies hashes, as a cold start in production does.
         predictor, load_ms = load_timed(config.artifact, backend, precision, options)
@@ -485,7 +490,21 @@ def _load_group(config: BenchConfig, gkey: tuple[str, str, str], skipped: list[S
             log.warning("skipping %s %s: %s", backend, precision, exc)
             skipped.append(SkippedRun(backend, precision, str(exc)))
         return None
-    return _Loaded(predictor, options, load_ms)
+    return _Loaded(predictor, recorded, load_ms)
+
+
+def _applies_hint(backend: str) -> bool:
+    """Whether ``backend`` applies ``BackendOptions.hint`` (backends that do not declare it: assume so)."""
+    from infership.runtime.errors import BackendUnavailable as _Unavailable
+    from infership.runtime.registry import get_backend
+
+    if backend == "auto":
+        return True
+    try:
+        honours = getattr(get_backend(backend), "honours", None)
+    except _Unavailable:
+        return True  # the load below fails and records why
+    return honours is None or "hint" in honours
 
 
 def _measure_round(
