@@ -11,8 +11,9 @@ Example::
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from infership.runtime.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "CalibrationSet": "infership.calibration.dataset",
@@ -28,20 +29,7 @@ _EXPORTS: dict[str, str] = {
     "to_nncf_dataset": "infership.calibration.adapters",
 }
 
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'infership.calibration' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -6,8 +6,9 @@ import neither torch, onnxruntime nor openvino. Converters and the benchmark har
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from infership.runtime.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -64,20 +65,7 @@ _EXPORTS: dict[str, str] = {
     "run_pipeline": "infership.pipeline",
 }
 
-__all__ = [*_EXPORTS, "__version__"]
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'infership' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, extra=("__version__",))
 
 
 if TYPE_CHECKING:  # pragma: no cover
