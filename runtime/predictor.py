@@ -69,6 +69,29 @@ def _check_device_tensor(value: Any, spec: TensorSpec, check_batch: bool, device
     return value.contiguous()
 
 
+def _random_feeds(specs: Sequence[TensorSpec], count: int = 4) -> list[dict[str, np.ndarray]] | None:
+    """``count`` distinct batch-1 inputs for ``specs``, or ``None`` when a non-batch axis is dynamic."""
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(count):
+        feed = {}
+        for spec in specs:
+            shape = []
+            for axis, d in enumerate(spec.shape):
+                if isinstance(d, int):
+                    shape.append(d)
+                elif axis == 0:
+                    shape.append(1)
+                else:
+                    return None
+            if spec.dtype.startswith("float"):
+                feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+            else:
+                feed[spec.name] = np.zeros(shape, dtype=spec.dtype)
+        out.append(feed)
+    return out
+
+
 def _pad_rows(a: Any, n: int) -> Any:
     """Append ``n`` copies of the last row (numpy array or torch tensor)."""
     if isinstance(a, np.ndarray):
@@ -141,6 +164,7 @@ class Predictor:
         fallback: Sequence[str] | None = None,
         variant: str | None = None,
         max_batch: int | None = None,
+        autotune: bool = False,
         extra: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> Predictor:
@@ -158,6 +182,10 @@ class Predictor:
             variant: Load this variant id exactly (overrides ``precision``).
             max_batch: Split batches larger than this into several runs (static-batch models are
                 split at their batch size automatically).
+            autotune: With ``backend="auto"``: open every eligible backend, time it on this model
+                (batch 1, random inputs, median of 20 calls after warm-up) and keep the fastest instead of
+                following the fixed order. Costs one load per candidate; the timings are recorded in
+                ``placement.details["autotune_ms"]``.
             extra: Backend-specific options (e.g. ``{"trt_max_workspace_size": ...}``); unknown keys
                 raise.
             **options: Any field of :class:`BackendOptions`: ``intra_op_threads``, ``inter_op_threads``,
@@ -201,9 +229,15 @@ class Predictor:
             raise BackendUnavailable(cls._nothing_runs_message(artifact, precision, device))
 
         failures: list[tuple[str, str]] = []
+        preopened: Predictor | None = None
+        if autotune and backend == "auto" and len(candidates) > 1:
+            candidates, preopened, failures = cls._autotune(artifact, candidates, precision, variant, base)
         for name, dev in candidates:
             try:
-                predictor = cls._open(artifact, name, precision, variant, replace(base, device=dev))
+                if preopened is not None and name == preopened.backend:
+                    predictor, preopened = preopened, None
+                else:
+                    predictor = cls._open(artifact, name, precision, variant, replace(base, device=dev))
             except BackendUnavailable as exc:
                 if backend != "auto" and name == backend and not fallback:
                     raise
@@ -262,6 +296,56 @@ class Predictor:
             )
         log.info("loaded %s variant %s on %s (%s)", artifact.manifest.name, variant.id, name, device)
         return cls(artifact, variant, session, name, opts)
+
+    @classmethod
+    def _autotune(
+        cls,
+        artifact: Artifact,
+        candidates: list[tuple[str, str | None]],
+        precision: str | None,
+        variant_id: str | None,
+        base: BackendOptions,
+    ) -> tuple[list[tuple[str, str | None]], Predictor | None, list[tuple[str, str]]]:
+        """Time every candidate on this model; return them fastest first, the fastest still open."""
+        import time
+
+        feeds = _random_feeds(artifact.manifest.inputs)
+        if feeds is None:
+            log.warning(
+                "autotune skipped: an input has a dynamic axis besides the batch; using the fixed order"
+            )
+            return candidates, None, []
+        timed: list[tuple[float, str, str | None, Predictor]] = []
+        failures: list[tuple[str, str]] = []
+        for name, dev in candidates:
+            try:
+                p = cls._open(artifact, name, precision, variant_id, replace(base, device=dev))
+            except BackendUnavailable as exc:
+                failures.append((name, str(exc)))
+                continue
+            time.sleep(0.1)  # let the previous runtime's spinning worker threads settle
+            for i in range(5):
+                p.predict(feeds[i % len(feeds)])
+            samples = []
+            for i in range(20):
+                t0 = time.perf_counter_ns()
+                p.predict(feeds[i % len(feeds)])
+                samples.append((time.perf_counter_ns() - t0) / 1e6)
+            samples.sort()
+            timed.append((samples[len(samples) // 2], name, dev, p))
+        if not timed:
+            return candidates, None, failures
+        timed.sort(key=lambda t: t[0])
+        table = {name: round(ms, 4) for ms, name, _, _ in timed}
+        for _, _, _, p in timed[1:]:
+            p.close()
+        best = timed[0][3]
+        best._session.placement = replace(
+            best._session.placement, details={**best._session.placement.details, "autotune_ms": table}
+        )
+        log.info("autotune (median ms, batch 1): %s", table)
+        order = [(name, dev) for _, name, dev, _ in timed]
+        return order, best, []
 
     @staticmethod
     def _select_variant(

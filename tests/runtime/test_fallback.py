@@ -142,3 +142,31 @@ def test_auto_warns_and_records_when_a_backend_fails_to_open(tiny_artifact, monk
     with p:
         assert p.backend == "ort-cpu"
         assert p.placement.fallback_from == "fails-to-open"
+
+
+@needs_no_gpu
+def test_autotune_times_every_candidate_and_keeps_the_fastest(tiny_artifact):
+    from infership.runtime.registry import CPU_ORDER, is_available
+
+    eligible = [b for b in CPU_ORDER if is_available(b) is None]
+    with Predictor.load(tiny_artifact, autotune=True) as p:
+        timings = p.placement.details["autotune_ms"]
+        assert set(timings) == set(eligible)
+        assert p.backend == min(timings, key=timings.get)
+        assert p.predict(np.zeros((2, 3, 16, 16), np.float32))["logits"].shape == (2, 5)
+
+
+def test_autotune_is_skipped_with_a_reason_for_other_dynamic_axes(tiny_artifact, caplog):
+    from dataclasses import replace as dc_replace
+
+    from infership.runtime import Artifact
+
+    art = Artifact.load(tiny_artifact)
+    spec = art.manifest.inputs[0]
+    dyn = Artifact(
+        art.root, dc_replace(art.manifest, inputs=(dc_replace(spec, shape=("batch", 3, "h", "w")),))
+    )
+    with caplog.at_level("WARNING"):
+        with Predictor.load(dyn, autotune=True) as p:
+            assert "autotune_ms" not in p.placement.details
+    assert "autotune skipped" in caplog.text
