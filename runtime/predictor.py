@@ -317,24 +317,30 @@ class Predictor:
             return candidates, None, []
         timed: list[tuple[float, str, str | None, Predictor]] = []
         failures: list[tuple[str, str]] = []
-        for name, dev in candidates:
-            try:
-                p = cls._open(artifact, name, precision, variant_id, replace(base, device=dev))
-            except BackendUnavailable as exc:
-                failures.append((name, str(exc)))
-                continue
-            time.sleep(0.1)  # let the previous runtime's spinning worker threads settle
-            for i in range(5):
-                p.predict(feeds[i % len(feeds)])
-            samples = []
-            for i in range(20):
-                t0 = time.perf_counter_ns()
-                p.predict(feeds[i % len(feeds)])
-                samples.append((time.perf_counter_ns() - t0) / 1e6)
-            samples.sort()
-            timed.append((samples[len(samples) // 2], name, dev, p))
+        try:
+            for name, dev in candidates:
+                try:
+                    p = cls._open(artifact, name, precision, variant_id, replace(base, device=dev))
+                except BackendUnavailable as exc:
+                    failures.append((name, str(exc)))  # warned about and recorded like any fallback
+                    continue
+                timed.append((float("inf"), name, dev, p))
+                time.sleep(0.1)  # let the previous runtime's spinning worker threads settle
+                for i in range(5):
+                    p.predict(feeds[i % len(feeds)])
+                samples = []
+                for i in range(20):
+                    t0 = time.perf_counter_ns()
+                    p.predict(feeds[i % len(feeds)])
+                    samples.append((time.perf_counter_ns() - t0) / 1e6)
+                samples.sort()
+                timed[-1] = (samples[len(samples) // 2], name, dev, p)
+        except BaseException:
+            for _, _, _, p in timed:
+                p.close()
+            raise
         if not timed:
-            return candidates, None, failures
+            return [], None, failures
         timed.sort(key=lambda t: t[0])
         table = {name: round(ms, 4) for ms, name, _, _ in timed}
         for _, _, _, p in timed[1:]:
@@ -344,8 +350,7 @@ class Predictor:
             best._session.placement, details={**best._session.placement.details, "autotune_ms": table}
         )
         log.info("autotune (median ms, batch 1): %s", table)
-        order = [(name, dev) for _, name, dev, _ in timed]
-        return order, best, []
+        return [(name, dev) for _, name, dev, _ in timed], best, failures
 
     @staticmethod
     def _select_variant(

@@ -170,3 +170,23 @@ def test_autotune_is_skipped_with_a_reason_for_other_dynamic_axes(tiny_artifact,
         with Predictor.load(dyn, autotune=True) as p:
             assert "autotune_ms" not in p.placement.details
     assert "autotune skipped" in caplog.text
+
+
+@needs_no_gpu
+def test_autotune_warns_about_a_candidate_that_fails_to_open(tiny_artifact, monkeypatch):
+    from infership.runtime import register_backend, registry
+    from infership.runtime.backends.fake import FakeBackend
+
+    class FailsToOpen(FakeBackend):
+        name = "fails-to-open"
+
+        def open(self, artifact, variant, options):
+            raise BackendUnavailable("compilation failed")
+
+    register_backend("fails-to-open", FailsToOpen)
+    monkeypatch.setattr(registry, "CPU_ORDER", ("fails-to-open", "ort-cpu", "openvino"))
+    with pytest.warns(BackendFallbackWarning, match="'fails-to-open' could not run"):
+        p = Predictor.load(tiny_artifact, autotune=True)
+    with p:
+        assert set(p.placement.details["autotune_ms"]) == {"ort-cpu", "openvino"}
+        assert p.placement.fallback_from == "fails-to-open"
