@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -467,15 +466,6 @@ def save_results(results: BenchResults, path: str | os.PathLike[str]) -> Path:
     Returns:
         The path written.
     """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(results_to_json(results))
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a results file is meant to be shared
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    from infership.runtime.atomic import write_text_atomic
+
+    return write_text_atomic(path, results_to_json(results))

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -198,12 +199,9 @@ class PipelineState:
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    from infership.runtime.atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def _hash(*parts: Any) -> str:
@@ -644,6 +642,7 @@ def _step_report(
     report_dir: Path,
 ) -> None:
     from infership.bench.report import write_report
+    from infership.runtime.atomic import replace_dir
 
     tmp = Path(tempfile.mkdtemp(prefix=".report.", dir=report_dir.parent))
     try:
@@ -662,18 +661,8 @@ def _step_report(
         text = md.read_text(encoding="utf-8")
         head, sep, rest = text.partition("\n\n")
         md.write_text(head + sep + "\n".join(lines) + "\n" + rest, encoding="utf-8")
-        if report_dir.exists():
-            old = report_dir.with_name(f".report.old-{os.getpid()}")
-            os.replace(report_dir, old)
-            os.replace(tmp, report_dir)
-            import shutil
-
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, report_dir)
+        replace_dir(tmp, report_dir)
     except BaseException:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 

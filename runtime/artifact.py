@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
+from .atomic import replace_dir, write_text_atomic
 from .errors import ArtifactError, IntegrityError
 from .manifest import MANIFEST_NAME, FileEntry, Manifest, Step, Variant
 from .spec import TensorSpec
@@ -282,24 +283,9 @@ class ArtifactWriter:
         """Write the manifest atomically and, for a new artifact, move it into place."""
         if self._done:
             raise ArtifactError("this ArtifactWriter was already committed or aborted")
-        tmp = self._stage / f".{MANIFEST_NAME}.tmp"
-        tmp.write_text(self.manifest.to_json(), encoding="utf-8")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self._stage / MANIFEST_NAME)
+        write_text_atomic(self._stage / MANIFEST_NAME, self.manifest.to_json())
         if self._new:
-            backup = None
-            if self.root.exists():
-                backup = self.root.with_name(f".{self.root.name}.old-{os.getpid()}")
-                os.replace(self.root, backup)
-            try:
-                os.replace(self._stage, self.root)
-            except OSError:
-                if backup is not None:
-                    os.replace(backup, self.root)  # put the previous artifact back where it was
-                raise
-            if backup is not None:
-                shutil.rmtree(backup, ignore_errors=True)
+            replace_dir(self._stage, self.root)
         else:
             self._remove_orphans()
         self._done = True
