@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from infership.runtime.errors import InvalidInputError
 from infership.runtime.manifest import Preprocessing
-from infership.runtime.spec import TensorSpec
+from infership.runtime.spec import TensorSpec, random_array
 
 DEFAULT_POOL_SIZE = 16
 # A pool never holds more than this many bytes of tensors (batch 64 of 3x224x224 float32 is 38 MB).
@@ -129,14 +129,7 @@ def random_pool(
     for _ in range(count):
         feed = {}
         for s in specs:
-            shape = concrete[s.name]
-            kind = np.dtype(s.dtype).kind
-            if kind == "f":
-                feed[s.name] = rng.standard_normal(shape, dtype=np.float32).astype(s.dtype)
-            elif kind == "b":
-                feed[s.name] = rng.integers(0, 2, size=shape).astype(bool)
-            else:
-                feed[s.name] = rng.integers(0, 2, size=shape).astype(s.dtype)
+            feed[s.name] = random_array(s.dtype, concrete[s.name], rng)
         items.append(feed)
     return InputPool(tuple(items), "random", {k: list(v) for k, v in concrete.items()}, False)
 

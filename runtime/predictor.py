@@ -17,7 +17,7 @@ from .artifact import Artifact
 from .backend import BackendOptions, PerformanceHint, Placement, Session
 from .errors import ArtifactError, BackendUnavailable, InvalidInputError
 from .manifest import Variant
-from .spec import TensorSpec
+from .spec import TensorSpec, random_array
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +51,7 @@ def _check_device_tensor(value: Any, spec: TensorSpec, check_batch: bool, device
             f"input {spec.name!r}: the model runs on cuda:{device_index}, the tensor is on cuda:{got_index} "
             "(move it with .to(...); device tensors are bound in place, never copied between GPUs)"
         )
-    shape = tuple(value.shape)
-    if len(shape) != spec.rank:
-        raise InvalidInputError(
-            f"input {spec.name!r}: expected rank {spec.rank} with shape {spec.shape_str()}, got shape {list(shape)}"
-        )
-    for axis, want in enumerate(spec.shape):
-        if isinstance(want, int) and want != shape[axis] and (axis or check_batch):
-            raise InvalidInputError(
-                f"input {spec.name!r}: expected size {want} on axis {axis} (shape {spec.shape_str()}), got {list(shape)}"
-            )
+    spec.check_shape(tuple(value.shape), check_batch=check_batch)
     got = str(value.dtype).removeprefix("torch.")
     if got != spec.dtype:
         raise InvalidInputError(
@@ -84,10 +75,7 @@ def _random_feeds(specs: Sequence[TensorSpec], count: int = 4) -> list[dict[str,
                     shape.append(1)
                 else:
                     return None
-            if spec.dtype.startswith("float"):
-                feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
-            else:
-                feed[spec.name] = np.zeros(shape, dtype=spec.dtype)
+            feed[spec.name] = random_array(spec.dtype, shape, rng)
         out.append(feed)
     return out
 
@@ -149,7 +137,6 @@ class Predictor:
         self._device_feeds = bool(getattr(session, "accepts_device_tensors", False))
         dev = self.options.device or ""
         self._device_index = int(dev.split(":", 1)[1]) if dev.startswith("cuda:") else 0
-        self._preprocess = None
         self._closed = False
 
     # ------------------------------------------------------------------ loading

@@ -75,6 +75,25 @@ class TensorSpec:
     def from_dict(cls, data: dict[str, Any]) -> TensorSpec:
         return cls(name=str(data["name"]), dtype=str(data["dtype"]), shape=tuple(data["shape"]))
 
+    def check_shape(self, shape: Sequence[int], *, check_batch: bool = True) -> None:
+        """Raise InvalidInputError unless ``shape`` has this spec's rank and every fixed size.
+
+        Args:
+            shape: The shape of an array or tensor (numpy, torch, any device).
+            check_batch: Whether a fixed axis 0 must match exactly.
+        """
+        if len(shape) != len(self.shape):
+            raise InvalidInputError(
+                f"input {self.name!r}: expected rank {self.rank} with shape {self.shape_str()}, "
+                f"got rank {len(shape)} with shape {list(shape)}"
+            )
+        for axis, want in self._fixed:  # type: ignore[attr-defined]
+            if want != shape[axis] and (axis or check_batch):
+                raise InvalidInputError(
+                    f"input {self.name!r}: expected size {want} on axis {axis} (shape {self.shape_str()}), "
+                    f"got shape {list(shape)}"
+                )
+
     def check(self, value: np.ndarray, *, check_batch: bool = True) -> np.ndarray:
         """Return ``value`` as a C-contiguous array of this spec's dtype, or raise InvalidInputError.
 
@@ -85,18 +104,7 @@ class TensorSpec:
             check_batch: Whether a fixed axis 0 must match exactly. The Predictor turns this off because it
                 splits and pads batches itself.
         """
-        if value.ndim != len(self.shape):
-            raise InvalidInputError(
-                f"input {self.name!r}: expected rank {self.rank} with shape {self.shape_str()}, "
-                f"got rank {value.ndim} with shape {list(value.shape)}"
-            )
-        got_shape = value.shape
-        for axis, want in self._fixed:  # type: ignore[attr-defined]
-            if want != got_shape[axis] and (axis or check_batch):
-                raise InvalidInputError(
-                    f"input {self.name!r}: expected size {want} on axis {axis} (shape {self.shape_str()}), "
-                    f"got shape {list(got_shape)}"
-                )
+        self.check_shape(value.shape, check_batch=check_batch)
         if value.dtype != self._np_dtype:  # type: ignore[attr-defined]
             got = value.dtype.name
             if got not in _SAFE_CASTS.get(self.dtype, frozenset()):
@@ -108,6 +116,16 @@ class TensorSpec:
         if not value.flags.c_contiguous:
             return np.ascontiguousarray(value)
         return value
+
+
+def random_array(dtype: str, shape: Sequence[int], rng: np.random.Generator) -> np.ndarray:
+    """A random array for benchmarks and tuning: floats standard normal, integers and booleans 0 or 1."""
+    kind = np.dtype(dtype).kind
+    if kind == "f":
+        return rng.standard_normal(tuple(shape), dtype=np.float32).astype(dtype)
+    if kind == "b":
+        return rng.integers(0, 2, size=tuple(shape)).astype(bool)
+    return rng.integers(0, 2, size=tuple(shape)).astype(dtype)
 
 
 def specs_to_list(specs: Sequence[TensorSpec]) -> list[dict[str, Any]]:
