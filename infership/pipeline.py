@@ -24,12 +24,10 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -240,7 +238,7 @@ class PipelineResult:
 
     Attributes:
         artifact: The artifact directory.
-        rows: One row per backend × precision: accuracy, latency, throughput (see :func:`summary_rows`).
+        rows: One row per backend × precision: accuracy, latency, throughput (see :func:`infership.pipeline_report.summary_rows`).
         skipped: ``(backend/precision, reason)`` for combinations that could not run here.
         report: Path of ``report.md``.
         steps_run: Steps that ran this time; the rest were up to date.
@@ -360,6 +358,7 @@ def run_pipeline(
         ran.append("bench")
 
     from infership.bench.results import load_results
+    from infership.pipeline_report import summary_rows, write_pipeline_report
 
     results = load_results(bench_path)
     rows, skipped = summary_rows(accuracy, results)
@@ -369,7 +368,7 @@ def run_pipeline(
         say("report", "up to date")
     else:
         t0 = time.perf_counter()
-        _step_report(config, results, rows, skipped, out / "report")
+        write_pipeline_report(Path(config.model).name, results, rows, skipped, out / "report")
         state.record(out, "report", report_key, time.perf_counter() - t0)
         ran.append("report")
     return PipelineResult(art_dir, tuple(rows), tuple(skipped), report_md, tuple(ran))
@@ -381,8 +380,7 @@ _INT8_VARIANTS = {"ort": "onnx-int8", "openvino": "openvino-int8", "torch": "tor
 def _has_int8(art_dir: Path, targets: Sequence[str]) -> bool:
     from infership.runtime import Artifact
 
-    if not _artifact_ok(art_dir):
-        return False
+    # Only asked when the build step was skipped, i.e. right after _artifact_ok verified every file.
     have = {v.id for v in Artifact.load(art_dir).manifest.variants}
     return all(_INT8_VARIANTS.get(t, t) in have for t in targets)
 
@@ -533,140 +531,3 @@ def _run_with_progress(run_sweep: Callable[..., Any], bc: Any) -> Any:
             bar.update(task, completed=done, total=total, description=description)
 
         return run_sweep(bc, progress=tick)
-
-
-def summary_rows(
-    accuracy: Mapping[str, Any], results: Any
-) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
-    """Join accuracy entries with single-stream/offline benchmark runs into one row per backend × precision."""
-    runs = list(results.runs)
-    torch_fp32 = next(
-        (
-            r
-            for r in runs
-            if r.backend == "torch"
-            and r.precision == "fp32"
-            and r.scenario == "single-stream"
-            and r.batch_size == 1
-        ),
-        None,
-    )
-    rows, skipped = [], []
-    for e in accuracy.get("entries", []):
-        label = f"{e['backend']}/{e['precision']}"
-        if "skipped" in e:
-            skipped.append((label, e["skipped"]))
-            continue
-        row: dict[str, Any] = {
-            "backend": e["backend"],
-            "precision": e["precision"],
-            "accuracy": e.get("accuracy"),
-            "agreement": e.get("agreement_with_torch_fp32"),
-        }
-        single = next(
-            (
-                r
-                for r in runs
-                if r.backend == e["backend"]
-                and r.precision == e["precision"]
-                and r.scenario == "single-stream"
-                and r.batch_size == 1
-            ),
-            None,
-        )
-        if single is not None:
-            row["p50_ms"] = single.latency_ms.p50
-            row["p99_ms"] = single.latency_ms.p99
-            if torch_fp32 is not None:
-                row["speedup_vs_torch"] = torch_fp32.latency_ms.p50 / single.latency_ms.p50
-        offline = [
-            r
-            for r in runs
-            if r.backend == e["backend"] and r.precision == e["precision"] and r.scenario == "offline"
-        ]
-        if offline:
-            best = max(offline, key=lambda r: r.throughput)
-            row["throughput"] = best.throughput
-            row["throughput_batch"] = best.batch_size
-        rows.append(row)
-    for s in getattr(results, "skipped", ()):
-        if (s.backend, s.precision) == ("torch", "fp16"):
-            continue  # by design, see _step_accuracy
-        label = f"{s.backend}/{s.precision}"
-        if label not in {k for k, _ in skipped} and not any(
-            f"{r['backend']}/{r['precision']}" == label for r in rows
-        ):
-            skipped.append((label, s.reason))
-    return rows, _group_skipped(skipped)
-
-
-def _group_skipped(skipped: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    """One line per backend when every precision was skipped for the same reason."""
-    by_reason: dict[tuple[str, str], list[str]] = {}
-    for label, why in skipped:
-        backend, _, precision = label.partition("/")
-        key = (backend, why.split("; variants:")[0])
-        by_reason.setdefault(key, []).append(precision)
-    return [(f"{b}/{','.join(precs)}", why) for (b, why), precs in by_reason.items()]
-
-
-def _fmt(v: Any, spec: str = ".2f", suffix: str = "") -> str:
-    return "–" if v is None else f"{v:{spec}}{suffix}"
-
-
-def summary_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    headers = ["backend", "prec", "acc %", "agree %", "p50 ms", "p99 ms", "speedup", "items/s"]
-    body = []
-    for r in rows:
-        tp = r.get("throughput")
-        body.append(
-            [
-                r["backend"],
-                r["precision"],
-                _fmt(r.get("accuracy")),
-                _fmt(r.get("agreement")),
-                _fmt(r.get("p50_ms"), ".3f"),
-                _fmt(r.get("p99_ms"), ".3f"),
-                _fmt(r.get("speedup_vs_torch"), ".1f", "×"),
-                "–" if tp is None else f"{tp:,.0f}",
-            ]
-        )
-    return headers, body
-
-
-def _step_report(
-    config: PipelineConfig,
-    results: Any,
-    rows: Sequence[Mapping[str, Any]],
-    skipped: Sequence[tuple[str, str]],
-    report_dir: Path,
-) -> None:
-    from infership.bench.report import write_report
-    from infership.runtime.atomic import replace_dir
-
-    tmp = Path(tempfile.mkdtemp(prefix=".report.", dir=report_dir.parent))
-    try:
-        md = write_report(results, tmp, title=f"infership pipeline: {Path(config.model).name}")
-        headers, body = summary_table(rows)
-        lines = [
-            "## Accuracy and speed per backend × precision",
-            "",
-            "| " + " | ".join(headers) + " |",
-            "|" + "---|" * len(headers),
-            *("| " + " | ".join(r) + " |" for r in body),
-            "",
-        ]
-        if skipped:
-            lines += ["Not run here:", "", *(f"- `{k}`: {why}" for k, why in skipped), ""]
-        text = md.read_text(encoding="utf-8")
-        head, sep, rest = text.partition("\n\n")
-        md.write_text(head + sep + "\n".join(lines) + "\n" + rest, encoding="utf-8")
-        replace_dir(tmp, report_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def config_with(config: PipelineConfig, **changes: Any) -> PipelineConfig:
-    """A copy of ``config`` with ``changes`` (``None`` values ignored)."""
-    return replace(config, **{k: v for k, v in changes.items() if v is not None})

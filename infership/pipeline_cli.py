@@ -52,7 +52,8 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from infership.pipeline import PipelineConfig, run_pipeline, summary_table
+    from infership.pipeline import PipelineConfig, run_pipeline
+    from infership.pipeline_report import summary_table
     from infership.runtime.errors import InvalidInputError
 
     flags = {
