@@ -14,20 +14,11 @@ import pytest
 
 @pytest.fixture(scope="module")
 def fake_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from infership.runtime import ArtifactWriter, Manifest, TensorSpec
+    from tests.builders import build_fake_artifact
 
-    root = tmp_path_factory.mktemp("overhead") / "fake"
-    manifest = Manifest(
-        name="fake",
-        inputs=(TensorSpec("x", "float32", ("batch", 3, 224, 224)),),
-        outputs=(TensorSpec("logits", "float32", ("batch", 1000)),),
+    return build_fake_artifact(
+        tmp_path_factory.mktemp("overhead") / "fake", input_shape=("batch", 3, 224, 224), num_outputs=1000
     )
-    src = root.parent / "placeholder.onnx"
-    src.write_bytes(b"placeholder: the fake backend never reads it")
-    w = ArtifactWriter.create(root, manifest)
-    w.put_variant("onnx-fp32", format="onnx", precision="fp32", files=[w.add_file(src, "model.onnx")])
-    w.commit()
-    return root
 
 
 def test_fixture_overhead_on_the_empty_predictor(predictor_benchmark, fake_artifact: Path) -> None:

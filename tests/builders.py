@@ -129,3 +129,29 @@ def reference_outputs(
     if not isinstance(out, tuple):
         out = (out,)
     return {n: o.numpy() for n, o in zip(output_names, out, strict=True)}
+
+
+def build_fake_artifact(
+    root: Path,
+    *,
+    input_shape: Sequence[int | str],
+    num_outputs: int,
+    validation: dict | None = None,
+) -> Path:
+    """An artifact whose only variant is a placeholder file, runnable on the ``fake`` backend only:
+    ``x`` [input_shape] float32 → ``logits`` [batch, num_outputs]. Builds in milliseconds, no torch."""
+    from infership.runtime import ArtifactWriter, Manifest, TensorSpec
+
+    manifest = Manifest(
+        name=root.name,
+        inputs=(TensorSpec("x", "float32", tuple(input_shape)),),
+        outputs=(TensorSpec("logits", "float32", ("batch", num_outputs)),),
+    )
+    src = root.parent / f"{root.name}-placeholder.onnx"
+    src.parent.mkdir(parents=True, exist_ok=True)
+    src.write_bytes(b"not a model: the fake backend never reads it")
+    w = ArtifactWriter.create(root, manifest)
+    rel = w.add_file(src, "model.onnx")
+    w.put_variant("onnx-fp32", format="onnx", precision="fp32", files=[rel], validation=validation)
+    w.commit()
+    return root

@@ -15,22 +15,14 @@ from infership.bench.stats import Stability, summarize
 def fake_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An artifact whose only variant is a placeholder file: runnable on the ``fake`` backend only
     (x [batch, 3, 8, 8] float32 → logits [batch, 5]). Builds in milliseconds, no torch."""
-    from infership.runtime import ArtifactWriter, Manifest, TensorSpec
+    from tests.builders import build_fake_artifact
 
-    root = tmp_path_factory.mktemp("bench") / "fakeonly"
-    manifest = Manifest(
-        name="fakeonly",
-        inputs=(TensorSpec("x", "float32", ("batch", 3, 8, 8)),),
-        outputs=(TensorSpec("logits", "float32", ("batch", 5)),),
+    return build_fake_artifact(
+        tmp_path_factory.mktemp("bench") / "fakeonly",
+        input_shape=("batch", 3, 8, 8),
+        num_outputs=5,
+        validation={"top1_agreement": 0.99, "tolerance": {"min_top1": 0.9}},
     )
-    src = root.parent / "placeholder.onnx"
-    src.write_bytes(b"not a model: the fake backend never reads it")
-    w = ArtifactWriter.create(root, manifest)
-    rel = w.add_file(src, "model.onnx")
-    w.put_variant("onnx-fp32", format="onnx", precision="fp32", files=[rel],
-                  validation={"top1_agreement": 0.99, "tolerance": {"min_top1": 0.9}})  # fmt: skip
-    w.commit()
-    return root
 
 
 def synthetic_run(
