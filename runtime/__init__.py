@@ -16,13 +16,16 @@ from .errors import (
     InvalidInputError,
     ValidationError,
 )
+from .figures import Agreement, Better, FigureInfo, Unit, figure_info
 from .manifest import SCHEMA_VERSION, FileEntry, Manifest, Preprocessing, Step, Variant
 from .predictor import BackendFallbackWarning, Predictor
 from .registry import backend_names, backend_status, get_backend, register_backend
 from .spec import TensorSpec
+from .tasks import Task, infer_task, judge_for
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Agreement",
     "Artifact",
     "ArtifactError",
     "ArtifactWriter",
@@ -30,7 +33,9 @@ __all__ = [
     "BackendFallbackWarning",
     "BackendOptions",
     "BackendUnavailable",
+    "Better",
     "ConversionError",
+    "FigureInfo",
     "FileEntry",
     "InferenceError",
     "InfershipError",
@@ -43,12 +48,17 @@ __all__ = [
     "Preprocessing",
     "Session",
     "Step",
+    "Task",
     "TensorSpec",
+    "Unit",
     "ValidationError",
     "Variant",
     "backend_names",
     "backend_status",
+    "figure_info",
     "get_backend",
+    "infer_task",
+    "judge_for",
     "register_backend",
     "sha256_file",
 ]

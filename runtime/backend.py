@@ -98,6 +98,8 @@ class Session(Protocol):
     inputs: Sequence[TensorSpec]
     outputs: Sequence[TensorSpec]
     placement: Placement
+    #: True when ``run`` takes torch CUDA tensors as they are (no host round trip); else numpy only.
+    accepts_device_tensors: bool
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch. Feeds are already checked, contiguous and of the spec's dtype."""
@@ -120,11 +122,14 @@ class Backend(Protocol):
         default_device: The device used when the caller gives none.
         honours: The :class:`BackendOptions` fields it applies; others set by the caller are recorded as
             ignored (``placement.details["ignored_options"]``) and logged, never reported as applied.
+        extra_keys: The keys of ``BackendOptions.extra`` it understands; ``open`` refuses others.
     """
 
     name: str
     formats: tuple[str, ...]
     default_device: str
+    honours: frozenset[str]
+    extra_keys: frozenset[str]
 
     def check(self, device: str | None = None) -> None:
         """Raise BackendUnavailable with the reason and a fix if this backend cannot run on ``device``.

@@ -14,6 +14,7 @@ from typing import Any
 
 from .errors import ArtifactError
 from .spec import TensorSpec, specs_from_list, specs_to_list
+from .tasks import Task, infer_task
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -182,12 +183,18 @@ class Preprocessing:
 
 @dataclass(frozen=True)
 class Manifest:
-    """Everything known about an artifact. Serialized as ``manifest.json``."""
+    """Everything known about an artifact. Serialized as ``manifest.json``.
+
+    ``task`` decides how outputs are compared, scored and summarised (:mod:`infership.runtime.tasks`); when
+    it is not given it is inferred from the outputs and labels, and a manifest written without one (by an
+    older infership) gets the inferred task when read.
+    """
 
     name: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     variants: tuple[Variant, ...] = ()
+    task: Task | None = None
     preprocessing: Preprocessing | None = None
     labels: tuple[str, ...] | None = None
     versions: dict[str, str] = field(default_factory=dict)
@@ -202,6 +209,8 @@ class Manifest:
         object.__setattr__(self, "variants", tuple(self.variants))
         if self.labels is not None:
             object.__setattr__(self, "labels", tuple(self.labels))
+        task = infer_task(self.outputs, labels=self.labels) if self.task is None else Task.parse(self.task)
+        object.__setattr__(self, "task", task)
         ids = [v.id for v in self.variants]
         if len(ids) != len(set(ids)):
             raise ArtifactError(f"manifest {self.name!r}: duplicate variant ids in {ids}")
@@ -230,6 +239,7 @@ class Manifest:
             "schema_version": self.schema_version,
             "name": self.name,
             "created": self.created,
+            "task": self.task.value,  # type: ignore[union-attr]
             "inputs": specs_to_list(self.inputs),
             "outputs": specs_to_list(self.outputs),
             "preprocessing": self.preprocessing.to_dict() if self.preprocessing else None,
@@ -258,6 +268,7 @@ class Manifest:
             return cls(
                 schema_version=version,
                 name=str(data["name"]),
+                task=Task.parse(data["task"]) if data.get("task") else None,
                 created=str(data.get("created", "")),
                 inputs=specs_from_list(data["inputs"]),
                 outputs=specs_from_list(data["outputs"]),

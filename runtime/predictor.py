@@ -4,39 +4,24 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import registry
+from . import selection
 from .artifact import Artifact
 from .backend import BackendOptions, PerformanceHint, Placement, Session
-from .errors import ArtifactError, BackendUnavailable, InvalidInputError
-from .manifest import Variant
-from .spec import TensorSpec, random_array
+from .errors import InvalidInputError
+from .selection import BackendFallbackWarning
+from .spec import TensorSpec
+
+__all__ = ["BackendFallbackWarning", "Predictor"]
 
 log = logging.getLogger(__name__)
 
-_OPTION_FIELDS = {f.name for f in fields(BackendOptions)} - {"device", "precision", "extra"}
-
-
-class BackendFallbackWarning(UserWarning):
-    """Emitted when a requested backend could not run and a caller-supplied fallback was used."""
-
-
-def _ignored_options(backend: Any, options: BackendOptions) -> list[str]:
-    """Options set away from their defaults that ``backend`` declares it does not apply."""
-    honours = getattr(backend, "honours", None)
-    if honours is None:
-        return []
-    defaults = BackendOptions()
-    return sorted(
-        f for f in _OPTION_FIELDS if f not in honours and getattr(options, f) != getattr(defaults, f)
-    )
+_OPTION_FIELDS = selection.OPTION_FIELDS
 
 
 def _is_device_tensor(value: Any) -> bool:
@@ -58,26 +43,6 @@ def _check_device_tensor(value: Any, spec: TensorSpec, check_batch: bool, device
             f"input {spec.name!r}: expected dtype {spec.dtype}, got a CUDA tensor of {got} (device tensors are not cast)"
         )
     return value.contiguous()
-
-
-def _random_feeds(specs: Sequence[TensorSpec], count: int = 4) -> list[dict[str, np.ndarray]] | None:
-    """``count`` distinct batch-1 inputs for ``specs``, or ``None`` when a non-batch axis is dynamic."""
-    rng = np.random.default_rng(0)
-    out = []
-    for _ in range(count):
-        feed = {}
-        for spec in specs:
-            shape = []
-            for axis, d in enumerate(spec.shape):
-                if isinstance(d, int):
-                    shape.append(d)
-                elif axis == 0:
-                    shape.append(1)
-                else:
-                    return None
-            feed[spec.name] = random_array(spec.dtype, shape, rng)
-        out.append(feed)
-    return out
 
 
 def _pad_rows(a: Any, n: int) -> Any:
@@ -114,27 +79,21 @@ class Predictor:
         placement: Where the runtime placed the model (providers/devices, node counts, fallback).
     """
 
-    def __init__(
-        self,
-        artifact: Artifact,
-        variant: Variant,
-        session: Session,
-        backend: str,
-        options: BackendOptions | None = None,
-    ) -> None:
+    def __init__(self, artifact: Artifact, opened: selection.Opened) -> None:
         self.artifact = artifact
         #: The options the session was opened with (device, threads, hint, streams...), for the record.
-        self.options = options or BackendOptions()
-        self.variant = variant
-        self.backend = backend
-        self._session = session
+        self.options = opened.options
+        self.variant = opened.variant
+        self.backend = opened.backend
+        self._placement = opened.placement
+        self._session = opened.session
         self.inputs: tuple[TensorSpec, ...] = tuple(artifact.manifest.inputs)
         self.outputs: tuple[TensorSpec, ...] = tuple(artifact.manifest.outputs)
         self._input_names = tuple(s.name for s in self.inputs)
         self._input_set = frozenset(self._input_names)
         self._single = self.inputs[0] if len(self.inputs) == 1 else None
-        self._chunk = self._chunk_size(session)
-        self._device_feeds = bool(getattr(session, "accepts_device_tensors", False))
+        self._chunk = self._chunk_size(opened.session)
+        self._device_feeds = opened.session.accepts_device_tensors
         dev = self.options.device or ""
         self._device_index = int(dev.split(":", 1)[1]) if dev.startswith("cuda:") else 0
         self._closed = False
@@ -159,8 +118,8 @@ class Predictor:
 
         Args:
             path: Artifact directory, ``.onnx`` file, or an :class:`Artifact`.
-            backend: A registered backend name, or ``"auto"`` (the fastest available for the device;
-                see :mod:`infership.runtime.registry` for the rule).
+            backend: A registered backend name, or ``"auto"`` (a fixed order per device; see
+                :mod:`infership.runtime.selection` for the rule).
             precision: ``"fp32"`` (the default), ``"fp16"`` or ``"int8"``: which variant to load.
             device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or an OpenVINO device string.
             fallback: Backends to try, in order, if ``backend`` cannot run. Without it, an unavailable
@@ -182,10 +141,9 @@ class Predictor:
             ArtifactError: The artifact is missing, malformed, or has no suitable variant.
             IntegrityError: A model file does not match its recorded hash.
             BackendUnavailable: The backend (and every fallback) cannot run here; says why.
-            ValueError: An unknown option.
+            InvalidInputError: An unknown option or a bad ``max_batch`` (a ``ValueError``).
         """
-        if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
-            raise InvalidInputError(f"max_batch must be an integer >= 1, got {max_batch!r}")
+        selection.check_max_batch(max_batch)
         artifact = path if isinstance(path, Artifact) else Artifact.load(path)
         unknown = set(options) - _OPTION_FIELDS
         if unknown:
@@ -198,224 +156,25 @@ class Predictor:
         if "cache_dir" in options and options["cache_dir"] is not None:
             options["cache_dir"] = Path(options["cache_dir"])
         base = BackendOptions(device=device, extra=dict(extra or {}), **options)
-
-        # (backend, device) pairs to try in order; auto's GPU order carries device "cuda" so that torch,
-        # whose own default is the CPU, runs on the GPU there too.
-        if backend == "auto":
-            candidates = cls._auto_candidates(artifact, precision, variant, device)
-            if fallback:
-                candidates += [(b, device) for b in fallback if b not in {c for c, _ in candidates}]
-        else:
-            candidates = [(b, device) for b in (backend, *(fallback or ()))]
-        if not candidates:
-            want = precision or "fp32"
-            m = artifact.manifest
-            if variant is None and not any(v.precision == want for v in m.variants):
-                have = ", ".join(f"{v.id} ({v.precision})" for v in m.variants) or "none"
-                raise ArtifactError(f"artifact {m.name!r} has no {want} variant; variants: {have}")
-            raise BackendUnavailable(cls._nothing_runs_message(artifact, precision, device))
-
-        failures: list[tuple[str, str]] = []
-        preopened: Predictor | None = None
-        if autotune and backend == "auto" and len(candidates) > 1:
-            candidates, preopened, failures = cls._autotune(artifact, candidates, precision, variant, base)
-        for name, dev in candidates:
-            try:
-                if preopened is not None and name == preopened.backend:
-                    predictor, preopened = preopened, None
-                else:
-                    predictor = cls._open(artifact, name, precision, variant, replace(base, device=dev))
-            except BackendUnavailable as exc:
-                if backend != "auto" and name == backend and not fallback:
-                    raise
-                failures.append((name, str(exc)))
-                log.info("backend %s unavailable: %s", name, exc)
-                continue
-            if failures:
-                # Also in auto mode: a backend that passed check() but failed to open (a TensorRT build,
-                # an OpenVINO compile) is never skipped silently.
-                first, why = failures[0]
-                predictor._session.placement = replace(
-                    predictor._session.placement, fallback_from=first, fallback_reason=why
-                )
-                how = "as requested" if backend != "auto" else "(auto)"
-                warnings.warn(
-                    f"backend {first!r} could not run ({why}); fell back to {name!r} {how}",
-                    BackendFallbackWarning,
-                    stacklevel=2,
-                )
-            if max_batch is not None:
-                static = predictor._session.inputs[0].batch_size if predictor._session.inputs else None
-                if static is not None and max_batch < static:
-                    predictor.close()
-                    raise InvalidInputError(
-                        f"max_batch={max_batch} is smaller than the model's static batch of {static}; "
-                        "a static-batch model always runs full batches (omit max_batch)"
-                    )
-                predictor._chunk = static or max_batch
-            return predictor
-        detail = "; ".join(f"{n}: {why}" for n, why in failures)
-        raise BackendUnavailable(f"no backend could run {artifact.root}: {detail}")
-
-    @classmethod
-    def _open(
-        cls,
-        artifact: Artifact,
-        name: str,
-        precision: str | None,
-        variant_id: str | None,
-        base: BackendOptions,
-    ) -> Predictor:
-        be = registry.get_backend(name)
-        device = base.device or be.default_device
-        be.check(device)
-        variant = cls._select_variant(artifact, be.formats, precision, variant_id, name)
-        artifact.verify(variant)
-        opts = replace(base, device=device, precision=variant.precision)
-        session = be.open(artifact, variant, opts)
-        ignored = _ignored_options(be, base)
-        if ignored:
-            # Recorded with the placement and logged: an option the runtime cannot apply is never
-            # silently reported as applied.
-            log.warning("backend %s does not apply option(s) %s; they were ignored", name, ", ".join(ignored))
-            session.placement = replace(
-                session.placement, details={**session.placement.details, "ignored_options": ignored}
-            )
-        log.info("loaded %s variant %s on %s (%s)", artifact.manifest.name, variant.id, name, device)
-        return cls(artifact, variant, session, name, opts)
-
-    @classmethod
-    def _autotune(
-        cls,
-        artifact: Artifact,
-        candidates: list[tuple[str, str | None]],
-        precision: str | None,
-        variant_id: str | None,
-        base: BackendOptions,
-    ) -> tuple[list[tuple[str, str | None]], Predictor | None, list[tuple[str, str]]]:
-        """Time every candidate on this model; return them fastest first, the fastest still open."""
-        import time
-
-        feeds = _random_feeds(artifact.manifest.inputs)
-        if feeds is None:
-            log.warning(
-                "autotune skipped: an input has a dynamic axis besides the batch; using the fixed order"
-            )
-            return candidates, None, []
-        timed: list[tuple[float, str, str | None, Predictor]] = []
-        failures: list[tuple[str, str]] = []
-        try:
-            for name, dev in candidates:
-                try:
-                    p = cls._open(artifact, name, precision, variant_id, replace(base, device=dev))
-                except BackendUnavailable as exc:
-                    failures.append((name, str(exc)))  # warned about and recorded like any fallback
-                    continue
-                timed.append((float("inf"), name, dev, p))
-                time.sleep(0.1)  # let the previous runtime's spinning worker threads settle
-                for i in range(5):
-                    p.predict(feeds[i % len(feeds)])
-                samples = []
-                for i in range(20):
-                    t0 = time.perf_counter_ns()
-                    p.predict(feeds[i % len(feeds)])
-                    samples.append((time.perf_counter_ns() - t0) / 1e6)
-                samples.sort()
-                timed[-1] = (samples[len(samples) // 2], name, dev, p)
-        except BaseException:
-            for _, _, _, p in timed:
-                p.close()
-            raise
-        if not timed:
-            return [], None, failures
-        timed.sort(key=lambda t: t[0])
-        table = {name: round(ms, 4) for ms, name, _, _ in timed}
-        for _, _, _, p in timed[1:]:
-            p.close()
-        best = timed[0][3]
-        best._session.placement = replace(
-            best._session.placement, details={**best._session.placement.details, "autotune_ms": table}
+        request = selection.Request(
+            backend=backend,
+            precision=precision,
+            device=device,
+            fallback=tuple(fallback or ()),
+            variant=variant,
+            autotune=autotune,
         )
-        log.info("autotune (median ms, batch 1): %s", table)
-        return [(name, dev) for _, name, dev, _ in timed], best, failures
-
-    @staticmethod
-    def _select_variant(
-        artifact: Artifact,
-        formats: Sequence[str],
-        precision: str | None,
-        variant_id: str | None,
-        backend: str,
-    ) -> Variant:
-        m = artifact.manifest
-        if variant_id is not None:
-            v = m.variant(variant_id)
-            if v.format not in formats:
-                raise BackendUnavailable(
-                    f"variant {variant_id!r} is {v.format}; backend {backend!r} opens {', '.join(formats)}"
+        predictor = cls(artifact, selection.open_best(artifact, request, base))
+        if max_batch is not None:
+            static = predictor._session.inputs[0].batch_size if predictor._session.inputs else None
+            if static is not None and max_batch < static:
+                predictor.close()
+                raise InvalidInputError(
+                    f"max_batch={max_batch} is smaller than the model's static batch of {static}; "
+                    "a static-batch model always runs full batches (omit max_batch)"
                 )
-            return v
-        want = precision or "fp32"
-        v = m.find(formats=formats, precision=want)
-        if v is None:
-            have = ", ".join(f"{x.id} ({x.format}/{x.precision})" for x in m.variants) or "none"
-            err = BackendUnavailable if any(x.precision == want for x in m.variants) else ArtifactError
-            raise err(
-                f"artifact {m.name!r} has no {want} variant that backend {backend!r} can open "
-                f"(it opens {', '.join(formats)}); variants: {have}"
-            )
-        return v
-
-    @staticmethod
-    def _auto_candidates(
-        artifact: Artifact, precision: str | None, variant_id: str | None, device: str | None
-    ) -> list[tuple[str, str | None]]:
-        from .hardware import nvidia_gpus
-
-        want_gpu = device is not None and device.lower().startswith(("cuda", "gpu"))
-        if device is None:
-            want_gpu = bool(nvidia_gpus())
-        dev = device if device is not None else ("cuda" if want_gpu else None)
-        order = registry.GPU_ORDER if want_gpu else registry.CPU_ORDER
-        out = [(n, dev) for n in Predictor._eligible(order, artifact, precision, variant_id, dev)]
-        if not out and want_gpu and device is None:
-            # A GPU is listed but nothing here can use it (CPU-only wheels, say): the CPU order applies.
-            log.info("no GPU backend can run here; backend='auto' uses the CPU order")
-            out = [
-                (n, None)
-                for n in Predictor._eligible(registry.CPU_ORDER, artifact, precision, variant_id, None)
-            ]
-        return out
-
-    @staticmethod
-    def _eligible(
-        order: Sequence[str],
-        artifact: Artifact,
-        precision: str | None,
-        variant_id: str | None,
-        device: str | None,
-    ) -> list[str]:
-        out = []
-        for name in order:
-            if registry.is_available(name, device) is not None:
-                continue
-            be = registry.get_backend(name)
-            try:
-                Predictor._select_variant(artifact, be.formats, precision, variant_id, name)
-            except (ArtifactError, BackendUnavailable):
-                continue
-            out.append(name)
-        return out
-
-    @staticmethod
-    def _nothing_runs_message(artifact: Artifact, precision: str | None, device: str | None) -> str:
-        lines = [
-            f"no backend can run {artifact.manifest.name!r} at {precision or 'fp32'} on {device or 'this machine'}:"
-        ]
-        for st in registry.backend_status(device):
-            if st.name != "fake":
-                lines.append(f"  {st.name}: {'available' if st.available else st.reason}")
-        return "\n".join(lines)
+            predictor._chunk = static or max_batch
+        return predictor
 
     @staticmethod
     def _chunk_size(session: Session) -> int | None:
@@ -428,7 +187,8 @@ class Predictor:
     # ------------------------------------------------------------------ running
     @property
     def placement(self) -> Placement:
-        return self._session.placement
+        """Where the runtime placed the model, with how it was chosen (fallback, autotune timings)."""
+        return self._placement
 
     @property
     def manifest(self):

@@ -1,18 +1,13 @@
 """Backend registry: name → ``"module:Class"``, loaded on first use; third parties add entries through the
 ``infership.backends`` entry-point group (value: ``"package.module:BackendClass"``).
 
-The ``auto`` rule (documented in the README): on a machine with a usable NVIDIA GPU, prefer ``ort-trt``,
-then ``ort-cuda``, then ``torch`` on CUDA; on the CPU prefer ``openvino`` (x86), then ``ort-cpu``, then
-``torch``. A backend is eligible only if ``check()`` passes and the artifact holds a variant it can open at
-the requested precision. The measured reason for the CPU order is in docs/benchmarks.md: OpenVINO is
-as fast as or faster than ONNX Runtime on every CNN measured here, and both beat eager PyTorch by 2-4×.
+Which registered backend ``auto`` picks is decided in :mod:`infership.runtime.selection`.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-import platform
 import threading
 from dataclasses import dataclass
 from importlib import metadata
@@ -70,13 +65,6 @@ _BUILTIN: tuple[BackendEntry, ...] = (
         "",
         "Deterministic stand-in for users' own tests and for measuring harness overhead",
     ),
-)
-
-GPU_ORDER = ("ort-trt", "ort-cuda", "torch")
-CPU_ORDER = (
-    ("openvino", "ort-cpu", "torch")
-    if platform.machine().lower() in ("x86_64", "amd64")
-    else ("ort-cpu", "openvino", "torch")
 )
 
 _lock = threading.Lock()

@@ -49,13 +49,15 @@ class FakeBackend:
     name = "fake"
     formats: tuple[str, ...] = ("onnx", "openvino", "torch-export", "torchscript")
     default_device = "cpu"
+    honours: frozenset[str] = frozenset()
+    extra_keys: frozenset[str] = frozenset({"fn"})
 
     def check(self, device: str | None = None) -> None:
         if device not in (None, "cpu"):
             raise BackendUnavailable(f"fake backend runs on 'cpu' only, got {device!r}")
 
     def open(self, artifact: Artifact, variant: Variant, options: BackendOptions) -> FakeSession:
-        unknown = set(options.extra) - {"fn"}
+        unknown = set(options.extra) - self.extra_keys
         if unknown:
             raise InvalidInputError(f"fake: unknown extra option(s) {sorted(unknown)}")
         fn = options.extra.get("fn", zeros_like_outputs)

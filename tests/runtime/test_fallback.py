@@ -79,13 +79,20 @@ def test_placement_reports_node_counts(tiny_artifact):
 
 
 def test_auto_picks_per_documented_rule(tiny_artifact):
-    from infership.runtime.registry import CPU_ORDER, GPU_ORDER, is_available
+    """The README's rule, written out here: CPU (x86) openvino > ort-cpu > torch; GPU ort-trt > ort-cuda > torch."""
+    import platform
+
+    from infership.runtime.registry import is_available
 
     with Predictor.load(tiny_artifact) as p:
         if no_gpu_reason():
-            assert p.backend == next(b for b in CPU_ORDER if is_available(b) is None)
+            x86 = platform.machine().lower() in ("x86_64", "amd64")
+            documented = ("openvino", "ort-cpu", "torch") if x86 else ("ort-cpu", "openvino", "torch")
+            assert p.backend == next(b for b in documented if is_available(b) is None)
+            if x86 and is_available("openvino") is None:
+                assert p.backend == "openvino"
         else:
-            assert p.backend == next(b for b in GPU_ORDER if is_available(b, "cuda") is None)
+            assert p.backend == next(b for b in ("ort-trt", "ort-cuda", "torch") if is_available(b, "cuda") is None)
             assert p.placement.device.startswith("cuda")
 
 
@@ -124,7 +131,7 @@ def test_cli_backends_is_truthful():
 @needs_no_gpu
 def test_auto_warns_and_records_when_a_backend_fails_to_open(tiny_artifact, monkeypatch):
     """A backend that passes check() but fails to open (a failed compile, say) is never skipped silently."""
-    from infership.runtime import register_backend, registry
+    from infership.runtime import register_backend, selection
     from infership.runtime.backends.fake import FakeBackend
 
     class FailsToOpen(FakeBackend):
@@ -134,7 +141,7 @@ def test_auto_warns_and_records_when_a_backend_fails_to_open(tiny_artifact, monk
             raise BackendUnavailable("compilation failed")
 
     register_backend("fails-to-open", FailsToOpen)
-    monkeypatch.setattr(registry, "CPU_ORDER", ("fails-to-open", "ort-cpu"))
+    monkeypatch.setattr(selection, "CPU_ORDER", ("fails-to-open", "ort-cpu"))
     with pytest.warns(
         BackendFallbackWarning, match="'fails-to-open' could not run .*compilation failed.*auto"
     ):
@@ -146,7 +153,8 @@ def test_auto_warns_and_records_when_a_backend_fails_to_open(tiny_artifact, monk
 
 @needs_no_gpu
 def test_autotune_times_every_candidate_and_keeps_the_fastest(tiny_artifact):
-    from infership.runtime.registry import CPU_ORDER, is_available
+    from infership.runtime.registry import is_available
+    from infership.runtime.selection import CPU_ORDER
 
     eligible = [b for b in CPU_ORDER if is_available(b) is None]
     with Predictor.load(tiny_artifact, autotune=True) as p:
@@ -174,7 +182,7 @@ def test_autotune_is_skipped_with_a_reason_for_other_dynamic_axes(tiny_artifact,
 
 @needs_no_gpu
 def test_autotune_warns_about_a_candidate_that_fails_to_open(tiny_artifact, monkeypatch):
-    from infership.runtime import register_backend, registry
+    from infership.runtime import register_backend, selection
     from infership.runtime.backends.fake import FakeBackend
 
     class FailsToOpen(FakeBackend):
@@ -184,7 +192,7 @@ def test_autotune_warns_about_a_candidate_that_fails_to_open(tiny_artifact, monk
             raise BackendUnavailable("compilation failed")
 
     register_backend("fails-to-open", FailsToOpen)
-    monkeypatch.setattr(registry, "CPU_ORDER", ("fails-to-open", "ort-cpu", "openvino"))
+    monkeypatch.setattr(selection, "CPU_ORDER", ("fails-to-open", "ort-cpu", "openvino"))
     with pytest.warns(BackendFallbackWarning, match="'fails-to-open' could not run"):
         p = Predictor.load(tiny_artifact, autotune=True)
     with p:

@@ -1,0 +1,298 @@
+"""Tasks: what a model's outputs mean, and so how they are compared, scored and summarised.
+
+The manifest records a :class:`Task`; every place that judges outputs — build checks, int8 validation and
+repair, the pipeline's accuracy step, the CI gate — asks :func:`judge_for` instead of guessing from shapes.
+Adding a task is one :class:`Judge` here and one :class:`Task` member.
+
+- ``tensor``: raw tensors, judged element-wise only (max error, cosine, SQNR, non-finite values).
+- ``classification``: the first output holds class scores ``[batch, classes]`` (logits or probabilities):
+  element-wise figures plus top-1 agreement, confident top-1 agreement, top-5 containment, and accuracy
+  against integer class labels.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Protocol
+
+import numpy as np
+
+from .errors import InvalidInputError
+from .figures import CONFIDENT, Agreement, sqnr_db
+from .spec import TensorSpec
+
+Outputs = Mapping[str, np.ndarray]
+
+
+class Task(str, enum.Enum):
+    """What a model does; decides how its outputs are judged."""
+
+    TENSOR = "tensor"
+    CLASSIFICATION = "classification"
+
+    @classmethod
+    def parse(cls, value: str | Task) -> Task:
+        """``"classification"`` (any case) → :attr:`CLASSIFICATION`.
+
+        Raises:
+            InvalidInputError: An unknown task name (the message lists the known ones).
+        """
+        if isinstance(value, Task):
+            return value
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError as exc:
+            known = ", ".join(t.value for t in cls)
+            raise InvalidInputError(f"unknown task {value!r}; expected one of: {known}") from exc
+
+
+def infer_task(outputs: Sequence[TensorSpec], *, labels: Sequence[str] | None = None) -> Task:
+    """The task where it is obvious, else ``tensor``.
+
+    Classification when class names are given and the first output is ``[batch, len(labels)]``, or when the
+    model has one output shaped ``[batch, classes]`` with a fixed number of classes ≥ 2.
+    """
+    if not outputs:
+        return Task.TENSOR
+    first = outputs[0]
+    classes = first.shape[1] if first.rank == 2 and isinstance(first.shape[1], int) else None
+    if labels is not None and classes == len(labels):
+        return Task.CLASSIFICATION
+    if len(outputs) == 1 and classes is not None and classes >= 2:
+        return Task.CLASSIFICATION
+    return Task.TENSOR
+
+
+class Judge(Protocol):
+    """How one task compares, scores and summarises outputs."""
+
+    task: Task
+
+    def compare(
+        self,
+        reference: Sequence[Outputs],
+        candidate: Sequence[Outputs],
+        *,
+        labels: np.ndarray | None = None,
+    ) -> Agreement:
+        """Figures of ``candidate`` against ``reference``, batch by batch (and against ``labels``)."""
+        ...
+
+    def score(self, outputs: Sequence[Outputs], labels: np.ndarray) -> float | None:
+        """Task accuracy in percent against ``labels``; ``None`` when the task has no such score."""
+        ...
+
+    def predictions(self, outputs: Outputs) -> np.ndarray | None:
+        """Per-sample predictions (class indices...) of one batch; ``None`` when the task has none."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------- tensor
+class TensorJudge:
+    """Element-wise figures on every output; the aggregate is the worst output's figure."""
+
+    task = Task.TENSOR
+
+    def compare(
+        self,
+        reference: Sequence[Outputs],
+        candidate: Sequence[Outputs],
+        *,
+        labels: np.ndarray | None = None,
+    ) -> Agreement:
+        if labels is not None:
+            raise InvalidInputError(
+                "labels were given, but task 'tensor' has no score against labels "
+                "(set the artifact's task, e.g. classification)"
+            )
+        return _elementwise(reference, candidate, self.task)
+
+    def score(self, outputs: Sequence[Outputs], labels: np.ndarray) -> float | None:
+        return None
+
+    def predictions(self, outputs: Outputs) -> np.ndarray | None:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- classification
+class ClassificationJudge:
+    """Class scores in the first output, ``[batch, classes]``."""
+
+    task = Task.CLASSIFICATION
+
+    def compare(
+        self,
+        reference: Sequence[Outputs],
+        candidate: Sequence[Outputs],
+        *,
+        labels: np.ndarray | None = None,
+    ) -> Agreement:
+        base = _elementwise(reference, candidate, self.task)
+        name = next(iter(reference[0]))
+        ref = _scores(np.concatenate([np.asarray(r[name]) for r in reference]), name)
+        cand = _scores(np.concatenate([np.asarray(c[name]) for c in candidate]), name)
+        top_ref, top_cand = ref.argmax(1), cand.argmax(1)
+        agree = top_ref == top_cand
+        confident = _softmax(ref.astype(np.float64)).max(1) > CONFIDENT
+        k = min(5, ref.shape[1])
+        top5 = np.argsort(-cand, axis=1, kind="stable")[:, :k]
+        figures: dict[str, Any] = {
+            "top1_agreement": round(float(agree.mean()), 6),
+            "confident_top1_agreement": round(float(agree[confident].mean()), 6) if confident.any() else None,
+            "confident_samples": int(confident.sum()),
+            "top5_containment": round(float(np.mean(np.any(top5 == top_ref[:, None], axis=1))), 6),
+        }
+        if labels is not None:
+            lab = _labels(labels, len(ref))
+            acc_ref = float((top_ref == lab).mean() * 100.0)
+            acc = float((top_cand == lab).mean() * 100.0)
+            figures.update(
+                accuracy_reference=round(acc_ref, 4),
+                accuracy=round(acc, 4),
+                accuracy_drop=round(acc_ref - acc, 4),
+            )
+        return replace(base, **figures)
+
+    def score(self, outputs: Sequence[Outputs], labels: np.ndarray) -> float | None:
+        pred = np.concatenate([self.predictions(o) for o in outputs])
+        return round(float((pred == _labels(labels, len(pred))).mean() * 100.0), 4)
+
+    def predictions(self, outputs: Outputs) -> np.ndarray:
+        name = next(iter(outputs))
+        return _scores(np.asarray(outputs[name]), name).argmax(axis=1)
+
+
+_JUDGES: dict[Task, Judge] = {Task.TENSOR: TensorJudge(), Task.CLASSIFICATION: ClassificationJudge()}
+
+
+def judge_for(task: Task | str) -> Judge:
+    """The :class:`Judge` of ``task``."""
+    return _JUDGES[Task.parse(task)]
+
+
+def _scores(a: np.ndarray, name: str) -> np.ndarray:
+    if a.ndim != 2 or a.shape[1] < 2:
+        raise InvalidInputError(
+            f"task 'classification' expects class scores [batch, classes] in output {name!r}, "
+            f"got shape {list(a.shape)}"
+        )
+    return a
+
+
+def _labels(labels: np.ndarray, n: int) -> np.ndarray:
+    lab = np.asarray(labels).reshape(-1)
+    if lab.shape != (n,):
+        raise InvalidInputError(f"expected {n} labels (one per sample), got shape {list(np.shape(labels))}")
+    return lab
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------------------------- element-wise
+def _elementwise(reference: Sequence[Outputs], candidate: Sequence[Outputs], task: Task) -> Agreement:
+    refs = [reference] if isinstance(reference, Mapping) else list(reference)
+    cands = [candidate] if isinstance(candidate, Mapping) else list(candidate)
+    if len(refs) != len(cands):
+        raise InvalidInputError(
+            f"expected as many candidate batches as reference batches ({len(refs)}), got {len(cands)}"
+        )
+    if not refs:
+        raise InvalidInputError("nothing to compare: no reference outputs given")
+    per_output: dict[str, Agreement] = {}
+    for name in refs[0]:
+        acc = _Accumulator()
+        for i, (r, c) in enumerate(zip(refs, cands, strict=True)):
+            if name not in c:
+                raise InvalidInputError(f"batch {i}: candidate has no output {name!r}; it has {sorted(c)}")
+            ra, ca = np.asarray(r[name]), np.asarray(c[name])
+            if ra.shape != ca.shape:
+                raise InvalidInputError(
+                    f"batch {i}, output {name!r}: reference shape {list(ra.shape)}, candidate {list(ca.shape)}"
+                )
+            acc.add(ra, ca)
+        per_output[name] = acc.figures(task)
+    return _worst(per_output, task)
+
+
+def _worst(per_output: Mapping[str, Agreement], task: Task) -> Agreement:
+    """The worst figure over outputs; ``None`` where some output has no honest figure (non-finite)."""
+    items = list(per_output.values())
+
+    def pick(key: str, fn: Any) -> Any:
+        vals = [getattr(a, key) for a in items]
+        return None if any(v is None for v in vals) else fn(vals)
+
+    return Agreement(
+        task=task.value,
+        samples=max(a.samples for a in items),
+        max_abs_err=pick("max_abs_err", max),
+        max_rel_err=pick("max_rel_err", max),
+        cosine_min=pick("cosine_min", min),
+        cosine_mean=pick("cosine_mean", min),
+        sqnr_db=pick("sqnr_db", min),
+        nonfinite=sum(a.nonfinite for a in items),
+        outputs=dict(per_output),
+    )
+
+
+class _Accumulator:
+    """Running element-wise figures for one output over several batches."""
+
+    def __init__(self) -> None:
+        self.max_abs = 0.0
+        self.scale = 0.0
+        self.cosines: list[np.ndarray] = []
+        self.signal = 0.0
+        self.noise = 0.0
+        self.rows = 0
+        self.nonfinite = 0
+        self.bad = False
+
+    def add(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        r = ref.astype(np.float64, copy=False)
+        c = cand.astype(np.float64, copy=False)
+        finite_ref, finite_cand = np.isfinite(r), np.isfinite(c)
+        self.nonfinite += int(np.count_nonzero(finite_ref & ~finite_cand))
+        mask = finite_ref & finite_cand
+        # Non-finite values agree only where both sides hold the same one (masked logits of -inf...).
+        same_nonfinite = ~finite_ref & ((np.isnan(r) & np.isnan(c)) | (r == c))
+        if not (mask | same_nonfinite).all():
+            self.bad = True
+        r, c = np.where(mask, r, 0.0), np.where(mask, c, 0.0)
+        diff = np.abs(r - c)
+        if diff.size:
+            self.max_abs = max(self.max_abs, float(diff.max()))
+            self.scale = max(self.scale, float(np.abs(r).max()))
+        self.signal += float(np.sum(r**2))
+        self.noise += float(np.sum(diff**2))
+        rows_r = r.reshape(r.shape[0], -1) if r.ndim >= 2 else r.reshape(1, -1)
+        rows_c = c.reshape(rows_r.shape)
+        self.rows += rows_r.shape[0]
+        self.cosines.append(_row_cosines(rows_r, rows_c))
+
+    def figures(self, task: Task) -> Agreement:
+        cos = np.concatenate(self.cosines) if self.cosines else np.ones(1)
+        return Agreement(
+            task=task.value,
+            samples=self.rows,
+            max_abs_err=None if self.bad else self.max_abs,
+            max_rel_err=None if self.bad else self.max_abs / max(self.scale, 1e-30),
+            scale=self.scale,
+            cosine_min=None if self.bad else round(float(cos.min()), 8),
+            cosine_mean=None if self.bad else round(float(cos.mean()), 8),
+            sqnr_db=round(sqnr_db(self.signal, self.noise), 3),
+            nonfinite=self.nonfinite,
+        )
+
+
+def _row_cosines(r: np.ndarray, c: np.ndarray) -> np.ndarray:
+    num = np.sum(r * c, axis=1)
+    nr, nc = np.linalg.norm(r, axis=1), np.linalg.norm(c, axis=1)
+    both_zero = (nr == 0) & (nc == 0)
+    den = np.where(nr * nc == 0, 1.0, nr * nc)
+    return np.where(both_zero, 1.0, np.where(nr * nc == 0, 0.0, num / den))

@@ -1,0 +1,53 @@
+"""The one latency timer: autotune, int8 validation and the benchmark harness time calls with it.
+
+Calls are timed here with ``time.perf_counter_ns()``, never by a backend. A short rest before the timed
+calls lets another runtime's worker threads, which keep spinning for a while after a call, go idle so they
+do not steal the cores from the calls being timed.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .errors import InvalidInputError
+
+
+def time_calls(fn: Callable[[], Any], *, runs: int = 20, warmup: int = 3, rest_s: float = 0.0) -> list[float]:
+    """Call ``fn`` ``warmup`` times untimed, rest ``rest_s`` seconds, then time ``runs`` calls.
+
+    Returns:
+        The ``runs`` latencies in milliseconds, in call order.
+
+    Raises:
+        InvalidInputError: ``runs < 1``, ``warmup < 0`` or ``rest_s < 0``.
+    """
+    if runs < 1 or warmup < 0 or rest_s < 0:
+        raise InvalidInputError(
+            f"time_calls needs runs >= 1, warmup >= 0 and rest_s >= 0; got {runs}, {warmup}, {rest_s}"
+        )
+    if rest_s:
+        time.sleep(rest_s)
+    for _ in range(warmup):
+        fn()
+    perf = time.perf_counter_ns
+    out = []
+    for _ in range(runs):
+        t0 = perf()
+        fn()
+        out.append((perf() - t0) / 1e6)
+    return out
+
+
+def median_ms(fn: Callable[[], Any], *, runs: int = 20, warmup: int = 3, rest_s: float = 0.1) -> float:
+    """Median latency of ``fn()`` in milliseconds (see :func:`time_calls`)."""
+    return float(statistics.median(time_calls(fn, runs=runs, warmup=warmup, rest_s=rest_s)))
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """Call ``fn`` once: its result and the milliseconds it took (load times, first inference)."""
+    t0 = time.perf_counter_ns()
+    result = fn()
+    return result, (time.perf_counter_ns() - t0) / 1e6
