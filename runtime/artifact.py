@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -91,6 +91,36 @@ class Artifact:
         manifest = Manifest(name=path.stem, inputs=inputs, outputs=outputs, variants=(variant,))
         art = cls(path.parent, manifest, derived=True)
         art._verified.add(variant.id)  # just hashed it
+        return art
+
+    @classmethod
+    def candidate(
+        cls,
+        root: str | os.PathLike[str],
+        manifest: Manifest,
+        *,
+        variant_id: str,
+        format: str,
+        precision: str,
+        files: Sequence[str],
+        target: str | None = None,
+    ) -> Artifact:
+        """An in-memory artifact holding one model file that is not part of an artifact yet: a candidate
+        being judged (a build check, an int8 model during repair). It carries ``manifest``'s specs, task
+        and preprocessing, so the candidate runs through the same backends and checks as a loaded
+        artifact — there is no second way to run a model.
+
+        Args:
+            root: The directory ``files`` are relative to (a scratch directory).
+            manifest: The artifact the candidate belongs to (its variants are not carried over).
+            variant_id, format, precision, target: The candidate's variant fields.
+            files: Its files relative to ``root``; the first is the one a runtime opens.
+        """
+        base = Path(root)
+        entries = tuple(file_entry(base, rel) for rel in files)
+        variant = Variant(id=variant_id, format=format, precision=precision, files=entries, target=target)
+        art = cls(base, replace(manifest, variants=(variant,)))
+        art._verified.add(variant_id)  # just hashed
         return art
 
     def path_of(self, entry: FileEntry) -> Path:
