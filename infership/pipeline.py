@@ -23,17 +23,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from infership.pipeline_config import PipelineConfig
 
-from infership.runtime.errors import InvalidInputError
+__all__ = ["PipelineConfig", "PipelineResult", "run_pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -43,128 +42,6 @@ STEPS = ("build", "quantize", "accuracy", "bench", "report")
 
 Progress = Callable[[str, str], None]
 """Called as ``progress(step, message)`` when a step starts, is skipped or finishes."""
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    """Everything the pipeline needs; build one in code, from flags, or from a TOML file.
-
-    Args:
-        model: Any source ``infership export`` accepts (checkpoint, ``.pt2``, TorchScript,
-            ``torchvision:NAME``, ``module:factory``, ``file.py:factory``).
-        output: Output directory (see the module docstring for its layout).
-        arch: Architecture for a state_dict checkpoint.
-        num_classes: Classes, for torchvision architectures and factories.
-        input_shape: Example input shape (batch first), e.g. ``(1, 3, 224, 224)``.
-        preprocessing: A preprocessing preset name (``imagenet``, ``digits``...) attached to the artifact.
-        labels: Class names file, or the names themselves.
-        calibration: Calibration source (``digits:train``, a ``.npy``/``.npz`` file, an image folder).
-        holdout: Labelled held-out data for accuracy (``digits:test``...); ``None``: a split of the
-            calibration source.
-        calibration_samples: Calibration samples drawn.
-        method: Calibration method (``minmax``, ``entropy``, ``percentile``).
-        int8_targets: Where to make int8 variants (``ort``, ``openvino``, ``torch``).
-        max_accuracy_drop: Allowed int8 accuracy drop in points; repaired towards, then enforced.
-        backends: Backends to evaluate and benchmark; unavailable ones are reported, not hidden.
-        precisions: Precisions to evaluate and benchmark (a missing combination is reported).
-        batch_sizes: Benchmark batch sizes.
-        scenarios: Benchmark scenarios (``single-stream``, ``offline``, ``server``, ``multi-stream``).
-        duration_s: Seconds measured per benchmark run.
-        fp16: Make the fp16 ONNX variant (for GPUs).
-        openvino: Make OpenVINO IR variants.
-    """
-
-    model: str
-    output: Path
-    arch: str | None = None
-    num_classes: int | None = None
-    input_shape: tuple[int, ...] | None = None
-    preprocessing: str | None = None
-    labels: tuple[str, ...] | str | None = None
-    calibration: str = "digits:train"
-    holdout: str | None = "digits:test"
-    calibration_samples: int = 256
-    method: str = "minmax"
-    int8_targets: tuple[str, ...] = ("ort", "openvino")
-    max_accuracy_drop: float | None = 0.5
-    backends: tuple[str, ...] = ("torch", "ort-cpu", "openvino", "ort-cuda", "ort-trt")
-    precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
-    batch_sizes: tuple[int, ...] = (1, 16)
-    scenarios: tuple[str, ...] = ("single-stream", "offline")
-    duration_s: float = 3.0
-    fp16: bool = True
-    openvino: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "output", Path(self.output))
-        for name in ("int8_targets", "backends", "precisions", "batch_sizes", "scenarios", "input_shape"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                value = tuple(v.strip() for v in value.split(",") if v.strip())
-            if value is not None:
-                object.__setattr__(self, name, tuple(value))
-        if isinstance(self.labels, list):
-            object.__setattr__(self, "labels", tuple(self.labels))
-        if self.input_shape is not None:
-            object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
-        object.__setattr__(self, "batch_sizes", tuple(int(b) for b in self.batch_sizes))
-        if self.duration_s <= 0:
-            raise InvalidInputError(f"duration_s must be > 0, got {self.duration_s}")
-        if self.calibration_samples < 1:
-            raise InvalidInputError(f"calibration_samples must be >= 1, got {self.calibration_samples}")
-
-    @classmethod
-    def from_toml(cls, path: str | os.PathLike[str], **overrides: Any) -> PipelineConfig:
-        """Read ``[pipeline]`` from a TOML file (relative paths are relative to the file); ``overrides``
-        (e.g. from command-line flags) win over the file.
-
-        Raises:
-            InvalidInputError: The file is missing, not TOML, or has unknown keys.
-        """
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
-        p = Path(path)
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise InvalidInputError(f"cannot read pipeline config {p}: {exc}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise InvalidInputError(f"{p} is not valid TOML: {exc}") from exc
-        table = data.get("pipeline", data)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(table) - known)
-        if unknown:
-            raise InvalidInputError(f"{p}: unknown key(s) {unknown} in [pipeline]; known: {sorted(known)}")
-        values = dict(table)
-        base = p.resolve().parent
-        for key in ("model", "arch", "output", "calibration", "holdout", "labels"):
-            v = values.get(key)
-            if isinstance(v, str) and _looks_like_path(v):
-                values[key] = _rebase(v, base)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        if "model" not in values or "output" not in values:
-            raise InvalidInputError(f"{p}: 'model' and 'output' are required (in the file or as flags)")
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["output"] = str(self.output)
-        return d
-
-
-def _looks_like_path(v: str) -> bool:
-    head = v.split(":", 1)[0]
-    return head.endswith(".py") or v.startswith(("./", "../")) or "/" in head
-
-
-def _rebase(v: str, base: Path) -> str:
-    """Make a path (or the ``file.py`` part of ``file.py:attr``) relative to ``base`` absolute."""
-    path, sep, rest = v.partition(":") if ".py:" in v else (v, "", "")
-    if not Path(path).is_absolute():
-        path = str((base / path).resolve())
-    return path + sep + rest
 
 
 # ---------------------------------------------------------------------------------------------- state
@@ -311,6 +188,8 @@ def run_pipeline(
     )
     if not config.int8_targets:
         say("quantize", "no int8 targets configured")
+    elif config.calibration is None:
+        say("quantize", "no calibration data given (calibration = ...): no int8 variants are made")
     elif "build" not in ran and state.done("quantize", quant_key) and _has_int8(art_dir, config.int8_targets):
         # A rebuilt artifact has no int8 variants whatever the key says, hence the "build" check.
         say("quantize", "up to date")
@@ -324,13 +203,20 @@ def run_pipeline(
     from infership.runtime.hardware import fingerprint
 
     variants = _variants_identity(art_dir)
-    acc_key = _hash("accuracy", variants, _file_identity(config.holdout), config.backends, config.precisions)
+    acc_key = _hash(
+        "accuracy",
+        variants,
+        _file_identity(config.holdout),
+        _file_identity(config.calibration),
+        config.backends,
+        config.precisions,
+    )
     acc_path = out / "accuracy.json"
     if state.done("accuracy", acc_key) and acc_path.is_file():
         say("accuracy", "up to date")
         accuracy = json.loads(acc_path.read_text())
     else:
-        say("accuracy", f"every backend × precision on {config.holdout or 'held-out data'}")
+        say("accuracy", f"every backend × precision on {_holdout_label(config)}")
         t0 = time.perf_counter()
         accuracy = _step_accuracy(config, art_dir)
         _write_json_atomic(acc_path, accuracy)
@@ -445,12 +331,22 @@ def _target_summary(t: Any) -> dict[str, Any]:
     return d
 
 
+def _holdout_label(config: PipelineConfig) -> str:
+    if config.holdout is not None:
+        return config.holdout
+    if config.calibration is not None:
+        return f"20% split of {config.calibration}"
+    return "no held-out data (holdout = ... not given): availability only, accuracy not measured"
+
+
 def _holdout_set(config: PipelineConfig, art_dir: Path) -> Any:
     from infership.calibration import from_spec
     from infership.runtime import Artifact
 
     m = Artifact.load(art_dir).manifest
     spec = config.holdout or config.calibration
+    if spec is None:
+        return None
     cset = from_spec(spec, preprocessing=m.preprocessing, class_names=m.labels)
     if config.holdout is None:
         _, cset = cset.split(0.8)
@@ -458,15 +354,19 @@ def _holdout_set(config: PipelineConfig, art_dir: Path) -> Any:
 
 
 def _step_accuracy(config: PipelineConfig, art_dir: Path) -> dict[str, Any]:
-    """Top-1 accuracy of every backend × precision on the held-out data, and agreement with torch fp32."""
-    from infership.runtime import Predictor
+    """Every backend × precision on the held-out data, judged by the artifact's task: its score against the
+    labels (accuracy, for classifiers) and its agreement with torch fp32 (the reference)."""
+    import numpy as np
+
+    from infership.runtime import Artifact, Predictor, judge_for
     from infership.runtime.errors import ArtifactError, BackendUnavailable
 
+    judge = judge_for(Artifact.load(art_dir).manifest.task)
     data = _holdout_set(config, art_dir)
-    batches = list(data.batches())
-    labels = np.concatenate([b.labels for b in batches]) if data.has_labels else None
+    batches = list(data.batches()) if data is not None else []
+    labels = np.concatenate([b.labels for b in batches]) if data is not None and data.has_labels else None
     entries: list[dict[str, Any]] = []
-    reference: np.ndarray | None = None  # torch fp32's predictions, and nothing else
+    reference: list[dict[str, Any]] | None = None  # torch fp32's outputs, and nothing else
     combos = [("torch", "fp32")] + [
         (b, p) for b in config.backends for p in config.precisions if (b, p) != ("torch", "fp32")
     ]
@@ -476,23 +376,28 @@ def _step_accuracy(config: PipelineConfig, art_dir: Path) -> dict[str, Any]:
         entry: dict[str, Any] = {"backend": backend, "precision": precision}
         try:
             with Predictor.load(art_dir, backend=backend, precision=precision) as p:
-                first = p.outputs[0].name
-                logits = np.concatenate([p.predict(b.feeds)[first] for b in batches])
+                outputs = [p.predict(b.feeds) for b in batches]
                 entry["variant"] = p.variant.id
         except (BackendUnavailable, ArtifactError) as exc:
             entry["skipped"] = str(exc).splitlines()[0]
             entries.append(entry)
             continue
-        pred = logits.argmax(axis=1)
-        if (backend, precision) == ("torch", "fp32"):
-            reference = pred
-        entry["samples"] = int(len(pred))
-        if reference is not None:
-            entry["agreement_with_torch_fp32"] = round(100.0 * float((pred == reference).mean()), 2)
-        if labels is not None:
-            entry["accuracy"] = round(100.0 * float((pred == labels).mean()), 2)
         entries.append(entry)
-    return {"holdout": config.holdout or f"20% split of {config.calibration}", "entries": entries}
+        if not outputs:
+            continue
+        if (backend, precision) == ("torch", "fp32"):
+            reference = outputs
+        entry["samples"] = int(sum(len(next(iter(o.values()))) for o in outputs))
+        if reference is not None:
+            agreement = judge.compare(reference, outputs)
+            entry["vs_torch_fp32"] = {k: v for k, v in agreement.to_dict().items() if k != "outputs"}
+            if agreement.top1_agreement is not None:
+                entry["agreement_with_torch_fp32"] = round(100.0 * agreement.top1_agreement, 2)
+        if labels is not None:
+            score = judge.score(outputs, labels)
+            if score is not None:
+                entry["accuracy"] = round(score, 2)
+    return {"task": judge.task.value, "holdout": _holdout_label(config), "entries": entries}
 
 
 def _step_bench(config: PipelineConfig, art_dir: Path, bench_path: Path) -> None:

@@ -88,6 +88,10 @@ class Judge(Protocol):
         """Per-sample predictions (class indices...) of one batch; ``None`` when the task has none."""
         ...
 
+    def summarise(self, outputs: Outputs, *, labels: Sequence[str] | None = None, top: int = 3) -> list[str]:
+        """One line per sample of one batch, in the user's terms (top classes with their scores...)."""
+        ...
+
 
 # ---------------------------------------------------------------------------------------------- tensor
 class TensorJudge:
@@ -114,6 +118,9 @@ class TensorJudge:
 
     def predictions(self, outputs: Outputs) -> np.ndarray | None:
         return None
+
+    def summarise(self, outputs: Outputs, *, labels: Sequence[str] | None = None, top: int = 3) -> list[str]:
+        return [f"{k}: shape {list(np.shape(v))} {np.asarray(v).dtype}" for k, v in outputs.items()]
 
 
 # ---------------------------------------------------------------------------------------------- classification
@@ -162,6 +169,15 @@ class ClassificationJudge:
     def predictions(self, outputs: Outputs) -> np.ndarray:
         name = next(iter(outputs))
         return _scores(np.asarray(outputs[name]), name).argmax(axis=1)
+
+    def summarise(self, outputs: Outputs, *, labels: Sequence[str] | None = None, top: int = 3) -> list[str]:
+        name = next(iter(outputs))
+        scores = _scores(np.asarray(outputs[name]), name)
+        lines = []
+        for row in scores:
+            best = np.argsort(-row, kind="stable")[: max(1, top)]
+            lines.append(", ".join(f"{labels[j] if labels else j} ({row[j]:.3g})" for j in best))
+        return lines
 
 
 _JUDGES: dict[Task, Judge] = {Task.TENSOR: TensorJudge(), Task.CLASSIFICATION: ClassificationJudge()}

@@ -132,3 +132,10 @@ def test_one_timer_counts_calls_and_refuses_nonsense():
     assert median_ms(lambda: None, runs=3, warmup=0, rest_s=0) >= 0
     with pytest.raises(InvalidInputError, match="runs >= 1"):
         time_calls(lambda: None, runs=0)
+
+
+def test_summaries_speak_in_the_users_terms():
+    scores = {"logits": np.array([[0.1, 2.0, 0.5], [3.0, 0.0, 1.0]], np.float32)}
+    lines = judge_for("classification").summarise(scores, labels=["cat", "dog", "owl"], top=2)
+    assert lines == ["dog (2), owl (0.5)", "cat (3), owl (1)"]
+    assert judge_for("tensor").summarise(scores) == ["logits: shape [2, 3] float32"]
