@@ -92,7 +92,9 @@ def test_auto_picks_per_documented_rule(tiny_artifact):
             if x86 and is_available("openvino") is None:
                 assert p.backend == "openvino"
         else:
-            assert p.backend == next(b for b in ("ort-trt", "ort-cuda", "torch") if is_available(b, "cuda") is None)
+            assert p.backend == next(
+                b for b in ("ort-trt", "ort-cuda", "torch") if is_available(b, "cuda") is None
+            )
             assert p.placement.device.startswith("cuda")
 
 
