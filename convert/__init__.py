@@ -29,13 +29,13 @@ _EXPORTS: dict[str, str] = {
     "make_preprocessing": "infership.convert.preprocessing",
     "read_labels": "infership.convert.preprocessing",
     "PreprocessingRequest": "infership.convert.preprocessing",
-    "quantize": "infership.convert.quantize",
-    "QuantizeReport": "infership.convert.quantize",
-    "AccuracyBudgetError": "infership.convert.quantize",
-    "Target": "infership.convert.quantize",
-    "OrtQuantConfig": "infership.convert.quantize_ort",
-    "CalibrationMethod": "infership.convert.quantize_ort",
-    "NncfQuantConfig": "infership.convert.quantize_nncf",
+    "quantize": "infership.convert.int8",
+    "QuantizeReport": "infership.convert.int8",
+    "AccuracyBudgetError": "infership.convert.int8",
+    "Target": "infership.convert.int8",
+    "OrtQuantConfig": "infership.convert.int8",
+    "CalibrationMethod": "infership.convert.int8",
+    "NncfQuantConfig": "infership.convert.int8",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from infership.calibration import from_numpy
-from infership.convert.quantize_ort import (
+from infership.convert.int8.ort import (
     CalibrationMethod,
     OrtQuantConfig,
     calibrate,
@@ -171,7 +171,7 @@ def test_bad_options_are_refused_at_construction():
 def test_fixed_batch_and_two_input_artifacts(static_artifact, two_io_artifact, tmp_path):
     import shutil
 
-    from infership.convert.quantize import quantize
+    from infership.convert.int8 import quantize
     from infership.runtime import Predictor
 
     rng = np.random.default_rng(0)

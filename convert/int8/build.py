@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 from infership.runtime.manifest import Step
 
-from . import quantize_eval as qe
-from .quantize_nncf import NncfQuantConfig, quantize_openvino
-from .quantize_ort import OrtQuantConfig, calibrate, preprocess_model, quantizable_op_types, quantize_qdq
+from . import evaluate as qe
+from .openvino import NncfQuantConfig, quantize_openvino
+from .ort import OrtQuantConfig, calibrate, preprocess_model, quantizable_op_types, quantize_qdq
 from .repair import RepairResult, openvino_quantizers, ort_quantizers, rank_layers
 from .repair import repair as run_repair
 
 if TYPE_CHECKING:
-    from .quantize import QuantizeReport, TargetReport, _Context
+    from .workflow import QuantizeReport, TargetReport, _Context
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def _report(
     excluded: tuple[str, ...],
     fp32_latency: float | None,
 ) -> TargetReport:
-    from .quantize import VARIANT_IDS, TargetReport
+    from .workflow import VARIANT_IDS, TargetReport
 
     final = result.final
     passed = ctx.budget is None or (final.metrics.drop is not None and final.metrics.drop <= ctx.budget)
@@ -69,7 +69,7 @@ def _budget(ctx: _Context) -> float | None:
 
 def build_ort(ctx: _Context, config: OrtQuantConfig) -> tuple[TargetReport, list[Path]]:
     """ONNX Runtime: pre-process, calibrate once, quantize (QDQ), validate, repair by excluding nodes."""
-    from .quantize import Target
+    from .workflow import Target
 
     pre = ctx.tmp / "ort-fp32-pre.onnx"
     steps = [preprocess_model(ctx.src, pre)]
@@ -110,7 +110,7 @@ def build_openvino(ctx: _Context, config: NncfQuantConfig) -> tuple[TargetReport
     """OpenVINO: NNCF from the fp32 ONNX model, validate, repair through NNCF's ignored scope."""
     import openvino as ov
 
-    from .quantize import Target
+    from .workflow import Target
 
     onnx_nodes = _node_names(ctx.src)
     made: list[tuple[Path, Step]] = []
@@ -152,14 +152,14 @@ def build_torch(ctx: _Context, torch_model: Any) -> tuple[TargetReport, list[Pat
     """PyTorch FX int8 → TorchScript, validated like the others (no repair: it has no ONNX node names)."""
     import torch
 
-    from .quantize import Target
     from .repair import Evaluation, RepairStep
-    from .torch_int8 import quantize_torch
+    from .torch import quantize_torch
+    from .workflow import Target
 
     module = torch_model
     steps: list[Step] = []
     if not isinstance(module, torch.nn.Module):
-        from .source import load_model_source
+        from ..source import load_model_source
 
         loaded = load_model_source(module)
         module = loaded.model
@@ -183,7 +183,7 @@ def build_torch(ctx: _Context, torch_model: Any) -> tuple[TargetReport, list[Pat
 
 def variant_fields(rep: TargetReport, report: QuantizeReport) -> dict[str, Any]:
     """The manifest fields of a target's variant (everything but its id and files)."""
-    from .quantize import Target
+    from .workflow import Target
 
     fmt = {Target.ORT: "onnx", Target.OPENVINO: "openvino", Target.TORCH: "torchscript"}[rep.target]
     backend = {Target.ORT: None, Target.OPENVINO: "openvino", Target.TORCH: "torch"}[rep.target]

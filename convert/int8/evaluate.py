@@ -18,7 +18,7 @@ import numpy as np
 from infership.calibration.dataset import CalibrationSet
 from infership.runtime.errors import ConversionError
 
-from .int8_metrics import compare_int8
+from .metrics import compare_int8
 from .repair import Evaluation
 
 #: feeds → the model's first output.

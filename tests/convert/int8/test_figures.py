@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from infership.convert.int8_metrics import compare_int8, sqnr_db
-from infership.convert.quantize_advice import int8_outlook
+from infership.convert.int8.metrics import compare_int8, sqnr_db
+from infership.convert.int8.outlook import int8_outlook
 from infership.runtime.hardware import CpuInfo
 
 

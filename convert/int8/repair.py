@@ -28,7 +28,7 @@ import numpy as np
 from infership.calibration.dataset import CalibrationSet
 from infership.runtime.errors import ConversionError
 
-from .int8_metrics import Int8Metrics
+from .metrics import Int8Metrics
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from infership.calibration import from_digits, load_digits_split
-from infership.convert.quantize import quantize
+from infership.convert.int8 import quantize
 from infership.runtime import Artifact, InvalidInputError, Predictor
 
 from tests.calibration.digits import copy_artifact, digits_artifact, load_trained, shared_base
@@ -52,7 +52,7 @@ def test_cli_builds_all_three_from_a_checkpoint(base, tmp_path, capsys):
     from tests.calibration.digits import trained_checkpoint
 
     root = copy_artifact(digits_artifact(base), tmp_path / "d")
-    model_py = Path(__file__).resolve().parents[2] / "examples" / "digits" / "model.py"
+    model_py = Path(__file__).resolve().parents[3] / "examples" / "digits" / "model.py"
     rc = main(
         [
             "quantize",

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from infership.calibration import from_digits, from_numpy, load_digits_split
-from infership.convert.quantize import quantize
+from infership.convert.int8 import quantize
 from infership.runtime import Artifact, InvalidInputError, Predictor
 
 from tests.calibration.digits import copy_artifact, digits_artifact, shared_base

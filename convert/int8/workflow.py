@@ -23,11 +23,11 @@ from infership.runtime.artifact import Artifact, ArtifactWriter
 from infership.runtime.errors import ArtifactError, InvalidInputError, ValidationError
 from infership.runtime.manifest import Step
 
-from . import quantize_eval as qe
-from .int8_metrics import Int8Metrics
-from .quantize_advice import Int8Outlook, int8_outlook
-from .quantize_nncf import NncfQuantConfig, NncfRange
-from .quantize_ort import CalibrationMethod, OrtQuantConfig
+from . import evaluate as qe
+from .metrics import Int8Metrics
+from .openvino import NncfQuantConfig, NncfRange
+from .ort import CalibrationMethod, OrtQuantConfig
+from .outlook import Int8Outlook, int8_outlook
 from .repair import RepairResult
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ def quantize(
             tmp=Path(tmp),
             progress=progress,
         )
-        from . import quantize_targets as qt
+        from . import build as qt
 
         built: list[tuple[TargetReport, list[Path]]] = []
         for target in chosen:
@@ -342,7 +342,7 @@ def _configs(
 
 
 def _commit(art: Artifact, built: Sequence[tuple[TargetReport, list[Path]]], report: QuantizeReport) -> None:
-    from .quantize_targets import variant_fields
+    from .build import variant_fields
 
     with ArtifactWriter.update(art) as writer:
         for rep, files in built:

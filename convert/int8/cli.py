@@ -111,8 +111,8 @@ def _split(text: str) -> tuple[str, ...]:
 
 
 def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
-    from .quantize_nncf import NncfQuantConfig
-    from .quantize_ort import OrtQuantConfig
+    from .openvino import NncfQuantConfig
+    from .ort import OrtQuantConfig
 
     changes: dict[str, Any] = {}
     if args.method:
@@ -132,7 +132,7 @@ def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
     }
     ort_config = ort_factory[args.preset](**changes)
 
-    from .quantize import NNCF_RANGE_FOR_METHOD
+    from .workflow import NNCF_RANGE_FOR_METHOD
 
     nncf_changes: dict[str, Any] = {
         "ignored_nodes": _split(args.exclude_nodes),
@@ -156,7 +156,7 @@ def _torch_model(args: argparse.Namespace) -> Any:
                 "--torch-weights needs --torch-model (the architecture to load them into)"
             )
         return None
-    from .source import load_model_source
+    from ..source import load_model_source
 
     if args.torch_weights:
         return load_model_source(args.torch_weights, arch=args.torch_model).model
@@ -168,7 +168,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
     from infership.runtime.artifact import Artifact
     from rich.console import Console
 
-    from .quantize import AccuracyBudgetError, Target, quantize
+    from .workflow import AccuracyBudgetError, Target, quantize
 
     console = Console()
     art = Artifact.load(args.artifact)

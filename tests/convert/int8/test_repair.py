@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 from infership.calibration import from_digits
-from infership.convert.int8_metrics import Int8Metrics
-from infership.convert.quantize import AccuracyBudgetError, quantize
-from infership.convert.repair import Evaluation, LayerError, repair
+from infership.convert.int8 import AccuracyBudgetError, quantize
+from infership.convert.int8.metrics import Int8Metrics
+from infership.convert.int8.repair import Evaluation, LayerError, repair
 from infership.runtime import Artifact, Predictor
 
 from tests.calibration.digits import copy_artifact, digits_artifact, shared_base

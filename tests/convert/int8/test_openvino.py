@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from infership.calibration import from_numpy
-from infership.convert.quantize_nncf import (
+from infership.convert.int8.openvino import (
     NncfQuantConfig,
     ov_ops_for_onnx_nodes,
     quantize_openvino,
