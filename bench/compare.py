@@ -15,10 +15,21 @@ A statistic is a **regression** when both hold:
 
 (It is an **improvement** in the mirror case.) This is the rule asv uses for ``--factor``. Run-to-run drift
 on a shared machine shows up as a shift smaller than the threshold, so it does not fail CI; a real slowdown
-is larger than the threshold and, with hundreds of samples, far outside the interval. Besides latency,
-a run regresses when an accuracy figure of its variant (``variant.validation`` in the manifest) drops by
-more than ``max_accuracy_drop`` points, or when a server run met its p99 bound in the baseline and no
-longer does. A baseline run missing from the current file fails the gate too: a gate that passes because
+is larger than the threshold and, with hundreds of samples, far outside the interval.
+
+Besides latency, the figures of the run's variant (``variant.validation`` in the manifest, recorded as the
+run's ``accuracy``) are compared by their declaration in :mod:`infership.runtime.figures` (unit and
+direction), never by their name or their value range:
+
+- a **quality figure** (unit fraction, percent or points, such as ``accuracy``, ``accuracy_drop`` or
+  ``top1_agreement``) regresses when it got worse, in its declared direction, by more than
+  ``max_accuracy_drop`` percentage points (a fraction's change is scaled ×100);
+- any other declared figure (dB, cosine, absolute errors, counts, latencies) is reported with its direction
+  (better / worse / unchanged) but not gated;
+- an undeclared name (a setting recorded next to the figures, such as ``tolerance.min_top1``) is neither
+  compared nor gated.
+
+A server run regresses too when it met its p99 bound in the baseline and no longer does. A baseline run missing from the current file fails the gate too: a gate that passes because
 a measurement silently stopped happening is no gate.
 
 Exit codes: 0 no regression, 1 regression, 2 not comparable (different environment fingerprints, unless
@@ -32,7 +43,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from infership.runtime.errors import InfershipError
+from infership.runtime.errors import InfershipError, InvalidInputError
+from infership.runtime.figures import Better, figure_info
 
 from .results import BenchResults, RunResult
 from .stats import RatioInterval, bootstrap_ratio
@@ -50,7 +62,10 @@ _ENV_FIELDS = (
     "gpus",
     "libraries",
 )
-_HIGHER_IS_BETTER = ("accuracy", "agreement", "top1", "top5", "f1")
+
+
+#: Slack when comparing a worsening in points with the tolerated drop (float rounding, not a tolerance).
+_POINTS_EPS = 1e-9
 
 
 class NotComparableError(InfershipError, ValueError):
@@ -79,9 +94,13 @@ class Thresholds:
         max_slowdown: Tolerated relative slowdown of the median (``0.10`` = 10%).
         max_p99_slowdown: Tolerated relative slowdown of p99; tails are noisier (default: 2.5× the median's).
             ``float("inf")`` reports p99 without gating on it (for runners too noisy for tail latency).
-        max_accuracy_drop: Tolerated drop of an accuracy figure, in percentage points.
+        max_accuracy_drop: Tolerated worsening of a quality figure (unit fraction, percent or points), in
+            percentage points, in the figure's declared direction.
         confidence: Confidence level of the bootstrap intervals.
         n_resamples: Bootstrap resamples.
+
+    Raises:
+        InvalidInputError: A negative threshold.
     """
 
     max_slowdown: float = 0.10
@@ -92,11 +111,11 @@ class Thresholds:
 
     def __post_init__(self) -> None:
         if self.max_slowdown < 0 or (self.max_p99_slowdown is not None and self.max_p99_slowdown < 0):
-            raise ValueError(
+            raise InvalidInputError(
                 f"slowdown thresholds must be >= 0, got {self.max_slowdown}, {self.max_p99_slowdown}"
             )
         if self.max_accuracy_drop < 0:
-            raise ValueError(f"max_accuracy_drop must be >= 0 points, got {self.max_accuracy_drop}")
+            raise InvalidInputError(f"max_accuracy_drop must be >= 0 points, got {self.max_accuracy_drop}")
 
     @property
     def p99_slowdown(self) -> float:
@@ -113,17 +132,40 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
-class AccuracyChange:
-    """One accuracy figure in both files. ``drop_points`` > 0 means the current one is worse."""
+class FigureChange:
+    """One declared figure of the variant, in both files.
+
+    Args:
+        metric: The figure's (dotted) name in the validation record.
+        unit: Its declared unit (:class:`~infership.runtime.figures.Unit` value).
+        better: Its declared direction (``higher``, ``lower`` or ``neither``).
+        baseline, current: The two values.
+        worsening: How much worse ``current`` is, in the figure's unit (negative: better; 0 for figures
+            without a direction).
+        worsening_points: The same in percentage points for quality figures; ``None`` for the others.
+        gated: Whether the figure is gated (a quality figure with a direction).
+        regression: Gated and worse by more than the tolerated points.
+    """
 
     metric: str
+    unit: str
+    better: str
     baseline: float
     current: float
-    drop_points: float
+    worsening: float
+    worsening_points: float | None
+    gated: bool
     regression: bool
 
+    @property
+    def change(self) -> str:
+        """``"worse"``, ``"better"`` or ``"unchanged"`` in the figure's declared direction."""
+        if self.worsening > 0:
+            return "worse"
+        return "better" if self.worsening < 0 else "unchanged"
+
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return {**{k: getattr(self, k) for k in self.__dataclass_fields__}, "change": self.change}
 
 
 @dataclass(frozen=True)
@@ -135,7 +177,7 @@ class RunComparison:
         verdict: The outcome.
         p50, p99: Ratio current/baseline with its confidence interval (``None`` for missing/new runs).
         throughput_ratio: current/baseline items per second (informational).
-        accuracy: Accuracy figures present in both.
+        figures: The variant's declared figures present in both (see :func:`compare_figures`).
         reasons: Why the verdict, in words (and notes such as an unstable run).
     """
 
@@ -144,7 +186,7 @@ class RunComparison:
     p50: RatioInterval | None = None
     p99: RatioInterval | None = None
     throughput_ratio: float | None = None
-    accuracy: tuple[AccuracyChange, ...] = ()
+    figures: tuple[FigureChange, ...] = ()
     reasons: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,7 +196,7 @@ class RunComparison:
             "p50": self.p50.to_dict() if self.p50 else None,
             "p99": self.p99.to_dict() if self.p99 else None,
             "throughput_ratio": self.throughput_ratio,
-            "accuracy": [a.to_dict() for a in self.accuracy],
+            "figures": [f.to_dict() for f in self.figures],
             "reasons": list(self.reasons),
         }
 
@@ -262,55 +304,76 @@ def compare_runs(
             )
         elif ratio.estimate < 1 / (1 + limit) and ratio.high < 1:
             better.append(f"{ratio.statistic} {ratio.estimate - 1:+.1%}")
-    accuracy = tuple(
-        compare_accuracy(baseline.accuracy, current.accuracy, max_drop=thresholds.max_accuracy_drop)
+    figures = tuple(
+        compare_figures(baseline.accuracy, current.accuracy, max_drop=thresholds.max_accuracy_drop)
     )
     worse += [
-        f"{a.metric} dropped {a.drop_points:.2f} points > {thresholds.max_accuracy_drop:g}"
-        for a in accuracy
-        if a.regression
+        f"{f.metric} worse by {f.worsening_points:.2f} points > {thresholds.max_accuracy_drop:g} "
+        f"({f.baseline:g} → {f.current:g}, {f.better} is better)"
+        for f in figures
+        if f.regression
+    ]
+    notes = [
+        f"{f.metric} worse: {f.baseline:g} → {f.current:g} {f.unit} ({f.better} is better; not gated)"
+        for f in figures
+        if not f.gated and f.change == "worse"
     ]
     if baseline.server and current.server and baseline.server.bound_met and current.server.bound_met is False:
         worse.append(f"p99 bound {current.server.latency_bound_ms:g} ms met in the baseline, missed now")
-    notes = [
+    notes += [
         f"{name} run unstable ({r.stability.reason})"
         for name, r in (("baseline", baseline), ("current", current))
         if not r.stability.met
     ]
     verdict = Verdict.REGRESSION if worse else (Verdict.IMPROVEMENT if better else Verdict.OK)
     tput = current.throughput / baseline.throughput if baseline.throughput > 0 else None
-    return RunComparison(baseline.key, verdict, p50, p99, tput, accuracy, tuple(worse + better + notes))
+    return RunComparison(baseline.key, verdict, p50, p99, tput, figures, tuple(worse + better + notes))
 
 
-def compare_accuracy(
+def compare_figures(
     baseline: Mapping[str, Any] | None, current: Mapping[str, Any] | None, *, max_drop: float
-) -> list[AccuracyChange]:
-    """Accuracy-like figures (higher is better) present in both validation dicts.
+) -> list[FigureChange]:
+    """The declared figures present in both validation records, judged by their declaration.
 
-    Figures whose name contains ``accuracy``, ``agreement``, ``top1``, ``top5``, ``f1``... are compared.
-    When both values lie in [0, 1] they are fractions and the drop is scaled to percentage points (×100);
-    otherwise the values are taken as already in points (percent or dB).
+    Each numeric value (nested records flattened to dotted names) is looked up with
+    :func:`~infership.runtime.figures.figure_info`; undeclared names (settings such as
+    ``tolerance.min_top1``) are skipped. A quality figure (points-comparable unit) with a direction is gated:
+    a regression when it got worse by more than ``max_drop`` percentage points. The others are reported
+    with their direction only.
+
+    Args:
+        baseline, current: The two records (``RunResult.accuracy``); ``None`` or empty: nothing to compare.
+        max_drop: Tolerated worsening of a quality figure, in percentage points.
+
+    Returns:
+        One :class:`FigureChange` per declared figure present in both, in the baseline's order.
     """
     if not baseline or not current:
         return []
+    cur = _flat_numbers(current)
     out = []
     for name, b in _flat_numbers(baseline).items():
-        c = _flat_numbers(current).get(name)
-        if c is None or not _is_accuracy_figure(name):
+        c = cur.get(name)
+        info = figure_info(name)
+        if c is None or info is None:
             continue
-        scale = 100.0 if 0.0 <= b <= 1.0 and 0.0 <= c <= 1.0 else 1.0
-        drop = (b - c) * scale
-        out.append(AccuracyChange(name, b, c, drop, drop > max_drop))
+        points = info.worsening_points(b, c)
+        gated = points is not None and info.better is not Better.NEITHER
+        out.append(
+            FigureChange(
+                metric=name,
+                unit=info.unit.value,
+                better=info.better.value,
+                baseline=b,
+                current=c,
+                worsening=info.worsening(b, c),
+                worsening_points=points,
+                gated=gated,
+                # Fractions scaled ×100 carry rounding error: 0.99 → 0.98 is one point, not 1.0000000000000009.
+                regression=gated and points is not None and points > max_drop + _POINTS_EPS,
+            )
+        )
     return out
-
-
-def _is_accuracy_figure(name: str) -> bool:
-    low = name.lower()
-    leaf = low.rsplit(".", 1)[-1]
-    # Thresholds recorded next to the figures (``tolerance.min_top1``) are settings, not results.
-    if "tolerance" in low or leaf.startswith(("min_", "max_")):
-        return False
-    return any(word in leaf for word in _HIGHER_IS_BETTER)
 
 
 def _flat_numbers(d: Mapping[str, Any], prefix: str = "") -> dict[str, float]:

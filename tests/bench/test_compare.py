@@ -77,8 +77,8 @@ def test_accuracy_drop_beyond_points_fails_and_thresholds_in_the_record_are_igno
     )
     c = compare_results(synthetic_results(base), synthetic_results(cur))
     row = c.rows[0]
-    assert [a.metric for a in row.accuracy] == ["top1_agreement"]
-    assert row.accuracy[0].drop_points == pytest.approx(4.0)
+    assert [f.metric for f in row.figures] == ["top1_agreement"]
+    assert row.figures[0].worsening_points == pytest.approx(4.0)
     assert row.verdict is Verdict.REGRESSION and c.exit_code == 1
     lenient = compare_results(
         synthetic_results(base), synthetic_results(cur), thresholds=Thresholds(max_accuracy_drop=5)
@@ -90,7 +90,7 @@ def test_percent_scale_accuracy_is_compared_in_points() -> None:
     base = synthetic_run(lognormal(300, seed=1), accuracy={"accuracy": 99.1})
     cur = synthetic_run(lognormal(300, seed=2), accuracy={"accuracy": 98.5})
     c = compare_results(synthetic_results(base), synthetic_results(cur))
-    assert c.rows[0].accuracy[0].drop_points == pytest.approx(0.6) and c.exit_code == 0
+    assert c.rows[0].figures[0].worsening_points == pytest.approx(0.6) and c.exit_code == 0
 
 
 def test_server_bound_lost_is_a_regression() -> None:

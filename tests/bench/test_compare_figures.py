@@ -1,0 +1,163 @@
+"""The gate judges every figure of a variant's validation record by its declaration (unit + direction in
+``infership.runtime.figures``), never by its name or value range: ``accuracy_drop`` (lower is better) is
+gated the right way round."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from infership.bench.compare import Thresholds, Verdict, compare_results
+from infership.bench.results import save_results
+from infership.runtime.figures import FIGURES, Better, FigureInfo, Unit
+
+from infership.cli import main
+from tests.bench.conftest import lognormal, synthetic_results, synthetic_run
+
+#: Worse / better by this many points for quality figures: beyond the default 1-point tolerance.
+STEP_POINTS = 5.0
+#: A representative baseline value per unit (inside the unit's range, so a step either way stays inside).
+BASE = {
+    Unit.FRACTION: 0.5,
+    Unit.PERCENT: 50.0,
+    Unit.POINTS: 10.0,
+    Unit.DB: 40.0,
+    Unit.COSINE: 0.5,
+    Unit.ABSOLUTE: 1.0,
+    Unit.RATIO: 2.0,
+    Unit.COUNT: 10.0,
+    Unit.MS: 10.0,
+    Unit.PER_SECOND: 100.0,
+}
+
+
+def _step(info: FigureInfo) -> float:
+    """A change of the figure's value that is beyond the default tolerance for quality figures."""
+    per_unit = info.unit.points_per_unit
+    return STEP_POINTS / per_unit if per_unit is not None else 0.25 * BASE[info.unit]
+
+
+def _moved(info: FigureInfo, *, worse: bool) -> float:
+    up = (info.better is Better.LOWER) == worse  # lower-is-better figures get worse going up
+    return BASE[info.unit] + (_step(info) if up else -_step(info))
+
+
+def _gate(name: str, baseline: float, current: float, **thresholds: float):
+    samples = lognormal(200, seed=1)  # identical latencies: only the figure can decide
+    return compare_results(
+        synthetic_results(synthetic_run(samples, accuracy={name: baseline})),
+        synthetic_results(synthetic_run(samples, accuracy={name: current})),
+        thresholds=Thresholds(**thresholds),
+    )
+
+
+def _quality(info: FigureInfo) -> bool:
+    return info.unit.points_per_unit is not None and info.better is not Better.NEITHER
+
+
+def test_every_declaration_is_covered_by_the_cases_below() -> None:
+    assert set(BASE) == set(Unit), "a new unit needs a representative value here"
+    assert {"accuracy", "accuracy_drop", "top1_agreement", "top5_containment"} <= {
+        n for n, i in FIGURES.items() if _quality(i)
+    }
+
+
+@pytest.mark.parametrize("name", sorted(FIGURES))
+def test_a_worse_figure_is_a_regression_when_it_is_a_quality_figure(name: str) -> None:
+    info = FIGURES[name]
+    c = _gate(name, BASE[info.unit], _moved(info, worse=True))
+    (fig,) = c.rows[0].figures
+    assert (fig.metric, fig.unit, fig.better) == (name, info.unit.value, info.better.value)
+    if info.better is Better.NEITHER:
+        assert fig.change == "unchanged" and not fig.gated and c.exit_code == 0
+    elif _quality(info):
+        assert fig.change == "worse" and fig.gated
+        assert fig.worsening_points == pytest.approx(STEP_POINTS)
+        assert c.exit_code == 1 and c.rows[0].verdict is Verdict.REGRESSION
+        assert any(r.startswith(f"{name} worse by 5.00 points") for r in c.rows[0].reasons)
+    else:  # reported with its direction, not gated by points
+        assert fig.change == "worse" and not fig.gated and fig.worsening_points is None
+        assert c.exit_code == 0
+        assert any(r.startswith(f"{name} worse:") and "not gated" in r for r in c.rows[0].reasons)
+
+
+@pytest.mark.parametrize("name", sorted(FIGURES))
+def test_a_better_figure_is_never_a_regression(name: str) -> None:
+    info = FIGURES[name]
+    c = _gate(name, BASE[info.unit], _moved(info, worse=False))
+    (fig,) = c.rows[0].figures
+    assert c.exit_code == 0 and not fig.regression
+    assert fig.change == ("unchanged" if info.better is Better.NEITHER else "better")
+    if _quality(info):
+        assert fig.worsening_points == pytest.approx(-STEP_POINTS)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, i in FIGURES.items() if _quality(i)))
+def test_quality_figures_are_gated_against_the_tolerated_points(name: str) -> None:
+    info = FIGURES[name]
+    worse = _moved(info, worse=True)
+    assert _gate(name, BASE[info.unit], worse, max_accuracy_drop=STEP_POINTS + 0.5).exit_code == 0
+    assert _gate(name, BASE[info.unit], worse, max_accuracy_drop=STEP_POINTS - 0.5).exit_code == 1
+
+
+def test_undeclared_names_are_neither_compared_nor_gated() -> None:
+    samples = lognormal(200, seed=1)
+    base = {"tolerance": {"min_top1": 0.9}, "max_accuracy_drop": 0.5, "f1": 0.9, "calibration_samples": 10}
+    cur = {"tolerance": {"min_top1": 0.1}, "max_accuracy_drop": 50.0, "f1": 0.1, "calibration_samples": 99}
+    c = compare_results(
+        synthetic_results(synthetic_run(samples, accuracy=base)),
+        synthetic_results(synthetic_run(samples, accuracy=cur)),
+    )
+    assert c.rows[0].figures == () and c.exit_code == 0
+
+
+def test_nested_per_output_figures_are_judged_by_their_declaration() -> None:
+    samples = lognormal(200, seed=1)
+    c = compare_results(
+        synthetic_results(synthetic_run(samples, accuracy={"outputs": {"logits": {"top1_agreement": 0.99}}})),
+        synthetic_results(synthetic_run(samples, accuracy={"outputs": {"logits": {"top1_agreement": 0.90}}})),
+    )
+    (fig,) = c.rows[0].figures
+    assert fig.metric == "outputs.logits.top1_agreement" and fig.worsening_points == pytest.approx(9.0)
+    assert c.exit_code == 1
+
+
+# A digits CNN quantized twice: a good int8 variant (accuracy unchanged) and a bad one (33 points lost).
+GOOD = {"accuracy": 99.3, "accuracy_reference": 99.3, "accuracy_drop": 0.0, "top1_agreement": 1.0,
+        "top5_containment": 1.0, "sqnr_db": 31.0, "cosine_min": 0.999, "tolerance": {"max_accuracy_drop": 1.0}}  # fmt: skip
+BAD = {"accuracy": 66.3, "accuracy_reference": 99.3, "accuracy_drop": 33.0, "top1_agreement": 0.664,
+       "top5_containment": 0.95, "sqnr_db": 4.0, "cosine_min": 0.41, "tolerance": {"max_accuracy_drop": 1.0}}  # fmt: skip
+
+
+@pytest.fixture
+def digits_files(tmp_path: Path) -> tuple[Path, Path]:
+    samples = lognormal(300, seed=1)
+    good = save_results(synthetic_results(synthetic_run(samples, accuracy=GOOD)), tmp_path / "good.json")
+    bad = save_results(synthetic_results(synthetic_run(samples, accuracy=BAD)), tmp_path / "bad.json")
+    return good, bad
+
+
+def test_digits_good_then_bad_is_a_regression(
+    digits_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good, bad = digits_files
+    assert main(["compare", str(good), str(bad), "--json", str(tmp_path / "cmp.json")]) == 1
+    out = capsys.readouterr().out
+    assert "accuracy_drop worse by 33.00 points" in out and "accuracy worse by 33.00 points" in out
+
+
+def test_digits_bad_then_good_is_no_regression(
+    digits_files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    good, bad = digits_files
+    assert main(["compare", str(bad), str(good)]) == 0
+    assert "no regression" in capsys.readouterr().out
+    rows = compare_results(
+        synthetic_results(synthetic_run(lognormal(300, seed=1), accuracy=BAD)),
+        synthetic_results(synthetic_run(lognormal(300, seed=1), accuracy=GOOD)),
+    ).rows
+    changes = {f.metric: f.change for f in rows[0].figures}
+    assert changes == {
+        "accuracy": "better", "accuracy_reference": "unchanged", "accuracy_drop": "better",
+        "top1_agreement": "better", "top5_containment": "better", "sqnr_db": "better", "cosine_min": "better",
+    }  # fmt: skip
