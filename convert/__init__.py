@@ -19,7 +19,7 @@ _EXPORTS: dict[str, str] = {
     "save_torch_program": "infership.convert.export",
     "Exporter": "infership.convert.export",
     "compare_outputs": "infership.convert.validate",
-    "validate_against_torch": "infership.convert.validate",
+    "Check": "infership.convert.validate",
     "Tolerance": "infership.convert.validate",
     "simplify_onnx": "infership.convert.simplify",
     "Simplifier": "infership.convert.simplify",
@@ -49,4 +49,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .preprocessing import PreprocessingRequest, make_preprocessing, read_labels  # noqa: F401
     from .simplify import Simplifier, simplify_onnx  # noqa: F401
     from .source import ModelSource, load_model_source  # noqa: F401
-    from .validate import Tolerance, compare_outputs, validate_against_torch  # noqa: F401
+    from .validate import Check, Tolerance, compare_outputs  # noqa: F401

@@ -35,11 +35,12 @@ from infership.runtime import (
     Manifest,
     Preprocessing,
     Step,
+    Task,
 )
 from infership.runtime.artifact import read_onnx_specs
 
 from . import resolve
-from .checking import Checker, Rejected, reference_outputs, summary, validation_error
+from .checking import Checked, Checker, Rejected, reference_outputs, summary
 from .export import Exporter, capture_program, export_batch, export_onnx, save_torch_program
 from .fp16 import convert_fp16
 from .inputs import example_tensors, random_feeds, real_feeds
@@ -96,6 +97,7 @@ def build_artifact(
     torch_program: bool = True,
     preprocessing: Preprocessing | PreprocessingRequest | str | None = None,
     labels: Sequence[str] | str | os.PathLike[str] | None = None,
+    task: Task | str | None = None,
     name: str | None = None,
     overwrite: bool = False,
     strict: bool = False,
@@ -134,6 +136,10 @@ def build_artifact(
         preprocessing: A :class:`Preprocessing`; a :class:`PreprocessingRequest` (preset and/or fields,
             resolved against the exported image input); or a preset name (``imagenet``, ``unit``, ``centered``).
         labels: Class names, or a file of them (see :func:`~infership.convert.preprocessing.read_labels`).
+        task: What the model does (:class:`~infership.runtime.tasks.Task`: ``tensor`` or
+            ``classification``), recorded as ``Manifest.task``; it decides how every check compares the
+            outputs (classification adds top-1 agreement...). Default: inferred from the outputs and labels
+            (:func:`~infership.runtime.tasks.infer_task`).
         name: Artifact name (default: the directory name).
         overwrite: Replace an existing artifact directory.
         strict: Fail when any requested variant cannot be made or fails its check, instead of leaving it
@@ -144,6 +150,8 @@ def build_artifact(
         The committed :class:`Artifact`.
 
     Raises:
+        InvalidInputError: An unknown ``task``, or ``classification`` for a model whose first output is not
+            ``[batch, classes]``.
         ConversionError: Loading, exporting or (with ``strict``) a requested variant failed.
         ValidationError: The fp32 ONNX export disagrees with PyTorch beyond ``tolerance``; ``exc.validation``
             holds the figures.
@@ -152,6 +160,7 @@ def build_artifact(
     out = Path(output_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ArtifactError(f"{out} exists and is not empty (pass overwrite=True / --force to replace it)")
+    wanted_task = Task.parse(task) if task is not None else None
     tol32 = tolerance or Tolerance.fp32()
     tol16 = fp16_tolerance or Tolerance.fp16()
     simplifier = resolve.simplifier(simplify)
@@ -176,7 +185,7 @@ def build_artifact(
         tmp = Path(tmp_name)
         tick("export to ONNX")
         program, capture_step = src.program, None
-        want_program = torch_program or Exporter(exporter) is not Exporter.TORCHSCRIPT
+        want_program = torch_program or Exporter.parse(exporter) is not Exporter.TORCHSCRIPT
         if src.program is None and src.kind != "torchscript" and want_program:
             program, capture_step = capture_program(
                 src.model, traced, input_names=in_names, dynamic_axes=axes
@@ -195,9 +204,13 @@ def build_artifact(
             program=program,
         )
         inputs, outputs = read_onnx_specs(raw)
-        base = Manifest(name=name or out.name, inputs=inputs, outputs=outputs)
         pre = resolve.resolve_preprocessing(preprocessing, inputs)
         label_names = resolve.resolve_labels(labels, outputs)
+        resolve.check_task(wanted_task, outputs)
+        # The task is settled (given, or inferred from outputs and labels) before any check: checks judge by it.
+        base = Manifest(
+            name=name or out.name, inputs=inputs, outputs=outputs, labels=label_names, task=wanted_task
+        )
         feeds = random_feeds(examples, in_names, axes, count=samples, seed=seed)
         real = real_feeds(validation_data, inputs, pre)
         feeds, refs, notes = reference_outputs(src, feeds, out_names)
@@ -205,18 +218,18 @@ def build_artifact(
         check = Checker(tmp, base, feeds + real, refs, n_real=len(real), notes=notes)
 
         tick("check ONNX against PyTorch")
-        validation, check_step = check.run("onnx-fp32", "onnx", "fp32", [raw.name], "ort-cpu", tol32)
+        checked = check.run("onnx-fp32", "onnx", "fp32", [raw.name], "ort-cpu", tol32)
         if (
-            not validation["passed"]
+            not checked.passed
             and export_step.result["exporter"] == "dynamo"
-            and Exporter(exporter) is Exporter.AUTO
+            and Exporter.parse(exporter) is Exporter.AUTO
         ):
-            export_step, validation, check_step = _retry_torchscript(
-                src, traced, raw, in_names, out_names, axes, opset, check, tol32, validation
+            export_step, checked = _retry_torchscript(
+                src, traced, raw, in_names, out_names, axes, opset, check, tol32, checked
             )
-        if not validation["passed"]:
-            raise validation_error("the exported ONNX model", validation)
-        onnx_steps += [export_step, check_step]
+        if not checked.passed:
+            raise checked.rejected("the exported ONNX model")
+        onnx_steps += [export_step, checked.step]
         final = raw
 
         if simplifier is not Simplifier.NONE:
@@ -224,11 +237,11 @@ def build_artifact(
             simplified = tmp / "simplified.onnx"
             written, sstep = simplify_onnx(raw, simplified, simplifier=simplifier)
             if written:
-                sval, scheck = check.run("onnx-fp32", "onnx", "fp32", [simplified.name], "ort-cpu", tol32)
-                if sval["passed"]:
-                    final, validation, check_step = simplified, sval, scheck
+                schecked = check.run("onnx-fp32", "onnx", "fp32", [simplified.name], "ort-cpu", tol32)
+                if schecked.passed:
+                    final, checked = simplified, schecked
                 else:
-                    why = "simplified graph changed results: " + "; ".join(sval["failures"])
+                    why = "simplified graph changed results: " + "; ".join(schecked.failures)
                     log.warning("keeping the unsimplified graph: %s", why)
                     sstep = replace(
                         sstep,
@@ -236,13 +249,13 @@ def build_artifact(
                             **sstep.result,
                             "applied": False,
                             "reason": why,
-                            "rejected_validation": summary(sval),
+                            "rejected_validation": summary(schecked.validation),
                         },
                     )
-            onnx_steps += [sstep] + ([check_step] if final is simplified else [])
+            onnx_steps += [sstep] + ([checked.step] if final is simplified else [])
 
         candidates = [
-            _Candidate("onnx-fp32", "onnx", "fp32", [final.name], onnx_steps, validation, "ort-cpu")
+            _Candidate("onnx-fp32", "onnx", "fp32", [final.name], onnx_steps, checked.validation, "ort-cpu")
         ]
         skipped: list[dict[str, Any]] = []
 
@@ -250,7 +263,7 @@ def build_artifact(
             tick(desc)
             try:
                 candidates.append(make())
-            except (ConversionError, Rejected) as exc:
+            except ConversionError as exc:  # a Rejected check is one too
                 entry: dict[str, Any] = {"variant": vid, "reason": str(exc)}
                 if isinstance(exc, Rejected):
                     entry["validation"] = exc.validation
@@ -286,7 +299,7 @@ def build_artifact(
             extra["skipped"] = skipped
         if notes:
             extra["notes"] = notes
-        manifest = replace(base, preprocessing=pre, labels=label_names, versions=_versions(), extra=extra)
+        manifest = replace(base, preprocessing=pre, versions=_versions(), extra=extra)
         with ArtifactWriter.create(out, manifest, overwrite=overwrite) as writer:
             for cand in candidates:
                 files = [writer.add_file(tmp / rel, _artifact_name(cand, rel)) for rel in cand.files]
@@ -319,11 +332,11 @@ def _torch_variant(
     path, fmt, step = save_torch_program(
         src.kind, src.model, program, traced, tmp / "model", source_file=src.file, capture_error=error
     )
-    val, cstep = check.run("torch-fp32", fmt, "fp32", [path.name], "torch", tol)
-    if not val["passed"]:
-        raise Rejected("torch-fp32", val)
-    steps = [src.step, *([capture_step] if capture_step else []), step, cstep]
-    return _Candidate("torch-fp32", fmt, "fp32", [path.name], steps, val, "torch")
+    checked = check.run("torch-fp32", fmt, "fp32", [path.name], "torch", tol)
+    if not checked.passed:
+        raise checked.rejected()
+    steps = [src.step, *([capture_step] if capture_step else []), step, checked.step]
+    return _Candidate("torch-fp32", fmt, "fp32", [path.name], steps, checked.validation, "torch")
 
 
 def _fp16_variant(
@@ -331,11 +344,13 @@ def _fp16_variant(
 ) -> _Candidate:
     dst = tmp / "model-fp16.onnx"
     step = convert_fp16(final, dst, block_list=block_list)
-    val, cstep = check.run("onnx-fp16", "onnx", "fp16", [dst.name], "ort-cpu", tol)
-    if not val["passed"]:
-        raise Rejected("onnx-fp16", val)
+    checked = check.run("onnx-fp16", "onnx", "fp16", [dst.name], "ort-cpu", tol)
+    if not checked.passed:
+        raise checked.rejected()
     # The graph carries its precision (fp16 weights and Casts), as TensorRT 11 requires; ORT CUDA runs it too.
-    return _Candidate("onnx-fp16", "onnx", "fp16", [dst.name], [step, cstep], val, "ort-cuda")
+    return _Candidate(
+        "onnx-fp16", "onnx", "fp16", [dst.name], [step, checked.step], checked.validation, "ort-cuda"
+    )
 
 
 def _openvino_variant(
@@ -355,12 +370,12 @@ def _openvino_variant(
     # with AVX512_BF16/AMX), so the tolerance follows that precision unless the caller chose one.
     executes = execution_precision(precision)
     tol = tol32 if not compress else tol16 or (Tolerance.bf16() if executes == "bf16" else Tolerance.fp16())
-    val, cstep = check.run(vid, "openvino", precision, files, "openvino", tol)
-    val["execution_precision"] = executes
-    cstep = replace(cstep, result={**cstep.result, "execution_precision": executes})
-    if not val["passed"]:
-        raise Rejected(vid, val)
-    return _Candidate(vid, "openvino", precision, files, [step, cstep], val, "openvino")
+    checked = check.run(
+        vid, "openvino", precision, files, "openvino", tol, context={"execution_precision": executes}
+    )
+    if not checked.passed:
+        raise checked.rejected()
+    return _Candidate(vid, "openvino", precision, files, [step, checked.step], checked.validation, "openvino")
 
 
 def _retry_torchscript(
@@ -373,10 +388,10 @@ def _retry_torchscript(
     opset: int | None,
     check: Checker,
     tol: Tolerance,
-    failed: dict[str, Any],
-) -> tuple[Step, dict[str, Any], Step]:
+    failed: Checked,
+) -> tuple[Step, Checked]:
     """The current exporter's graph disagreed with PyTorch: try the TorchScript-based exporter."""
-    why = "dynamo export disagreed with PyTorch: " + "; ".join(failed["failures"])
+    why = "dynamo export disagreed with PyTorch: " + "; ".join(failed.failures)
     log.warning("%s; retrying with the TorchScript-based exporter", why)
     alt = raw.with_name("export-torchscript.onnx")
     try:
@@ -391,14 +406,14 @@ def _retry_torchscript(
             exporter=Exporter.TORCHSCRIPT,
         )
     except ConversionError as exc:
-        raise validation_error(
-            "the exported ONNX model", failed, extra=f"the TorchScript exporter failed too: {exc}"
+        raise failed.rejected(
+            "the exported ONNX model", extra=f"the TorchScript exporter failed too: {exc}"
         ) from exc
-    val, cstep = check.run("onnx-fp32", "onnx", "fp32", [alt.name], "ort-cpu", tol)
-    if val["passed"]:
+    checked = check.run("onnx-fp32", "onnx", "fp32", [alt.name], "ort-cpu", tol)
+    if checked.passed:
         os.replace(alt, raw)
         step = replace(step, result={**step.result, "fallback_reason": why})
-    return step, val, cstep
+    return step, checked
 
 
 def _artifact_name(cand: _Candidate, rel: str) -> str:

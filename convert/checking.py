@@ -1,8 +1,9 @@
 """Checking candidate variants against PyTorch through the backends users will load them with.
 
-Each candidate is opened with ``Predictor.load`` on its backend (``ort-cpu``, ``openvino``, ``torch``) from a
-throwaway artifact in the build's temporary directory, run on the same input batches as the PyTorch
-reference, and compared with :func:`~infership.convert.validate.compare_outputs`.
+Each candidate is opened as :meth:`Artifact.candidate <infership.runtime.Artifact.candidate>` with
+``Predictor.load`` on its backend (``ort-cpu``, ``openvino``, ``torch``) — the one way infership runs a model
+file — on the same input batches as the PyTorch reference, and judged by
+:func:`~infership.convert.validate.compare_outputs` with the artifact's task.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +22,68 @@ from infership.runtime import (
     Manifest,
     Predictor,
     Step,
+    Task,
     ValidationError,
-    Variant,
 )
-from infership.runtime.artifact import file_entry
 
 from .source import ModelSource
-from .validate import Tolerance, compare_outputs, torch_outputs
+from .validate import Check, Tolerance, compare_outputs, torch_outputs
 
 log = logging.getLogger(__name__)
 
+#: The figures a check step and an error message show (the full record is in ``Variant.validation``).
+_SUMMARY_KEYS = (
+    "passed",
+    "max_abs_err",
+    "max_rel_err",
+    "cosine_min",
+    "sqnr_db",
+    "top1_agreement",
+    "nonfinite",
+    "samples",
+)
 
-class Rejected(Exception):
-    """A candidate variant failed its check; carries the figures."""
 
-    def __init__(self, variant_id: str, validation: dict[str, Any]) -> None:
-        super().__init__(f"disagrees with PyTorch beyond tolerance: {'; '.join(validation['failures'])}")
-        self.variant_id = variant_id
-        self.validation = validation
+class Rejected(ValidationError):
+    """A candidate disagrees with PyTorch beyond tolerance. A :class:`ValidationError`, because that is what
+    it is when it reaches the caller (the fp32 ONNX graph failing, or ``strict`` builds); ``validation``
+    holds the figures as the manifest would have stored them."""
+
+    def __init__(self, message: str, validation: Mapping[str, Any]) -> None:
+        super().__init__(message)
+        self.validation = dict(validation)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One candidate's check: the verdict, the record for ``Variant.validation``, and the ``check`` step."""
+
+    check: Check
+    validation: dict[str, Any]
+    step: Step
+
+    @property
+    def passed(self) -> bool:
+        return self.check.passed
+
+    @property
+    def failures(self) -> tuple[str, ...]:
+        return self.check.failures
+
+    def rejected(self, what: str | None = None, *, extra: str = "") -> Rejected:
+        """The error for a failed check. With ``what`` (the fp32 graph), the message carries the figures;
+        without, it is the short reason recorded for a variant that is left out."""
+        msg = "disagrees with PyTorch beyond tolerance: " + "; ".join(self.failures)
+        if what is not None:
+            figures = ", ".join(
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in summary(self.validation).items()
+                if k != "passed"
+            )
+            msg = f"{what} {msg} ({figures})"
+        if extra:
+            msg += f"; {extra}"
+        return Rejected(msg, self.validation)
 
 
 class Checker:
@@ -59,38 +104,56 @@ class Checker:
         self.cache = root / "_cache"
 
     def run(
-        self, vid: str, fmt: str, precision: str, files: Sequence[str], backend: str, tol: Tolerance
-    ) -> tuple[dict[str, Any], Step]:
-        """Load the candidate through ``backend`` and compare it with PyTorch: ``(validation, check step)``."""
+        self,
+        vid: str,
+        fmt: str,
+        precision: str,
+        files: Sequence[str],
+        backend: str,
+        tol: Tolerance,
+        *,
+        context: Mapping[str, Any] | None = None,
+    ) -> Checked:
+        """Load the candidate through ``backend`` and judge it against PyTorch.
+
+        ``context`` (how it ran, e.g. ``execution_precision``) goes into the record and the step.
+
+        Raises:
+            ConversionError: The candidate could not be opened or run on ``backend``.
+        """
         t0 = time.perf_counter()
-        entries = tuple(file_entry(self.root, rel) for rel in files)
-        variant = Variant(id=vid, format=fmt, precision=precision, files=entries)
-        artifact = Artifact(self.root, replace(self.base, variants=(variant,)))
+        artifact = Artifact.candidate(
+            self.root, self.base, variant_id=vid, format=fmt, precision=precision, files=files
+        )
         opts = {"cache_dir": self.cache} if backend == "openvino" else {}
         try:
             with Predictor.load(artifact, backend=backend, variant=vid, **opts) as p:
                 got = [p.predict(f) for f in self.feeds]
         except InfershipError as exc:
             raise ConversionError(f"{vid} could not run on {backend}: {exc}") from exc
-        val = compare_outputs(self.refs, got, tolerance=tol)
+        task = self.base.task or Task.TENSOR
+        check = compare_outputs(self.refs, got, tolerance=tol, task=task)
+        check = check.with_failures(
+            *(
+                f"{spec.name}: returned {got[0][spec.name].dtype}, the manifest says {spec.dtype}"
+                for spec in self.base.outputs
+                if spec.name in got[0] and got[0][spec.name].dtype.name != spec.dtype
+            )
+        )
+        val = check.to_dict()
         real_rows = sum(_rows(r) for r in self.refs[len(self.refs) - self.n_real :]) if self.n_real else 0
         val.update(reference="torch eager (the source model)", backend=backend, real_samples=real_rows)
         val["random_samples"] = val["samples"] - real_rows
         val["shapes"] = [{k: list(v.shape) for k, v in f.items()} for f in self.feeds[:8]]
         if self.n_real:
-            real = compare_outputs(self.refs[-self.n_real :], got[-self.n_real :], tolerance=tol)
-            val["real"] = summary(real)
+            real = compare_outputs(self.refs[-self.n_real :], got[-self.n_real :], tolerance=tol, task=task)
+            val["real"] = summary(real.to_dict())
         if self.notes:
             val["notes"] = list(self.notes)
-        wrong = [
-            f"{spec.name}: returned {got[0][spec.name].dtype}, the manifest says {spec.dtype}"
-            for spec in self.base.outputs
-            if spec.name in got[0] and got[0][spec.name].dtype.name != spec.dtype
-        ]
-        if wrong:
-            val["failures"] = [*val["failures"], *wrong]
-            val["passed"] = False
-        return val, check_step(val, round(time.perf_counter() - t0, 3))
+        val.update(context or {})
+        params = {"against": "torch", "backend": backend, "tolerance": tol.to_dict()}
+        step = Step("check", params, {**summary(val), **(context or {})}, round(time.perf_counter() - t0, 3))
+        return Checked(check, val, step)
 
 
 def _rows(outputs: Mapping[str, Any]) -> int:
@@ -122,33 +185,6 @@ def reference_outputs(
     return kept, refs, notes
 
 
-def check_step(val: dict[str, Any], seconds: float | None = None) -> Step:
-    params = {"against": "torch", "backend": val.get("backend"), "tolerance": val["tolerance"]}
-    return Step("check", params, summary(val), seconds)
-
-
 def summary(val: Mapping[str, Any]) -> dict[str, Any]:
-    keys = (
-        "passed",
-        "max_abs_err",
-        "max_rel_err",
-        "cosine_min",
-        "sqnr_db",
-        "top1_agreement",
-        "nonfinite",
-        "samples",
-    )
-    return {k: val[k] for k in keys if k in val}
-
-
-def validation_error(what: str, val: dict[str, Any], extra: str = "") -> ValidationError:
-    s = summary(val)
-    figures = ", ".join(
-        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.items() if k != "passed"
-    )
-    msg = f"{what} disagrees with PyTorch beyond tolerance: {'; '.join(val['failures'])} ({figures})"
-    if extra:
-        msg += f"; {extra}"
-    err = ValidationError(msg)
-    err.validation = val  # type: ignore[attr-defined]
-    return err
+    """The headline figures of a validation record (those it has)."""
+    return {k: val[k] for k in _SUMMARY_KEYS if k in val}

@@ -18,6 +18,8 @@ _EXAMPLES = """examples:
 
 
 def add_export(sub: Any) -> None:
+    from infership.runtime.tasks import Task
+
     p = sub.add_parser(
         "export",
         help="export a PyTorch model to a validated artifact (ONNX, fp16, OpenVINO IR, torch program)",
@@ -90,6 +92,13 @@ def add_export(sub: Any) -> None:
     )
 
     g = p.add_argument_group("checking against PyTorch")
+    g.add_argument(
+        "--task",
+        choices=[t.value for t in Task],
+        help="what the model does, recorded in the manifest; decides how outputs are compared "
+        "(classification adds top-1 agreement; tensor: element-wise only). Default: inferred from the "
+        "outputs and --labels",
+    )
     g.add_argument("--samples", type=int, default=4, help="random input batches to check on (default 4)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument(
@@ -107,7 +116,9 @@ def add_export(sub: Any) -> None:
         "--min-cosine", type=float, default=0.9999, help="fp32 minimum cosine similarity (default 0.9999)"
     )
     g.add_argument(
-        "--min-top1", type=float, help="minimum top-1 agreement for classifier outputs (default: not gated)"
+        "--min-top1",
+        type=float,
+        help="minimum top-1 agreement (classification task; default: not gated)",
     )
     g.add_argument(
         "--fp16-atol",
@@ -212,6 +223,7 @@ def _run_export(args: argparse.Namespace) -> int:
             torch_program=not args.no_torch,
             preprocessing=pre,
             labels=args.labels,
+            task=args.task,
             name=args.name,
             overwrite=args.force,
             strict=args.strict,
@@ -230,6 +242,7 @@ def _print_summary(console: Any, artifact: Any) -> None:
     outs = ", ".join(f"{s.name} {s.dtype}{s.shape_str()}" for s in m.outputs)
     console.print(f"[bold]{escape(m.name)}[/] → {escape(str(artifact.root))}", highlight=False)
     console.print(f"  inputs: {ins}\n  outputs: {outs}", highlight=False, markup=False)
+    console.print(f"  task: {m.task.value}", highlight=False, markup=False)
     table = Table(Column("variant", no_wrap=True), "size", "checked on", "max_rel_err", "cosine_min", "top1")
     for v in m.variants:
         val = v.validation or {}

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from infership.runtime import ConversionError, Step
+from infership.runtime import ConversionError, InvalidInputError, Step
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,19 @@ class Exporter(str, enum.Enum):
     """``torch.onnx.export(dynamo=True)`` only."""
     TORCHSCRIPT = "torchscript"
     """``torch.onnx.export(dynamo=False)`` only."""
+
+    @classmethod
+    def parse(cls, value: str | Exporter) -> Exporter:
+        """``"dynamo"`` → :attr:`DYNAMO`.
+
+        Raises:
+            InvalidInputError: An unknown name (the message lists the known ones).
+        """
+        try:
+            return cls(value)
+        except ValueError as exc:
+            known = ", ".join(m.value for m in cls)
+            raise InvalidInputError(f"unknown exporter {value!r}; expected one of: {known}") from exc
 
 
 def export_batch(
@@ -126,7 +139,7 @@ def export_onnx(
     """
     import torch
 
-    exporter = Exporter(exporter)
+    exporter = Exporter.parse(exporter)
     path = Path(path)
     _check_size(model)
     params: dict[str, Any] = {

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from infership.runtime import ConversionError, Preprocessing
+from infership.runtime import ConversionError, InvalidInputError, Preprocessing, Task, TensorSpec
 
 from .preprocessing import PreprocessingRequest, check_labels, check_preprocessing, read_labels
 from .simplify import Simplifier
@@ -19,7 +19,7 @@ def simplifier(value: bool | Simplifier | str) -> Simplifier:
         return Simplifier.AUTO
     if value is False:
         return Simplifier.NONE
-    return Simplifier(value)
+    return Simplifier.parse(value)
 
 
 def input_names(given: Sequence[str] | None, src: ModelSource, n: int) -> list[str]:
@@ -52,7 +52,7 @@ def output_names(given: Sequence[str] | None, src: ModelSource, examples: tuple)
     names = list(given) if given is not None else default
     try:
         name_outputs(result, names)
-    except (ValueError, AttributeError) as exc:
+    except (ConversionError, AttributeError) as exc:
         raise ConversionError(
             f"model outputs: {exc} (a tensor, a tuple/list of tensors or a dict of tensors is expected)"
         ) from exc
@@ -126,3 +126,16 @@ def resolve_labels(
     names = read_labels(labels) if isinstance(labels, (str, os.PathLike)) else tuple(str(x) for x in labels)
     check_labels(names, outputs)
     return names
+
+
+def check_task(task: Task | None, outputs: Sequence[TensorSpec]) -> None:
+    """Refuse a task the model's outputs cannot serve (``None``: inferred later, always fits).
+
+    Raises:
+        InvalidInputError: ``classification`` for a model whose first output is not ``[batch, classes]``.
+    """
+    if task is Task.CLASSIFICATION and (not outputs or outputs[0].rank != 2):
+        got = outputs[0].shape_str() if outputs else "no output"
+        raise InvalidInputError(
+            f"task 'classification' needs class scores [batch, classes] in the first output; it is {got}"
+        )

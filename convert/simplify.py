@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from infership.runtime import Step
+from infership.runtime import InvalidInputError, Step
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,19 @@ class Simplifier(str, enum.Enum):
     ONNXSLIM = "onnxslim"
     ONNXSIM = "onnxsim"
     NONE = "none"
+
+    @classmethod
+    def parse(cls, value: str | Simplifier) -> Simplifier:
+        """``"onnxslim"`` → :attr:`ONNXSLIM`.
+
+        Raises:
+            InvalidInputError: An unknown name (the message lists the known ones).
+        """
+        try:
+            return cls(value)
+        except ValueError as exc:
+            known = ", ".join(m.value for m in cls)
+            raise InvalidInputError(f"unknown simplifier {value!r}; expected one of: {known}") from exc
 
 
 def simplify_onnx(
@@ -51,7 +64,7 @@ def simplify_onnx(
     """
     import onnx
 
-    simplifier = Simplifier(simplifier)
+    simplifier = Simplifier.parse(simplifier)
     t0 = time.perf_counter()
     src, dst = Path(src), Path(dst)
     model = onnx.load(os.fspath(src))

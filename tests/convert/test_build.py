@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from infership.convert import Tolerance, build_artifact, compare_outputs
+from infership.convert import Check, Tolerance, build_artifact, compare_outputs
 from infership.convert.validate import torch_outputs
+from infership.runtime import InvalidInputError, Task
 
 from infership import ArtifactError, ConversionError, Predictor, ValidationError
 from tests.convert import models
@@ -31,14 +32,14 @@ ALL_VARIANTS = [
 def _check_variant(artifact, model, feeds_list, variant_id, backend, tol):
     names = [s.name for s in artifact.manifest.outputs]
     if tol is None:
-        tol = Tolerance(**artifact.manifest.variant(variant_id).validation["tolerance"])
+        tol = Tolerance.from_dict(artifact.manifest.variant(variant_id).validation["tolerance"])
     want = torch_outputs(model, feeds_list, names)
     with Predictor.load(artifact.root, backend=backend, variant=variant_id) as p:
         assert p.backend == backend and p.variant.id == variant_id
         got = [p.predict(f) for f in feeds_list]
-    val = compare_outputs(want, got, tolerance=tol)
-    assert val["passed"], val["failures"]
-    return val
+    check = compare_outputs(want, got, tolerance=tol, task=artifact.manifest.task)
+    assert check.passed, check.failures
+    return check
 
 
 def _feeds(rng, **shapes):
@@ -76,13 +77,24 @@ def test_digits_artifact_has_every_variant_checked(digits):
     assert m.inputs[0].name == "x" and m.inputs[0].shape == ("batch", 1, 8, 8)
     assert m.outputs[0].shape == ("batch", 10)
     assert m.labels == tuple(str(i) for i in range(10))
+    assert m.task is Task.CLASSIFICATION  # inferred: one [batch, 10] output and 10 labels
     for key in ("torch", "onnx", "onnxruntime-gpu", "openvino", "onnxslim", "onnxconverter-common"):
         assert key in m.versions
     for v in m.variants:
         val = v.validation
         assert val["passed"] is True, (v.id, val["failures"])
-        for key in ("max_abs_err", "max_rel_err", "cosine_min", "top1_agreement", "samples", "tolerance"):
+        for key in ("max_abs_err", "max_rel_err", "cosine_min", "sqnr_db", "samples", "tolerance"):
             assert key in val
+        # Judged as the artifact's task: the classification figures are there, and within tolerance.
+        assert val["task"] == "classification" and val["top1_agreement"] >= 0.9
+        assert 0.9 <= val["top5_containment"] <= 1.0
+        check = Check.from_dict(val)
+        assert check.passed and check.agreement.samples == val["samples"]
+        assert check.agreement.outputs[
+            "output"
+        ].max_abs_err <= check.tolerance.atol + check.tolerance.rtol * (
+            check.agreement.outputs["output"].scale
+        )
         assert val["real_samples"] == 24 and val["real"]["passed"]
         assert val["random_samples"] > 0 and val["nonfinite"] == 0
     assert m.variant("torch-fp32").format == "torch-export"
@@ -143,8 +155,8 @@ def test_torchvision_models_on_every_backend(tmp_path, arch):
     rng = np.random.default_rng(3)
     feeds = [_feeds(rng, x=(2, 3, 64, 64))]
     for vid, backend, tol in [(p.values[0], p.values[1], p.values[2]) for p in ALL_VARIANTS]:
-        val = _check_variant(art, model, feeds, vid, backend, tol)
-        assert val["top1_agreement"] == 1.0 or vid.endswith("fp16")
+        check = _check_variant(art, model, feeds, vid, backend, tol)
+        assert check.agreement.top1_agreement == 1.0 or vid.endswith("fp16")
 
 
 # ---------------------------------------------------------------------------------------------- shapes
@@ -170,12 +182,14 @@ def test_two_inputs_two_outputs(two_io, backend):
     assert [s.name for s in m.inputs] == ["image", "extra"]  # forward's parameter names
     assert [s.name for s in m.outputs] == ["logits", "embedding"]
     assert m.outputs[1].shape == ("batch", 6)
+    assert m.task is Task.TENSOR  # two outputs and no labels: not obviously a classifier
+    assert "top1_agreement" not in m.variant("onnx-fp32").validation
     rng = np.random.default_rng(1)
     want = torch_outputs(model, [_feeds(rng, image=(3, 3, 16, 16), extra=(3, 4))], ["logits", "embedding"])
     rng = np.random.default_rng(1)
     with Predictor.load(art.root, backend=backend) as p:
         got = p.predict(_feeds(rng, image=(3, 3, 16, 16), extra=(3, 4)))
-    assert compare_outputs(want, [got])["passed"]
+    assert compare_outputs(want, [got]).passed
 
 
 @pytest.fixture(scope="module")
@@ -250,6 +264,7 @@ def test_disagreement_beyond_tolerance_fails_with_figures(tmp_path):
     assert "max_abs_err" in str(info.value) and "cosine_min" in str(info.value)
     val = info.value.validation
     assert val["passed"] is False and val["max_abs_err"] > 0 and val["failures"]
+    assert not Check.from_dict(val).passed
     assert not (tmp_path / "drift").exists()
 
 
@@ -341,3 +356,32 @@ def test_progress_callback_sees_every_step(tmp_path):
     (total,) = totals
     assert [d for _, d, _ in calls] == list(range(total + 1))
     assert calls[-1][0] == "done"
+
+
+# ---------------------------------------------------------------------------------------------- task
+def test_task_is_inferred_and_can_be_overridden(tmp_path):
+    kw = {"input_shapes": [(1, 1, 8, 8)], "fp16": False, "openvino": False, "torch_program": False}
+    art = build_artifact(models.digits_cnn(), tmp_path / "cls", **kw)
+    assert art.manifest.task is Task.CLASSIFICATION  # one [batch, 10] output, no labels needed
+    assert "top1_agreement" in art.manifest.variant("onnx-fp32").validation
+
+    art = build_artifact(models.digits_cnn(), tmp_path / "tensor", task="tensor", **kw)
+    assert art.manifest.task is Task.TENSOR
+    val = art.manifest.variant("onnx-fp32").validation
+    assert val["task"] == "tensor" and "top1_agreement" not in val and val["passed"]
+
+
+def test_a_bad_task_is_a_clear_error(tmp_path):
+    with pytest.raises(InvalidInputError, match="expected one of: tensor, classification"):
+        build_artifact(models.digits_cnn(), tmp_path / "bad", input_shapes=[(1, 1, 8, 8)], task="detection")
+    with pytest.raises(InvalidInputError, match=r"classification.*\[batch, classes\]"):
+        build_artifact(
+            models.fully_conv(),
+            tmp_path / "fcn",
+            input_shapes=[(1, 3, 16, 16)],
+            task="classification",
+            fp16=False,
+            openvino=False,
+            torch_program=False,
+        )
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "fcn").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from infership.runtime import Task
 
 from infership import Artifact
 from infership.cli import main
@@ -39,6 +40,8 @@ def test_export_factory_with_preprocessing_labels_then_predict_an_image(tmp_path
     assert "onnx-fp32" in printed and "torch-fp32" in printed and "x float32[batch, 3, 32, 32]" in printed
     m = Artifact.load(out).manifest
     assert m.labels == ("a", "b", "c", "d", "e") and m.preprocessing.crop == (32, 32)
+    assert m.task is Task.CLASSIFICATION and "task: classification" in printed
+    assert m.variant("onnx-fp32").validation["top1_agreement"] == 1.0
 
     image = tmp_path / "coffee.png"
     Image.fromarray(data.coffee()).save(image)
@@ -135,3 +138,48 @@ def test_unexportable_model_fails_cleanly(tmp_path, capsys):
     rc = _export("tests.convert.models:Unexportable", "-o", str(tmp_path / "u"), "--input-shape", "2x4")
     err = capsys.readouterr().err
     assert rc == 1 and "could not export the model to ONNX" in err and "Traceback" not in err
+
+
+def test_task_flag_overrides_the_inferred_task(tmp_path, capsys):
+    out = tmp_path / "t"
+    rc = _export(
+        "tests.convert.models:tiny_classifier",
+        "-o",
+        str(out),
+        "--input-shape",
+        "1x3x32x32",
+        "--task",
+        "tensor",
+        "--no-fp16",
+        "--no-openvino",
+        "--no-torch",
+        "--samples",
+        "1",
+    )
+    assert rc == 0, capsys.readouterr().err
+    m = Artifact.load(out).manifest
+    assert m.task is Task.TENSOR  # a [batch, 5] classifier, judged element-wise only as asked
+    val = m.variant("onnx-fp32").validation
+    assert val["passed"] and val["task"] == "tensor" and "top1_agreement" not in val
+
+
+def test_bad_task_names_the_choices(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        _export(
+            "tests.convert.models:tiny_classifier",
+            "-o",
+            str(tmp_path / "b"),
+            "--input-shape",
+            "1x3x32x32",
+            "--task",
+            "detection",
+        )
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--task" in err and "tensor" in err and "classification" in err
+    assert not (tmp_path / "b").exists()
+
+
+def test_help_lists_the_tasks(capsys):
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    assert "{tensor,classification}" in capsys.readouterr().out
