@@ -1,6 +1,10 @@
-"""infership.calibration — re-iterable calibration data and adapters for ONNX Runtime and NNCF.
+"""infership.calibration — the data layer: user data → feeds, re-iterable calibration sets, adapters.
 
-Importing this package imports nothing heavy; sources load Pillow, scikit-learn or torch only when used.
+Sources resolve by scheme (:func:`from_spec`, :func:`register_source`); files, tensors and shape strings
+are read here (:func:`load_array_file`, :func:`to_numpy`, :func:`parse_shape`...), for calibration,
+validation and bench inputs alike.
+
+Importing this package imports nothing heavy; sources load Pillow or torch only when used.
 
 Example::
 
@@ -22,9 +26,17 @@ _EXPORTS: dict[str, str] = {
     "from_image_folder": "infership.calibration.sources",
     "from_numpy": "infership.calibration.sources",
     "from_torch": "infership.calibration.sources",
-    "from_digits": "infership.calibration.sources",
-    "from_spec": "infership.calibration.sources",
-    "load_digits_split": "infership.calibration.sources",
+    "from_spec": "infership.calibration.schemes",
+    "register_source": "infership.calibration.schemes",
+    "unregister_source": "infership.calibration.schemes",
+    "registered_sources": "infership.calibration.schemes",
+    "load_callable": "infership.calibration.schemes",
+    "parse_shape": "infership.calibration.parsing",
+    "parse_named_shape": "infership.calibration.parsing",
+    "parse_hw": "infership.calibration.parsing",
+    "load_array_file": "infership.calibration.arrays",
+    "to_numpy": "infership.calibration.arrays",
+    "is_image_like": "infership.calibration.arrays",
     "to_ort_reader": "infership.calibration.adapters",
     "to_nncf_dataset": "infership.calibration.adapters",
 }
@@ -34,12 +46,14 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .adapters import to_nncf_dataset, to_ort_reader  # noqa: F401
+    from .arrays import is_image_like, load_array_file, to_numpy  # noqa: F401
     from .dataset import Batch, CalibrationSet, SampleSource  # noqa: F401
-    from .sources import (  # noqa: F401
-        from_digits,
-        from_image_folder,
-        from_numpy,
+    from .parsing import parse_hw, parse_named_shape, parse_shape  # noqa: F401
+    from .schemes import (  # noqa: F401
         from_spec,
-        from_torch,
-        load_digits_split,
+        load_callable,
+        register_source,
+        registered_sources,
+        unregister_source,
     )
+    from .sources import from_image_folder, from_numpy, from_torch  # noqa: F401

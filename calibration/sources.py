@@ -1,4 +1,4 @@
-"""Where calibration samples come from: image folders, numpy files and arrays, torch datasets, digits.
+"""Where calibration samples come from: image folders, numpy files and arrays, torch datasets.
 
 Each ``from_*`` function returns a :class:`~infership.calibration.dataset.CalibrationSet` over an indexed
 source that reads only the samples asked for, so memory stays bounded by one batch (``.npy`` files are
@@ -16,11 +16,8 @@ import numpy as np
 from infership.runtime.errors import InvalidInputError
 from infership.runtime.manifest import Preprocessing
 
+from .arrays import ARRAY_SUFFIXES, IMAGE_EXTENSIONS, is_image_like, load_array_file, to_numpy
 from .dataset import UNNAMED, CalibrationSet
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-#: Keys of an ``.npz`` file that hold labels rather than model inputs.
-LABEL_KEYS = ("labels", "label", "y", "targets")
 
 
 def _check_labels(labels: Any, n: int, what: str) -> np.ndarray | None:
@@ -121,7 +118,7 @@ def from_numpy(
         files = _numpy_files(data)
         parts, file_labels = [], []
         for f in files:
-            arrays, lab = _load_numpy_file(f, input_name)
+            arrays, lab = load_array_file(f, [input_name] if input_name else [], mmap=True)
             parts.append(arrays)
             file_labels.append(lab)
         if labels is None and any(lab is not None for lab in file_labels):
@@ -141,34 +138,17 @@ def _numpy_files(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix in (".npy", ".npz"))
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in ARRAY_SUFFIXES)
             if not found:
                 raise InvalidInputError(f"{p}: no .npy or .npz files in this directory")
             files.extend(found)
-        elif p.is_file() and p.suffix in (".npy", ".npz"):
+        elif p.is_file() and p.suffix.lower() in ARRAY_SUFFIXES:
             files.append(p)
         elif not p.exists():
             raise InvalidInputError(f"calibration data not found: {p}")
         else:
             raise InvalidInputError(f"{p}: expected a .npy or .npz file or a directory of them")
     return files
-
-
-def _load_numpy_file(path: Path, input_name: str | None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    try:
-        if path.suffix == ".npy":
-            return {input_name or UNNAMED: np.load(path, mmap_mode="r", allow_pickle=False)}, None
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"cannot read {path}: {exc}") from exc
-    label_keys = [k for k in arrays if k in LABEL_KEYS]
-    labels = arrays.pop(label_keys[0]) if label_keys else None
-    if not arrays:
-        raise InvalidInputError(f"{path}: holds only labels, no input arrays")
-    if len(arrays) == 1 and input_name is not None:
-        arrays = {input_name: next(iter(arrays.values()))}
-    return arrays, labels
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -297,16 +277,13 @@ class TorchDatasetSource:
         return {self._name or UNNAMED: self._array(item)}, label
 
     def _array(self, value: Any) -> np.ndarray:
-        if hasattr(value, "detach"):
-            value = value.detach().cpu().numpy()
-        if self._pre is not None and (
-            type(value).__module__.startswith("PIL.")
-            or (isinstance(value, np.ndarray) and value.dtype == np.uint8)
-        ):
+        if not type(value).__module__.startswith("PIL."):
+            value = to_numpy(value)
+        if self._pre is not None and is_image_like(value, self._pre):
             from infership.runtime.preprocess import preprocess_image
 
             return preprocess_image(value, self._pre)
-        return np.asarray(value)
+        return value
 
     def read(self, indices: Sequence[int]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         items = [self._split(self._ds[int(i)]) for i in indices]
@@ -379,97 +356,3 @@ def from_torch(
     labels = None if any(g is None for g in got) else np.asarray(got, dtype=np.int64)
     desc = {"kind": "torch-iterable", "type": type(target).__name__, "items": len(items)}
     return CalibrationSet(ArraySource([arrays], labels=labels, description=desc), batch_size=bs)
-
-
-# ---------------------------------------------------------------------------------------------- digits
-DIGITS_SPLITS = ("train", "test", "all")
-_DIGITS_TEST = 360  # 20% of 1,797, stratified
-
-
-def load_digits_split(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's bundled handwritten digits as ``(images, labels)``: float32 ``[n, 1, 8, 8]`` scaled
-    to [0, 1], int64 labels. The train/test split (1,437 / 360, stratified, seed 0) is fixed, so training
-    scripts, calibration and validation agree on which images are held out.
-
-    Raises:
-        InvalidInputError: ``split`` is not ``train``, ``test`` or ``all``.
-    """
-    if split not in DIGITS_SPLITS:
-        raise InvalidInputError(f"digits split must be one of {DIGITS_SPLITS}, got {split!r}")
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    images = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
-    labels = digits.target.astype(np.int64)
-    if split == "all":
-        return images, labels
-    idx = np.arange(len(labels))
-    train, test = train_test_split(idx, test_size=_DIGITS_TEST, random_state=0, stratify=labels)
-    pick = np.sort(train if split == "train" else test)
-    return images[pick], labels[pick]
-
-
-def from_digits(
-    split: str = "train",
-    *,
-    preprocessing: Preprocessing | None = None,
-    input_name: str | None = None,
-    batch_size: int = 16,
-) -> CalibrationSet:
-    """scikit-learn's handwritten digits (offline, 8×8 grayscale), with labels.
-
-    Args:
-        split: ``"train"`` (1,437), ``"test"`` (360) or ``"all"``; see :func:`load_digits_split`.
-        preprocessing: When given, each digit becomes an 8-bit grayscale image fed through it (for models
-            with another input size or normalisation); otherwise inputs are ``[n, 1, 8, 8]`` in [0, 1].
-        input_name: The model input the images feed (default: the model's only input).
-        batch_size: Samples per batch.
-    """
-    images, labels = load_digits_split(split)
-    desc = {"kind": "digits", "split": split}
-    if preprocessing is not None:
-        from infership.runtime.preprocess import preprocess_image
-
-        pixels = np.round(images[:, 0] * 255.0).astype(np.uint8)
-        images = np.stack([preprocess_image(p, preprocessing) for p in pixels])
-        input_name = input_name or preprocessing.input
-        desc["preprocessing"] = True
-    source = ArraySource([{input_name or UNNAMED: images}], labels=labels, description=desc)
-    return CalibrationSet(source, batch_size=batch_size)
-
-
-# ---------------------------------------------------------------------------------------------- CLI specs
-def from_spec(
-    spec: str,
-    *,
-    preprocessing: Preprocessing | None = None,
-    class_names: Sequence[str] | None = None,
-    batch_size: int = 16,
-) -> CalibrationSet:
-    """A calibration set from a command-line string.
-
-    ``digits`` / ``digits:train`` / ``digits:test`` / ``digits:all``; a ``.npy`` / ``.npz`` file or a
-    directory of them; an image folder (needs the artifact's preprocessing).
-
-    Raises:
-        InvalidInputError: The string names nothing usable, or an image folder is given for an artifact
-            without preprocessing.
-    """
-    if spec == "digits" or spec.startswith("digits:"):
-        split = spec.partition(":")[2] or "train"
-        return from_digits(split, preprocessing=preprocessing, batch_size=batch_size)
-    path = Path(spec)
-    if not path.exists():
-        raise InvalidInputError(
-            f"calibration source {spec!r} not found: expected 'digits[:split]', a .npy/.npz file, a directory "
-            "of them, or an image folder"
-        )
-    if path.is_file() or any(q.suffix in (".npy", ".npz") for q in path.iterdir()):
-        return from_numpy(path, batch_size=batch_size)
-    if preprocessing is None:
-        raise InvalidInputError(
-            f"{path} is an image folder, but the artifact records no preprocessing to turn images into "
-            "model inputs; export with preprocessing, or give .npy/.npz data"
-        )
-    return from_image_folder(path, preprocessing, class_names=class_names, batch_size=batch_size)

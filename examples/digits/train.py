@@ -2,8 +2,8 @@
 
     python examples/digits/train.py --out digits.pt
 
-Prints the test accuracy. The train/test split is infership's fixed digits split
-(``infership.calibration.load_digits_split``), so later validation uses the same held-out images.
+Prints the test accuracy. The train/test split is the example's fixed split (``data.py``), so calibration
+(``data.py:train``) and validation (``data.py:test``) in ``pipeline.toml`` use the same held-out images.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
-from infership.calibration import load_digits_split
+from infership.calibration import load_callable
 
 
 def load_model_module() -> ModuleType:
@@ -33,6 +33,7 @@ def load_model_module() -> ModuleType:
 
 
 digits_model = load_model_module()
+load_digits_split = load_callable(f"{Path(__file__).resolve().parent / 'data.py'}:load_split")
 
 
 def train(out: Path, recipe=None) -> tuple[Path, float]:

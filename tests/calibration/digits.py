@@ -1,6 +1,9 @@
-"""The digits CNN of examples/digits, trained once per test session, and artifacts built from it.
+"""The digits example for tests: its data (examples/digits/data.py), its CNN trained once per test session,
+and artifacts built from it.
 
-Used by the calibration and int8 tests. Artifacts are built with ``tests.builders`` (torch.onnx, no
+Importing this module imports the example's data.py, which registers the ``digits`` source scheme, so tests
+may use ``"digits:train"`` strings as well as :func:`from_digits` / :func:`load_digits_split`. Used by the
+calibration and int8 tests. Artifacts are built with ``tests.builders`` (torch.onnx, no
 converters), cached per base directory; tests copy them before adding variants.
 """
 
@@ -12,8 +15,23 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from infership.calibration import load_callable
+
 _EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits"
+#: The example's data file: ``f"{DATA_PY}:train"`` / ``f"{DATA_PY}:test"`` are calibration source strings.
+DATA_PY = _EXAMPLE / "data.py"
 _cache: dict[tuple[str, str], Path] = {}
+
+
+def data_module() -> ModuleType:
+    """examples/digits/data.py, imported once by path the way ``from_spec("…/data.py:train")`` does."""
+    return sys.modules[load_callable(f"{DATA_PY}:load_split").__module__]
+
+
+#: The fixed split as ``(images [n, 1, 8, 8] float32, labels)``: ``"train"``, ``"test"`` or ``"all"``.
+load_digits_split = data_module().load_split
+#: The digits as a labelled ``CalibrationSet`` (``from_digits("test", preprocessing=..., batch_size=...)``).
+from_digits = data_module().from_digits
 
 
 def digits_module() -> ModuleType:
@@ -33,7 +51,6 @@ def trained_checkpoint(base: Path) -> Path:
     key = (str(base), "checkpoint")
     if key not in _cache:
         import torch
-        from infership.calibration import load_digits_split
 
         m = digits_module()
         x, y = load_digits_split("train")

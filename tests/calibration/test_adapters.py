@@ -53,8 +53,9 @@ def test_importing_calibration_and_int8_modules_loads_no_runtime():
     import sys
 
     code = (
-        "import sys, infership.calibration, infership.convert.quantize, infership.convert.quantize_cli;"
-        "from infership.calibration import from_numpy, CalibrationSet;"
+        "import sys, infership.calibration, infership.convert.int8.workflow, infership.convert.int8.cli;"
+        "from infership.calibration import from_numpy, from_spec, CalibrationSet, parse_shape, load_array_file;"
+        "import infership.calibration.schemes, infership.calibration.arrays, infership.calibration.parsing;"
         "print(sorted(m for m in ('torch', 'onnxruntime', 'openvino', 'nncf', 'onnx', 'sklearn') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from infership.calibration import (
-    CalibrationSet,
-    from_digits,
-    from_image_folder,
-    from_numpy,
-    from_spec,
-    from_torch,
-    load_digits_split,
-)
+from infership.calibration import CalibrationSet, from_image_folder, from_numpy, from_spec, from_torch
 from infership.runtime import InvalidInputError, Preprocessing, TensorSpec
+
+from tests.calibration.digits import from_digits, load_digits_split
 
 SPEC = TensorSpec("x", "float32", ("batch", 1, 8, 8))
 
