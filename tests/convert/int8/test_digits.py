@@ -10,11 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from infership.calibration import from_digits, from_numpy, load_digits_split
+from infership.calibration import from_numpy
 from infership.convert.int8 import quantize
 from infership.runtime import Artifact, InvalidInputError, Predictor
 
-from tests.calibration.digits import copy_artifact, digits_artifact, shared_base
+from tests.calibration.digits import (
+    DATA_PY,
+    copy_artifact,
+    digits_artifact,
+    from_digits,
+    load_digits_split,
+    shared_base,
+)
 
 pytestmark = pytest.mark.openvino
 
@@ -88,7 +95,7 @@ def test_cli_writes_the_variant_and_prints_the_report(pristine, tmp_path, capsys
     from infership.cli import main
 
     root = copy_artifact(pristine, tmp_path / "d")
-    argv = ["quantize", str(root), "--calibration", "digits:train", "--holdout", "digits:test"]
+    argv = ["quantize", str(root), "--calibration", f"{DATA_PY}:train", "--holdout", f"{DATA_PY}:test"]
     rc = main([*argv, "--target", "ort", "--samples", "64", "--max-accuracy-drop", "1", "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)

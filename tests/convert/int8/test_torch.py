@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from infership.calibration import from_digits, load_digits_split
 from infership.convert.int8 import quantize
 from infership.runtime import Artifact, InvalidInputError, Predictor
 
-from tests.calibration.digits import copy_artifact, digits_artifact, load_trained, shared_base
+from tests.calibration.digits import (
+    DATA_PY,
+    copy_artifact,
+    digits_artifact,
+    from_digits,
+    load_digits_split,
+    load_trained,
+    shared_base,
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +65,9 @@ def test_cli_builds_all_three_from_a_checkpoint(base, tmp_path, capsys):
             "quantize",
             str(root),
             "--calibration",
-            "digits:train",
+            f"{DATA_PY}:train",
             "--holdout",
-            "digits:test",
+            f"{DATA_PY}:test",
             "--samples",
             "64",
             "--target",
