@@ -11,14 +11,15 @@ from typing import TYPE_CHECKING
 from infership.runtime.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
-    "BenchConfig": "infership.bench.harness",
-    "PlannedRun": "infership.bench.harness",
-    "plan_runs": "infership.bench.harness",
-    "run_benchmark": "infership.bench.harness",
+    "BenchConfig": "infership.bench.config",
+    "PlannedRun": "infership.bench.config",
+    "plan_runs": "infership.bench.config",
+    "run_benchmark": "infership.bench.runner",
     "run_sweep": "infership.bench.harness",
     "measure_overhead": "infership.bench.harness",
     "Scenario": "infership.bench.scenarios",
     "StopRule": "infership.bench.scenarios",
+    "MeasurementError": "infership.bench.scenarios",
     "InputPool": "infership.bench.inputs",
     "random_pool": "infership.bench.inputs",
     "array_pool": "infership.bench.inputs",
@@ -35,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "load_results": "infership.bench.results",
     "save_results": "infership.bench.results",
     "Comparison": "infership.bench.compare",
+    "FigureChange": "infership.bench.compare",
     "Thresholds": "infership.bench.compare",
     "Verdict": "infership.bench.compare",
     "NotComparableError": "infership.bench.compare",
@@ -46,12 +48,21 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .compare import Comparison, NotComparableError, Thresholds, Verdict, compare_results  # noqa: F401
-    from .harness import BenchConfig, PlannedRun, measure_overhead, plan_runs, run_benchmark, run_sweep  # noqa: F401
+    from .compare import (  # noqa: F401
+        Comparison,
+        FigureChange,
+        NotComparableError,
+        Thresholds,
+        Verdict,
+        compare_results,
+    )
+    from .config import BenchConfig, PlannedRun, plan_runs  # noqa: F401
+    from .harness import measure_overhead, run_sweep  # noqa: F401
     from .inputs import InputPool, array_pool, image_pool, random_pool  # noqa: F401
     from .report import write_report  # noqa: F401
     from .results import BenchResults, ResultsError, RunResult, load_results, save_results  # noqa: F401
-    from .scenarios import Scenario, StopRule  # noqa: F401
+    from .runner import run_benchmark  # noqa: F401
+    from .scenarios import MeasurementError, Scenario, StopRule  # noqa: F401
     from .stats import (  # noqa: F401
         LatencySummary,
         RatioInterval,

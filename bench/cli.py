@@ -35,11 +35,15 @@ def _fraction_or_off(text: str) -> float:
 
 
 def _hw(text: str) -> tuple[int, int]:
+    """``--image-size``: ``"256"`` or ``"256x192"`` (height × width), parsed by the calibration data layer."""
+    from infership.calibration import parse_hw
+    from infership.runtime.errors import InvalidInputError
+
     try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH like 256x256, got {text!r}") from None
-    return h, w
+        return parse_hw(text, what="--image-size")
+    except InvalidInputError as exc:
+        # argparse shows an ArgumentTypeError's message; any other error becomes "invalid _hw value"
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _console(*, stderr: bool = False) -> Any:
@@ -113,7 +117,11 @@ def add_bench(sub: Any) -> None:
         action="store_true",
         help="feed raw uint8 images through the artifact's preprocessing",
     )
-    p.add_argument("--image-size", type=_hw, help="raw random image size HxW with --include-preprocessing")
+    p.add_argument(
+        "--image-size",
+        type=_hw,
+        help="raw random image size HxW (or N for a square) with --include-preprocessing",
+    )
     p.add_argument("--pool", type=int, default=16, help="distinct inputs to rotate (default: 16)")
     p.add_argument(
         "--target-qps", type=float, help="server scenario arrival rate (default: half the warm-up throughput)"
@@ -136,12 +144,13 @@ def add_bench(sub: Any) -> None:
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
-    from .harness import BenchConfig, parse_list
-    from .inputs import parse_shape
+    from infership.calibration import parse_named_shape
+
+    from .config import BenchConfig, parse_list
     from .scenarios import Scenario
 
     scenarios = parse_list(args.scenario, cast=Scenario.parse)
-    shapes = dict(parse_shape(s) for s in args.shape)
+    shapes = dict(parse_named_shape(s, what="--shape", require_name=True) for s in args.shape)
     inputs: dict[str, str] = {}
     for item in args.inputs:
         name, sep, path = item.partition("=")
@@ -149,7 +158,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
             name, path = "", item
         inputs[name] = path
     return BenchConfig(
-        args.artifact,
+        artifact=args.artifact,
         backends=parse_list(args.backend),
         precisions=parse_list(args.precision),
         batch_sizes=parse_list(args.batch, cast=int),
@@ -207,7 +216,8 @@ def _resolve_unnamed_inputs(config: Any) -> Any:
 def _run_bench(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .harness import plan_runs, run_sweep
+    from .config import plan_runs
+    from .harness import run_sweep
     from .results import save_results
 
     config = _resolve_unnamed_inputs(_config_from_args(args))

@@ -26,32 +26,6 @@ from typing import Any
 import pytest
 
 
-def _pool(
-    predictor: Any,
-    *,
-    batch_size: int,
-    pool_size: int,
-    seed: int,
-    shapes: Mapping[str, Sequence[int]] | None,
-    inputs: Mapping[str, Any] | None,
-    include_preprocessing: bool,
-) -> Any:
-    from infership.bench.inputs import array_pool, image_pool, random_pool
-    from infership.runtime.errors import InvalidInputError
-
-    if include_preprocessing:
-        pre = predictor.manifest.preprocessing
-        if pre is None:
-            raise InvalidInputError(
-                f"include_preprocessing: {predictor.manifest.name!r} records no preprocessing"
-            )
-        images = (inputs or {}).get(pre.input)
-        return image_pool(pre, batch_size=batch_size, images=images, size=pool_size, seed=seed)
-    if inputs:
-        return array_pool(predictor.inputs, inputs, batch_size=batch_size, size=pool_size)
-    return random_pool(predictor.inputs, batch_size=batch_size, shapes=shapes, size=pool_size, seed=seed)
-
-
 def _make_runner(benchmark: Any) -> Callable[..., Any]:
     def run(
         predictor: Any,
@@ -64,12 +38,14 @@ def _make_runner(benchmark: Any) -> Callable[..., Any]:
         inputs: Mapping[str, Any] | None = None,
         include_preprocessing: bool = False,
     ) -> Any:
+        from infership.bench.runner import make_pool, recorded_options
         from infership.runtime import hardware
 
-        pool = _pool(
-            predictor, batch_size=batch_size, pool_size=pool_size, seed=seed, shapes=shapes, inputs=inputs,
+        pool = make_pool(
+            predictor, batch_size=batch_size, size=pool_size, seed=seed, shapes=shapes, inputs=inputs,
             include_preprocessing=include_preprocessing,
         )  # fmt: skip
+        options = recorded_options(predictor)
         for i in range(warmup):
             predictor.predict(pool[i])
         position = [0]
@@ -92,10 +68,10 @@ def _make_runner(benchmark: Any) -> Callable[..., Any]:
                 "input_shapes": pool.shapes,
                 "placement": predictor.placement.to_dict(),
                 "threads": {
-                    "intra_op": getattr(predictor.options, "intra_op_threads", None),
-                    "inter_op": getattr(predictor.options, "inter_op_threads", None),
-                    "streams": getattr(predictor.options, "num_streams", None),
-                    "hint": getattr(getattr(predictor.options, "hint", None), "value", None),
+                    "intra_op": options["intra_op_threads"],
+                    "inter_op": options["inter_op_threads"],
+                    "streams": options["num_streams"],
+                    "hint": options["hint"],
                 },
                 "fingerprint": hardware.fingerprint(),
             }

@@ -195,7 +195,7 @@ class RunResult:
         object.__setattr__(self, "key_extra", tuple(self.key_extra))
         object.__setattr__(self, "rounds", tuple(int(n) for n in self.rounds))
         if self.rounds and sum(self.rounds) != len(self.samples_ms):
-            raise ValueError(
+            raise ResultsError(
                 f"rounds {list(self.rounds)} do not add up to the {len(self.samples_ms)} samples"
             )
 
@@ -245,7 +245,7 @@ class RunResult:
         server = data.get("server")
         samples = data["samples_ms"]
         if not isinstance(samples, list):
-            raise TypeError(f"samples_ms must be a list, got {type(samples).__name__}")
+            raise ResultsError(f"samples_ms must be a list, got {type(samples).__name__}")
         return cls(
             model=str(data["model"]),
             backend=str(data["backend"]),

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from infership.runtime.errors import InfershipError, InvalidInputError
+from infership.runtime.timing import timed
 
 from .inputs import InputPool
 from .stats import Stability, check_rounds, check_stability
@@ -36,6 +38,10 @@ Predict = Callable[[Any], Any]
 
 # How often (seconds) the stop rule re-checks stability once the minimum duration has passed.
 _STABILITY_CHECK_EVERY_S = 0.05
+
+
+class MeasurementError(InfershipError, RuntimeError):
+    """A scenario ended without measuring anything (no query completed before the stop rule fired)."""
 
 
 class Scenario(str, enum.Enum):
@@ -51,13 +57,13 @@ class Scenario(str, enum.Enum):
         """``"single-stream"``, ``"single_stream"`` or ``"singlestream"`` → the member.
 
         Raises:
-            ValueError: Unknown name (the message lists the known ones).
+            InvalidInputError: Unknown name (the message lists the known ones).
         """
         norm = text.strip().lower().replace("_", "-")
         for member in cls:
             if norm in (member.value, member.value.replace("-", "")):
                 return member
-        raise ValueError(f"unknown scenario {text!r}; expected one of {[m.value for m in cls]}")
+        raise InvalidInputError(f"unknown scenario {text!r}; expected one of {[m.value for m in cls]}")
 
 
 @dataclass(frozen=True)
@@ -84,17 +90,17 @@ class StopRule:
 
     def __post_init__(self) -> None:
         if self.duration_s is None and self.max_queries is None:
-            raise ValueError("a StopRule needs duration_s, max_queries, or both")
+            raise InvalidInputError("a StopRule needs duration_s, max_queries, or both")
         if self.duration_s is not None and self.duration_s <= 0:
-            raise ValueError(f"duration_s must be > 0, got {self.duration_s}")
+            raise InvalidInputError(f"duration_s must be > 0, got {self.duration_s}")
         if self.max_queries is not None and self.max_queries < 1:
-            raise ValueError(f"max_queries must be >= 1, got {self.max_queries}")
+            raise InvalidInputError(f"max_queries must be >= 1, got {self.max_queries}")
         if (
             self.max_duration_s is not None
             and self.duration_s is not None
             and self.max_duration_s < self.duration_s
         ):
-            raise ValueError(
+            raise InvalidInputError(
                 f"max_duration_s ({self.max_duration_s}) must be >= duration_s ({self.duration_s})"
             )
 
@@ -163,10 +169,10 @@ def merge_rounds(parts: list[Measurement], *, tolerance: float) -> Measurement:
     (:func:`~infership.bench.stats.check_rounds`).
 
     Raises:
-        ValueError: No parts.
+        InvalidInputError: No parts.
     """
     if not parts:
-        raise ValueError("merge_rounds needs at least one measurement")
+        raise InvalidInputError("merge_rounds needs at least one measurement")
     if len(parts) == 1:
         return parts[0]
     ends, offset = [], 0.0
@@ -264,7 +270,7 @@ class _Recorder:
             if self.error is not None:
                 raise self.error
             if not self._lat:
-                raise RuntimeError("the scenario completed no query")
+                raise MeasurementError("the scenario completed no query")
             stability = self._stability()
             lat = np.asarray(self._lat, dtype=np.float64) / 1e6
             end = np.asarray(self._end, dtype=np.float64) / 1e9
@@ -314,19 +320,20 @@ def run_scenario(
         The :class:`Measurement`.
 
     Raises:
-        ValueError: Invalid concurrency or rate for the scenario.
+        InvalidInputError: Invalid concurrency or rate for the scenario.
+        MeasurementError: No query completed before the stop rule fired.
         InfershipError: Whatever ``predict`` raised (the first error of any caller).
     """
     if concurrency < 1:
-        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        raise InvalidInputError(f"concurrency must be >= 1, got {concurrency}")
     if scenario is Scenario.SINGLE_STREAM and concurrency != 1:
-        raise ValueError(
+        raise InvalidInputError(
             f"single-stream issues one query at a time: concurrency must be 1, got {concurrency}"
         )
     if target_qps is not None and target_qps <= 0:
-        raise ValueError(f"target_qps must be > 0, got {target_qps}")
+        raise InvalidInputError(f"target_qps must be > 0, got {target_qps}")
     if warmup_s < 0 or warmup_queries < 0:
-        raise ValueError(f"warm-up must be >= 0, got {warmup_queries} queries and {warmup_s} s")
+        raise InvalidInputError(f"warm-up must be >= 0, got {warmup_queries} queries and {warmup_s} s")
     warm = _warm_up(predict, pool, concurrency, warmup_queries, warmup_s)
     rec = _Recorder(stop)
     if scenario is Scenario.MULTI_STREAM:
@@ -355,9 +362,8 @@ def _warm_up(
         rule = StopRule(duration_s=None, max_queries=per_caller * concurrency)
     counter = itertools.count()
     rec = _Recorder(rule)
-    t0 = time.perf_counter_ns()
-    _run_threads(concurrency, lambda: _loop(predict, pool, counter, rec), rec)
-    elapsed = (time.perf_counter_ns() - t0) / 1e9
+    _, elapsed_ms = timed(lambda: _run_threads(concurrency, lambda: _loop(predict, pool, counter, rec), rec))
+    elapsed = elapsed_ms / 1e3
     if rec.error is not None:
         raise rec.error
     done = rec.count

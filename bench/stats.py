@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from infership.runtime.errors import InvalidInputError
 
 PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
 
@@ -63,13 +64,13 @@ def summarize(samples_ms: Sequence[float] | np.ndarray) -> LatencySummary:
         The :class:`LatencySummary`.
 
     Raises:
-        ValueError: No samples, or a sample that is NaN or infinite.
+        InvalidInputError: No samples, or a sample that is NaN or infinite.
     """
     x = np.asarray(samples_ms, dtype=np.float64)
     if x.ndim != 1 or x.size == 0:
-        raise ValueError(f"expected a non-empty 1-D sequence of latencies, got shape {list(x.shape)}")
+        raise InvalidInputError(f"expected a non-empty 1-D sequence of latencies, got shape {list(x.shape)}")
     if not np.all(np.isfinite(x)):
-        raise ValueError("latency samples contain NaN or infinity")
+        raise InvalidInputError("latency samples contain NaN or infinity")
     p50, p90, p95, p99 = (float(v) for v in np.percentile(x, PERCENTILES))
     return LatencySummary(
         count=int(x.size),
@@ -148,14 +149,14 @@ def check_stability(
         The :class:`Stability` verdict.
 
     Raises:
-        ValueError: Mismatched lengths, or a non-positive window, window count or tolerance.
+        InvalidInputError: Mismatched lengths, or a non-positive window, window count or tolerance.
     """
     lat = np.asarray(latencies_ms, dtype=np.float64)
     end = np.asarray(end_times_s, dtype=np.float64)
     if lat.shape != end.shape:
-        raise ValueError(f"latencies and end times differ in length: {lat.size} vs {end.size}")
+        raise InvalidInputError(f"latencies and end times differ in length: {lat.size} vs {end.size}")
     if window_s <= 0 or windows < 2 or tolerance <= 0:
-        raise ValueError(
+        raise InvalidInputError(
             f"expected window_s > 0, windows >= 2, tolerance > 0; got {window_s}, {windows}, {tolerance}"
         )
     if lat.size == 0:
@@ -198,10 +199,10 @@ def check_rounds(
     rounds as the windows).
 
     Raises:
-        ValueError: Fewer than two rounds, or lengths that differ.
+        InvalidInputError: Fewer than two rounds, or lengths that differ.
     """
     if len(medians_ms) < 2 or len(medians_ms) != len(throughputs):
-        raise ValueError(
+        raise InvalidInputError(
             f"expected >= 2 rounds with one median and one throughput each, got {len(medians_ms)}"
         )
     lat_spread = _max_relative_deviation(medians_ms)
@@ -300,23 +301,23 @@ def bootstrap_ratio(
         The :class:`RatioInterval`.
 
     Raises:
-        ValueError: A side has fewer than two samples, a non-positive statistic, or bad parameters.
+        InvalidInputError: A side has fewer than two samples, a non-positive statistic, or bad parameters.
     """
     if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+        raise InvalidInputError(f"confidence must be in (0, 1), got {confidence}")
     if not 0 <= percentile <= 100:
-        raise ValueError(f"percentile must be in [0, 100], got {percentile}")
+        raise InvalidInputError(f"percentile must be in [0, 100], got {percentile}")
     if n_resamples < 100:
-        raise ValueError(f"n_resamples must be >= 100, got {n_resamples}")
+        raise InvalidInputError(f"n_resamples must be >= 100, got {n_resamples}")
     if blocks is not None and blocks < 2:
-        raise ValueError(f"blocks must be >= 2 or None, got {blocks}")
+        raise InvalidInputError(f"blocks must be >= 2 or None, got {blocks}")
     rng = np.random.default_rng(seed)
     a = _checked(baseline, "baseline")
     b = _checked(current, "current")
     qa = float(np.percentile(a, percentile))
     qb = float(np.percentile(b, percentile))
     if qa <= 0 or qb <= 0:
-        raise ValueError(f"p{percentile:g} must be positive to form a ratio, got {qa} and {qb}")
+        raise InvalidInputError(f"p{percentile:g} must be positive to form a ratio, got {qa} and {qb}")
     ra = _resample_side(a, baseline_rounds, "baseline", percentile, n_resamples, blocks, rng)
     rb = _resample_side(b, current_rounds, "current", percentile, n_resamples, blocks, rng)
     ratios = rb / ra
@@ -328,9 +329,9 @@ def bootstrap_ratio(
 def _checked(samples: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
     x = np.asarray(samples, dtype=np.float64)
     if x.ndim != 1 or x.size < 2:
-        raise ValueError(f"{name}: need at least 2 samples to bootstrap, got {x.size}")
+        raise InvalidInputError(f"{name}: need at least 2 samples to bootstrap, got {x.size}")
     if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name}: samples contain NaN or infinity")
+        raise InvalidInputError(f"{name}: samples contain NaN or infinity")
     return x
 
 
@@ -356,7 +357,7 @@ def _resample_side(
     if len(sizes) < 2:
         return _bootstrap_percentile(_thinned(x, MAX_BOOTSTRAP_SAMPLES), q, n_resamples, blocks, rng)
     if sum(sizes) != x.size or min(sizes) < 1:
-        raise ValueError(f"{name}: round sizes {sizes} do not add up to the {x.size} samples")
+        raise InvalidInputError(f"{name}: round sizes {sizes} do not add up to the {x.size} samples")
     # Equal-sized rounds (each thinned to the smallest, keeping order) make the resampling a matrix operation.
     m = min(min(sizes), MAX_BOOTSTRAP_SAMPLES // len(sizes))
     bounds = np.cumsum([0, *sizes])

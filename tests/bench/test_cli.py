@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from infership.runtime import hardware
 
 from infership.cli import main
 
@@ -28,15 +31,17 @@ SHORT = [
 @pytest.fixture(scope="module")
 def bench_json(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "bench.json"
-    rc = main(["bench", str(tiny_artifact), "--backend", "ort-cpu,nope", "--batch", "1,2", "--concurrency", "2",
-               "--scenario", "single-stream,offline", "--threads", "1", "--json", str(out), *SHORT])  # fmt: skip
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # module-scoped: capsys is per test, so keep the table here
+        rc = main(["bench", str(tiny_artifact), "--backend", "ort-cpu,nope", "--batch", "1,2",
+                   "--concurrency", "2", "--scenario", "single-stream,offline", "--threads", "1",
+                   "--json", str(out), *SHORT])  # fmt: skip
     assert rc == 0
+    out.with_suffix(".stdout.txt").write_text(printed.getvalue())
     return out
 
 
-def test_bench_writes_results_and_prints_a_table(
-    bench_json: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bench_writes_results_and_prints_a_table(bench_json: Path) -> None:
     data = json.loads(bench_json.read_text())
     assert data["format"] == "infership-bench-results"
     keys = [r["key"] for r in data["runs"]]
@@ -48,7 +53,14 @@ def test_bench_writes_results_and_prints_a_table(
     ]
     assert all(r["settings"]["intra_op_threads"] == 1 for r in data["runs"])
     assert data["skipped"][0]["backend"] == "nope"
-    assert data["environment"]["cpu"]["flags"] is not None
+    # the environment is recorded, and the fingerprint is the hash of what was recorded
+    assert isinstance(data["environment"]["cpu"]["flags"], list)
+    assert data["environment"]["cpu"]["model"] == hardware.environment()["cpu"]["model"]
+    assert data["fingerprint"] == hardware.fingerprint(data["environment"])
+    # the table is printed (rich, to stdout) with one row per run and the skipped backend named
+    out = bench_json.with_suffix(".stdout.txt").read_text()
+    assert f"fingerprint {data['fingerprint']}" in out
+    assert out.count("ort-cpu") >= len(keys) and "skipped nope fp32" in out
 
 
 def test_compare_same_file_exits_0(bench_json: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -132,6 +144,25 @@ def test_bench_exits_1_when_nothing_could_run(
 ) -> None:
     assert main(["bench", str(tiny_artifact), "--backend", "nope", "--no-overhead", *SHORT]) == 1
     assert "no configuration could run" in capsys.readouterr().err
+
+
+def test_shape_and_image_size_options_are_parsed_by_the_data_layer(
+    tiny_artifact: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from infership.bench.cli import _config_from_args
+
+    from infership.cli import build_parser
+
+    args = build_parser().parse_args(["bench", str(tiny_artifact), "--shape", "x:2x3x16x16",
+                                      "--shape", "y=1x4", "--image-size", "32x24"])  # fmt: skip
+    config = _config_from_args(args)
+    assert config.shapes == {"x": (2, 3, 16, 16), "y": (1, 4)} and config.image_size == (32, 24)
+    assert build_parser().parse_args(["bench", "a", "--image-size", "48"]).image_size == (48, 48)
+    assert main(["bench", str(tiny_artifact), "--shape", "1x3x16x16", "--no-overhead", *SHORT]) == 1
+    assert "--shape '1x3x16x16': expected a shape like 'x:1x3x224x224' (NAME:DIMS)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", str(tiny_artifact), "--image-size", "32xx"])
+    assert "--image-size '32xx': expected N or HxW" in capsys.readouterr().err
 
 
 def test_importing_the_bench_package_and_cli_stays_light() -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from infership.bench.compare import NotComparableError, Thresholds, Verdict, compare_results
 from infership.bench.results import ServerOutcome, SkippedRun
+from infership.runtime.errors import InvalidInputError
 
 from tests.bench.conftest import lognormal, synthetic_results, synthetic_run
 
@@ -93,6 +94,13 @@ def test_percent_scale_accuracy_is_compared_in_points() -> None:
     assert c.rows[0].figures[0].worsening_points == pytest.approx(0.6) and c.exit_code == 0
 
 
+def test_bad_thresholds_are_invalid_input_and_still_value_errors() -> None:
+    with pytest.raises(InvalidInputError, match="max_accuracy_drop must be >= 0"):
+        Thresholds(max_accuracy_drop=-1)
+    with pytest.raises(ValueError, match="slowdown thresholds must be >= 0"):
+        Thresholds(max_slowdown=-0.1)
+
+
 def test_server_bound_lost_is_a_regression() -> None:
     def server(met: bool, seed: int):
         run = synthetic_run(lognormal(300, seed=seed), scenario="server")
@@ -160,7 +168,7 @@ def _interleaved(predictors: list[Any], *, chunks: int = 4, seconds: float = 0.0
     """Run each predictor in alternating short chunks and merge the chunks per predictor, so both see the
     same machine load (this machine is shared; load drift between two back-to-back runs is not what the
     statistics are being tested on)."""
-    from infership.bench.harness import run_benchmark
+    from infership.bench.runner import run_benchmark
     from infership.bench.scenarios import StopRule
     from infership.bench.stats import summarize
 

@@ -36,5 +36,6 @@ def test_fixture_benchmarks_a_predictor_and_records_where_it_ran(tiny_artifact: 
     assert info["backend"] == "ort-cpu" and info["variant"] == "onnx-fp32" and info["batch_size"] == 2
     assert info["pool_size"] == 4 and info["input_shapes"] == {"x": [2, 3, 16, 16]}
     assert info["placement"]["providers"] == ["CPUExecutionProvider"]
+    assert info["threads"] == {"intra_op": None, "inter_op": None, "streams": None, "hint": "latency"}
     assert len(info["fingerprint"]) == 16
     assert bench["stats"]["rounds"] >= 3

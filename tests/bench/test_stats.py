@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from infership.bench.stats import bootstrap_ratio, check_stability, summarize
+from infership.runtime.errors import InvalidInputError
 
 from tests.bench.conftest import lognormal
 
@@ -27,7 +28,7 @@ def test_summary_small_and_single_samples() -> None:
 
 @pytest.mark.parametrize("bad", [[], [1.0, float("nan")], [[1.0, 2.0]]])
 def test_summary_rejects_empty_nan_and_2d(bad: list) -> None:
-    with pytest.raises(ValueError, match="latenc"):
+    with pytest.raises(InvalidInputError, match="latenc"):
         summarize(bad)
 
 
@@ -100,11 +101,11 @@ def test_block_bootstrap_widens_the_interval_for_clustered_slow_queries() -> Non
 
 
 def test_bootstrap_rejects_bad_input() -> None:
-    with pytest.raises(ValueError, match="at least 2 samples"):
+    with pytest.raises(InvalidInputError, match="at least 2 samples"):
         bootstrap_ratio([1.0], [1.0, 2.0])
-    with pytest.raises(ValueError, match="confidence"):
+    with pytest.raises(InvalidInputError, match="confidence"):
         bootstrap_ratio([1.0, 2.0], [1.0, 2.0], confidence=1.5)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(InvalidInputError, match="positive"):
         bootstrap_ratio([0.0, 0.0], [1.0, 2.0])
 
 
@@ -123,7 +124,7 @@ def test_rounds_carry_the_machine_drift_into_the_interval() -> None:
     assert slow.low > 2.0
     uneven = bootstrap_ratio(base[:850], cur, baseline_rounds=(300, 250, 300), current_rounds=rounds, seed=0)
     assert uneven.low < 1.0 < uneven.high
-    with pytest.raises(ValueError, match="do not add up"):
+    with pytest.raises(InvalidInputError, match="do not add up"):
         bootstrap_ratio(base, cur, baseline_rounds=(300, 300), current_rounds=rounds)
 
 

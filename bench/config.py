@@ -1,0 +1,186 @@
+"""What a benchmark sweep measures: the options (:class:`BenchConfig`), the runs they plan
+(:func:`plan_runs`), and list parsing for the command line.
+
+Example::
+
+    from infership.bench import BenchConfig, Scenario, run_sweep, save_results
+    config = BenchConfig(artifact="artifacts/resnet", backends=("ort-cpu", "openvino"), batch_sizes=(1, 8),
+                         scenarios=(Scenario.SINGLE_STREAM, Scenario.OFFLINE), duration_s=5)
+    save_results(run_sweep(config), "bench.json")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from infership.runtime.errors import InvalidInputError
+
+from .inputs import DEFAULT_POOL_SIZE
+from .scenarios import Scenario, StopRule
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    """What to measure. Every field is keyword-only.
+
+    Args:
+        artifact: Artifact directory or ``.onnx`` file.
+        backends: Backend names (``"auto"`` picks the fastest available).
+        precisions: Variant precisions to load (``fp32``, ``fp16``, ``int8``).
+        batch_sizes: Items per call.
+        concurrency: Parallel callers (offline, server) or streams (multi-stream); single-stream always
+            runs at 1.
+        scenarios: Load patterns.
+        device: Device for every backend (``None``: each backend's default).
+        duration_s, max_duration_s, min_queries, max_queries, stability_tolerance: The stop rule
+            (see :class:`~infership.bench.scenarios.StopRule`).
+        warmup_queries: Calls per caller before measuring.
+        warmup_s: Warm up at least this long as well (default: 10% of ``duration_s``, at most 2 s).
+        intra_op_threads, inter_op_threads, num_streams: Passed to ``Predictor.load`` and recorded.
+        hint: ``"latency"`` or ``"throughput"`` for every run; ``None``: throughput for offline, latency
+            otherwise.
+        shapes: Input name → full shape, for dynamic non-batch axes.
+        inputs: Input name → ``.npy`` path (or array) of real samples, axis 0 indexing samples. With
+            ``include_preprocessing``, the single entry is an array of uint8 images ``[N, H, W(, C)]``.
+        include_preprocessing: Feed raw uint8 images so the artifact's preprocessing is timed too.
+        image_size: Raw random image (height, width) with ``include_preprocessing``.
+        pool_size: Distinct inputs rotated through.
+        target_qps: Server arrival rate (``None``: half the warm-up throughput; give one for CI).
+        latency_bound_ms: Server p99 bound to judge.
+        measure_overhead: Also run the fake backend to measure the harness's own overhead.
+        rounds: Measure every run in this many rounds, round-robin over the whole sweep (all predictors
+            stay loaded), each ``1/rounds`` of the duration and query counts. Runs of one sweep then see
+            the same machine conditions, stability asks whether the rounds agree, and compare's
+            bootstrap resamples rounds, so the machine's drift widens the interval instead of failing CI.
+        seed: Seed for random inputs and arrival times.
+
+    Raises:
+        InvalidInputError: An empty list, a batch size or concurrency below 1, an unknown scenario or hint,
+            ``rounds < 1``, or stop options that contradict each other.
+    """
+
+    artifact: str | os.PathLike[str]
+    backends: tuple[str, ...] = ("auto",)
+    precisions: tuple[str, ...] = ("fp32",)
+    batch_sizes: tuple[int, ...] = (1,)
+    concurrency: tuple[int, ...] = (1,)
+    scenarios: tuple[Scenario, ...] = (Scenario.SINGLE_STREAM,)
+    device: str | None = None
+    duration_s: float | None = 10.0
+    max_duration_s: float | None = None
+    min_queries: int = 20
+    max_queries: int | None = None
+    stability_tolerance: float = 0.10
+    warmup_queries: int = 10
+    warmup_s: float | None = None
+    intra_op_threads: int | None = None
+    inter_op_threads: int | None = None
+    num_streams: int | None = None
+    hint: str | None = None
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    include_preprocessing: bool = False
+    image_size: tuple[int, int] | None = None
+    pool_size: int = DEFAULT_POOL_SIZE
+    target_qps: float | None = None
+    latency_bound_ms: float | None = None
+    measure_overhead: bool = True
+    rounds: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("backends", "precisions", "batch_sizes", "concurrency", "scenarios"):
+            values = tuple(dict.fromkeys(getattr(self, name)))
+            if not values:
+                raise InvalidInputError(f"BenchConfig.{name} is empty: give at least one value")
+            object.__setattr__(self, name, values)
+        scenarios = (s if isinstance(s, Scenario) else Scenario.parse(s) for s in self.scenarios)
+        object.__setattr__(self, "scenarios", tuple(dict.fromkeys(scenarios)))
+        bad = [v for v in (*self.batch_sizes, *self.concurrency) if int(v) < 1]
+        if bad:
+            raise InvalidInputError(f"batch sizes and concurrency must be >= 1, got {bad}")
+        if self.rounds < 1:
+            raise InvalidInputError(f"rounds must be >= 1, got {self.rounds}")
+        if self.hint not in (None, "latency", "throughput"):
+            raise InvalidInputError(f"hint must be 'latency', 'throughput' or None, got {self.hint!r}")
+        self.stop_rule()  # validates the stop options
+
+    @property
+    def effective_warmup_s(self) -> float:
+        if self.warmup_s is not None:
+            return self.warmup_s
+        return min(2.0, 0.1 * self.duration_s) if self.duration_s else 0.0
+
+    def stop_rule(self) -> StopRule:
+        """The :class:`StopRule` these options describe."""
+        return StopRule(
+            duration_s=self.duration_s,
+            max_duration_s=self.max_duration_s,
+            min_queries=self.min_queries,
+            max_queries=self.max_queries,
+            stability_tolerance=self.stability_tolerance,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["artifact"] = os.fspath(self.artifact)
+        d["scenarios"] = [s.value for s in self.scenarios]
+        d["shapes"] = {k: list(v) for k, v in self.shapes.items()}
+        d["inputs"] = {
+            k: (os.fspath(v) if isinstance(v, (str, os.PathLike)) else "<array>")
+            for k, v in self.inputs.items()
+        }
+        return d
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a sweep, before it is measured."""
+
+    backend: str
+    precision: str
+    scenario: Scenario
+    batch_size: int
+    concurrency: int
+
+    @property
+    def hint(self) -> str:
+        return "throughput" if self.scenario is Scenario.OFFLINE else "latency"
+
+    def describe(self) -> str:
+        return f"{self.backend} {self.precision} {self.scenario.value} b{self.batch_size} c{self.concurrency}"
+
+
+def plan_runs(config: BenchConfig) -> list[PlannedRun]:
+    """Every (backend, precision, scenario, batch size, concurrency) the sweep will run, in order.
+
+    Single-stream is one query at a time by definition, so it runs once per batch size at concurrency 1.
+    """
+    out: list[PlannedRun] = []
+    for backend in config.backends:
+        for precision in config.precisions:
+            for scenario in config.scenarios:
+                conc = (1,) if scenario is Scenario.SINGLE_STREAM else config.concurrency
+                for b in config.batch_sizes:
+                    for c in dict.fromkeys(conc):
+                        out.append(PlannedRun(backend, precision, scenario, int(b), int(c)))
+    return out
+
+
+def parse_list(text: str | Sequence[str], *, cast: Callable[[str], Any] = str) -> tuple[Any, ...]:
+    """``"1,8,32"`` (or several such strings) → ``(1, 8, 32)`` with ``cast`` applied; order kept, no duplicates.
+
+    Raises:
+        InvalidInputError: An empty list or an item ``cast`` rejects.
+    """
+    parts = [text] if isinstance(text, str) else list(text)
+    items = [p.strip() for chunk in parts for p in chunk.split(",") if p.strip()]
+    if not items:
+        raise InvalidInputError(f"expected a comma-separated list, got {text!r}")
+    try:
+        return tuple(dict.fromkeys(cast(i) for i in items))
+    except ValueError as exc:
+        raise InvalidInputError(f"cannot parse {text!r}: {exc}") from exc
