@@ -1,26 +1,28 @@
-"""One function per int8 target: build, validate, repair. Used by :func:`infership.convert.quantize.quantize`.
+"""One function per int8 target: build, validate, repair. Used by :func:`infership.convert.int8.quantize`.
 
-Each returns the target's report and the files to add to the artifact (written in a scratch directory).
+Each returns the target's report and the files to add to the artifact (written in the scratch directory
+``ctx.tmp``). Every candidate is judged through the runtime's backends (:mod:`.evaluate`).
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from infership.runtime.manifest import Step
 
-from . import evaluate as qe
+from . import evaluate as ev
 from .openvino import NncfQuantConfig, quantize_openvino
 from .ort import OrtQuantConfig, calibrate, preprocess_model, quantizable_op_types, quantize_qdq
-from .repair import RepairResult, openvino_quantizers, ort_quantizers, rank_layers
-from .repair import repair as run_repair
-
-if TYPE_CHECKING:
-    from .workflow import QuantizeReport, TargetReport, _Context
+from .repair import openvino_quantizers, ort_quantizers, rank_layers, repair
+from .torch import quantize_torch, trace_fp32
+from .types import Evaluation, QuantizeContext, RepairResult, RepairStep, Target, TargetReport
 
 log = logging.getLogger(__name__)
+
+#: A built model: its files under ``ctx.tmp`` (the first is the one a runtime opens) and its step.
+Built = tuple[list[Path], Step]
 
 
 def _node_names(onnx_path: Path, op_types: set[str] | None = None) -> list[str]:
@@ -31,18 +33,16 @@ def _node_names(onnx_path: Path, op_types: set[str] | None = None) -> list[str]:
 
 
 def _report(
-    ctx: _Context,
-    target: Any,
+    ctx: QuantizeContext,
+    target: Target,
     steps: list[Step],
     result: RepairResult,
     excluded: tuple[str, ...],
     fp32_latency: float | None,
+    backend: str,
 ) -> TargetReport:
-    from .workflow import VARIANT_IDS, TargetReport
-
-    final = result.final
-    passed = ctx.budget is None or (final.metrics.drop is not None and final.metrics.drop <= ctx.budget)
-    if ctx.budget is not None or len(result.steps) > 1:
+    checked = ctx.budget is not None or len(result.steps) > 1
+    if checked:
         steps.append(
             Step(
                 "repair",
@@ -50,164 +50,135 @@ def _report(
                 result=result.to_dict(),
             )
         )
+    final = result.final
     return TargetReport(
         target=target,
-        variant_id=VARIANT_IDS[target],
+        variant_id=target.variant_id,
         metrics=final.metrics,
         latency_ms=final.latency_ms,
         fp32_latency_ms=fp32_latency,
-        passed=passed,
-        repair=result if (ctx.budget is not None or len(result.steps) > 1) else None,
+        passed=ctx.within_budget(final.metrics),
+        backend=backend,
+        repair=result if checked else None,
         excluded_nodes=excluded,
         steps=tuple(steps),
     )
 
 
-def _budget(ctx: _Context) -> float | None:
-    return ctx.budget if ctx.repair else None
+def _fp32_latency(ctx: QuantizeContext, backend: str) -> float:
+    """The artifact's fp32 ONNX variant timed on ``backend`` (the int8 variant's runtime)."""
+    fp32 = ctx.ref.variant_id
+    return ev.latency_ms(ctx, ctx.artifact, backend=backend, variant_id=fp32)
 
 
-def build_ort(ctx: _Context, config: OrtQuantConfig) -> tuple[TargetReport, list[Path]]:
+def _repaired(
+    ctx: QuantizeContext, target: Target, requantize: Any, rank: Any, initial_exclusions: tuple[str, ...]
+) -> tuple[Built, RepairResult, str]:
+    """Run the repair loop on ``target``'s candidates; the last model built, the record, the backend."""
+    backends: list[str] = []
+
+    def evaluate(model: Built) -> Evaluation:
+        result = ev.evaluate(ctx, target, model[0])
+        backends.append(result.backend)
+        return result
+
+    model, result = repair(
+        requantize=requantize,
+        evaluate=evaluate,
+        rank=rank,
+        budget=ctx.repair_budget,
+        max_steps=ctx.max_steps,
+        initial_exclusions=initial_exclusions,
+    )
+    return model, result, backends[-1]
+
+
+def build_ort(ctx: QuantizeContext, config: OrtQuantConfig) -> tuple[TargetReport, list[Path]]:
     """ONNX Runtime: pre-process, calibrate once, quantize (QDQ), validate, repair by excluding nodes."""
-    from .workflow import Target
-
     pre = ctx.tmp / "ort-fp32-pre.onnx"
     steps = [preprocess_model(ctx.src, pre)]
     calib = ctx.calib.with_progress("calibrating (ONNX Runtime)" if ctx.progress else None)
     cal = calibrate(pre, calib, config, workdir=ctx.tmp)
     steps.append(cal.step(ctx.calib))
     quantizable = set(_node_names(pre, set(quantizable_op_types(config))))
-    made: list[tuple[Path, Step]] = []
+    made: list[Built] = []
 
-    def requantize(excluded: tuple[str, ...]) -> tuple[Path, Step]:
-        path = ctx.tmp / f"ort-int8-{len(made)}.onnx"
-        made.append((path, quantize_qdq(pre, path, cal, config.excluding(nodes=excluded))))
+    def requantize(excluded: tuple[str, ...]) -> Built:
+        path = ctx.tmp / f"{Target.ORT.variant_id}-{len(made)}.onnx"
+        made.append(([path], quantize_qdq(pre, path, cal, config.excluding(nodes=excluded))))
         return made[-1]
 
-    def evaluate(model: tuple[Path, Step]) -> Any:
-        return qe.evaluate(qe.ort_runner(model[0]), ctx.holdout, ctx.ref, latency_runs=ctx.latency_runs)
-
-    def rank(model: tuple[Path, Step]) -> Any:
+    def rank(model: Built) -> Any:
         return rank_layers(
-            pre, ort_quantizers(model[0]), ctx.rank_set, quantizable_nodes=quantizable.__contains__
+            pre, ort_quantizers(model[0][0]), ctx.rank_set, quantizable_nodes=quantizable.__contains__
         )
 
-    (path, qstep), result = run_repair(
-        requantize=requantize,
-        evaluate=evaluate,
-        rank=rank,
-        budget=_budget(ctx),
-        max_steps=ctx.max_steps,
-        initial_exclusions=config.exclude_nodes,
-    )
+    (files, qstep), result, backend = _repaired(ctx, Target.ORT, requantize, rank, config.exclude_nodes)
     steps.append(qstep)
-    fp32_latency = qe.latency_ms(qe.ort_runner(ctx.src), ctx.ref.sample, runs=ctx.latency_runs)
     excluded = tuple(qstep.params["exclude_nodes"])
-    return _report(ctx, Target.ORT, steps, result, excluded, fp32_latency), [path]
+    fp32_latency = _fp32_latency(ctx, backend)
+    return _report(ctx, Target.ORT, steps, result, excluded, fp32_latency, backend), files
 
 
-def build_openvino(ctx: _Context, config: NncfQuantConfig) -> tuple[TargetReport, list[Path]]:
+def build_openvino(ctx: QuantizeContext, config: NncfQuantConfig) -> tuple[TargetReport, list[Path]]:
     """OpenVINO: NNCF from the fp32 ONNX model, validate, repair through NNCF's ignored scope."""
     import openvino as ov
 
-    from .workflow import Target
-
     onnx_nodes = _node_names(ctx.src)
-    made: list[tuple[Path, Step]] = []
+    made: list[Built] = []
 
-    def requantize(excluded: tuple[str, ...]) -> tuple[Path, Step]:
-        xml = ctx.tmp / f"ov-int8-{len(made)}" / "model.xml"
-        made.append(
-            (
-                xml,
-                quantize_openvino(
-                    ctx.src, ctx.calib, config.excluding(nodes=excluded), xml, show_progress=ctx.progress
-                ),
-            )
-        )
+    def requantize(excluded: tuple[str, ...]) -> Built:
+        xml = ctx.tmp / f"{Target.OPENVINO.variant_id}-{len(made)}" / "model.xml"
+        cfg = config.excluding(nodes=excluded)
+        step = quantize_openvino(ctx.src, ctx.calib, cfg, xml, show_progress=ctx.progress)
+        made.append(([xml, xml.with_suffix(".bin")], step))
         return made[-1]
 
-    def evaluate(model: tuple[Path, Step]) -> Any:
-        return qe.evaluate(qe.openvino_runner(model[0]), ctx.holdout, ctx.ref, latency_runs=ctx.latency_runs)
-
-    def rank(model: tuple[Path, Step]) -> Any:
-        quantizers = openvino_quantizers(ov.Core().read_model(str(model[0])), onnx_nodes)
+    def rank(model: Built) -> Any:
+        quantizers = openvino_quantizers(ov.Core().read_model(str(model[0][0])), onnx_nodes)
         return rank_layers(ctx.src, quantizers, ctx.rank_set)
 
-    (xml, qstep), result = run_repair(
-        requantize=requantize,
-        evaluate=evaluate,
-        rank=rank,
-        budget=_budget(ctx),
-        max_steps=ctx.max_steps,
-        initial_exclusions=config.ignored_nodes,
-    )
-    fp32_latency = qe.latency_ms(qe.openvino_runner(ctx.src), ctx.ref.sample, runs=ctx.latency_runs)
+    (files, qstep), result, backend = _repaired(ctx, Target.OPENVINO, requantize, rank, config.ignored_nodes)
     excluded = tuple(qstep.params["ignored_nodes"])
-    report = _report(ctx, Target.OPENVINO, [qstep], result, excluded, fp32_latency)
-    return report, [xml, xml.with_suffix(".bin")]
+    fp32_latency = _fp32_latency(ctx, backend)
+    return _report(ctx, Target.OPENVINO, [qstep], result, excluded, fp32_latency, backend), files
 
 
-def build_torch(ctx: _Context, torch_model: Any) -> tuple[TargetReport, list[Path]]:
-    """PyTorch FX int8 → TorchScript, validated like the others (no repair: it has no ONNX node names)."""
+def build_torch(ctx: QuantizeContext, torch_model: Any) -> tuple[TargetReport, list[Path]]:
+    """PyTorch FX int8 → TorchScript, validated like the others (no repair: it has no ONNX node names).
+
+    The fp32 latency is the artifact's fp32 torch variant on the ``torch`` backend; an artifact without one
+    gets the fp32 model traced to TorchScript the way the int8 one is, so both run the same way.
+    """
     import torch
 
-    from .repair import Evaluation, RepairStep
-    from .torch import quantize_torch
-    from .workflow import Target
+    from ..source import load_model_source
 
     module = torch_model
     steps: list[Step] = []
     if not isinstance(module, torch.nn.Module):
-        from ..source import load_model_source
-
         loaded = load_model_source(module)
         module = loaded.model
         if loaded.step is not None:
             steps.append(loaded.step)
     inputs = ctx.artifact.manifest.inputs
-    path = ctx.tmp / "torch-int8.torchscript"
+    path = ctx.tmp / f"{Target.TORCH.variant_id}.torchscript"
     steps.append(quantize_torch(module, ctx.calib, inputs, path))
-    names = tuple(s.name for s in inputs)
-    ev: Evaluation = qe.evaluate(
-        qe.torch_runner(torch.jit.load(str(path)), names), ctx.holdout, ctx.ref, latency_runs=ctx.latency_runs
-    )
-    fp32_latency = qe.latency_ms(qe.torch_runner(module.eval(), names), ctx.ref.sample, runs=ctx.latency_runs)
+    result = ev.evaluate(ctx, Target.TORCH, [path])
+    fp32 = ctx.artifact.manifest.find(formats=("torch-export", "torchscript"), precision="fp32")
+    if fp32 is not None:
+        fp32_latency = ev.latency_ms(ctx, ctx.artifact, backend=result.backend, variant_id=fp32.id)
+    else:
+        traced = ctx.tmp / "torch-fp32.torchscript"
+        trace_fp32(module, ctx.calib, inputs, traced)
+        art = ev.candidate(ctx, [traced], variant_id="torch-fp32", format="torchscript", precision="fp32")
+        fp32_latency = ev.latency_ms(ctx, art, backend=result.backend, variant_id="torch-fp32")
     stopped = "no budget given" if ctx.budget is None else "repair is not available for torch int8"
-    within = ctx.budget is None or (ev.metrics.drop is not None and ev.metrics.drop <= ctx.budget)
-    result = RepairResult(
-        (RepairStep(0, (), None, None, ev.metrics, ev.latency_ms),), (), within, (), stopped
+    record = RepairResult(
+        (RepairStep(0, (), None, None, result.metrics, result.latency_ms),),
+        (),
+        ctx.within_budget(result.metrics),
+        (),
+        stopped,
     )
-    return _report(ctx, Target.TORCH, steps, result, (), fp32_latency), [path]
-
-
-def variant_fields(rep: TargetReport, report: QuantizeReport) -> dict[str, Any]:
-    """The manifest fields of a target's variant (everything but its id and files)."""
-    from .workflow import Target
-
-    fmt = {Target.ORT: "onnx", Target.OPENVINO: "openvino", Target.TORCH: "torchscript"}[rep.target]
-    backend = {Target.ORT: None, Target.OPENVINO: "openvino", Target.TORCH: "torch"}[rep.target]
-    if rep.target is Target.ORT:
-        backend = next((s.params.get("target") for s in rep.steps if s.name == "quantize_static"), "ort-cpu")
-    m = rep.metrics
-    validation = {
-        **m.to_dict(),
-        "reference": "onnx-fp32 on ONNX Runtime",
-        "accuracy": m.accuracy_int8,
-        "drop": m.drop,
-        "passed": rep.passed,
-        "max_accuracy_drop": report.max_accuracy_drop,
-        "latency_ms": round(rep.latency_ms, 4),
-        "fp32_latency_ms": None if rep.fp32_latency_ms is None else round(rep.fp32_latency_ms, 4),
-        "excluded_nodes": list(rep.excluded_nodes),
-        "holdout": report.holdout,
-        "int8_outlook": report.outlook.to_dict(),
-    }
-    return {
-        "format": fmt,
-        "precision": "int8",
-        "steps": list(rep.steps),
-        "validation": {k: v for k, v in validation.items() if v is not None},
-        "calibration": report.calibration,
-        "target": backend,
-    }
+    return _report(ctx, Target.TORCH, steps, record, (), fp32_latency, result.backend), [path]

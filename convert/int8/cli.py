@@ -111,7 +111,7 @@ def _split(text: str) -> tuple[str, ...]:
 
 
 def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
-    from .openvino import NncfQuantConfig
+    from .openvino import NNCF_RANGE_FOR_METHOD, NncfQuantConfig
     from .ort import OrtQuantConfig
 
     changes: dict[str, Any] = {}
@@ -131,8 +131,6 @@ def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
         "tensorrt": OrtQuantConfig.tensorrt,
     }
     ort_config = ort_factory[args.preset](**changes)
-
-    from .workflow import NNCF_RANGE_FOR_METHOD
 
     nncf_changes: dict[str, Any] = {
         "ignored_nodes": _split(args.exclude_nodes),
@@ -164,11 +162,12 @@ def _torch_model(args: argparse.Namespace) -> Any:
 
 
 def _run_quantize(args: argparse.Namespace) -> int:
-    from infership.calibration.sources import from_spec
+    from infership.calibration import from_spec
     from infership.runtime.artifact import Artifact
     from rich.console import Console
 
-    from .workflow import AccuracyBudgetError, Target, quantize
+    from .types import AccuracyBudgetError, Target
+    from .workflow import quantize
 
     console = Console()
     art = Artifact.load(args.artifact)
@@ -226,6 +225,7 @@ def _show(console: Any, report: Any, as_json: bool) -> None:
     )
     table = Table(
         "variant",
+        "ran on",
         "accuracy fp32→int8",
         "drop",
         "top-1 agree",
@@ -238,13 +238,16 @@ def _show(console: Any, report: Any, as_json: bool) -> None:
     )
     for t in report.targets:
         mt = t.metrics
-        acc = f"{mt.accuracy_fp32:.2f} → {mt.accuracy_int8:.2f}" if mt.accuracy_fp32 is not None else "-"
+        acc = "-"
+        if mt.accuracy_reference is not None and mt.accuracy is not None:
+            acc = f"{mt.accuracy_reference:.2f} → {mt.accuracy:.2f}"
         table.add_row(
             t.variant_id,
+            t.backend,
             acc,
-            "-" if mt.drop is None else f"{mt.drop:.2f}",
+            _num(mt.loss_points, "{:.2f}"),
             "-" if mt.top1_agreement is None else f"{100 * mt.top1_agreement:.2f}%",
-            f"{mt.sqnr_db:.1f}",
+            _num(mt.sqnr_db, "{:.1f}"),
             f"{t.latency_ms:.3f}",
             "-" if t.fp32_latency_ms is None else f"{t.fp32_latency_ms:.3f}",
             "-" if t.speedup is None else f"{t.speedup:.2f}×",
@@ -266,7 +269,7 @@ def _show(console: Any, report: Any, as_json: bool) -> None:
         )
         for s in t.repair.steps:
             tensor = "-" if s.tensor is None else f"{s.tensor} ({s.channel_sqnr_db:.1f})"
-            drop = "-" if s.metrics.drop is None else f"{s.metrics.drop:.2f}"
+            drop = _num(s.metrics.loss_points, "{:.2f}")
             rt.add_row(str(s.step), ", ".join(s.excluded) or "-", tensor, drop, f"{s.latency_ms:.3f}")
         console.print(rt)
     if report.committed:
@@ -274,3 +277,7 @@ def _show(console: Any, report: Any, as_json: bool) -> None:
             f"written to {report.artifact}: " + ", ".join(t.variant_id for t in report.targets),
             highlight=False,
         )
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)

@@ -1,127 +1,131 @@
-"""Running candidate int8 models on held-out data: their outputs against the fp32 reference, and latency.
+"""Judging int8 candidates on held-out data: through the runtime's backends, like any deployed variant.
 
-Candidates are opened directly with their runtime (they are not in the artifact yet while being judged),
-with the same settings the Predictor's backends use: ONNX Runtime with all graph optimizations on the CPU
-provider; OpenVINO on CPU with the LATENCY hint; TorchScript under ``torch.inference_mode``.
+A candidate is not in the artifact yet while it is judged (it may be replaced by a repaired one), so it is
+opened as :meth:`Artifact.candidate <infership.runtime.artifact.Artifact.candidate>` and run with
+:meth:`Predictor.load <infership.runtime.predictor.Predictor.load>` on its target's backend: the same
+session settings, input checks and placement as the variant will have once written. The fp32 reference is
+the artifact's ``onnx-fp32`` variant on ``ort-cpu``. Outputs are compared by the task's judge
+(:func:`infership.runtime.tasks.judge_for`) into one :class:`~infership.runtime.figures.Agreement`;
+latency is timed with :func:`infership.runtime.timing.median_ms`.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from infership.calibration.dataset import CalibrationSet
-from infership.runtime.errors import ConversionError
+from infership.runtime.artifact import Artifact
+from infership.runtime.errors import ArtifactError, BackendUnavailable, ConversionError, InferenceError
+from infership.runtime.manifest import Variant
+from infership.runtime.predictor import Predictor
+from infership.runtime.registry import get_backend
+from infership.runtime.tasks import judge_for
+from infership.runtime.timing import median_ms
 
-from .metrics import compare_int8
-from .repair import Evaluation
+from .types import INT8, Evaluation, QuantizeContext, Reference, Target
 
-#: feeds → the model's first output.
-Runner = Callable[[Mapping[str, np.ndarray]], np.ndarray]
+log = logging.getLogger(__name__)
 
-
-def ort_runner(path: Path) -> Runner:
-    """Run an ONNX model with ONNX Runtime on the CPU provider (all graph optimizations)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    try:
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own native types
-        raise ConversionError(f"ONNX Runtime cannot open {path.name}: {exc}") from exc
-    first = sess.get_outputs()[0].name
-
-    def run(feeds: Mapping[str, np.ndarray]) -> np.ndarray:
-        return sess.run([first], dict(feeds))[0]
-
-    return run
+#: The backend the fp32 reference runs on.
+REFERENCE_BACKEND = "ort-cpu"
 
 
-def openvino_runner(path: Path) -> Runner:
-    """Run an OpenVINO IR (or ONNX) model on CPU with the LATENCY hint."""
-    import openvino as ov
+def open_variant(art: Artifact, *, backend: str, variant_id: str, scratch: Path) -> Predictor:
+    """A :class:`Predictor` for ``variant_id`` of ``art`` on ``backend``; the caller closes it.
 
-    core = ov.Core()
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-    if path.suffix == ".onnx":
-        config["INFERENCE_PRECISION_HINT"] = "f32"  # the fp32 reference must not run in bf16 on AMX CPUs
-    try:
-        compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
-    except Exception as exc:  # OpenVINO raises RuntimeError subclasses with C++ messages
-        raise ConversionError(f"OpenVINO cannot compile {path.name}: {str(exc)[:400]}") from exc
-    request = compiled.create_infer_request()
-
-    def run(feeds: Mapping[str, np.ndarray]) -> np.ndarray:
-        return np.array(request.infer(dict(feeds))[0], copy=True)
-
-    return run
+    Compiled-model caches go to ``scratch``: judging a model must not write into the user's artifact.
+    """
+    options = {"cache_dir": scratch / "cache"} if "cache_dir" in get_backend(backend).honours else {}
+    return Predictor.load(art, backend=backend, variant=variant_id, **options)
 
 
-def torch_runner(module: Any, input_names: tuple[str, ...]) -> Runner:
-    """Run a torch module (eager or TorchScript) under ``inference_mode``."""
-    import torch
+def outputs_of(
+    predictor: Predictor, holdout: CalibrationSet
+) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None]:
+    """Every output over the held-out set, batch by batch, and the labels when it has them.
 
-    def run(feeds: Mapping[str, np.ndarray]) -> np.ndarray:
-        with torch.inference_mode():
-            out = module(*[torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in input_names])
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        elif isinstance(out, Mapping):
-            out = next(iter(out.values()))
-        return out.detach().cpu().numpy()
-
-    return run
-
-
-@dataclass(frozen=True)
-class Reference:
-    """fp32 outputs on the held-out set, its labels, and one sample for latency runs."""
-
-    outputs: np.ndarray
-    labels: np.ndarray | None
-    sample: dict[str, np.ndarray]
-
-
-def outputs_of(run: Runner, holdout: CalibrationSet) -> tuple[np.ndarray, np.ndarray | None]:
-    """The first output over the held-out set, and the labels when it has them."""
+    Raises:
+        ConversionError: The held-out set is empty.
+    """
     outs, labels = [], []
     for batch in holdout.batches():
-        outs.append(np.asarray(run(batch.feeds)))
+        outs.append(predictor.predict(batch.feeds))
         if batch.labels is not None:
             labels.append(batch.labels)
     if not outs:
         raise ConversionError("the held-out set is empty")
-    return np.concatenate(outs), (np.concatenate(labels) if labels else None)
+    return outs, (np.concatenate(labels) if labels else None)
 
 
-def reference(run: Runner, holdout: CalibrationSet) -> Reference:
-    """Run the fp32 model over the held-out set once."""
-    outputs, labels = outputs_of(run, holdout)
+def reference(art: Artifact, fp32: Variant, holdout: CalibrationSet, *, scratch: Path) -> Reference:
+    """Run the artifact's fp32 ONNX variant over the held-out set once, on :data:`REFERENCE_BACKEND`.
+
+    Labels are kept only when the artifact's task scores them (a ``tensor`` model has no accuracy).
+    """
+    with open_variant(art, backend=REFERENCE_BACKEND, variant_id=fp32.id, scratch=scratch) as p:
+        outputs, labels = outputs_of(p, holdout)
+    task = art.manifest.task
+    if labels is not None and judge_for(task).score(outputs, labels) is None:
+        log.warning(
+            "the held-out labels are not used: the artifact's task %r has no score against labels",
+            getattr(task, "value", task),
+        )
+        labels = None
     # batch 1 for latency, unless the model has a fixed batch size (then the set yields only full batches)
     sample = next(iter(holdout)) if holdout.drop_last else holdout.first().feeds
-    return Reference(outputs, labels, sample)
+    return Reference(tuple(outputs), labels, sample, fp32.id, REFERENCE_BACKEND)
 
 
-def latency_ms(run: Runner, sample: Mapping[str, np.ndarray], *, runs: int = 20, warmup: int = 3) -> float:
-    """Median wall time of ``run(sample)`` in milliseconds (batch of one), after ``warmup`` calls."""
-    for _ in range(warmup):
-        run(sample)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter_ns()
-        run(sample)
-        times.append((time.perf_counter_ns() - start) / 1e6)
-    return float(statistics.median(times))
+def candidate(
+    ctx: QuantizeContext,
+    files: Sequence[Path],
+    *,
+    variant_id: str,
+    format: str,
+    precision: str = INT8,
+    target: str | None = None,
+) -> Artifact:
+    """An in-memory artifact holding model ``files`` written under ``ctx.tmp`` (the first one is opened)."""
+    rel = [Path(f).relative_to(ctx.tmp).as_posix() for f in files]
+    return Artifact.candidate(
+        ctx.tmp,
+        ctx.artifact.manifest,
+        variant_id=variant_id,
+        format=format,
+        precision=precision,
+        files=rel,
+        target=target,
+    )
 
 
-def evaluate(run: Runner, holdout: CalibrationSet, ref: Reference, *, latency_runs: int = 20) -> Evaluation:
-    """Compare ``run``'s outputs with the fp32 reference on the held-out set and time it."""
-    outputs, _ = outputs_of(run, holdout)
-    metrics = compare_int8(ref.outputs, outputs, ref.labels)
-    return Evaluation(metrics, latency_ms(run, ref.sample, runs=latency_runs))
+def latency_ms(ctx: QuantizeContext, art: Artifact, *, backend: str, variant_id: str) -> float:
+    """Median latency of ``variant_id`` of ``art`` on ``backend`` on the reference's latency sample."""
+    with open_variant(art, backend=backend, variant_id=variant_id, scratch=ctx.tmp) as p:
+        return _time(p, ctx.ref.sample, ctx.latency_runs)
+
+
+def evaluate(ctx: QuantizeContext, target: Target, files: Sequence[Path]) -> Evaluation:
+    """Run an int8 candidate of ``target`` over the held-out set on ``target.backend``: its agreement with
+    the fp32 reference (the task's judge, with labels when the reference kept them) and its latency.
+
+    Raises:
+        ConversionError: The candidate cannot be opened or run (the backend's error is the cause).
+    """
+    art = candidate(ctx, files, variant_id=target.variant_id, format=target.format, target=target.backend)
+    judge = judge_for(ctx.artifact.manifest.task)
+    try:
+        with open_variant(art, backend=target.backend, variant_id=target.variant_id, scratch=ctx.tmp) as p:
+            outputs, _ = outputs_of(p, ctx.holdout)
+            metrics = judge.compare(ctx.ref.outputs, outputs, labels=ctx.ref.labels)
+            return Evaluation(metrics, _time(p, ctx.ref.sample, ctx.latency_runs), p.backend)
+    except (ArtifactError, BackendUnavailable, InferenceError) as exc:  # the candidate itself does not run
+        raise ConversionError(
+            f"the {target.variant_id} candidate does not run on {target.backend}: {exc}"
+        ) from exc
+
+
+def _time(p: Predictor, sample: Mapping[str, np.ndarray], runs: int) -> float:
+    return median_ms(lambda: p.predict(sample), runs=runs)

@@ -23,6 +23,9 @@ from infership.calibration.dataset import CalibrationSet
 from infership.runtime.errors import ConversionError, InvalidInputError
 from infership.runtime.manifest import Step
 
+from .ort import CalibrationMethod
+from .types import choice
+
 log = logging.getLogger(__name__)
 
 
@@ -48,6 +51,15 @@ class NncfRange(str, enum.Enum):
     """Mean of per-sample quantiles: drops the extreme values, like the Percentile method."""
     HISTOGRAM = "histogram"
     """Histogram-based search for the range with least quantization error."""
+
+
+#: The NNCF activation range estimator closest to each calibration method, so that both runtimes calibrate
+#: comparable ranges from one ``method`` setting.
+NNCF_RANGE_FOR_METHOD = {
+    CalibrationMethod.MINMAX: NncfRange.MINMAX,
+    CalibrationMethod.PERCENTILE: NncfRange.MEAN_QUANTILE,
+    CalibrationMethod.ENTROPY: NncfRange.HISTOGRAM,
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,8 +92,10 @@ class NncfQuantConfig:
     preset_name: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "preset", NncfPreset(self.preset))
-        object.__setattr__(self, "activation_range", NncfRange(self.activation_range))
+        object.__setattr__(self, "preset", choice(NncfPreset, self.preset, "NNCF preset"))
+        object.__setattr__(
+            self, "activation_range", choice(NncfRange, self.activation_range, "activation_range")
+        )
         object.__setattr__(self, "ignored_nodes", tuple(self.ignored_nodes))
         object.__setattr__(self, "ignored_types", tuple(self.ignored_types))
         if self.target_device not in ("CPU", "ANY", "GPU", "NPU", "CPU_SPR"):

@@ -26,6 +26,8 @@ from infership.calibration.dataset import CalibrationSet
 from infership.runtime.errors import ConversionError, InvalidInputError
 from infership.runtime.manifest import Step
 
+from .types import choice
+
 log = logging.getLogger(__name__)
 
 
@@ -95,9 +97,9 @@ class OrtQuantConfig:
     preset: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "method", CalibrationMethod(self.method))
-        object.__setattr__(self, "activation_type", IntType(self.activation_type))
-        object.__setattr__(self, "weight_type", IntType(self.weight_type))
+        object.__setattr__(self, "method", choice(CalibrationMethod, self.method, "calibration method"))
+        object.__setattr__(self, "activation_type", choice(IntType, self.activation_type, "activation_type"))
+        object.__setattr__(self, "weight_type", choice(IntType, self.weight_type, "weight_type"))
         object.__setattr__(self, "exclude_nodes", tuple(self.exclude_nodes))
         object.__setattr__(self, "exclude_op_types", tuple(self.exclude_op_types))
         if not 0.0 < self.percentile <= 100.0:

@@ -9,28 +9,11 @@ over fp32 shrinks or disappears.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
+from .types import Int8Outlook
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Int8Outlook:
-    """What to expect from int8 on this machine.
-
-    Attributes:
-        int8_support: The CPU's best int8 path (:attr:`~infership.runtime.hardware.CpuInfo.int8_support`).
-        verdict: ``"fast"``, ``"limited"`` or ``"slow"``.
-        notes: Sentences explaining the verdict and what to do about it.
-    """
-
-    int8_support: str
-    verdict: str
-    notes: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"int8_support": self.int8_support, "verdict": self.verdict, "notes": list(self.notes)}
 
 
 _BY_SUPPORT = {

@@ -20,48 +20,26 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from infership.calibration.dataset import CalibrationSet
 from infership.runtime.errors import ConversionError
+from infership.runtime.figures import Agreement
 
-from .metrics import Int8Metrics
+from .types import Evaluation, LayerError, RepairResult, RepairStep
 
 log = logging.getLogger(__name__)
 
-#: Per-channel SQNR values are clipped to this range (dB) before averaging: a perfectly represented
-#: channel should not hide a destroyed one.
-_SQNR_CLIP = (-10.0, 60.0)
+#: The ranking clip: per-channel SQNR values (dB) are clipped to this range before they are averaged into a
+#: layer's ranking score, so that a perfectly represented channel cannot hide a destroyed one. It serves the
+#: ranking only and is no reported figure: reported SQNR figures are capped at
+#: :data:`infership.runtime.figures.SQNR_CAP_DB`.
+RANKING_SQNR_CLIP_DB = (-10.0, 60.0)
 
 FakeQuant = Callable[[np.ndarray], np.ndarray]
-
-
-@dataclass(frozen=True)
-class LayerError:
-    """Quantization error introduced at one activation tensor.
-
-    Attributes:
-        tensor: The ONNX tensor name.
-        nodes: ONNX nodes that quantize it (producer and consumers): what excluding it means.
-        channel_sqnr_db: Mean per-channel SQNR in dB (the ranking score; lower is worse).
-        sqnr_db: SQNR of the whole tensor in dB.
-    """
-
-    tensor: str
-    nodes: tuple[str, ...]
-    channel_sqnr_db: float
-    sqnr_db: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "tensor": self.tensor,
-            "nodes": list(self.nodes),
-            "channel_sqnr_db": round(self.channel_sqnr_db, 2),
-            "sqnr_db": round(self.sqnr_db, 2),
-        }
 
 
 # ---------------------------------------------------------------------------------------------- quantizers
@@ -279,77 +257,22 @@ def rank_layers(
 
 def _sqnr(signal: float, noise: float) -> float:
     if noise <= 0.0:
-        return _SQNR_CLIP[1]
+        return RANKING_SQNR_CLIP_DB[1]
     if signal <= 0.0:
-        return _SQNR_CLIP[0]
+        return RANKING_SQNR_CLIP_DB[0]
     return float(10.0 * math.log10(signal / noise))
 
 
 def _channel_sqnr(signal: np.ndarray, noise: np.ndarray) -> float:
     live = signal > 0
     if not np.any(live):
-        return _SQNR_CLIP[1]
+        return RANKING_SQNR_CLIP_DB[1]
     with np.errstate(divide="ignore"):
         db = 10.0 * np.log10(signal[live] / np.maximum(noise[live], 1e-30))
-    return float(np.mean(np.clip(db, *_SQNR_CLIP)))
+    return float(np.mean(np.clip(db, *RANKING_SQNR_CLIP_DB)))
 
 
 # ---------------------------------------------------------------------------------------------- repair
-@dataclass(frozen=True)
-class Evaluation:
-    """Accuracy figures and latency of one int8 model."""
-
-    metrics: Int8Metrics
-    latency_ms: float
-
-
-@dataclass(frozen=True)
-class RepairStep:
-    """One step of the repair loop: what was excluded and what the model then measured."""
-
-    step: int
-    excluded: tuple[str, ...]
-    tensor: str | None
-    channel_sqnr_db: float | None
-    metrics: Int8Metrics
-    latency_ms: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "excluded": list(self.excluded),
-            "tensor": self.tensor,
-            "channel_sqnr_db": None if self.channel_sqnr_db is None else round(self.channel_sqnr_db, 2),
-            "drop": None if self.metrics.drop is None else round(self.metrics.drop, 4),
-            "latency_ms": round(self.latency_ms, 4),
-            "metrics": self.metrics.to_dict(),
-        }
-
-
-@dataclass(frozen=True)
-class RepairResult:
-    """The outcome of :func:`repair`: every step (step 0 is the unrepaired model) and the final exclusions."""
-
-    steps: tuple[RepairStep, ...]
-    excluded: tuple[str, ...]
-    within_budget: bool
-    ranking: tuple[LayerError, ...] = field(default=())
-    stopped: str = ""
-
-    @property
-    def final(self) -> RepairStep:
-        return self.steps[-1]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "within_budget": self.within_budget,
-            "stopped": self.stopped,
-            "excluded_nodes": list(self.excluded),
-            "steps": [s.to_dict() for s in self.steps],
-            "worst_layers": [e.to_dict() for e in self.ranking[:5]],
-        }
-
-
 def repair(
     *,
     requantize: Callable[[tuple[str, ...]], Any],
@@ -368,7 +291,7 @@ def repair(
         evaluate: Measures a model on held-out data.
         rank: Ranks a model's quantized tensors, worst first (computed once, on the first model, and only
             when it misses the budget).
-        budget: Allowed drop in points (:attr:`Int8Metrics.drop`); ``None`` only ranks and evaluates.
+        budget: Allowed loss in points (:attr:`Agreement.loss_points`); ``None`` only ranks and evaluates.
         max_steps: Most exclusion steps.
         initial: An already built model for ``initial_exclusions`` (saves one quantization).
         initial_exclusions: Nodes the caller already excludes.
@@ -377,7 +300,7 @@ def repair(
         The last model built and the :class:`RepairResult`.
 
     Raises:
-        ConversionError: The evaluation gives no drop figure to compare with the budget.
+        ConversionError: The evaluation gives no loss figure to compare with the budget.
     """
     model = initial if initial is not None else requantize(initial_exclusions)
     first = evaluate(model)
@@ -385,12 +308,13 @@ def repair(
     ranking: tuple[LayerError, ...] = ()
     excluded = tuple(initial_exclusions)
 
-    def ok(ev_metrics: Int8Metrics) -> bool:
+    def ok(metrics: Agreement) -> bool:
         if budget is None:
             return True
-        if ev_metrics.drop is None:
-            raise ConversionError("the accuracy budget needs labels or class scores to measure a drop")
-        return ev_metrics.drop <= budget
+        loss = metrics.loss_points
+        if loss is None:
+            raise ConversionError("the accuracy budget needs labels or class scores to measure a loss")
+        return loss <= budget
 
     stopped = "within budget"
     if not ok(first.metrics):
@@ -410,12 +334,12 @@ def repair(
             model = requantize(excluded)
             ev = evaluate(model)
             log.info(
-                "repair step %d: excluded %s (tensor %s, %.1f dB) → drop %s in %.1f s",
+                "repair step %d: excluded %s (tensor %s, %.1f dB) → loss %s points in %.1f s",
                 len(steps),
                 new,
                 worst.tensor,
                 worst.channel_sqnr_db,
-                ev.metrics.drop,
+                ev.metrics.loss_points,
                 time.perf_counter() - start,
             )
             steps.append(

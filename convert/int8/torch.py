@@ -23,6 +23,45 @@ from infership.runtime.manifest import Step
 from infership.runtime.spec import TensorSpec
 
 
+def _example(cset: CalibrationSet, inputs: tuple[TensorSpec, ...]) -> tuple[Any, ...]:
+    import torch
+
+    feeds = cset.first().feeds
+    return tuple(torch.from_numpy(feeds[s.name]) for s in inputs)
+
+
+def _save_traced(module: Any, example: tuple[Any, ...], out_path: Path, what: str) -> None:
+    """Trace ``module`` on ``example``, freeze it and save it as TorchScript.
+
+    Raises:
+        ConversionError: Tracing or saving failed.
+    """
+    import torch
+
+    try:
+        with torch.no_grad():
+            scripted = torch.jit.freeze(torch.jit.trace(module, example).eval())
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.jit.save(scripted, str(out_path))
+    except Exception as exc:  # tracing runs arbitrary model code and raises arbitrary errors
+        raise ConversionError(
+            f"tracing or saving the torch {what} model failed: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def trace_fp32(model: Any, cset: CalibrationSet, inputs: tuple[TensorSpec, ...], out_path: Path) -> None:
+    """Save the fp32 ``nn.Module`` as TorchScript, traced and frozen the way :func:`quantize_torch` saves
+    the int8 one, so both can be timed on the ``torch`` backend alike.
+
+    Raises:
+        ConversionError: Tracing or saving failed.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        _save_traced(copy.deepcopy(model).eval().cpu(), _example(cset, inputs), out_path, "fp32")
+
+
 def quantize_torch(
     model: Any,
     cset: CalibrationSet,
@@ -63,7 +102,7 @@ def quantize_torch(
     def args(feeds: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(torch.from_numpy(feeds[n]) for n in names)
 
-    example = args(cset.first().feeds)
+    example = _example(cset, inputs)
     torch.backends.quantized.engine = backend
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
@@ -86,14 +125,11 @@ def quantize_torch(
                 batches += 1
         try:
             quantized = convert_fx(prepared)
-            with torch.no_grad():
-                scripted = torch.jit.freeze(torch.jit.trace(quantized, example).eval())
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-            torch.jit.save(scripted, str(out_path))
-        except Exception as exc:  # conversion and tracing raise arbitrary errors
+        except Exception as exc:  # conversion raises arbitrary errors
             raise ConversionError(
-                f"converting or saving the torch int8 model failed: {type(exc).__name__}: {exc}"
+                f"converting the torch int8 model failed: {type(exc).__name__}: {exc}"
             ) from exc
+        _save_traced(quantized, example, out_path, "int8")
     n_quantized = sum(
         1 for m in quantized.modules() if type(m).__module__.startswith("torch.ao.nn.quantized")
     )

@@ -4,176 +4,33 @@
 calibrates, quantizes, validates against the fp32 reference on data held out from calibration, and — when
 an accuracy budget is given and missed — repairs the model by keeping its worst layers in float. All new
 variants are written in one atomic update of the artifact: if any target misses the budget, nothing is
-written and :class:`AccuracyBudgetError` (carrying the full report) is raised.
+written and :class:`~infership.convert.int8.types.AccuracyBudgetError` (carrying the full report) is raised.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from infership.calibration.dataset import CalibrationSet
 from infership.runtime.artifact import Artifact, ArtifactWriter
-from infership.runtime.errors import ArtifactError, InvalidInputError, ValidationError
-from infership.runtime.manifest import Step
+from infership.runtime.errors import ArtifactError, InvalidInputError
 
-from . import evaluate as qe
-from .metrics import Int8Metrics
-from .openvino import NncfQuantConfig, NncfRange
+from . import build
+from . import evaluate as ev
+from .openvino import NNCF_RANGE_FOR_METHOD, NncfQuantConfig
 from .ort import CalibrationMethod, OrtQuantConfig
-from .outlook import Int8Outlook, int8_outlook
-from .repair import RepairResult
+from .outlook import int8_outlook
+from .types import INT8, AccuracyBudgetError, QuantizeContext, QuantizeReport, Target, TargetReport, choice
 
 log = logging.getLogger(__name__)
 
-
-class Target(str, enum.Enum):
-    """Which int8 variant to build."""
-
-    ORT = "ort"
-    """ONNX Runtime QDQ model (variant ``onnx-int8``)."""
-    OPENVINO = "openvino"
-    """OpenVINO IR quantized by NNCF (variant ``openvino-int8``)."""
-    TORCH = "torch"
-    """PyTorch FX int8 saved as TorchScript (variant ``torch-int8``); needs the fp32 ``nn.Module``."""
-
-    @classmethod
-    def parse(cls, values: str | Iterable[str | Target]) -> tuple[Target, ...]:
-        """``"ort"``, ``"ort,openvino"``, ``"all"`` or a list of those → targets, in order, without repeats.
-
-        Raises:
-            InvalidInputError: An unknown name.
-        """
-        items = values.split(",") if isinstance(values, str) else list(values)
-        out: list[Target] = []
-        for item in items:
-            text = item.value if isinstance(item, Target) else str(item).strip().lower()
-            try:
-                found = list(cls) if text == "all" else [cls(text)]
-            except ValueError as exc:
-                raise InvalidInputError(
-                    f"unknown target {text!r}: expected ort, openvino, torch or all"
-                ) from exc
-            out.extend(t for t in found if t not in out)
-        return tuple(out)
-
-
-VARIANT_IDS = {Target.ORT: "onnx-int8", Target.OPENVINO: "openvino-int8", Target.TORCH: "torch-int8"}
-#: The NNCF activation range estimator closest to each ONNX Runtime calibration method.
-NNCF_RANGE_FOR_METHOD = {
-    CalibrationMethod.MINMAX: NncfRange.MINMAX,
-    CalibrationMethod.PERCENTILE: NncfRange.MEAN_QUANTILE,
-    CalibrationMethod.ENTROPY: NncfRange.HISTOGRAM,
-}
-
-
-@dataclass(frozen=True)
-class TargetReport:
-    """The outcome for one target.
-
-    Attributes:
-        target: The target.
-        variant_id: The variant written (or that would have been).
-        metrics: Final figures against fp32 on the held-out set.
-        latency_ms: Median batch-1 latency of the final int8 model.
-        fp32_latency_ms: The same for the fp32 model on the same runtime (torch: eager).
-        passed: Within the accuracy budget (always true without one).
-        repair: The ranking/repair record (steps with accuracy and latency), if the budget was checked.
-        excluded_nodes: ONNX nodes kept in float in the final model.
-        steps: The manifest steps of the variant.
-    """
-
-    target: Target
-    variant_id: str
-    metrics: Int8Metrics
-    latency_ms: float
-    fp32_latency_ms: float | None
-    passed: bool
-    repair: RepairResult | None = None
-    excluded_nodes: tuple[str, ...] = ()
-    steps: tuple[Step, ...] = field(default=(), repr=False)
-
-    @property
-    def speedup(self) -> float | None:
-        if not self.fp32_latency_ms or not self.latency_ms:
-            return None
-        return self.fp32_latency_ms / self.latency_ms
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "target": self.target.value,
-            "variant": self.variant_id,
-            "passed": self.passed,
-            "metrics": self.metrics.to_dict(),
-            "latency_ms": round(self.latency_ms, 4),
-            "fp32_latency_ms": None if self.fp32_latency_ms is None else round(self.fp32_latency_ms, 4),
-            "speedup": None if self.speedup is None else round(self.speedup, 3),
-            "excluded_nodes": list(self.excluded_nodes),
-            "repair": self.repair.to_dict() if self.repair else None,
-        }
-
-
-@dataclass(frozen=True)
-class QuantizeReport:
-    """Everything :func:`quantize` did, per target."""
-
-    artifact: str
-    targets: tuple[TargetReport, ...]
-    calibration: dict[str, Any]
-    holdout: dict[str, Any]
-    outlook: Int8Outlook
-    max_accuracy_drop: float | None
-    committed: bool
-
-    @property
-    def passed(self) -> bool:
-        return all(t.passed for t in self.targets)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "artifact": self.artifact,
-            "passed": self.passed,
-            "committed": self.committed,
-            "max_accuracy_drop": self.max_accuracy_drop,
-            "calibration": self.calibration,
-            "holdout": self.holdout,
-            "int8_outlook": self.outlook.to_dict(),
-            "targets": [t.to_dict() for t in self.targets],
-        }
-
-
-class AccuracyBudgetError(ValidationError):
-    """An int8 variant lost more accuracy than allowed, even after repair. Nothing was written.
-
-    Attributes:
-        report: The :class:`QuantizeReport` (with ``committed=False``).
-    """
-
-    def __init__(self, message: str, report: QuantizeReport) -> None:
-        super().__init__(message)
-        self.report = report
-
-
-@dataclass(frozen=True)
-class _Context:
-    artifact: Artifact
-    src: Path
-    calib: CalibrationSet
-    holdout: CalibrationSet
-    rank_set: CalibrationSet
-    ref: qe.Reference
-    budget: float | None
-    repair: bool
-    max_steps: int
-    latency_runs: int
-    tmp: Path
-    progress: bool
+__all__ = ["quantize"]
 
 
 def quantize(
@@ -230,7 +87,7 @@ def quantize(
         AccuracyBudgetError: A target missed ``max_accuracy_drop`` (nothing written).
         ConversionError: A runtime failed while calibrating, quantizing or running.
     """
-    from infership.calibration.sources import from_spec
+    from infership.calibration import from_spec
 
     art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
     manifest = art.manifest
@@ -274,13 +131,13 @@ def quantize(
     log.info("calibration: %d samples; held out: %d samples", len(calib), len(held))
 
     with tempfile.TemporaryDirectory(prefix="infership-int8-") as tmp:
-        ctx = _Context(
+        ctx = QuantizeContext(
             artifact=art,
             src=src,
             calib=calib,
             holdout=held,
             rank_set=calib.sample(min(rank_samples, len(calib)), seed=1).with_batch_size(2),
-            ref=qe.reference(qe.ort_runner(src), held),
+            ref=ev.reference(art, fp32, held, scratch=Path(tmp)),
             budget=max_accuracy_drop,
             repair=repair,
             max_steps=max_repair_steps,
@@ -288,16 +145,14 @@ def quantize(
             tmp=Path(tmp),
             progress=progress,
         )
-        from . import build as qt
-
         built: list[tuple[TargetReport, list[Path]]] = []
         for target in chosen:
             if target is Target.ORT:
-                built.append(qt.build_ort(ctx, ort_cfg))
+                built.append(build.build_ort(ctx, ort_cfg))
             elif target is Target.OPENVINO:
-                built.append(qt.build_openvino(ctx, nncf_cfg))
+                built.append(build.build_openvino(ctx, nncf_cfg))
             else:
-                built.append(qt.build_torch(ctx, torch_model))
+                built.append(build.build_torch(ctx, torch_model))
         reports = tuple(r for r, _ in built)
         report = QuantizeReport(
             artifact=str(art.root),
@@ -307,11 +162,12 @@ def quantize(
             outlook=outlook,
             max_accuracy_drop=max_accuracy_drop,
             committed=False,
+            reference=ctx.ref.describe(),
         )
         failed = [r for r in reports if not r.passed]
         if failed:
             detail = "; ".join(
-                f"{r.target.value}: drop {r.metrics.drop:.2f} points"
+                f"{r.target.value}: drop {_points(r)} points"
                 + (f" after excluding {len(r.excluded_nodes)} node(s)" if r.excluded_nodes else "")
                 for r in failed
             )
@@ -325,6 +181,11 @@ def quantize(
     return replace(report, committed=True)
 
 
+def _points(rep: TargetReport) -> str:
+    loss = rep.metrics.loss_points
+    return "unknown" if loss is None else f"{loss:.2f}"
+
+
 def _configs(
     method: CalibrationMethod | str | None,
     ort_config: OrtQuantConfig | None,
@@ -332,28 +193,29 @@ def _configs(
 ) -> tuple[OrtQuantConfig, NncfQuantConfig]:
     ort_cfg = ort_config or OrtQuantConfig.cpu_vnni()
     if method is not None:
-        try:
-            ort_cfg = replace(ort_cfg, method=CalibrationMethod(method))
-        except ValueError as exc:
-            choices = ", ".join(m.value for m in CalibrationMethod)
-            raise InvalidInputError(f"calibration method must be one of {choices}, got {method!r}") from exc
+        ort_cfg = replace(ort_cfg, method=choice(CalibrationMethod, method, "calibration method"))
     nncf_cfg = nncf_config or NncfQuantConfig.cpu(activation_range=NNCF_RANGE_FOR_METHOD[ort_cfg.method])
     return ort_cfg, nncf_cfg
 
 
-def _commit(art: Artifact, built: Sequence[tuple[TargetReport, list[Path]]], report: QuantizeReport) -> None:
-    from .build import variant_fields
+def variant_fields(rep: TargetReport, report: QuantizeReport) -> dict[str, Any]:
+    """The manifest fields of a target's variant (everything but its id and files)."""
+    backend = rep.target.backend
+    if rep.target is Target.ORT:  # the backend the QDQ model was tuned for (ort-cpu, ort-trt...)
+        backend = next((s.params.get("target") for s in rep.steps if s.name == "quantize_static"), backend)
+    return {
+        "format": rep.target.format,
+        "precision": INT8,
+        "steps": list(rep.steps),
+        "validation": report.validation(rep),
+        "calibration": report.calibration,
+        "target": backend,
+    }
 
+
+def _commit(art: Artifact, built: Sequence[tuple[TargetReport, list[Path]]], report: QuantizeReport) -> None:
     with ArtifactWriter.update(art) as writer:
         for rep, files in built:
-            names = [writer.add_file(f, _artifact_name(rep.target, f)) for f in files]
+            names = [writer.add_file(f, rep.target.artifact_name(f)) for f in files]
             writer.put_variant(rep.variant_id, files=names, **variant_fields(rep, report))
         writer.commit()
-
-
-def _artifact_name(target: Target, path: Path) -> str:
-    if target is Target.OPENVINO:
-        return f"openvino-int8/model{path.suffix}"
-    if target is Target.TORCH:
-        return "model-int8.torchscript"
-    return "model-int8.onnx"

@@ -13,6 +13,8 @@ import pytest
 from infership.calibration import from_numpy
 from infership.convert.int8 import quantize
 from infership.runtime import Artifact, InvalidInputError, Predictor
+from infership.runtime.figures import Agreement
+from infership.runtime.tasks import judge_for
 
 from tests.calibration.digits import (
     DATA_PY,
@@ -22,6 +24,7 @@ from tests.calibration.digits import (
     load_digits_split,
     shared_base,
 )
+from tests.convert.int8.test_layout import EXTRAS
 
 pytestmark = pytest.mark.openvino
 
@@ -44,8 +47,8 @@ def test_both_variants_stay_within_half_a_point_on_the_test_split(quantized):
     assert [t.variant_id for t in report.targets] == ["onnx-int8", "openvino-int8"]
     for t in report.targets:
         m = t.metrics
-        assert m.samples == 360 and m.accuracy_fp32 > 97.0
-        assert m.accuracy_drop <= 0.5, f"{t.variant_id}: {m.accuracy_fp32} → {m.accuracy_int8}"
+        assert m.samples == 360 and m.accuracy_reference > 97.0
+        assert m.accuracy_drop <= 0.5, f"{t.variant_id}: {m.accuracy_reference} → {m.accuracy}"
         assert m.top1_agreement >= 0.99 and m.sqnr_db > 20.0
 
 
@@ -69,10 +72,41 @@ def test_predictor_loads_int8_and_reproduces_the_recorded_accuracy(quantized, ba
     x, y = load_digits_split("test")
     with Predictor.load(root, backend=backend, precision="int8") as p:
         assert p.variant.precision == "int8"
-        pred = p.predict(x)["logits"].argmax(1)
-    recorded = next(t for t in report.targets if t.variant_id == p.variant.id).metrics.accuracy_int8
+        outputs = p.predict(x)
+    pred = judge_for(p.manifest.task).predictions(outputs)
+    recorded = next(t for t in report.targets if t.variant_id == p.variant.id).metrics.accuracy
     # the report rounds to 4 decimals
     assert float((pred == y).mean() * 100) == pytest.approx(recorded, abs=1e-3)
+
+
+@pytest.mark.parametrize(("variant_id", "backend"), [("onnx-int8", "ort-cpu"), ("openvino-int8", "openvino")])
+def test_validation_ran_each_candidate_through_its_backend(quantized, variant_id, backend):
+    """The recorded figures are what the written variant gives through the Predictor on its backend,
+    judged by the artifact's task against the fp32 variant on ort-cpu: there is no second way to run it."""
+    root, report = quantized
+    art = Artifact.load(root)
+    val = art.manifest.variant(variant_id).validation
+    assert val["backend"] == backend and val["reference"] == "onnx-fp32 on ort-cpu"
+    assert next(t for t in report.targets if t.variant_id == variant_id).backend == backend
+    batches = list(from_digits("test").bind(art.manifest.inputs).batches())
+    with (
+        Predictor.load(art, backend="ort-cpu", variant="onnx-fp32") as fp32,
+        Predictor.load(art, backend=backend, variant=variant_id) as int8,
+    ):
+        ref = [fp32.predict(b.feeds) for b in batches]
+        cand = [int8.predict(b.feeds) for b in batches]
+    labels = np.concatenate([b.labels for b in batches])
+    again = judge_for(art.manifest.task).compare(ref, cand, labels=labels)
+    assert again.to_dict() == Agreement.from_dict(val).to_dict()
+    assert val["loss_points"] == again.loss_points == val["accuracy_drop"]
+
+
+def test_validation_keys_are_the_agreement_record_plus_the_int8_extras(quantized):
+    root, _ = quantized
+    val = Artifact.load(root).manifest.variant("onnx-int8").validation
+    assert set(val) == set(Agreement.from_dict(val).to_dict()) | EXTRAS
+    for gone in ("accuracy_int8", "accuracy_fp32", "drop"):
+        assert gone not in val
 
 
 def test_holdout_split_off_the_calibration_data_by_default(pristine, tmp_path):

@@ -1,18 +1,30 @@
-"""int8 metrics and the CPU outlook: figures computed on known inputs."""
+"""int8 validation figures (the classification judge's Agreement, as int8 reads it) and the CPU outlook,
+computed on known inputs."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from infership.convert.int8.metrics import compare_int8, sqnr_db
 from infership.convert.int8.outlook import int8_outlook
+from infership.runtime.errors import InvalidInputError
+from infership.runtime.figures import SQNR_CAP_DB
 from infership.runtime.hardware import CpuInfo
+from infership.runtime.tasks import judge_for
+
+CLASSIFY = judge_for("classification")
+
+
+def _compare(ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None = None):
+    return CLASSIFY.compare([{"logits": ref}], [{"logits": cand}], labels=labels)
 
 
 def test_sqnr_of_known_noise():
     ref = np.ones((4, 10), np.float32)
-    assert sqnr_db(ref, ref * 1.1) == pytest.approx(20.0)
-    assert compare_int8(ref, ref).sqnr_db == 200.0  # identical: a finite, JSON-safe figure
+    ref[:, 0] = 2.0  # class scores with a top class
+    noisy = ref.copy()
+    noisy[:, 1] += 0.1 * np.sqrt(np.sum(ref[0] ** 2))  # noise energy 1 % of the signal per row
+    assert _compare(ref, noisy).sqnr_db == pytest.approx(20.0, abs=1e-3)
+    assert _compare(ref, ref).sqnr_db == SQNR_CAP_DB == 200.0  # identical: a finite, JSON-safe figure
 
 
 def test_agreement_accuracy_and_confident_subset():
@@ -20,23 +32,23 @@ def test_agreement_accuracy_and_confident_subset():
     cand = ref.copy()
     cand[2] = [1.2, 1.0, 1.0]  # flips only the ambiguous row
     labels = np.array([0, 1, 1, 2])
-    m = compare_int8(ref, cand, labels)
+    m = _compare(ref, cand, labels)
     assert m.top1_agreement == 0.75
     assert m.confident_samples == 3 and m.confident_top1_agreement == 1.0
-    assert m.top5_containment == 1.0
-    assert (m.accuracy_fp32, m.accuracy_int8, m.accuracy_drop) == (100.0, 75.0, 25.0)
-    assert m.drop == 25.0
-    assert compare_int8(ref, cand).drop == 25.0  # without labels: top-1 disagreement
+    assert m.top5_containment == 1.0  # the reference's top class is in the candidate's top 5
+    assert (m.accuracy_reference, m.accuracy, m.accuracy_drop) == (100.0, 75.0, 25.0)
+    assert m.loss_points == 25.0  # the figure the accuracy budget checks
+    assert _compare(ref, cand).loss_points == 25.0  # without labels: top-1 disagreement
     assert 0.9 < m.cosine_min < 1.0 and m.cosine_mean > m.cosine_min
 
 
 def test_bad_inputs_are_refused():
-    with pytest.raises(ValueError, match="differ in shape"):
-        compare_int8(np.zeros((2, 3)), np.zeros((2, 4)))
-    with pytest.raises(ValueError, match="expected 2 labels"):
-        compare_int8(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros(3, int))
-    m = compare_int8(np.ones((2, 4, 4)), np.ones((2, 4, 4)))
-    assert m.top1_agreement is None and m.drop is None  # not a classifier output
+    with pytest.raises(InvalidInputError, match="reference shape"):
+        _compare(np.zeros((2, 3)), np.zeros((2, 4)))
+    with pytest.raises(InvalidInputError, match="expected 2 labels"):
+        _compare(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros(3, int))
+    m = judge_for("tensor").compare([{"y": np.ones((2, 4, 4))}], [{"y": np.ones((2, 4, 4))}])
+    assert m.top1_agreement is None and m.loss_points is None  # no class scores: no budget figure
 
 
 def _cpu(*flags: str, cores: int = 2) -> CpuInfo:

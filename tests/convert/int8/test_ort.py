@@ -172,7 +172,8 @@ def test_fixed_batch_and_two_input_artifacts(static_artifact, two_io_artifact, t
     import shutil
 
     from infership.convert.int8 import quantize
-    from infership.runtime import Predictor
+    from infership.runtime import ArtifactWriter, Predictor
+    from infership.runtime.tasks import Task
 
     rng = np.random.default_rng(0)
     root = Path(shutil.copytree(static_artifact, tmp_path / "static"))
@@ -181,6 +182,11 @@ def test_fixed_batch_and_two_input_artifacts(static_artifact, two_io_artifact, t
     with Predictor.load(root, backend="openvino", precision="int8") as p:
         assert p.predict(rng.standard_normal((4, 3, 16, 16)).astype(np.float32))["logits"].shape == (4, 5)
     root = Path(shutil.copytree(two_io_artifact, tmp_path / "two"))
+    # Two outputs: the task is not obvious from the shapes. Its first output holds class scores; say so,
+    # so that the budget has a figure to check (top-1 agreement of "logits").
+    with ArtifactWriter.update(Artifact.load(root)) as w:
+        w.set_manifest(task=Task.CLASSIFICATION)
+        w.commit()
     data = {
         "image": rng.standard_normal((40, 3, 8, 8)).astype(np.float32),
         "extra": rng.standard_normal((40, 4)).astype(np.float32),

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from infership.calibration import from_digits
 from infership.convert.int8 import AccuracyBudgetError, quantize
-from infership.convert.int8.metrics import Int8Metrics
-from infership.convert.int8.repair import Evaluation, LayerError, repair
+from infership.convert.int8.repair import repair
+from infership.convert.int8.types import Evaluation, LayerError
 from infership.runtime import Artifact, Predictor
+from infership.runtime.figures import Agreement
 
-from tests.calibration.digits import copy_artifact, digits_artifact, shared_base
+from tests.calibration.digits import copy_artifact, digits_artifact, from_digits, shared_base
 
 CULPRIT = "/plant/Conv_output_0"
 
@@ -65,8 +65,9 @@ def test_without_repair_the_budget_fails_and_nothing_is_written(planted, tmp_pat
     assert sorted(p.name for p in root.rglob("*")) == files_before
 
 
-def _metrics(drop: float) -> Int8Metrics:
-    return Int8Metrics(
+def _metrics(drop: float) -> Agreement:
+    return Agreement(
+        task="classification",
         samples=10,
         sqnr_db=1.0,
         cosine_mean=1.0,
@@ -93,7 +94,8 @@ def test_loop_stops_at_the_step_limit_and_reports_each_step():
     assert not result.within_budget and result.stopped == "step limit (3) reached"
     assert [s.excluded for s in result.steps] == [(), ("n0", "m0"), ("n1", "m1"), ("n2", "m2")]
     assert built[-1] == ("n0", "m0", "n1", "m1", "n2", "m2")
-    assert [s.metrics.drop for s in result.steps] == [9.0, 8.0, 7.0, 6.0]
+    assert [s.metrics.loss_points for s in result.steps] == [9.0, 8.0, 7.0, 6.0]
+    assert [s.to_dict()["loss_points"] for s in result.steps] == [9.0, 8.0, 7.0, 6.0]
 
 
 def test_loop_stops_when_within_budget_and_ranks_only_when_needed():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from infership.convert.int8 import quantize
 from infership.runtime import Artifact, InvalidInputError, Predictor
+from infership.runtime.tasks import judge_for
 
 from tests.calibration.digits import (
     DATA_PY,
@@ -41,7 +42,7 @@ def test_torch_int8_variant_loads_on_the_torch_backend(base, tmp_path):
     x, y = load_digits_split("test")
     with Predictor.load(root, backend="torch", precision="int8") as p:
         assert p.variant.id == "torch-int8"
-        pred = p.predict(x[:100])["logits"].argmax(1)
+        pred = judge_for(p.manifest.task).predictions(p.predict(x[:100]))
     assert float((pred == y[:100]).mean()) > 0.95
 
 
