@@ -6,6 +6,7 @@ Only argparse is imported at module level; torch and the converters load when th
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 _EXAMPLES = """examples:
@@ -134,7 +135,7 @@ def add_export(sub: Any) -> None:
         "--preprocess", choices=["imagenet", "unit", "centered"], help="preset for the image input"
     )
     g.add_argument("--resize", metavar="N|HxW", help="resize the short side to N, or to exactly HxW")
-    g.add_argument("--crop", metavar="HxW", help="center crop after resizing")
+    g.add_argument("--crop", metavar="N|HxW", help="center crop after resizing (N: a square)")
     g.add_argument("--mean", type=float, nargs="+", help="per-channel mean (after scaling to [0, 1])")
     g.add_argument("--std", type=float, nargs="+", help="per-channel std")
     g.add_argument("--scale", type=float, help="multiplier for raw pixel values (default 1/255)")
@@ -149,20 +150,21 @@ def add_export(sub: Any) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    from infership.calibration import parse_hw, parse_shape
+    from infership.calibration.arrays import ARRAY_SUFFIXES
     from infership.runtime import InvalidInputError
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .build import build_artifact
-    from .inputs import parse_shape
     from .preprocessing import PreprocessingRequest
     from .validate import Tolerance
 
-    shapes = [parse_shape(s) for s in args.input_shape]
+    shapes = [parse_shape(s, what="--input-shape") for s in args.input_shape]
     dynamic_axes = _parse_dynamic_axes(args.dynamic_axis)
     fields = {
         "resize": _parse_resize(args.resize) if args.resize else None,
-        "crop": _parse_hw(args.crop, "--crop") if args.crop else None,
+        "crop": parse_hw(args.crop, what="--crop") if args.crop else None,
         "mean": tuple(args.mean) if args.mean else None,
         "std": tuple(args.std) if args.std else None,
         "scale": args.scale,
@@ -177,7 +179,7 @@ def _run_export(args: argparse.Namespace) -> int:
     if (
         args.validate_with
         and pre is None
-        and any(not f.endswith((".npy", ".npz")) for f in args.validate_with)
+        and any(Path(f).suffix.lower() not in ARRAY_SUFFIXES for f in args.validate_with)
     ):
         raise InvalidInputError(
             "--validate-with images need preprocessing (--preprocess or --resize/--crop/...)"
@@ -294,20 +296,10 @@ def _parse_dynamic_axes(items: list[str]) -> dict[str, dict[int, str]]:
     return out
 
 
-def _parse_hw(text: str, flag: str) -> tuple[int, int]:
-    from infership.runtime import InvalidInputError
-
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise InvalidInputError(f"{flag} {text!r}: expected HxW, e.g. 224x224")
-    return int(parts[0]), int(parts[1])
-
-
 def _parse_resize(text: str) -> int | tuple[int, int]:
-    from infership.runtime import InvalidInputError
+    """``N`` resizes the short side (an int); ``HxW`` is an exact size."""
+    from infership.calibration import parse_hw
 
-    if text.isdigit():
+    if text.strip().isdigit():
         return int(text)
-    if "x" in text.lower():
-        return _parse_hw(text, "--resize")
-    raise InvalidInputError(f"--resize {text!r}: expected N (short side) or HxW")
+    return parse_hw(text, what="--resize")

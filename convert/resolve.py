@@ -52,7 +52,7 @@ def output_names(given: Sequence[str] | None, src: ModelSource, examples: tuple)
     names = list(given) if given is not None else default
     try:
         name_outputs(result, names)
-    except (ConversionError, AttributeError) as exc:
+    except ConversionError as exc:
         raise ConversionError(
             f"model outputs: {exc} (a tensor, a tuple/list of tensors or a dict of tensors is expected)"
         ) from exc

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
+from infership.calibration import to_numpy
 from infership.runtime import Agreement, ConversionError, InvalidInputError, Task, judge_for
 
 Feeds = Mapping[str, np.ndarray]
@@ -205,7 +206,8 @@ def name_outputs(result: Any, output_names: Sequence[str]) -> dict[str, np.ndarr
     """A model's return value (tensor, tuple/list of tensors, or dict) → name → numpy array.
 
     Raises:
-        ConversionError: The model returned a different number of outputs than there are names.
+        ConversionError: The model returned a different number of outputs than there are names, or
+            something other than tensors.
     """
     if isinstance(result, Mapping):
         values = list(result.values())
@@ -217,7 +219,13 @@ def name_outputs(result: Any, output_names: Sequence[str]) -> dict[str, np.ndarr
         raise ConversionError(
             f"the model returned {len(values)} outputs, expected {len(output_names)} ({list(output_names)})"
         )
-    return {n: v.detach().cpu().numpy() for n, v in zip(output_names, values, strict=True)}
+    import torch
+
+    # Checked here: numpy would quietly stack a nested tuple of tensors into one array.
+    odd = sorted({type(v).__name__ for v in values if not isinstance(v, torch.Tensor)})
+    if odd:
+        raise ConversionError(f"the model returned {', '.join(odd)} among its outputs, not only tensors")
+    return {n: to_numpy(v) for n, v in zip(output_names, values, strict=True)}
 
 
 def _g(x: float | None) -> str:

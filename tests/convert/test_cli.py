@@ -122,10 +122,12 @@ def test_pickled_checkpoint_is_refused_with_one_line(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--input-shape", "1xAx8x8"], "expected integers"),
+        (["--input-shape", "1xAx8x8"], "--input-shape '1xAx8x8': expected positive integers"),
         (["--input-shape", "1x1x8x8", "--dynamic-axis", "x-2"], "INPUT:AXIS"),
         (["--input-shape", "1x1x8x8", "--dynamic-axis", "nope:2"], "inputs are ['x']"),
-        (["--input-shape", "1x1x8x8", "--crop", "8"], "expected HxW"),
+        (["--input-shape", "1x1x8x8", "--crop", "8xA"], "--crop '8xA': expected N or HxW"),
+        (["--input-shape", "1x1x8x8", "--resize", "big"], "--resize 'big': expected N or HxW"),
+        (["--input-shape", "1x1x8x8", "--validate-with", "x.npy", "cat.jpg"], "need preprocessing"),
     ],
 )
 def test_bad_arguments_exit_1_with_a_reason(tmp_path, capsys, args, message):
