@@ -2,8 +2,9 @@
 
 Random tensors follow the model's input specs: the batch axis takes the sweep's batch size; other dynamic
 axes need an explicit shape (``shapes={"x": (1, 3, 224, 224)}``; the batch entry is replaced). Real data
-comes from arrays (``.npy``) whose axis 0 indexes samples. With ``include_preprocessing`` each call feeds
-raw HWC uint8 images, so the artifact's preprocessing is inside the timed call.
+comes from arrays (``.npy``, or an ``.npz`` holding one array) whose axis 0 indexes samples. With
+``include_preprocessing`` each call feeds raw HWC uint8 images, so the artifact's preprocessing is inside the
+timed call.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from infership.calibration import load_array_file
 from infership.runtime.errors import InvalidInputError
 from infership.runtime.manifest import Preprocessing
 from infership.runtime.spec import TensorSpec, random_array
@@ -45,22 +46,6 @@ class InputPool:
 
     def __getitem__(self, i: int) -> Any:
         return self.items[i % len(self.items)]
-
-
-def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
-    """Parse ``"name:1x3x224x224"`` into ``("name", (1, 3, 224, 224))``.
-
-    Raises:
-        InvalidInputError: Not of the form ``NAME:DxDx...`` with positive integer dims.
-    """
-    name, sep, dims = text.partition(":")
-    try:
-        shape = tuple(int(d) for d in dims.lower().split("x"))
-    except ValueError:
-        shape = ()
-    if not sep or not name or not shape or any(d < 1 for d in shape):
-        raise InvalidInputError(f"expected a shape like 'x:1x3x224x224' (NAME:DIMS), got {text!r}")
-    return name, shape
 
 
 def resolve_shape(spec: TensorSpec, batch_size: int, shapes: Mapping[str, Sequence[int]]) -> tuple[int, ...]:
@@ -243,11 +228,10 @@ def _load_array(name: str, value: np.ndarray | str | os.PathLike[str]) -> np.nda
     if isinstance(value, np.ndarray):
         arr = value
     else:
-        path = Path(value)
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InvalidInputError(f"--inputs {name}: cannot read {path} as .npy ({exc})") from exc
+        arrays, _ = load_array_file(value, [name], what=f"--inputs {name}")
+        if name not in arrays:
+            raise InvalidInputError(f"--inputs {name}: expected one array in {value}, got {sorted(arrays)}")
+        arr = arrays[name]
     if arr.ndim < 1:
         raise InvalidInputError(
             f"--inputs {name}: expected an array whose axis 0 indexes samples, got a scalar"

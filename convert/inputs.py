@@ -10,33 +10,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from infership.calibration import is_image_like, load_array_file, to_numpy
+from infership.calibration.dataset import UNNAMED
 from infership.runtime import ConversionError, Preprocessing, TensorSpec
 
 _BATCH_CYCLE = (1, 3, 2, 4)
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 _IMAGES_PER_BATCH = 8
-
-
-def parse_shape(text: str) -> tuple[int, ...]:
-    """``"1x3x224x224"`` (or comma-separated) → ``(1, 3, 224, 224)``.
-
-    Raises:
-        ConversionError: Not a list of positive integers.
-    """
-    parts = [p for p in text.replace(",", "x").lower().split("x") if p.strip()]
-    try:
-        dims = tuple(int(p) for p in parts)
-    except ValueError as exc:
-        raise ConversionError(
-            f"input shape {text!r}: expected integers separated by 'x', e.g. 1x3x224x224"
-        ) from exc
-    if not dims or any(d <= 0 for d in dims):
-        raise ConversionError(f"input shape {text!r}: expected positive sizes, e.g. 1x3x224x224")
-    return dims
 
 
 def example_tensors(
@@ -153,11 +135,11 @@ def real_feeds(
     feeds: list[dict[str, np.ndarray]] = []
     images: list[Any] = []
     for item in data:
-        if _is_image(item, preprocessing):
+        if is_image_like(item, preprocessing):
             images.append(item)
             continue
         if isinstance(item, (str, os.PathLike)):
-            item = _load_array_file(Path(item), inputs)
+            item = _load_array_file(item, inputs)
         feeds.append(_as_feed(item, inputs))
     if images:
         from infership.runtime.preprocess import images_to_tensor
@@ -174,31 +156,10 @@ def real_feeds(
     return feeds
 
 
-def _is_image(item: Any, preprocessing: Preprocessing | None) -> bool:
-    if preprocessing is None:
-        return False
-    if isinstance(item, (str, os.PathLike)):
-        return Path(item).suffix.lower() in _IMAGE_SUFFIXES
-    if type(item).__module__.startswith("PIL."):
-        return True
-    return isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim in (2, 3)
-
-
-def _load_array_file(path: Path, inputs: Sequence[TensorSpec]) -> Any:
-    if path.suffix.lower() not in (".npy", ".npz"):
-        raise ConversionError(
-            f"validation data {path}: expected a .npy/.npz file, or an image file when preprocessing is given"
-        )
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ConversionError(f"cannot read validation data {path}: {exc}") from exc
-    if isinstance(data, np.lib.npyio.NpzFile):
-        arrays = {k: data[k] for k in data.files}
-        if len(arrays) == 1 and len(inputs) == 1:
-            return next(iter(arrays.values()))
-        return arrays
-    return data
+def _load_array_file(path: str | os.PathLike[str], inputs: Sequence[TensorSpec]) -> Any:
+    arrays, _ = load_array_file(path, [s.name for s in inputs], what="validation data")
+    # One unnamed array (a .npy for a multi-input model) goes on as an array, so the message says why.
+    return arrays[UNNAMED] if list(arrays) == [UNNAMED] else arrays
 
 
 def _as_feed(item: Any, inputs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
@@ -206,9 +167,9 @@ def _as_feed(item: Any, inputs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
         missing = {s.name for s in inputs} - set(item)
         if missing:
             raise ConversionError(f"validation batch lacks input(s) {sorted(missing)}; it has {sorted(item)}")
-        feed = {s.name: np.asarray(_numpy(item[s.name])) for s in inputs}
+        feed = {s.name: to_numpy(item[s.name]) for s in inputs}
     elif len(inputs) == 1:
-        arr = np.asarray(_numpy(item))
+        arr = to_numpy(item)
         spec = inputs[0]
         if arr.ndim == spec.rank - 1:
             arr = arr[None]
@@ -230,9 +191,3 @@ def _as_feed(item: Any, inputs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
                 )
             feed[spec.name] = arr.astype(spec.dtype)
     return feed
-
-
-def _numpy(value: Any) -> Any:
-    if type(value).__module__.startswith("torch"):
-        return value.detach().cpu().numpy()
-    return value
