@@ -63,16 +63,15 @@ class Tolerance:
 
     @classmethod
     def fp16(cls) -> Tolerance:
-        """Default for fp16 graphs checked against fp32 (11-bit mantissa). Judged mainly by cosine: the
-        largest single error of a deep network reaches a few percent of the output scale while its cosine
-        stays ≥ 0.999 (docs/converters.md)."""
+        """Default for fp16 graphs checked against fp32 (11-bit mantissa). Judged mainly by cosine: in a deep
+        network the largest single error can be a sizeable fraction of the output scale while the outputs as a
+        whole stay close (docs/converters.md)."""
         return cls(atol=1e-3, rtol=5e-2, min_cosine=0.999)
 
     @classmethod
     def bf16(cls) -> Tolerance:
         """For graphs a runtime executes in bfloat16 (8-bit mantissa; OpenVINO's default on CPUs with
-        AVX512_BF16 or AMX for non-fp32 variants): largest errors of a tenth of the output scale, cosine
-        ≥ 0.99 (docs/converters.md)."""
+        AVX512_BF16 or AMX for non-fp32 variants): wider still than :meth:`fp16`."""
         return cls(atol=1e-2, rtol=0.2, min_cosine=0.99)
 
     def judge(self, agreement: Agreement) -> tuple[str, ...]:
