@@ -1,64 +1,64 @@
-"""pytest-benchmark view of the wrapper overhead: raw runtime call vs ``Predictor.predict`` (batch 1).
+"""The wrapper-overhead claim, checked: ``Predictor.predict`` costs at most ``max(5 %, 20 µs)`` over the raw
+runtime call, per backend, measured interleaved in the same run (see benchmarks/wrapper_overhead.py).
 
-Run with ``make bench`` (pytest is configured with --benchmark-disable by default, so plain ``make test``
-only checks that these run). Compare the groups' medians; benchmarks/wrapper_overhead.py prints the ratio.
+The timing test runs under ``make bench`` only (pytest ``--benchmark-enable``); with ``--benchmark-disable``
+(``make test``) it is skipped with the reason, and only the cheap check that the raw call and the
+Predictor compute the same thing runs.
 """
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
+from benchmarks.wrapper_overhead import BACKENDS, RECORDED, X, measure_backend, raw_call
 from infership import Predictor
 
-X = np.random.default_rng(0).standard_normal((1, 3, 16, 16), dtype=np.float32)
+
+def _params() -> list[Any]:
+    out = []
+    for backend, package in BACKENDS.items():
+        marks = [
+            pytest.mark.skipif(importlib.util.find_spec(package) is None, reason=f"{package} not installed")
+        ]
+        if backend == "openvino":
+            marks.append(pytest.mark.openvino)
+        out.append(pytest.param(backend, marks=marks))
+    return out
 
 
-@pytest.mark.benchmark(group="ort-cpu")
-def test_ort_raw(benchmark, tiny_artifact):
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(tiny_artifact / "model.onnx"), providers=["CPUExecutionProvider"])
-    benchmark(sess.run, None, {"x": X})
-
-
-@pytest.mark.benchmark(group="ort-cpu")
-def test_ort_predictor(benchmark, tiny_artifact):
-    with Predictor.load(tiny_artifact, backend="ort-cpu") as p:
-        benchmark(p.predict, X)
+#: Timing claims run under ``make bench`` only. A skip marker (evaluated before any fixture) rather than a
+#: skip inside the test, so that pytest-benchmark does not warn about an unused fixture.
+needs_enabled_benchmarks = pytest.mark.skipif(
+    "config.getoption('benchmark_disable') and not config.getoption('benchmark_enable')",
+    reason="timing claim: runs under `make bench` (pytest --benchmark-enable), not with --benchmark-disable",
+)
 
 
-@pytest.mark.openvino
-@pytest.mark.benchmark(group="openvino")
-def test_openvino_raw(benchmark, tiny_artifact):
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(str(tiny_artifact / "openvino" / "model.xml"), "CPU")
-    req = compiled.create_infer_request()
-    benchmark(req.infer, {"x": X})
+@pytest.mark.parametrize("backend", _params())
+def test_raw_call_and_predict_compute_the_same(tiny_artifact: Path, backend: str) -> None:
+    _, call, logits = raw_call(tiny_artifact, backend)
+    with Predictor.load(tiny_artifact, backend=backend) as p:
+        out = p.predict(X)
+    np.testing.assert_allclose(out["logits"], logits(call(X)), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.openvino
-@pytest.mark.benchmark(group="openvino")
-def test_openvino_predictor(benchmark, tiny_artifact):
-    with Predictor.load(tiny_artifact, backend="openvino") as p:
-        benchmark(p.predict, X)
-
-
-@pytest.mark.benchmark(group="torch")
-def test_torch_raw(benchmark, tiny_artifact):
-    import torch
-
-    module = torch.export.load(str(tiny_artifact / "model.pt2")).module()
-
-    def raw():
-        with torch.inference_mode():
-            return module(torch.from_numpy(X)).numpy()
-
-    benchmark(raw)
-
-
-@pytest.mark.benchmark(group="torch")
-def test_torch_predictor(benchmark, tiny_artifact):
-    with Predictor.load(tiny_artifact, backend="torch") as p:
-        benchmark(p.predict, X)
+@needs_enabled_benchmarks
+@pytest.mark.benchmark(group="wrapper-overhead")
+@pytest.mark.parametrize("backend", _params())
+def test_predict_costs_at_most_5_percent_or_20_us_over_the_raw_call(
+    benchmark: Any, tiny_artifact: Path, backend: str
+) -> None:
+    row = measure_backend(tiny_artifact, backend)
+    RECORDED.append(row)
+    benchmark.extra_info.update(row.to_dict())
+    with Predictor.load(tiny_artifact, backend=backend) as p:
+        benchmark(p.predict, X)  # pytest-benchmark's own view of the Predictor call, in its table
+    assert row.ok, (
+        f"{backend}: Predictor.predict costs {row.overhead_us:+.1f} µs ({row.overhead_pct:+.1f} %) over "
+        f"{row.raw_call} ({row.raw_us:.1f} µs); at most {row.allowed_us:.1f} µs allowed"
+    )
