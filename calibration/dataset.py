@@ -58,8 +58,9 @@ class CalibrationSet:
     """Model inputs for calibration or validation, re-iterable and streamed batch by batch.
 
     Build one with the functions of :mod:`infership.calibration.sources` (``from_image_folder``,
-    ``from_numpy``, ``from_torch``, ``from_digits``). Iterating yields ``dict[name, np.ndarray]`` batches;
-    :meth:`batches` yields :class:`Batch` objects that carry labels too.
+    ``from_numpy``, ``from_torch``), or from a string with :func:`~infership.calibration.from_spec`.
+    Iterating yields ``dict[name, np.ndarray]`` batches; :meth:`batches` yields :class:`Batch` objects that
+    carry labels too.
 
     Args:
         source: Where samples are read from.
