@@ -385,3 +385,24 @@ def test_a_bad_task_is_a_clear_error(tmp_path):
             torch_program=False,
         )
     assert not (tmp_path / "bad").exists() and not (tmp_path / "fcn").exists()
+
+
+def test_bad_option_names_list_the_choices():
+    from infership.convert import Exporter, Simplifier
+
+    assert Exporter.parse("dynamo") is Exporter.DYNAMO and Simplifier.parse("none") is Simplifier.NONE
+    with pytest.raises(InvalidInputError, match="expected one of: auto, dynamo, torchscript"):
+        Exporter.parse("onnx")
+    with pytest.raises(InvalidInputError, match="expected one of: auto, onnxslim, onnxsim, none"):
+        Simplifier.parse("slim")
+
+
+def test_model_outputs_must_be_tensors():
+    from infership.convert.validate import name_outputs
+
+    got = name_outputs({"a": torch.ones(2), "b": torch.zeros(1, 3)}, ["x", "y"])
+    assert list(got) == ["x", "y"] and got["y"].shape == (1, 3) and isinstance(got["x"], np.ndarray)
+    with pytest.raises(ConversionError, match="tuple"):
+        name_outputs((torch.zeros(2), (torch.zeros(1),)), ["a", "b"])
+    with pytest.raises(ConversionError, match="returned 1 outputs, expected 2"):
+        name_outputs(torch.zeros(2), ["a", "b"])
