@@ -72,7 +72,7 @@ def build(workdir: Path):
 
 def quantize_all(model, art, photos: Path):
     from infership.calibration import from_image_folder
-    from infership.convert.quantize import quantize
+    from infership.convert.int8 import quantize
 
     cset = from_image_folder(photos, art.manifest.preprocessing, batch_size=4)
     calib, holdout = cset.split(0.75)

@@ -10,14 +10,16 @@ import json
 from typing import Any
 
 _EXAMPLES = """examples:
-  infership quantize out/digits --calibration digits:train --holdout digits:test --max-accuracy-drop 0.5
+  infership quantize runs/digits/pipeline/artifact --calibration examples/digits/data.py:train \\
+      --holdout examples/digits/data.py:test --max-accuracy-drop 0.5
   infership quantize out/resnet --calibration calib_images/ --samples 256 --target ort,openvino
   infership quantize out/resnet --calibration calib.npz --method percentile --preset tensorrt --target ort
-  infership quantize out/digits --calibration digits --target all --torch-model examples/digits/model.py:build_model \\
-      --torch-weights digits.pt
+  infership quantize runs/digits/pipeline/artifact --calibration examples/digits/data.py:all --target all \\
+      --torch-model examples/digits/model.py:build_model --torch-weights runs/digits/digits.pt
 
-CALIBRATION / --holdout: 'digits[:train|test|all]', a .npy/.npz file (or a directory of them), or an image
-folder (flat, or one subfolder per class for labels), read through the artifact's preprocessing.
+CALIBRATION / --holdout: a .npy/.npz file (or a directory of them), an image folder (flat, or one
+subfolder per class for labels) read through the artifact's preprocessing, a registered SCHEME:ARGUMENT
+source (numpy:PATH, images:FOLDER, ...), or FILE.py:FUNCTION returning the data.
 Exit status: 0 written; 1 error, or the accuracy budget was missed (nothing written).
 """
 
@@ -26,6 +28,7 @@ _NNCF_PRESETS = ("cpu", "accurate", "transformer")
 
 
 def add_quantize(sub: Any) -> None:
+    """Register the ``quantize`` subcommand on ``sub`` (the ``infership`` command's subparsers)."""
     p = sub.add_parser(
         "quantize",
         help="add validated static int8 variants (ONNX Runtime QDQ, OpenVINO/NNCF, PyTorch) to an artifact",

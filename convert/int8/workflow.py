@@ -20,6 +20,7 @@ from typing import Any
 from infership.calibration.dataset import CalibrationSet
 from infership.runtime.artifact import Artifact, ArtifactWriter
 from infership.runtime.errors import ArtifactError, InvalidInputError
+from infership.runtime.tasks import judge_for
 
 from . import build
 from . import evaluate as ev
@@ -83,7 +84,8 @@ def quantize(
 
     Raises:
         ArtifactError: No ``onnx-fp32`` variant.
-        InvalidInputError: Calibration data that does not fit the model (before any work), bad options.
+        InvalidInputError: Calibration data that does not fit the model (before any work), bad options, or
+            a budget the artifact's task gives no figure for (no class scores, no labels).
         AccuracyBudgetError: A target missed ``max_accuracy_drop`` (nothing written).
         ConversionError: A runtime failed while calibrating, quantizing or running.
     """
@@ -145,6 +147,7 @@ def quantize(
             tmp=Path(tmp),
             progress=progress,
         )
+        _check_budget_figure(ctx)
         built: list[tuple[TargetReport, list[Path]]] = []
         for target in chosen:
             if target is Target.ORT:
@@ -179,6 +182,20 @@ def quantize(
             )
         _commit(art, built, report)
     return replace(report, committed=True)
+
+
+def _check_budget_figure(ctx: QuantizeContext) -> None:
+    """Refuse a budget the artifact's task gives no figure for, before any quantization work."""
+    if ctx.budget is None:
+        return
+    task = ctx.artifact.manifest.task
+    itself = judge_for(task).compare(ctx.ref.outputs, ctx.ref.outputs, labels=ctx.ref.labels)
+    if itself.loss_points is None:
+        raise InvalidInputError(
+            f"max_accuracy_drop needs a loss figure, and the artifact's task {getattr(task, 'value', task)!r} "
+            "gives none (no class scores to agree on, no accuracy to drop); set the task at export "
+            "(--task classification) or quantize without a budget"
+        )
 
 
 def _points(rep: TargetReport) -> str:

@@ -196,3 +196,23 @@ def test_fixed_batch_and_two_input_artifacts(static_artifact, two_io_artifact, t
     with Predictor.load(root, backend="ort-cpu", precision="int8") as p:
         out = p.predict({k: v[:3] for k, v in data.items()})
     assert out["logits"].shape == (3, 3) and out["embed"].shape == (3, 6)
+
+
+def test_a_budget_the_task_gives_no_figure_for_is_refused_before_any_work(two_io_artifact, tmp_path):
+    import shutil
+
+    from infership.convert.int8 import quantize
+
+    root = Path(shutil.copytree(two_io_artifact, tmp_path / "two"))  # two outputs: task "tensor"
+    before = (root / "manifest.json").read_text()
+    rng = np.random.default_rng(0)
+    data = {
+        "image": rng.standard_normal((20, 3, 8, 8)).astype(np.float32),
+        "extra": rng.standard_normal((20, 4)).astype(np.float32),
+    }
+    with pytest.raises(InvalidInputError, match="needs a loss figure"):
+        quantize(root, from_numpy(data), targets="ort", max_accuracy_drop=1.0)
+    assert (root / "manifest.json").read_text() == before
+    report = quantize(root, from_numpy(data), targets="ort")  # without a budget: element-wise figures only
+    assert report.targets[0].metrics.task == "tensor" and report.targets[0].metrics.top1_agreement is None
+    assert report.targets[0].metrics.sqnr_db is not None
