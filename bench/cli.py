@@ -35,7 +35,7 @@ def _fraction_or_off(text: str) -> float:
 
 
 def _hw(text: str) -> tuple[int, int]:
-    """``--image-size``: ``"256"`` or ``"256x192"`` (height × width), parsed by the calibration data layer."""
+    """``--image-size``: ``"256"`` or ``"256x192"`` (height × width), read by the calibration data layer."""
     from infership.calibration import parse_hw
     from infership.runtime.errors import InvalidInputError
 
@@ -277,9 +277,11 @@ def add_compare(sub: Any) -> None:
         help="compare results with a baseline; exit 0 (ok), 1 (regression) or 2 (not comparable)",
         description="Match runs by key and decide with bootstrap confidence intervals on the median and p99 "
         "ratios: a statistic regresses when its ratio exceeds the threshold and the interval excludes 1. "
-        "Accuracy figures of the variants are compared too. Exit 0: no regression; 1: regression or a "
-        "baseline run missing; 2: the files cannot be compared (other environment, unless --force; no "
-        "run in common; malformed or foreign file).",
+        "The variants' validation figures are compared by their declared unit and direction: quality "
+        "figures (accuracy, accuracy_drop, top-1 agreement...) regress when worse by more than "
+        "--max-accuracy-drop points. Exit 0: no regression; 1: regression or a baseline run missing; 2: the "
+        "files cannot be compared (other environment, unless --force; no run in common; malformed or "
+        "foreign file).",
     )
     p.add_argument("baseline", help="baseline results JSON")
     p.add_argument("current", help="current results JSON")
@@ -292,7 +294,10 @@ def add_compare(sub: Any) -> None:
         help="tolerated p99 slowdown (default: 2.5× --max-slowdown); 'off' reports p99 without gating it",
     )
     p.add_argument(
-        "--max-accuracy-drop", type=float, default=1.0, help="tolerated accuracy drop in points (default: 1)"
+        "--max-accuracy-drop",
+        type=float,
+        default=1.0,
+        help="tolerated worsening of a quality figure in points, in its declared direction (default: 1)",
     )
     p.add_argument(
         "--confidence", type=float, default=0.95, help="bootstrap confidence level (default: 0.95)"

@@ -29,8 +29,9 @@ direction), never by their name or their value range:
 - an undeclared name (a setting recorded next to the figures, such as ``tolerance.min_top1``) is neither
   compared nor gated.
 
-A server run regresses too when it met its p99 bound in the baseline and no longer does. A baseline run missing from the current file fails the gate too: a gate that passes because
-a measurement silently stopped happening is no gate.
+A server run regresses too when it met its p99 bound in the baseline and no longer does. A baseline run
+missing from the current file fails the gate too: a gate that passes because a measurement silently
+stopped happening is no gate.
 
 Exit codes: 0 no regression, 1 regression, 2 not comparable (different environment fingerprints, unless
 forced; no run in common; unreadable or foreign files).
@@ -369,7 +370,7 @@ def compare_figures(
                 worsening=info.worsening(b, c),
                 worsening_points=points,
                 gated=gated,
-                # Fractions scaled ×100 carry rounding error: 0.99 → 0.98 is one point, not 1.0000000000000009.
+                # Fractions scaled ×100 carry rounding error: 0.99 → 0.98 is one point, not 1.0000000000000009
                 regression=gated and points is not None and points > max_drop + _POINTS_EPS,
             )
         )

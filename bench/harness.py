@@ -44,7 +44,8 @@ def _pool(predictor: Predictor, config: BenchConfig, batch_size: int) -> InputPo
     """The input pool ``config`` asks for (see :func:`~infership.bench.runner.make_pool`)."""
     return make_pool(
         predictor, batch_size=batch_size, size=config.pool_size, seed=config.seed, shapes=config.shapes,
-        inputs=config.inputs, include_preprocessing=config.include_preprocessing, image_size=config.image_size,
+        inputs=config.inputs, include_preprocessing=config.include_preprocessing,
+        image_size=config.image_size,
     )  # fmt: skip
 
 

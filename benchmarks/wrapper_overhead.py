@@ -95,7 +95,8 @@ class Overhead:
     def line(self) -> str:
         verdict = "ok" if self.ok else "OVER THE LIMIT"
         return (
-            f"{self.backend:9} {self.raw_call:30} raw {self.raw_us:8.1f} µs  predict {self.predict_us:8.1f} µs  "
+            f"{self.backend:9} {self.raw_call:30} raw {self.raw_us:8.1f} µs  "
+            f"predict {self.predict_us:8.1f} µs  "
             f"overhead {self.overhead_us:+7.1f} µs ({self.overhead_pct:+5.1f} %)  "
             f"allowed {self.allowed_us:5.1f} µs  {verdict}"
         )

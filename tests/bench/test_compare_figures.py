@@ -124,9 +124,11 @@ def test_nested_per_output_figures_are_judged_by_their_declaration() -> None:
 
 # A digits CNN quantized twice: a good int8 variant (accuracy unchanged) and a bad one (33 points lost).
 GOOD = {"accuracy": 99.3, "accuracy_reference": 99.3, "accuracy_drop": 0.0, "top1_agreement": 1.0,
-        "top5_containment": 1.0, "sqnr_db": 31.0, "cosine_min": 0.999, "tolerance": {"max_accuracy_drop": 1.0}}  # fmt: skip
+        "top5_containment": 1.0, "sqnr_db": 31.0, "cosine_min": 0.999,
+        "tolerance": {"max_accuracy_drop": 1.0}}  # fmt: skip
 BAD = {"accuracy": 66.3, "accuracy_reference": 99.3, "accuracy_drop": 33.0, "top1_agreement": 0.664,
-       "top5_containment": 0.95, "sqnr_db": 4.0, "cosine_min": 0.41, "tolerance": {"max_accuracy_drop": 1.0}}  # fmt: skip
+       "top5_containment": 0.95, "sqnr_db": 4.0, "cosine_min": 0.41,
+       "tolerance": {"max_accuracy_drop": 1.0}}  # fmt: skip
 
 
 @pytest.fixture
@@ -161,3 +163,15 @@ def test_digits_bad_then_good_is_no_regression(
         "accuracy": "better", "accuracy_reference": "unchanged", "accuracy_drop": "better",
         "top1_agreement": "better", "top5_containment": "better", "sqnr_db": "better", "cosine_min": "better",
     }  # fmt: skip
+
+
+def test_the_docs_table_matches_the_declarations() -> None:
+    """docs/bench.md lists every declared figure with its unit, direction and whether the gate gates it."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "bench.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 4 and cells[0].startswith("`") and cells[2] in {b.value for b in Better}:
+            rows[cells[0].strip("`")] = tuple(cells[1:4])
+    expected = {n: (i.unit.value, i.better.value, "yes" if _quality(i) else "no") for n, i in FIGURES.items()}
+    assert rows == expected

@@ -65,7 +65,8 @@ def test_rounds_interleave_runs_and_record_round_sizes(tiny_artifact: Path) -> N
                          warmup_queries=2, warmup_s=0.0)  # fmt: skip
     seen: list[str] = []
     results = run_sweep(config, progress=lambda d, t, s: seen.append(s))
-    assert seen[:3] == ["ort-cpu fp32 single-stream b1 c1 (round 1/3)", "ort-cpu fp32 single-stream b2 c1 (round 1/3)",
+    assert seen[:3] == ["ort-cpu fp32 single-stream b1 c1 (round 1/3)",
+                        "ort-cpu fp32 single-stream b2 c1 (round 1/3)",
                         "ort-cpu fp32 single-stream b1 c1 (round 2/3)"]  # fmt: skip
     for run in results.runs:
         assert len(run.rounds) == 3 and sum(run.rounds) == len(run.samples_ms)
