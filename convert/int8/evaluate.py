@@ -67,11 +67,11 @@ def reference(art: Artifact, fp32: Variant, holdout: CalibrationSet, *, scratch:
     """
     with open_variant(art, backend=REFERENCE_BACKEND, variant_id=fp32.id, scratch=scratch) as p:
         outputs, labels = outputs_of(p, holdout)
-    task = art.manifest.task
-    if labels is not None and judge_for(task).score(outputs, labels) is None:
+    judge = judge_for(art.manifest.task)
+    if labels is not None and judge.score(outputs, labels) is None:
         log.warning(
             "the held-out labels are not used: the artifact's task %r has no score against labels",
-            getattr(task, "value", task),
+            judge.task.value,
         )
         labels = None
     # batch 1 for latency, unless the model has a fixed batch size (then the set yields only full batches)

@@ -10,8 +10,9 @@ channel crushes every other channel to a few levels while its total SQNR (domina
 looks fine.
 
 **Repair.** :func:`repair` excludes the nodes that quantize the worst tensor (its producer and consumers),
-re-quantizes, re-validates, and repeats until the accuracy drop is within budget or a step limit is reached.
-Each step's accuracy and latency are reported.
+re-quantizes, re-validates, and repeats until the loss (:attr:`Agreement.loss_points
+<infership.runtime.figures.Agreement.loss_points>`: the accuracy drop, or the top-1 disagreement without
+labels) is within budget or a step limit is reached. Each step's figures and latency are reported.
 """
 
 from __future__ import annotations

@@ -188,11 +188,11 @@ def _check_budget_figure(ctx: QuantizeContext) -> None:
     """Refuse a budget the artifact's task gives no figure for, before any quantization work."""
     if ctx.budget is None:
         return
-    task = ctx.artifact.manifest.task
-    itself = judge_for(task).compare(ctx.ref.outputs, ctx.ref.outputs, labels=ctx.ref.labels)
+    judge = judge_for(ctx.artifact.manifest.task)
+    itself = judge.compare(ctx.ref.outputs, ctx.ref.outputs, labels=ctx.ref.labels)
     if itself.loss_points is None:
         raise InvalidInputError(
-            f"max_accuracy_drop needs a loss figure, and the artifact's task {getattr(task, 'value', task)!r} "
+            f"max_accuracy_drop needs a loss figure, and the artifact's task {judge.task.value!r} "
             "gives none (no class scores to agree on, no accuracy to drop); set the task at export "
             "(--task classification) or quantize without a budget"
         )
