@@ -138,21 +138,19 @@ def measure(
     runtimes' worker threads spin for a while after a call, and without the pause the previous candidate's
     spinning threads would be timed as part of the next one (a deployment runs one runtime, not six).
     """
+    import itertools
+
+    from infership.runtime.timing import time_calls
+
     for fn in fns.values():  # warm-up: first-run compilation, allocations, thread pools
         for x in inputs[:3]:
             fn(x)
     times: dict[str, list[float]] = {k: [] for k in fns}
-    i = 0
+    cycle = itertools.cycle(inputs)
     for _ in range(rounds):
         for name, fn in fns.items():
-            time.sleep(pause_s)
-            fn(inputs[-1])
-            for _ in range(block):
-                x = inputs[i % len(inputs)]
-                i += 1
-                t0 = time.perf_counter_ns()
-                fn(x)
-                times[name].append((time.perf_counter_ns() - t0) / 1e6)
+            # rest, one untimed call, then the block (the one latency timer does exactly this)
+            times[name] += time_calls(lambda fn=fn: fn(next(cycle)), runs=block, warmup=1, rest_s=pause_s)
     return times
 
 
@@ -171,18 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     import torch
     from infership.runtime.hardware import cpu_info, library_versions
+    from infership.runtime.timing import timed
 
     cpu = cpu_info()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
-        t0 = time.perf_counter()
-        model, art = build(work)
-        t_build = time.perf_counter() - t0
+        (model, art), build_ms = timed(lambda: build(work))
         n = write_photos(work / "photos")
-        t0 = time.perf_counter()
-        report = quantize_all(model, art, work / "photos")
-        t_quant = time.perf_counter() - t0
+        report, quant_ms = timed(lambda: quantize_all(model, art, work / "photos"))
+        t_build, t_quant = build_ms / 1e3, quant_ms / 1e3
         rng = np.random.default_rng(0)
         inputs = [rng.standard_normal((1, 3, 224, 224), dtype=np.float32) for _ in range(8)]
         fns = candidates(model, art.root)
