@@ -13,15 +13,12 @@ from typing import Any
 
 import numpy as np
 from infership.runtime.errors import InvalidInputError
-from infership.runtime.manifest import Preprocessing
-from infership.runtime.spec import TensorSpec
+from infership.runtime.preprocess import IMAGE_EXTENSIONS, is_image_like, tensor_to_numpy
 
 from .dataset import UNNAMED
 
 __all__ = ["IMAGE_EXTENSIONS", "LABEL_KEYS", "is_image_like", "load_array_file", "to_numpy"]
 
-#: File suffixes read as images (lower case).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 #: Keys of an ``.npz`` file that hold labels rather than model inputs (unless a model input has the name).
 LABEL_KEYS = ("labels", "label", "y", "targets")
 ARRAY_SUFFIXES = (".npy", ".npz")
@@ -91,37 +88,9 @@ def to_numpy(value: Any) -> np.ndarray:
         InvalidInputError: ``value`` is not numeric data (numpy would make an object array of it).
     """
     # The Predictor's conversion, so calibration, validation and prediction treat tensors alike.
-    from infership.runtime.predictor import _to_numpy
-
-    arr = np.asarray(_to_numpy(value))
+    arr = np.asarray(tensor_to_numpy(value))
     if arr.dtype == object:
         raise InvalidInputError(
             f"expected a numpy array, torch tensor or list of numbers, got {type(value).__name__}"
         )
     return arr
-
-
-def is_image_like(item: Any, preprocessing: Preprocessing | None, *, spec: TensorSpec | None = None) -> bool:
-    """Whether ``item`` is a raw image for the preprocessing to turn into a model input.
-
-    Raw images are a path to an image file (by suffix, see :data:`IMAGE_EXTENSIONS`), a PIL image, or an
-    HW / HWC uint8 array. Without preprocessing nothing is an image (there is no way to feed one).
-
-    Args:
-        item: One item of user data.
-        preprocessing: The artifact's preprocessing, or ``None``.
-        spec: The input the item would feed: a uint8 array is then an image only if the input does not take
-            uint8 itself and the array lacks the input's batch axis.
-
-    Returns:
-        ``True`` for a raw image.
-    """
-    if preprocessing is None:
-        return False
-    if isinstance(item, (str, os.PathLike)):
-        return Path(item).suffix.lower() in IMAGE_EXTENSIONS
-    if type(item).__module__.startswith("PIL."):
-        return True
-    if not (isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim in (2, 3)):
-        return False
-    return spec is None or (spec.dtype != "uint8" and item.ndim < spec.rank)

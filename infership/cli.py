@@ -16,9 +16,9 @@ from collections.abc import Sequence
 _COMMANDS: dict[str, str] = {
     "backends": "infership.runtime.cli",
     "info": "infership.runtime.cli",
-    "predict": "infership.runtime.cli",
+    "predict": "infership.predict_cli",
     "export": "infership.convert.cli",
-    "quantize": "infership.convert.quantize_cli",
+    "quantize": "infership.convert.int8.cli",
     "pipeline": "infership.pipeline_cli",
     "bench": "infership.bench.cli",
     "compare": "infership.bench.cli",
@@ -38,16 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    seen: set[str] = set()
     for name, module_name in _COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        adder = getattr(module, f"add_{name}", None)
-        if adder is not None and name not in seen:
-            adder(sub)
-            seen.add(name)
+        # These modules import only the standard library at import time; a failure here is a bug to see,
+        # not a subcommand to drop silently.
+        module = importlib.import_module(module_name)
+        getattr(module, f"add_{name}")(sub)
     return parser
 
 

@@ -107,7 +107,9 @@ class PipelineConfig:
         base = p.resolve().parent
         for key in ("model", "arch", "output", "calibration", "holdout", "labels"):
             v = values.get(key)
-            if isinstance(v, str) and _looks_like_path(v):
+            # ``output`` is always a path; the others only when they look like one (``torchvision:NAME``
+            # and registered ``scheme:...`` sources are not).
+            if isinstance(v, str) and (key == "output" or _looks_like_path(v)):
                 values[key] = _rebase(v, base)
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "model" not in values or "output" not in values:

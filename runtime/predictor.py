@@ -14,6 +14,7 @@ from . import selection
 from .artifact import Artifact
 from .backend import BackendOptions, PerformanceHint, Placement, Session
 from .errors import InvalidInputError
+from .preprocess import IMAGE_EXTENSIONS, is_image_like, tensor_to_numpy
 from .selection import BackendFallbackWarning
 from .spec import TensorSpec
 
@@ -52,16 +53,6 @@ def _pad_rows(a: Any, n: int) -> Any:
     import torch
 
     return torch.cat([a, a[-1:].expand(n, *a.shape[1:])]).contiguous()
-
-
-def _to_numpy(value: Any) -> Any:
-    """Turn a CPU torch tensor into a numpy view (no copy); leave everything else alone."""
-    mod = type(value).__module__
-    if mod.startswith("torch"):
-        if getattr(value, "is_cuda", False) or str(getattr(value, "device", "cpu")) != "cpu":
-            value = value.detach().cpu()
-        return value.detach().numpy()
-    return value
 
 
 class Predictor:
@@ -255,33 +246,27 @@ class Predictor:
 
     @staticmethod
     def _as_array(value: Any, spec: TensorSpec) -> np.ndarray:
-        value = _to_numpy(value)
+        value = tensor_to_numpy(value)
         if isinstance(value, np.ndarray):
             return value
         if isinstance(value, (list, tuple, int, float)):
             return np.asarray(value)
+        if isinstance(value, (str, os.PathLike)):
+            raise InvalidInputError(
+                f"input {spec.name!r}: expected a numpy array or torch tensor of shape {spec.shape_str()}, "
+                f"got the string {os.fspath(value)!r} (image files, suffix one of {', '.join(IMAGE_EXTENSIONS)}, "
+                "are accepted when the artifact records preprocessing)"
+            )
         raise InvalidInputError(
             f"input {spec.name!r}: expected a numpy array or torch tensor of shape {spec.shape_str()} "
             f"and dtype {spec.dtype}, got {type(value).__name__}"
         )
 
     def _looks_like_images(self, value: Any, spec: TensorSpec) -> bool:
-        if self.manifest.preprocessing is None:
-            return False
-        if isinstance(value, (str, os.PathLike)):
-            return True
-        if type(value).__module__.startswith("PIL."):
-            return True
-        if isinstance(value, np.ndarray):
-            return (
-                value.dtype == np.uint8
-                and spec.dtype != "uint8"
-                and value.ndim in (2, 3)
-                and value.ndim < spec.rank
-            )
+        pre = self.manifest.preprocessing
         if isinstance(value, (list, tuple)) and value:
-            return all(self._looks_like_images(v, spec) for v in value)
-        return False
+            return all(is_image_like(v, pre, spec=spec) for v in value)
+        return is_image_like(value, pre, spec=spec)
 
     def _images_to_tensor(self, value: Any) -> np.ndarray:
         from .preprocess import images_to_tensor

@@ -6,6 +6,7 @@ Pillow is imported only when images are actually fed.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,46 @@ import numpy as np
 from .errors import InvalidInputError
 from .manifest import Preprocessing
 from .spec import TensorSpec
+
+#: File suffixes read as images (lower case).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def is_image_like(item: Any, preprocessing: Preprocessing | None, *, spec: TensorSpec | None = None) -> bool:
+    """Whether ``item`` is a raw image for the preprocessing to turn into a model input.
+
+    Raw images are a path to an image file (by suffix, see :data:`IMAGE_EXTENSIONS`), a PIL image, or an
+    HW / HWC uint8 array. Without preprocessing nothing is an image (there is no way to feed one). The one
+    rule for the Predictor, calibration, validation and bench inputs.
+
+    Args:
+        item: One item of user data.
+        preprocessing: The artifact's preprocessing, or ``None``.
+        spec: The input the item would feed: a uint8 array is then an image only if the input does not take
+            uint8 itself and the array lacks the input's batch axis.
+
+    Returns:
+        ``True`` for a raw image.
+    """
+    if preprocessing is None:
+        return False
+    if isinstance(item, (str, os.PathLike)):
+        return Path(item).suffix.lower() in IMAGE_EXTENSIONS
+    if type(item).__module__.startswith("PIL."):
+        return True
+    if not (isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim in (2, 3)):
+        return False
+    return spec is None or (spec.dtype != "uint8" and item.ndim < spec.rank)
+
+
+def tensor_to_numpy(value: Any) -> Any:
+    """A torch tensor as a numpy array (a CPU tensor is viewed, not copied; others are moved to the CPU);
+    anything else is returned unchanged. torch is never imported here: a tensor brings its own module."""
+    if type(value).__module__.startswith("torch"):
+        if getattr(value, "is_cuda", False) or str(getattr(value, "device", "cpu")) != "cpu":
+            value = value.detach().cpu()
+        return value.detach().numpy()
+    return value
 
 
 def _pil():

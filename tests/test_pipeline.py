@@ -12,6 +12,7 @@ from infership.runtime import Artifact
 from infership.runtime.errors import InvalidInputError
 
 from infership.pipeline import PipelineConfig, run_pipeline
+from tests.calibration.digits import DATA_PY
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_PY = ROOT / "examples" / "digits" / "model.py"
@@ -40,8 +41,8 @@ def _config(checkpoint: Path, out: Path, **changes) -> PipelineConfig:
         arch=f"{MODEL_PY}:build_model",
         output=out,
         input_shape=(1, 1, 8, 8),
-        calibration="digits:train",
-        holdout="digits:test",
+        calibration=f"{DATA_PY}:train",
+        holdout=f"{DATA_PY}:test",
         calibration_samples=32,
         int8_targets=("ort",),
         max_accuracy_drop=None,
@@ -112,7 +113,7 @@ def test_toml_config_paths_are_relative_to_the_file_and_flags_win(tmp_path):
     c = PipelineConfig.from_toml(cfg, duration_s=0.5)
     assert c.model == str((tmp_path / "m.pt").resolve())
     assert c.arch == str((cfg.parent / "model.py").resolve()) + ":build"
-    assert c.output == cfg.parent / "out" or c.output == Path("out")
+    assert c.output == (cfg.parent / "out").resolve()
     assert c.duration_s == 0.5
 
 
