@@ -2,7 +2,7 @@
 
 Builds a ResNet-50 artifact (torchvision, ``weights=None``: nothing is downloaded), calibrates it on photos
 bundled with scikit-image through the artifact's ImageNet preprocessing, adds ``onnx-int8``,
-``openvino-int8`` and ``torch-int8`` with :func:`infership.convert.quantize.quantize`, then times every
+``openvino-int8`` and ``torch-int8`` with :func:`infership.convert.int8.quantize`, then times every
 variant at batch 1 in interleaved rounds (each round runs a block of every candidate, so machine noise hits
 them alike) and prints medians and speedups over torch eager fp32. Takes 2–4 minutes on 2 cores.
 

@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     # convert
     "build_artifact": "infership.convert",
     "compare_outputs": "infership.convert",
+    "Check": "infership.convert",
     "Tolerance": "infership.convert",
     "Exporter": "infership.convert",
     "Simplifier": "infership.convert",

@@ -260,15 +260,13 @@ def run_pipeline(
     return PipelineResult(art_dir, tuple(rows), tuple(skipped), report_md, tuple(ran))
 
 
-_INT8_VARIANTS = {"ort": "onnx-int8", "openvino": "openvino-int8", "torch": "torch-int8"}
-
-
 def _has_int8(art_dir: Path, targets: Sequence[str]) -> bool:
+    from infership.convert.int8.types import Target
     from infership.runtime import Artifact
 
     # Only asked when the build step was skipped, i.e. right after _artifact_ok verified every file.
     have = {v.id for v in Artifact.load(art_dir).manifest.variants}
-    return all(_INT8_VARIANTS.get(t, t) in have for t in targets)
+    return all(t.variant_id in have for t in Target.parse(targets))
 
 
 def _artifact_ok(art_dir: Path) -> bool:
@@ -302,7 +300,7 @@ def _step_build(config: PipelineConfig, art_dir: Path) -> None:
 
 
 def _step_quantize(config: PipelineConfig, art_dir: Path) -> list[dict[str, Any]]:
-    from infership.convert.quantize import quantize
+    from infership.convert.int8 import quantize
 
     report = quantize(
         art_dir,

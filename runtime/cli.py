@@ -142,7 +142,7 @@ def _run_info(args: argparse.Namespace) -> int:
                 "max_abs_err",
                 "cosine_min",
                 "top1_agreement",
-                "accuracy_int8",
+                "accuracy",
                 "accuracy_drop",
                 "sqnr_db",
             )
@@ -179,58 +179,3 @@ def _run_info(args: argparse.Namespace) -> int:
     if m.versions:
         console.print("built with: " + ", ".join(f"{k} {v}" for k, v in m.versions.items()), highlight=False)
     return 0 if status_ok else 1
-
-
-def add_predict(sub: Any) -> None:
-    p = sub.add_parser(
-        "predict",
-        help="run an artifact on images or a .npy/.npz file and print the top classes",
-        description="Run an artifact on image files (uses the artifact's preprocessing) or a .npy / .npz file.",
-    )
-    p.add_argument("artifact")
-    p.add_argument("inputs", nargs="+", help="image files, or one .npy / .npz file")
-    p.add_argument("--backend", default="auto")
-    p.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8"])
-    p.add_argument("--device", default=None)
-    p.add_argument("--top", type=int, default=3, help="classes to show per input (default 3)")
-    p.set_defaults(func=_run_predict)
-
-
-def _run_predict(args: argparse.Namespace) -> int:
-    import numpy as np
-    from rich.console import Console
-
-    from .errors import InvalidInputError
-    from .predictor import Predictor
-
-    console = Console()
-    with Predictor.load(
-        args.artifact, backend=args.backend, precision=args.precision, device=args.device
-    ) as p:
-        if len(args.inputs) == 1 and args.inputs[0].endswith((".npy", ".npz")):
-            data = np.load(args.inputs[0])
-            feeds: Any = dict(data) if isinstance(data, np.lib.npyio.NpzFile) else data
-            names = [args.inputs[0]]
-        else:
-            if p.manifest.preprocessing is None:
-                raise InvalidInputError(
-                    "this artifact has no preprocessing recorded, so it cannot take images; pass a .npy file"
-                )
-            feeds, names = list(args.inputs), list(args.inputs)
-        out = p.predict(feeds)
-        console.print(f"backend {p.backend} · variant {p.variant.id} · {p.placement.device}", highlight=False)
-        first = out[p.outputs[0].name]
-        labels = p.manifest.labels
-        if first.ndim == 2:
-            for i, row in enumerate(first):
-                top = np.argsort(row)[::-1][: args.top]
-                name = names[i] if i < len(names) else f"#{i}"
-                console.print(
-                    name + ": " + ", ".join(f"{labels[j] if labels else j} ({row[j]:.3g})" for j in top),
-                    highlight=False,
-                    markup=False,
-                )
-        else:
-            for k, v in out.items():
-                console.print(f"{k}: shape {list(v.shape)} {v.dtype}", highlight=False)
-    return 0
