@@ -97,7 +97,9 @@ def test_the_layout_is_found():
 def test_imports_follow_the_layer_order(module):
     layer = _layer(module)
     wrong = sorted(
-        m for m in GRAPH[module] if _layer(m) != layer and _layer(m) not in ALLOWED[layer] and m != "infership"
+        m
+        for m in GRAPH[module]
+        if _layer(m) != layer and _layer(m) not in ALLOWED[layer] and m != "infership"
     )
     # The lazy re-export helper lives in runtime and every package __init__ uses it: allowed (runtime is
     # below everything).
