@@ -153,13 +153,14 @@ class Agreement:
     def from_dict(cls, data: Mapping[str, Any]) -> Agreement:
         """Read back :meth:`to_dict`; keys that are not figures of this record are ignored."""
         known = {f.name for f in fields(cls)} - {"outputs"}
-        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs = {ALIASES.get(k, k): v for k, v in data.items() if ALIASES.get(k, k) in known}
         outputs = {k: cls.from_dict(v) for k, v in (data.get("outputs") or {}).items()}
         return cls(**kwargs, outputs=outputs)
 
 
 #: Figures other records report (latency and throughput from benchmarks and int8 validation).
 _OTHER: tuple[FigureInfo, ...] = (
+    FigureInfo("loss_points", Unit.POINTS, Better.LOWER, "the loss an accuracy budget is checked against"),
     FigureInfo("latency_ms", Unit.MS, Better.LOWER, "median latency of one call"),
     FigureInfo("fp32_latency_ms", Unit.MS, Better.LOWER, "median latency of the fp32 model"),
     FigureInfo("p50_ms", Unit.MS, Better.LOWER, "median latency"),
@@ -183,12 +184,16 @@ def _registry() -> dict[str, FigureInfo]:
 
 FIGURES: Mapping[str, FigureInfo] = _registry()
 
+#: Names records written by earlier versions used for the same figures (read, never written).
+ALIASES: Mapping[str, str] = {"accuracy_int8": "accuracy", "accuracy_fp32": "accuracy_reference"}
+
 
 def figure_info(name: str) -> FigureInfo | None:
     """The declaration of figure ``name`` (a dotted path such as ``outputs.logits.max_abs_err`` is looked up
     by its last part), or ``None`` when infership declares no such figure: undeclared values are settings or
     notes, never gated."""
-    return FIGURES.get(name.rsplit(".", 1)[-1])
+    leaf = name.rsplit(".", 1)[-1]
+    return FIGURES.get(ALIASES.get(leaf, leaf))
 
 
 def sqnr_db(signal: float, noise: float) -> float:

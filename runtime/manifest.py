@@ -209,7 +209,10 @@ class Manifest:
         object.__setattr__(self, "variants", tuple(self.variants))
         if self.labels is not None:
             object.__setattr__(self, "labels", tuple(self.labels))
-        task = infer_task(self.outputs, labels=self.labels) if self.task is None else Task.parse(self.task)
+        if self.task is None:
+            task = infer_task(self.outputs, labels=self.labels, images=self.preprocessing is not None)
+        else:
+            task = Task.parse(self.task)
         object.__setattr__(self, "task", task)
         ids = [v.id for v in self.variants]
         if len(ids) != len(set(ids)):

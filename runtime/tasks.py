@@ -48,19 +48,25 @@ class Task(str, enum.Enum):
             raise InvalidInputError(f"unknown task {value!r}; expected one of: {known}") from exc
 
 
-def infer_task(outputs: Sequence[TensorSpec], *, labels: Sequence[str] | None = None) -> Task:
-    """The task where it is obvious, else ``tensor``.
+def infer_task(
+    outputs: Sequence[TensorSpec], *, labels: Sequence[str] | None = None, images: bool = False
+) -> Task:
+    """The task where it is obvious, else ``tensor`` (set it explicitly otherwise: ``--task``).
 
-    Classification when class names are given and the first output is ``[batch, len(labels)]``, or when the
-    model has one output shaped ``[batch, classes]`` with a fixed number of classes ≥ 2.
+    Classification when the first output is ``[batch, classes]`` (a fixed number ≥ 2) and either class names
+    are given (as many as classes) or the model takes images (``images``: it has image preprocessing) and has
+    that one output. A ``[batch, N]`` output alone is not enough: an embedding has that shape too, and judging
+    it by its argmax would be meaningless.
     """
     if not outputs:
         return Task.TENSOR
     first = outputs[0]
     classes = first.shape[1] if first.rank == 2 and isinstance(first.shape[1], int) else None
+    if classes is None or classes < 2:
+        return Task.TENSOR
     if labels is not None and classes == len(labels):
         return Task.CLASSIFICATION
-    if len(outputs) == 1 and classes is not None and classes >= 2:
+    if images and len(outputs) == 1:
         return Task.CLASSIFICATION
     return Task.TENSOR
 
@@ -120,7 +126,15 @@ class TensorJudge:
         return None
 
     def summarise(self, outputs: Outputs, *, labels: Sequence[str] | None = None, top: int = 3) -> list[str]:
-        return [f"{k}: shape {list(np.shape(v))} {np.asarray(v).dtype}" for k, v in outputs.items()]
+        arrays = {k: np.asarray(v) for k, v in outputs.items()}
+        rows = min((len(a) for a in arrays.values() if a.ndim), default=0)
+        return [
+            " · ".join(
+                f"{k}: {list(a[i].shape)} {a.dtype} mean {float(np.mean(a[i])):.4g}"
+                for k, a in arrays.items()
+            )
+            for i in range(rows)
+        ]
 
 
 # ---------------------------------------------------------------------------------------------- classification
@@ -142,7 +156,7 @@ class ClassificationJudge:
         cand = _scores(np.concatenate([np.asarray(c[name]) for c in candidate]), name)
         top_ref, top_cand = ref.argmax(1), cand.argmax(1)
         agree = top_ref == top_cand
-        confident = _softmax(ref.astype(np.float64)).max(1) > CONFIDENT
+        confident = _probabilities(ref.astype(np.float64)).max(1) > CONFIDENT
         k = min(5, ref.shape[1])
         top5 = np.argsort(-cand, axis=1, kind="stable")[:, :k]
         figures: dict[str, Any] = {
@@ -163,6 +177,8 @@ class ClassificationJudge:
         return replace(base, **figures)
 
     def score(self, outputs: Sequence[Outputs], labels: np.ndarray) -> float | None:
+        if not outputs:
+            raise InvalidInputError("nothing to score: no outputs given")
         pred = np.concatenate([self.predictions(o) for o in outputs])
         return round(float((pred == _labels(labels, len(pred))).mean() * 100.0), 4)
 
@@ -204,7 +220,10 @@ def _labels(labels: np.ndarray, n: int) -> np.ndarray:
     return lab
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
+def _probabilities(x: np.ndarray) -> np.ndarray:
+    """Rows that already are probabilities (non-negative, summing to 1) as they are; logits through softmax."""
+    if x.size and (x >= 0).all() and np.allclose(x.sum(axis=1), 1.0, atol=1e-3):
+        return x
     z = np.exp(x - x.max(axis=1, keepdims=True))
     return z / z.sum(axis=1, keepdims=True)
 
@@ -230,7 +249,11 @@ def _elementwise(reference: Sequence[Outputs], candidate: Sequence[Outputs], tas
                 raise InvalidInputError(
                     f"batch {i}, output {name!r}: reference shape {list(ra.shape)}, candidate {list(ca.shape)}"
                 )
+            if ra.ndim and ra.shape[0] == 0:
+                continue  # an empty batch adds nothing
             acc.add(ra, ca)
+        if not acc.rows:
+            raise InvalidInputError(f"nothing to compare for output {name!r}: every batch is empty")
         per_output[name] = acc.figures(task)
     return _worst(per_output, task)
 

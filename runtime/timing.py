@@ -16,7 +16,7 @@ from .errors import InvalidInputError
 
 
 def time_calls(fn: Callable[[], Any], *, runs: int = 20, warmup: int = 3, rest_s: float = 0.0) -> list[float]:
-    """Call ``fn`` ``warmup`` times untimed, rest ``rest_s`` seconds, then time ``runs`` calls.
+    """Rest ``rest_s`` seconds, call ``fn`` ``warmup`` times untimed, then time ``runs`` calls.
 
     Returns:
         The ``runs`` latencies in milliseconds, in call order.

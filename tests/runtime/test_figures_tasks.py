@@ -54,7 +54,13 @@ def test_sqnr_is_capped_once():
 
 def test_infer_task():
     logits = TensorSpec("logits", "float32", ("batch", 10))
-    assert infer_task([logits]) is Task.CLASSIFICATION
+    assert infer_task([logits]) is Task.TENSOR  # could be an embedding: not obvious
+    assert (
+        infer_task([logits], images=True) is Task.CLASSIFICATION
+    )  # an image model with one [batch, N] output
+    assert infer_task([logits], labels=[str(i) for i in range(10)]) is Task.CLASSIFICATION
+    assert infer_task([logits], labels=["a", "b"]) is Task.TENSOR  # labels that do not fit are no evidence
+    assert infer_task([TensorSpec("p", "float32", ("batch", 1))], images=True) is Task.TENSOR
     assert infer_task([TensorSpec("y", "float32", ("batch", 3, 8, 8))]) is Task.TENSOR
     assert infer_task([logits, TensorSpec("z", "float32", ("batch", 4))]) is Task.TENSOR
     assert infer_task(
@@ -72,15 +78,17 @@ def test_classification_compare_and_score():
     labels = ref.argmax(1).copy()
     labels[:4] = (labels[:4] + 1) % 10  # the reference gets 36 of 40 right
     cand = ref.copy()
-    cand[:2] = -cand[:2]  # two samples now disagree
+    cand[4:6] = -cand[4:6]  # two samples the reference gets right now disagree (argmin is not the argmax)
     judge = judge_for("classification")
     a = judge.compare([{"logits": ref}], [{"logits": cand}], labels=labels)
     assert a.task == "classification"
     assert a.top1_agreement == pytest.approx(38 / 40)
     assert a.accuracy_reference == pytest.approx(90.0)
-    assert a.accuracy_drop == pytest.approx(90.0 - a.accuracy)
+    assert a.accuracy == pytest.approx(85.0)  # 34 of 40
+    assert a.accuracy_drop == pytest.approx(5.0)
     assert a.loss_points == a.accuracy_drop
-    assert 0 < a.top5_containment <= 1
+    top5 = np.argsort(-cand, axis=1)[:, :5]
+    assert a.top5_containment == pytest.approx(float(np.mean((top5 == ref.argmax(1)[:, None]).any(1))))
     assert judge.score([{"logits": ref}], labels) == pytest.approx(90.0)
     assert Agreement.from_dict(a.to_dict()) == a
 
@@ -113,6 +121,7 @@ def test_manifest_records_and_reads_the_task():
         name="m",
         inputs=(TensorSpec("x", "float32", ("batch", 4)),),
         outputs=(TensorSpec("logits", "float32", ("batch", 3)),),
+        labels=("a", "b", "c"),
     )
     assert m.task is Task.CLASSIFICATION
     data = m.to_dict()
@@ -138,4 +147,27 @@ def test_summaries_speak_in_the_users_terms():
     scores = {"logits": np.array([[0.1, 2.0, 0.5], [3.0, 0.0, 1.0]], np.float32)}
     lines = judge_for("classification").summarise(scores, labels=["cat", "dog", "owl"], top=2)
     assert lines == ["dog (2), owl (0.5)", "cat (3), owl (1)"]
-    assert judge_for("tensor").summarise(scores) == ["logits: shape [2, 3] float32"]
+    assert judge_for("tensor").summarise(scores) == [
+        "logits: [3] float32 mean 0.8667",
+        "logits: [3] float32 mean 1.333",
+    ]
+
+
+def test_probability_outputs_count_as_confident():
+    probs = np.array([[0.9, 0.05, 0.03, 0.02], [0.1, 0.8, 0.05, 0.05]], np.float32)
+    a = judge_for("classification").compare([{"p": probs}], [{"p": probs.copy()}])
+    assert a.confident_samples == 2 and a.confident_top1_agreement == 1.0
+
+
+def test_empty_inputs_are_clear_errors():
+    judge = judge_for("classification")
+    with pytest.raises(InvalidInputError, match="nothing to score"):
+        judge.score([], np.zeros(0))
+    with pytest.raises(InvalidInputError, match="every batch is empty"):
+        judge.compare([{"y": np.zeros((0, 3))}], [{"y": np.zeros((0, 3))}])
+
+
+def test_records_of_earlier_versions_are_read():
+    a = Agreement.from_dict({"accuracy_int8": 98.0, "accuracy_fp32": 99.0, "accuracy_drop": 1.0})
+    assert a.accuracy == 98.0 and a.accuracy_reference == 99.0
+    assert figure_info("accuracy_int8").better is Better.HIGHER
