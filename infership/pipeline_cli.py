@@ -28,6 +28,11 @@ def add_pipeline(sub: Any) -> None:
     p.add_argument("--input-shape", help="example input shape, e.g. 1x3x224x224")
     p.add_argument("--preprocess", dest="preprocessing", help="preprocessing preset attached to the artifact")
     p.add_argument(
+        "--task",
+        choices=["tensor", "classification"],
+        help="what the model does, deciding how outputs are judged (default: inferred where obvious)",
+    )
+    p.add_argument(
         "--calibration",
         help="calibration data: a .npy/.npz file, an image folder, FILE.py:FUNCTION or SCHEME:... "
         "(e.g. examples/digits/data.py:train); without it no int8 variants are made",
@@ -68,6 +73,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
             "arch",
             "num_classes",
             "preprocessing",
+            "task",
             "calibration",
             "holdout",
             "calibration_samples",

@@ -22,6 +22,8 @@ class PipelineConfig:
         num_classes: Classes, for torchvision architectures and factories.
         input_shape: Example input shape (batch first), e.g. ``(1, 3, 224, 224)``.
         preprocessing: A preprocessing preset name (``imagenet``, ``digits``...) attached to the artifact.
+        task: What the model does (``classification``, ``tensor``): how every step judges its outputs;
+            ``None``: inferred at export where obvious (see :func:`infership.runtime.infer_task`).
         labels: Class names file, or the names themselves.
         calibration: Calibration source (a ``.npy``/``.npz`` file, an image folder, ``file.py:function``,
             or a registered ``scheme:...``); ``None``: no int8 variants are made (the pipeline says so).
@@ -46,6 +48,7 @@ class PipelineConfig:
     num_classes: int | None = None
     input_shape: tuple[int, ...] | None = None
     preprocessing: str | None = None
+    task: str | None = None
     labels: tuple[str, ...] | str | None = None
     calibration: str | None = None
     holdout: str | None = None
@@ -76,6 +79,10 @@ class PipelineConfig:
         object.__setattr__(self, "batch_sizes", tuple(int(b) for b in self.batch_sizes))
         if self.duration_s <= 0:
             raise InvalidInputError(f"duration_s must be > 0, got {self.duration_s}")
+        if self.task is not None:
+            from infership.runtime.tasks import Task
+
+            Task.parse(self.task)  # refuse a typo before any work
         if self.calibration_samples < 1:
             raise InvalidInputError(f"calibration_samples must be >= 1, got {self.calibration_samples}")
 
@@ -107,9 +114,9 @@ class PipelineConfig:
         base = p.resolve().parent
         for key in ("model", "arch", "output", "calibration", "holdout", "labels"):
             v = values.get(key)
-            # ``output`` is always a path; the others only when they look like one (``torchvision:NAME``
-            # and registered ``scheme:...`` sources are not).
-            if isinstance(v, str) and (key == "output" or _looks_like_path(v)):
+            # ``output`` is always a path; the others when they look like one or name something next to
+            # the file (``torchvision:NAME``, ``module:function`` and registered ``scheme:...`` are not paths).
+            if isinstance(v, str) and (key == "output" or _looks_like_path(v) or (base / v).exists()):
                 values[key] = _rebase(v, base)
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "model" not in values or "output" not in values:
@@ -122,9 +129,13 @@ class PipelineConfig:
         return d
 
 
+#: Suffixes of the files a pipeline reads: a bare ``m.pt`` is a path even before it exists.
+_FILE_SUFFIXES = (".py", ".pt", ".pth", ".pt2", ".ckpt", ".onnx", ".npy", ".npz", ".txt", ".json", ".ts")
+
+
 def _looks_like_path(v: str) -> bool:
     head = v.split(":", 1)[0]
-    return head.endswith(".py") or v.startswith(("./", "../")) or "/" in head
+    return head.lower().endswith(_FILE_SUFFIXES) or v.startswith(("./", "../")) or "/" in head
 
 
 def _rebase(v: str, base: Path) -> str:

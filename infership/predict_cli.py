@@ -27,6 +27,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from infership.calibration import load_array_file
+    from infership.calibration.arrays import ARRAY_SUFFIXES
     from infership.runtime import Predictor, judge_for
     from infership.runtime.errors import InvalidInputError
 
@@ -34,7 +35,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     with Predictor.load(
         args.artifact, backend=args.backend, precision=args.precision, device=args.device
     ) as p:
-        if len(args.inputs) == 1 and args.inputs[0].lower().endswith((".npy", ".npz")):
+        if len(args.inputs) == 1 and args.inputs[0].lower().endswith(ARRAY_SUFFIXES):
             arrays, _ = load_array_file(args.inputs[0], [s.name for s in p.inputs], what="predict")
             feeds: Any = arrays
             names = [args.inputs[0]]

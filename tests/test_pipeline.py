@@ -41,6 +41,7 @@ def _config(checkpoint: Path, out: Path, **changes) -> PipelineConfig:
         arch=f"{MODEL_PY}:build_model",
         output=out,
         input_shape=(1, 1, 8, 8),
+        task="classification",
         calibration=f"{DATA_PY}:train",
         holdout=f"{DATA_PY}:test",
         calibration_samples=32,
@@ -115,6 +116,26 @@ def test_toml_config_paths_are_relative_to_the_file_and_flags_win(tmp_path):
     assert c.arch == str((cfg.parent / "model.py").resolve()) + ":build"
     assert c.output == (cfg.parent / "out").resolve()
     assert c.duration_s == 0.5
+
+
+def test_toml_bare_file_names_are_relative_to_the_file(tmp_path):
+    cfg = tmp_path / "conf" / "p.toml"
+    cfg.parent.mkdir()
+    (cfg.parent / "images").mkdir()
+    cfg.write_text(
+        '[pipeline]\nmodel = "m.pt"\noutput = "out"\ncalibration = "calib.npz"\nholdout = "images"\n'
+        'arch = "torchvision:resnet18"\n'
+    )
+    c = PipelineConfig.from_toml(cfg)
+    assert c.model == str((cfg.parent / "m.pt").resolve())
+    assert c.calibration == str((cfg.parent / "calib.npz").resolve())
+    assert c.holdout == str((cfg.parent / "images").resolve())
+    assert c.arch == "torchvision:resnet18"  # not a path
+
+
+def test_unknown_task_is_refused_before_any_work(tmp_path):
+    with pytest.raises(InvalidInputError, match="unknown task 'detector'"):
+        PipelineConfig(model="m", output=tmp_path, task="detector")
 
 
 def test_toml_unknown_key_and_bad_values(tmp_path):
