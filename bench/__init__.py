@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "BenchResults": "infership.bench.results",
     "RunResult": "infership.bench.results",
     "ResultsError": "infership.bench.results",
+    "RunNotFound": "infership.bench.results",
     "load_results": "infership.bench.results",
     "save_results": "infership.bench.results",
     "Comparison": "infership.bench.compare",
@@ -60,7 +61,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from .harness import measure_overhead, run_sweep  # noqa: F401
     from .inputs import InputPool, array_pool, image_pool, random_pool  # noqa: F401
     from .report import write_report  # noqa: F401
-    from .results import BenchResults, ResultsError, RunResult, load_results, save_results  # noqa: F401
+    from .results import (  # noqa: F401
+        BenchResults,
+        ResultsError,
+        RunNotFound,
+        RunResult,
+        load_results,
+        save_results,
+    )
     from .runner import run_benchmark  # noqa: F401
     from .scenarios import MeasurementError, Scenario, StopRule  # noqa: F401
     from .stats import (  # noqa: F401

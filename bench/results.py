@@ -36,6 +36,15 @@ class ResultsError(InfershipError, ValueError):
     schema version, or malformed."""
 
 
+class RunNotFound(ResultsError, KeyError):
+    """:meth:`BenchResults.run` was asked for a key the results do not hold. A :class:`ResultsError`, and a
+    ``KeyError`` too, as a lookup by key is."""
+
+    def __str__(self) -> str:
+        # KeyError's str() is the repr of its argument (quoted); the message reads better as written.
+        return str(self.args[0]) if self.args else ""
+
+
 @dataclass(frozen=True)
 class ColdStart:
     """What a first use costs, kept out of the steady-state figures.
@@ -327,12 +336,13 @@ class BenchResults:
         """The run with ``key``.
 
         Raises:
-            KeyError: No such run (the message lists the keys there are).
+            RunNotFound: No such run (the message lists the keys there are); a :class:`ResultsError`
+                and a ``KeyError``.
         """
         for r in self.runs:
             if r.key == key:
                 return r
-        raise KeyError(f"no run {key!r}; runs: {[r.key for r in self.runs]}")
+        raise RunNotFound(f"no run {key!r}; runs: {[r.key for r in self.runs]}")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from infership.bench.results import ResultsError, load_results, save_results
+from infership.bench.results import ResultsError, RunNotFound, load_results, save_results
+from infership.runtime.errors import InfershipError
 
 from tests.bench.conftest import lognormal, synthetic_results, synthetic_run
 
@@ -95,3 +96,18 @@ def test_round_sizes_must_add_up(results_file: Path, tmp_path: Path) -> None:
     data["runs"][0]["rounds"] = [10, 10]
     with pytest.raises(ResultsError, match=r"runs\[0\] is malformed .*do not add up to the 50 samples"):
         load_results(_write(tmp_path, data))
+
+
+def test_an_unknown_run_key_is_a_results_error_and_a_key_error(results_file: Path) -> None:
+    results = load_results(results_file)
+    key = "m/ort-cpu@cpu/fp32/single-stream/b1/c1"
+    assert results.run(key).key == key
+    with pytest.raises(RunNotFound) as info:
+        results.run("m/torch@cpu/fp32/single-stream/b1/c1")
+    assert isinstance(info.value, ResultsError) and isinstance(info.value, InfershipError)
+    assert isinstance(info.value, KeyError)  # callers that caught the KeyError still do
+    # The message as written (KeyError would quote it), listing the keys there are.
+    assert str(info.value) == (
+        "no run 'm/torch@cpu/fp32/single-stream/b1/c1'; runs: "
+        "['m/ort-cpu@cpu/fp32/single-stream/b1/c1', 'm/openvino@cpu/fp32/single-stream/b1/c1']"
+    )
