@@ -28,7 +28,10 @@ class BenchConfig:
 
     Args:
         artifact: Artifact directory or ``.onnx`` file.
-        backends: Backend names (``"auto"`` picks the fastest available).
+        backends: Backend names. ``"auto"`` loads the first backend that can run here in the Predictor's
+            fixed preference order (on an x86 CPU ``openvino``, then ``ort-cpu``, then ``torch``; see
+            :mod:`infership.runtime.selection`): an order, not a measurement. To compare backends, list
+            them.
         precisions: Variant precisions to load (``fp32``, ``fp16``, ``int8``).
         batch_sizes: Items per call.
         concurrency: Parallel callers (offline, server) or streams (multi-stream); single-stream always

@@ -271,7 +271,7 @@ def bootstrap_ratio(
     """Bootstrap confidence interval of ``percentile(current) / percentile(baseline)``.
 
     Each side is resampled independently (the runs are independent), and the interval is the percentile
-    interval of the resampled ratios. Latency samples are not independent: interference on a shared
+    interval of the resampled ratios. Latency samples are not independent: interference on a noisy
     machine comes in bursts, so slow queries cluster in time. Resampling single samples would then give
     intervals that are far too narrow and make noise look significant. By default each side is therefore
     cut into ``blocks`` contiguous blocks (in completion order) and whole blocks are resampled (a

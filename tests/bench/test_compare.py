@@ -166,7 +166,7 @@ class _Slowed:
 
 def _interleaved(predictors: list[Any], *, chunks: int = 4, seconds: float = 0.08):
     """Run each predictor in alternating short chunks and merge the chunks per predictor, so both see the
-    same machine load (this machine is shared; load drift between two back-to-back runs is not what the
+    same machine load (a noisy machine: load drift between two back-to-back runs is not what the
     statistics are being tested on)."""
     from infership.bench.runner import run_benchmark
     from infership.bench.scenarios import StopRule
@@ -195,7 +195,7 @@ def test_real_runs_same_setup_passes_induced_slowdown_fails(tiny_artifact) -> No
         return BenchResults(runs=(run,), environment={}, fingerprint="same-machine")
 
     assert base.key == same.key == slow.key
-    # Tail latency of a ~50 µs model on a shared 2-core machine is scheduler noise: gate p99 loosely here.
+    # Tail latency of a ~50 µs model on a busy 2-core machine is scheduler noise: gate p99 loosely here.
     ok = compare_results(wrap(base), wrap(same), thresholds=Thresholds(max_p99_slowdown=3.0))
     assert ok.exit_code == 0, ok.rows[0].reasons
     bad = compare_results(wrap(base), wrap(slow), thresholds=Thresholds(max_p99_slowdown=3.0))

@@ -110,7 +110,7 @@ def test_bootstrap_rejects_bad_input() -> None:
 
 
 def test_rounds_carry_the_machine_drift_into_the_interval() -> None:
-    """Three rounds per side whose levels drift by up to 30% (a shared machine): with the rounds known,
+    """Three rounds per side whose levels drift by up to 30% (a noisy machine): with the rounds known,
     the interval admits "no change"; read as one continuous run, the same samples look like a certain
     slowdown. A real 3x slowdown stays significant either way."""
     base = np.concatenate([lognormal(300, seed=s, scale=k) for s, k in ((1, 1.0), (2, 1.3), (3, 1.1))])
