@@ -66,7 +66,12 @@ def add_bench(sub: Any) -> None:
         "Lists take comma-separated values (--batch 1,8,32).",
     )
     p.add_argument("artifact", help="artifact directory or .onnx file")
-    p.add_argument("--backend", default="auto", help="backends, e.g. ort-cpu,openvino (default: auto)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        help="backends, e.g. ort-cpu,openvino (default: auto, the first that can run here in the Predictor's "
+        "fixed preference order: an order, not a measurement)",
+    )
     p.add_argument("--precision", default="fp32", help="variant precisions, e.g. fp32,int8 (default: fp32)")
     p.add_argument("--batch", default="1", help="batch sizes (default: 1)")
     p.add_argument(
@@ -135,7 +140,7 @@ def add_bench(sub: Any) -> None:
         type=int,
         default=1,
         help="measure each run in N rounds spread over the sweep (round-robin); compare then accounts for "
-        "the machine's drift between rounds (use 3-5 on shared CI runners)",
+        "the machine's drift between rounds (use 3-5 on noisy CI runners)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for inputs and arrival times")
     p.add_argument("--json", metavar="OUT", help="write the results JSON here")
@@ -279,9 +284,9 @@ def add_compare(sub: Any) -> None:
         "ratios: a statistic regresses when its ratio exceeds the threshold and the interval excludes 1. "
         "The variants' validation figures are compared by their declared unit and direction: quality "
         "figures (accuracy, accuracy_drop, top-1 agreement...) regress when worse by more than "
-        "--max-accuracy-drop points. Exit 0: no regression; 1: regression or a baseline run missing; 2: the "
-        "files cannot be compared (other environment, unless --force; no run in common; malformed or "
-        "foreign file).",
+        "--max-accuracy-drop points; any rise of nonfinite (NaN/Inf outputs) is a regression. Exit 0: no "
+        "regression; 1: regression or a baseline run missing; 2: the files cannot be compared (other "
+        "environment, unless --force; no run in common; malformed or foreign file).",
     )
     p.add_argument("baseline", help="baseline results JSON")
     p.add_argument("current", help="current results JSON")

@@ -14,20 +14,24 @@ A statistic is a **regression** when both hold:
 2. the interval's lower bound exceeds 1: the slowdown is not explainable by sampling noise.
 
 (It is an **improvement** in the mirror case.) This is the rule asv uses for ``--factor``. Run-to-run drift
-on a shared machine shows up as a shift smaller than the threshold, so it does not fail CI; a real slowdown
+on a noisy machine shows up as a shift smaller than the threshold, so it does not fail CI; a real slowdown
 is larger than the threshold and, with hundreds of samples, far outside the interval.
 
 Besides latency, the figures of the run's variant (``variant.validation`` in the manifest, recorded as the
 run's ``accuracy``) are compared by their declaration in :mod:`infership.runtime.figures` (unit and
 direction), never by their name or their value range:
 
-- a **quality figure** (unit fraction, percent or points, such as ``accuracy``, ``accuracy_drop`` or
-  ``top1_agreement``) regresses when it got worse, in its declared direction, by more than
-  ``max_accuracy_drop`` percentage points (a fraction's change is scaled ×100);
-- any other declared figure (dB, cosine, absolute errors, counts, latencies) is reported with its direction
-  (better / worse / unchanged) but not gated;
+- a **quality figure** (unit fraction, percent or points, such as ``accuracy``, ``accuracy_drop``,
+  ``loss_points`` or ``top1_agreement``) regresses when it got worse, in its declared direction, by more
+  than ``max_accuracy_drop`` percentage points (a fraction's change is scaled ×100);
+- a **count with a direction** (``nonfinite``: NaN/Inf outputs) regresses on any worsening: a variant that
+  starts producing non-finite values fails, however few;
+- any other declared figure (dB, cosine, absolute errors, latencies, counts without a direction) is
+  reported with its direction (better / worse / unchanged) but not gated;
 - an undeclared name (a setting recorded next to the figures, such as ``tolerance.min_top1``) is neither
-  compared nor gated.
+  compared nor gated. A name earlier versions wrote for a declared figure (``accuracy_int8`` for
+  ``accuracy``, see :data:`~infership.runtime.figures.ALIASES`) is read as that figure, so an old baseline
+  is compared with a current record figure by figure.
 
 A server run regresses too when it met its p99 bound in the baseline and no longer does. A baseline run
 missing from the current file fails the gate too: a gate that passes because a measurement silently
@@ -45,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infership.runtime.errors import InfershipError, InvalidInputError
-from infership.runtime.figures import Better, figure_info
+from infership.runtime.figures import Better, FigureInfo, Unit, figure_info
 
 from .results import BenchResults, RunResult
 from .stats import RatioInterval, bootstrap_ratio
@@ -144,8 +148,10 @@ class FigureChange:
         worsening: How much worse ``current`` is, in the figure's unit (negative: better; 0 for figures
             without a direction).
         worsening_points: The same in percentage points for quality figures; ``None`` for the others.
-        gated: Whether the figure is gated (a quality figure with a direction).
-        regression: Gated and worse by more than the tolerated points.
+        gated: Whether the figure is gated (a quality figure or a count with a direction, see
+            :func:`is_gated`).
+        regression: Gated and worse by more than the tolerated points (quality figures), or worse at all
+            (counts).
     """
 
     metric: str
@@ -308,12 +314,7 @@ def compare_runs(
     figures = tuple(
         compare_figures(baseline.accuracy, current.accuracy, max_drop=thresholds.max_accuracy_drop)
     )
-    worse += [
-        f"{f.metric} worse by {f.worsening_points:.2f} points > {thresholds.max_accuracy_drop:g} "
-        f"({f.baseline:g} → {f.current:g}, {f.better} is better)"
-        for f in figures
-        if f.regression
-    ]
+    worse += [_regression_reason(f, thresholds.max_accuracy_drop) for f in figures if f.regression]
     notes = [
         f"{f.metric} worse: {f.baseline:g} → {f.current:g} {f.unit} ({f.better} is better; not gated)"
         for f in figures
@@ -331,35 +332,54 @@ def compare_runs(
     return RunComparison(baseline.key, verdict, p50, p99, tput, figures, tuple(worse + better + notes))
 
 
+def is_gated(info: FigureInfo) -> bool:
+    """Whether the gate fails on a worsening of this figure: a quality figure (fraction, percent or
+    points) with a direction, gated against the tolerated points, or a count with a direction
+    (``nonfinite``), where any worsening is a regression. The rest is reported, not gated."""
+    if info.better is Better.NEITHER:
+        return False
+    return info.unit.points_per_unit is not None or info.unit is Unit.COUNT
+
+
 def compare_figures(
     baseline: Mapping[str, Any] | None, current: Mapping[str, Any] | None, *, max_drop: float
 ) -> list[FigureChange]:
     """The declared figures present in both validation records, judged by their declaration.
 
     Each numeric value (nested records flattened to dotted names) is looked up with
-    :func:`~infership.runtime.figures.figure_info`; undeclared names (settings such as
-    ``tolerance.min_top1``) are skipped. A quality figure (points-comparable unit) with a direction is gated:
-    a regression when it got worse by more than ``max_drop`` percentage points. The others are reported
-    with their direction only.
+    :func:`~infership.runtime.figures.figure_info` and compared under the figure's declared name, so a
+    name an earlier version wrote (``accuracy_int8``) meets the current one (``accuracy``); undeclared names
+    (settings such as ``tolerance.min_top1``) are skipped. A quality figure (points-comparable unit) with a
+    direction is a regression when it got worse by more than ``max_drop`` percentage points; a count with
+    a direction (``nonfinite``) when it got worse at all. The others are reported with their direction
+    only (see :func:`is_gated`).
 
     Args:
         baseline, current: The two records (``RunResult.accuracy``); ``None`` or empty: nothing to compare.
         max_drop: Tolerated worsening of a quality figure, in percentage points.
 
     Returns:
-        One :class:`FigureChange` per declared figure present in both, in the baseline's order.
+        One :class:`FigureChange` per declared figure present in both (named as declared), in the
+        baseline's order.
     """
     if not baseline or not current:
         return []
-    cur = _flat_numbers(current)
+    cur = _declared_figures(current)
     out = []
-    for name, b in _flat_numbers(baseline).items():
-        c = cur.get(name)
-        info = figure_info(name)
-        if c is None or info is None:
+    for name, (info, b) in _declared_figures(baseline).items():
+        if name not in cur:
             continue
+        c = cur[name][1]
         points = info.worsening_points(b, c)
-        gated = points is not None and info.better is not Better.NEITHER
+        worsening = info.worsening(b, c)
+        gated = is_gated(info)
+        if not gated:
+            regression = False
+        elif points is not None:
+            # Fractions scaled ×100 carry rounding error: 0.99 → 0.98 is one point, not 1.0000000000000009
+            regression = points > max_drop + _POINTS_EPS
+        else:
+            regression = worsening > 0  # a count: one more NaN is one too many
         out.append(
             FigureChange(
                 metric=name,
@@ -367,13 +387,40 @@ def compare_figures(
                 better=info.better.value,
                 baseline=b,
                 current=c,
-                worsening=info.worsening(b, c),
+                worsening=worsening,
                 worsening_points=points,
                 gated=gated,
-                # Fractions scaled ×100 carry rounding error: 0.99 → 0.98 is one point, not 1.0000000000000009
-                regression=gated and points is not None and points > max_drop + _POINTS_EPS,
+                regression=regression,
             )
         )
+    return out
+
+
+def _regression_reason(f: FigureChange, max_drop: float) -> str:
+    if f.worsening_points is None:
+        return (
+            f"{f.metric} worse by {f.worsening:g} ({f.baseline:g} → {f.current:g} {f.unit}, {f.better} "
+            "is better; any worsening fails)"
+        )
+    return (
+        f"{f.metric} worse by {f.worsening_points:.2f} points > {max_drop:g} "
+        f"({f.baseline:g} → {f.current:g}, {f.better} is better)"
+    )
+
+
+def _declared_figures(record: Mapping[str, Any]) -> dict[str, tuple[FigureInfo, float]]:
+    """The record's numbers that are declared figures, keyed by declared name (an alias's leaf replaced by
+    the figure it names). When a record holds both a figure and its alias, the figure's own name wins."""
+    out: dict[str, tuple[FigureInfo, float]] = {}
+    for name, value in _flat_numbers(record).items():
+        info = figure_info(name)
+        if info is None:
+            continue
+        prefix, _, leaf = name.rpartition(".")
+        declared = f"{prefix}.{info.name}" if prefix else info.name
+        if declared in out and leaf != info.name:
+            continue
+        out[declared] = (info, value)
     return out
 
 

@@ -1,15 +1,16 @@
 """The gate judges every figure of a variant's validation record by its declaration (unit + direction in
 ``infership.runtime.figures``), never by its name or value range: ``accuracy_drop`` (lower is better) is
-gated the right way round."""
+gated the right way round, any rise of ``nonfinite`` fails, and names earlier versions wrote
+(``accuracy_int8``) are read as the figure they name."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from infership.bench.compare import Thresholds, Verdict, compare_results
+from infership.bench.compare import Thresholds, Verdict, compare_results, is_gated
 from infership.bench.results import save_results
-from infership.runtime.figures import FIGURES, Better, FigureInfo, Unit
+from infership.runtime.figures import ALIASES, FIGURES, Better, FigureInfo, Unit
 
 from infership.cli import main
 from tests.bench.conftest import lognormal, synthetic_results, synthetic_run
@@ -55,10 +56,19 @@ def _quality(info: FigureInfo) -> bool:
     return info.unit.points_per_unit is not None and info.better is not Better.NEITHER
 
 
+def _count(info: FigureInfo) -> bool:
+    """A count with a direction: any worsening is a regression."""
+    return info.unit is Unit.COUNT and info.better is not Better.NEITHER
+
+
 def test_every_declaration_is_covered_by_the_cases_below() -> None:
     assert set(BASE) == set(Unit), "a new unit needs a representative value here"
-    assert {"accuracy", "accuracy_drop", "top1_agreement", "top5_containment"} <= {
+    assert {"accuracy", "accuracy_drop", "loss_points", "top1_agreement", "top5_containment"} <= {
         n for n, i in FIGURES.items() if _quality(i)
+    }
+    assert {n for n, i in FIGURES.items() if _count(i)} == {"nonfinite"}
+    assert {n for n, i in FIGURES.items() if is_gated(i)} == {
+        n for n, i in FIGURES.items() if _quality(i) or _count(i)
     }
 
 
@@ -75,6 +85,10 @@ def test_a_worse_figure_is_a_regression_when_it_is_a_quality_figure(name: str) -
         assert fig.worsening_points == pytest.approx(STEP_POINTS)
         assert c.exit_code == 1 and c.rows[0].verdict is Verdict.REGRESSION
         assert any(r.startswith(f"{name} worse by 5.00 points") for r in c.rows[0].reasons)
+    elif _count(info):
+        assert fig.change == "worse" and fig.gated and fig.worsening_points is None
+        assert c.exit_code == 1 and c.rows[0].verdict is Verdict.REGRESSION
+        assert any(r.startswith(f"{name} worse by 2.5 (") for r in c.rows[0].reasons)
     else:  # reported with its direction, not gated by points
         assert fig.change == "worse" and not fig.gated and fig.worsening_points is None
         assert c.exit_code == 0
@@ -98,6 +112,52 @@ def test_quality_figures_are_gated_against_the_tolerated_points(name: str) -> No
     worse = _moved(info, worse=True)
     assert _gate(name, BASE[info.unit], worse, max_accuracy_drop=STEP_POINTS + 0.5).exit_code == 0
     assert _gate(name, BASE[info.unit], worse, max_accuracy_drop=STEP_POINTS - 0.5).exit_code == 1
+
+
+@pytest.mark.parametrize("name", sorted(n for n, i in FIGURES.items() if _count(i)))
+def test_a_count_with_a_direction_fails_on_any_worsening_whatever_the_tolerance(name: str) -> None:
+    info = FIGURES[name]
+    first, second = (0.0, 1.0) if info.better is Better.LOWER else (1.0, 0.0)
+    c = _gate(name, first, second, max_accuracy_drop=100.0)  # a points tolerance does not apply
+    (fig,) = c.rows[0].figures
+    assert fig.regression and c.exit_code == 1
+    assert c.rows[0].reasons == (f"{name} worse by 1 ({first:g} → {second:g} count, {info.better.value} is "
+                                 "better; any worsening fails)",)  # fmt: skip
+    assert _gate(name, second, first).exit_code == 0 and _gate(name, first, first).exit_code == 0
+
+
+def test_a_variant_that_starts_producing_nan_fails_the_gate() -> None:
+    good = {**GOOD, "nonfinite": 0}
+    nan = {**GOOD, "nonfinite": 3}  # every other figure unchanged: only the NaN count can fail it
+    c = compare_results(
+        synthetic_results(synthetic_run(lognormal(200, seed=1), accuracy=good)),
+        synthetic_results(synthetic_run(lognormal(200, seed=1), accuracy=nan)),
+    )
+    assert c.exit_code == 1 and [f.metric for f in c.rows[0].figures if f.regression] == ["nonfinite"]
+
+
+@pytest.mark.parametrize(("old", "name"), sorted(ALIASES.items()))
+def test_a_baseline_written_under_an_earlier_name_is_compared_with_the_figure(old: str, name: str) -> None:
+    samples = lognormal(200, seed=1)
+    c = compare_results(
+        synthetic_results(synthetic_run(samples, accuracy={old: 99.0, "outputs": {"y": {old: 99.0}}})),
+        synthetic_results(synthetic_run(samples, accuracy={name: 90.0, "outputs": {"y": {name: 90.0}}})),
+    )
+    assert [(f.metric, f.baseline, f.current) for f in c.rows[0].figures] == [
+        (name, 99.0, 90.0),
+        (f"outputs.y.{name}", 99.0, 90.0),
+    ]
+    assert c.exit_code == 1 and all(f.regression for f in c.rows[0].figures)
+
+
+def test_a_record_holding_a_figure_and_its_earlier_name_is_read_by_the_figure() -> None:
+    samples = lognormal(200, seed=1)
+    c = compare_results(  # the stale alias value (10) must not stand in for the figure (99)
+        synthetic_results(synthetic_run(samples, accuracy={"accuracy_int8": 10.0, "accuracy": 99.0})),
+        synthetic_results(synthetic_run(samples, accuracy={"accuracy": 98.5, "accuracy_int8": 10.0})),
+    )
+    (fig,) = c.rows[0].figures
+    assert (fig.metric, fig.baseline, fig.current) == ("accuracy", 99.0, 98.5) and c.exit_code == 0
 
 
 def test_undeclared_names_are_neither_compared_nor_gated() -> None:
@@ -173,5 +233,8 @@ def test_the_docs_table_matches_the_declarations() -> None:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) >= 4 and cells[0].startswith("`") and cells[2] in {b.value for b in Better}:
             rows[cells[0].strip("`")] = tuple(cells[1:4])
-    expected = {n: (i.unit.value, i.better.value, "yes" if _quality(i) else "no") for n, i in FIGURES.items()}
+    expected = {
+        n: (i.unit.value, i.better.value, "yes" if _quality(i) or _count(i) else "no")
+        for n, i in FIGURES.items()
+    }
     assert rows == expected
