@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from benchmarks import wrapper_overhead
 from benchmarks.wrapper_overhead import BACKENDS, RECORDED, X, measure_backend, raw_call
 from infership import Predictor
 
@@ -41,10 +42,34 @@ needs_enabled_benchmarks = pytest.mark.skipif(
 
 @pytest.mark.parametrize("backend", _params())
 def test_raw_call_and_predict_compute_the_same(tiny_artifact: Path, backend: str) -> None:
-    _, call, logits = raw_call(tiny_artifact, backend)
+    _, call = raw_call(tiny_artifact, backend)
     with Predictor.load(tiny_artifact, backend=backend) as p:
         out = p.predict(X)
-    np.testing.assert_allclose(out["logits"], logits(call(X)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["logits"], call(X), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", _params())
+def test_raw_call_and_predict_both_return_outputs_the_caller_owns(tiny_artifact: Path, backend: str) -> None:
+    """Like for like: neither side's result is overwritten by the next call (OpenVINO's shared output
+    buffers are, unless copied), so neither side skips a copy the other pays for."""
+    other = X[:, :, ::-1, :].copy()
+    _, call = raw_call(tiny_artifact, backend)
+    with Predictor.load(tiny_artifact, backend=backend) as p:
+        for run in (call, lambda a: p.predict(a)["logits"]):
+            first = run(X)
+            kept = first.copy()
+            second = run(other)
+            assert not np.allclose(second, kept), "the two inputs must give different outputs"
+            np.testing.assert_array_equal(first, kept)
+
+
+def test_the_standalone_script_says_so_when_no_backend_is_installed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(wrapper_overhead, "installed_backends", lambda: [])
+    assert wrapper_overhead.main(["--reps", "100"]) == 2
+    err = capsys.readouterr().err
+    assert "no backend to measure" in err and "onnxruntime, openvino, torch" in err
 
 
 @needs_enabled_benchmarks
