@@ -6,6 +6,7 @@ the first time it is used.
 
 from .artifact import Artifact, ArtifactWriter, sha256_file
 from .backend import Backend, BackendOptions, PerformanceHint, Placement, Session
+from .batching import BatchingPredictor
 from .errors import (
     ArtifactError,
     BackendUnavailable,
@@ -18,9 +19,11 @@ from .errors import (
 )
 from .figures import Agreement, Better, FigureInfo, Unit, figure_info
 from .manifest import SCHEMA_VERSION, FileEntry, Manifest, Preprocessing, Step, Variant
+from .monitoring import Monitor, MonitoredPredictor
 from .predictor import BackendFallbackWarning, Predictor
 from .registry import backend_names, backend_status, get_backend, register_backend
 from .spec import TensorSpec
+from .statistics import reference_statistics
 from .tasks import Task, infer_task, judge_for
 
 __all__ = [
@@ -33,6 +36,7 @@ __all__ = [
     "BackendFallbackWarning",
     "BackendOptions",
     "BackendUnavailable",
+    "BatchingPredictor",
     "Better",
     "ConversionError",
     "FigureInfo",
@@ -42,6 +46,8 @@ __all__ = [
     "IntegrityError",
     "InvalidInputError",
     "Manifest",
+    "Monitor",
+    "MonitoredPredictor",
     "PerformanceHint",
     "Placement",
     "Predictor",
@@ -59,6 +65,7 @@ __all__ = [
     "get_backend",
     "infer_task",
     "judge_for",
+    "reference_statistics",
     "register_backend",
     "sha256_file",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -103,6 +104,7 @@ class Predictor:
         max_batch: int | None = None,
         autotune: bool = False,
         extra: Mapping[str, Any] | None = None,
+        warmup: int = 0,
         **options: Any,
     ) -> Predictor:
         """Open an artifact directory or a bare ``.onnx`` file on a backend.
@@ -125,6 +127,9 @@ class Predictor:
                 ``placement.details["autotune_ms"]``.
             extra: Backend-specific options (e.g. ``{"trt_max_workspace_size": ...}``); unknown keys
                 raise.
+            warmup: Run this many calls on representative inputs before returning (first-call
+                allocation, kernel selection and compilation happen here instead of in the first
+                request); see :func:`infership.runtime.warmup.warmup_inputs` for the inputs used.
             **options: Any field of :class:`BackendOptions`: ``intra_op_threads``, ``inter_op_threads``,
                 ``hint`` (``"latency"``/``"throughput"``), ``num_streams``, ``cache_dir``, ``io_binding``.
 
@@ -132,9 +137,11 @@ class Predictor:
             ArtifactError: The artifact is missing, malformed, or has no suitable variant.
             IntegrityError: A model file does not match its recorded hash.
             BackendUnavailable: The backend (and every fallback) cannot run here; says why.
-            InvalidInputError: An unknown option or a bad ``max_batch`` (a ``ValueError``).
+            InvalidInputError: An unknown option, a bad ``max_batch`` or ``warmup`` (a ``ValueError``).
         """
         selection.check_max_batch(max_batch)
+        if not isinstance(warmup, int) or warmup < 0:
+            raise InvalidInputError(f"warmup must be an integer >= 0, got {warmup!r}")
         artifact = path if isinstance(path, Artifact) else Artifact.load(path)
         unknown = set(options) - _OPTION_FIELDS
         if unknown:
@@ -165,6 +172,14 @@ class Predictor:
                     "a static-batch model always runs full batches (omit max_batch)"
                 )
             predictor._chunk = static or max_batch
+        if warmup:
+            from .warmup import run_warmup
+
+            try:
+                run_warmup(predictor, warmup)
+            except BaseException:
+                predictor.close()
+                raise
         return predictor
 
     @staticmethod
@@ -203,18 +218,44 @@ class Predictor:
                 what was expected and what was given).
             InferenceError: The runtime failed.
         """
-        if self._closed:
-            raise InvalidInputError("this Predictor is closed")
-        single = self._single
-        if single is not None and isinstance(inputs, np.ndarray) and inputs.ndim == single.rank:
-            feeds = {single.name: single.check(inputs, check_batch=self._chunk is None)}
-        else:
-            feeds = self._prepare(inputs)
+        feeds = self.prepare(inputs)
         if self._chunk is None:
             return self._session.run(feeds)
         return self._run_chunked(feeds)
 
     __call__ = predict
+
+    def prepare(self, inputs: Any) -> dict[str, np.ndarray]:
+        """Check and convert ``inputs`` into feeds exactly as :meth:`predict` does, without running.
+
+        Used by fronts that validate each caller's request on its own before batching several together.
+
+        Args:
+            inputs: As for :meth:`predict`.
+
+        Returns:
+            Input name → array (or device tensor), of the spec's dtype and contiguous.
+
+        Raises:
+            InvalidInputError: As for :meth:`predict`, or the Predictor is closed.
+        """
+        if self._closed:
+            raise InvalidInputError("this Predictor is closed")
+        single = self._single
+        if single is not None and isinstance(inputs, np.ndarray) and inputs.ndim == single.rank:
+            return {single.name: single.check(inputs, check_batch=self._chunk is None)}
+        return self._prepare(inputs)
+
+    async def apredict(self, inputs: Any) -> dict[str, np.ndarray]:
+        """:meth:`predict` for asyncio code: the run happens in a worker thread, the event loop stays free.
+
+        The runtimes release the GIL while they compute, so other coroutines (and other ``apredict``
+        calls, up to the loop's default executor size) proceed meanwhile.
+
+        Raises:
+            InvalidInputError, InferenceError: As for :meth:`predict`.
+        """
+        return await asyncio.to_thread(self.predict, inputs)
 
     def _prepare(self, inputs: Any) -> dict[str, np.ndarray]:
         check_batch = self._chunk is None

@@ -65,6 +65,12 @@ _BUILTIN: tuple[BackendEntry, ...] = (
         "",
         "Deterministic stand-in for users' own tests and for measuring harness overhead",
     ),
+    BackendEntry(
+        "http",
+        "infership.runtime.backends.http:HttpBackend",
+        "",
+        "A prediction server ('infership serve'); the device is its URL, e.g. http://127.0.0.1:8000",
+    ),
 )
 
 _lock = threading.Lock()
