@@ -23,6 +23,9 @@ _COMMANDS: dict[str, str] = {
     "bench": "infership.bench.cli",
     "compare": "infership.bench.cli",
     "report": "infership.bench.cli",
+    "serve": "infership.serve.cli",
+    "batch-predict": "infership.serve.cli",
+    "triton-repo": "infership.serve.cli",
 }
 
 
@@ -42,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         # These modules import only the standard library at import time; a failure here is a bug to see,
         # not a subcommand to drop silently.
         module = importlib.import_module(module_name)
-        getattr(module, f"add_{name}")(sub)
+        getattr(module, f"add_{name.replace('-', '_')}")(sub)
     return parser
 
 
