@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "Batch": "infership.calibration.dataset",
     "SampleSource": "infership.calibration.dataset",
     "from_image_folder": "infership.calibration.sources",
+    "from_images": "infership.calibration.sources",
     "from_numpy": "infership.calibration.sources",
     "from_torch": "infership.calibration.sources",
     "from_spec": "infership.calibration.schemes",
@@ -31,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "unregister_source": "infership.calibration.schemes",
     "registered_sources": "infership.calibration.schemes",
     "load_callable": "infership.calibration.schemes",
+    "split_callable": "infership.calibration.schemes",
     "parse_shape": "infership.calibration.parsing",
     "parse_named_shape": "infership.calibration.parsing",
     "parse_hw": "infership.calibration.parsing",
@@ -54,6 +56,7 @@ if TYPE_CHECKING:  # pragma: no cover
         load_callable,
         register_source,
         registered_sources,
+        split_callable,
         unregister_source,
     )
-    from .sources import from_image_folder, from_numpy, from_torch  # noqa: F401
+    from .sources import from_image_folder, from_images, from_numpy, from_torch  # noqa: F401

@@ -63,7 +63,10 @@ def load_array_file(
             return {names[0] if len(names) == 1 else UNNAMED: array}, None
         with np.load(p, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as exc:
+    # A corrupt or truncated file fails deep in numpy, zipfile or zlib with whatever their parsers raise
+    # (BadZipFile, zlib.error, EOFError, or a SyntaxError/TokenError from a garbled .npy header): all of it
+    # means the same to the caller, a file that is not readable data.
+    except Exception as exc:
         raise InvalidInputError(f"{what}: cannot read {p} as .npy/.npz ({exc})") from exc
     label_keys = [k for k in arrays if k in LABEL_KEYS and k not in names]
     labels = arrays.pop(label_keys[0]) if label_keys else None

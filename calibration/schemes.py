@@ -40,7 +40,14 @@ from .arrays import ARRAY_SUFFIXES, to_numpy
 from .dataset import UNNAMED, CalibrationSet
 from .sources import ArraySource, from_image_folder, from_numpy
 
-__all__ = ["from_spec", "load_callable", "register_source", "registered_sources", "unregister_source"]
+__all__ = [
+    "from_spec",
+    "load_callable",
+    "register_source",
+    "registered_sources",
+    "split_callable",
+    "unregister_source",
+]
 
 log = logging.getLogger(__name__)
 
@@ -165,13 +172,13 @@ def from_spec(
     if head in entries and (sep or not Path(spec).exists()):
         factory = _factory(entries[head])
         return _checked(factory(argument, **options), f"source {spec!r}", batch_size)
-    target, colon, _ = spec.rpartition(":")
-    if colon and target.lower().endswith(".py"):
+    parts = split_callable(spec)
+    if parts is not None and parts[0].lower().endswith(".py"):
         return _call(load_callable(spec), spec, options)
     path = Path(spec)
     if path.exists():
         return _path_source(path, **options)
-    if sep and _MODULE.fullmatch(head) and _module_exists(head):
+    if parts is not None and _module_exists(parts[0]):
         return _call(load_callable(spec), spec, options)
     schemes = ", ".join(f"{s}:" for s in entries)
     if sep and _SCHEME.fullmatch(head):
@@ -185,18 +192,43 @@ def from_spec(
     )
 
 
+def split_callable(spec: str) -> tuple[str, str] | None:
+    """Split ``FILE.py:FUNCTION`` or ``MODULE:FUNCTION`` into ``(target, function)``; ``None`` for other forms.
+
+    Purely by form — nothing is imported and no file is looked at. The split is at the last ``:`` (so a
+    Windows drive in the path stays in it). ``FUNCTION`` is a dotted name of Python identifiers
+    (``build`` or ``Factory.create``). ``target`` is a file path ending in ``.py`` (any case; relative
+    paths are not resolved), or a dotted module name of Python identifiers (``pkg.models``). Anything else —
+    no colon, an empty side, a path that is not a ``.py`` file, a ``FILE.py`` without ``:FUNCTION`` — gives
+    ``None``. A registered ``SCHEME:ARGUMENT`` may have the same form (``numpy:data.npz`` splits as
+    ``("numpy", "data.npz")``): :func:`from_spec` tries registered schemes first.
+
+    Examples: ``"examples/digits/data.py:train"`` → ``("examples/digits/data.py", "train")``;
+    ``"my_pkg.models:build"`` → ``("my_pkg.models", "build")``; ``"data.npz"``, ``"images/"``,
+    ``"a/b:c"`` → ``None``.
+    """
+    target, colon, attr = spec.rpartition(":")
+    if not colon or not target or not _MODULE.fullmatch(attr):
+        return None
+    if target.lower().endswith(".py") or _MODULE.fullmatch(target):
+        return target, attr
+    return None
+
+
 def load_callable(spec: str) -> Callable[..., Any]:
-    """The function named by ``FILE.py:FUNCTION`` or ``MODULE:FUNCTION``.
+    """The function named by ``FILE.py:FUNCTION`` or ``MODULE:FUNCTION`` (split by :func:`split_callable`).
 
     A file is imported once per resolved path, under a name derived from it, so importing it again (its
     ``register_source`` calls included) finds the same module.
 
     Raises:
-        InvalidInputError: The file or module is missing or fails to import, or has no such callable.
+        InvalidInputError: ``spec`` has neither form, the file or module is missing or fails to import, or it
+            has no such callable.
     """
-    target, colon, attr = spec.rpartition(":")
-    if not colon or not target or not attr:
+    parts = split_callable(spec)
+    if parts is None:
         raise InvalidInputError(f"{spec!r}: expected FILE.py:FUNCTION or MODULE:FUNCTION")
+    target, attr = parts
     if target.lower().endswith(".py"):
         module = _import_file(Path(target), spec)
     else:

@@ -88,6 +88,7 @@ def from_numpy(
     labels: Any = None,
     input_name: str | None = None,
     batch_size: int = 16,
+    description: Mapping[str, Any] | None = None,
 ) -> CalibrationSet:
     """Calibration data from numpy: an array, a mapping name → array, or ``.npy`` / ``.npz`` files.
 
@@ -101,6 +102,9 @@ def from_numpy(
         labels: Class index per sample (for task accuracy during validation).
         input_name: Name of the model input a single unnamed array feeds (default: the model's only input).
         batch_size: Samples per batch.
+        description: The provenance :meth:`CalibrationSet.describe` records (in the manifest) instead of the
+            default (``{"kind": "arrays", "shapes": ...}`` or ``{"kind": "numpy", "path": ...}``): name a data
+            set, e.g. ``{"kind": "digits", "split": "test"}``.
 
     Returns:
         A re-iterable calibration set.
@@ -130,6 +134,8 @@ def from_numpy(
             "path": ", ".join(str(f) for f in files[:3]) + (" …" if len(files) > 3 else ""),
             "files": len(files),
         }
+    if description is not None:
+        desc = dict(description)
     return CalibrationSet(ArraySource(parts, labels=labels, description=desc), batch_size=batch_size)
 
 
@@ -200,17 +206,8 @@ class ImageFolderSource:
         return self._labels is not None
 
     def read(self, indices: Sequence[int]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-        from infership.runtime.preprocess import preprocess_image
-
-        images = [preprocess_image(self._files[i], self._pre) for i in indices]
-        shapes = {im.shape for im in images}
-        if len(shapes) > 1:
-            raise InvalidInputError(
-                f"{self._root}: preprocessed images differ in shape {sorted(shapes)}; the preprocessing needs "
-                "a resize to a fixed size or a crop"
-            )
         labels = self._labels[list(indices)] if self._labels is not None else None
-        return {self._pre.input: np.stack(images)}, labels
+        return {self._pre.input: _read_images(self._files, indices, self._pre, str(self._root))}, labels
 
     def describe(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": "image-folder", "path": str(self._root), "files": len(self._files)}
@@ -244,6 +241,58 @@ def from_image_folder(
     """
     source = ImageFolderSource(Path(path), preprocessing, class_names=class_names)
     return CalibrationSet(source, batch_size=batch_size)
+
+
+class ImageListSource:
+    """Images given one by one — file paths, PIL images or HWC uint8 arrays — preprocessed when read."""
+
+    def __init__(self, images: Sequence[Any], preprocessing: Preprocessing) -> None:
+        if not images:
+            raise InvalidInputError("no images given")
+        self._items, self._pre = list(images), preprocessing
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def has_labels(self) -> bool:
+        return False
+
+    def read(self, indices: Sequence[int]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        return {self._pre.input: _read_images(self._items, indices, self._pre, "images")}, None
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "images", "items": len(self._items)}
+
+
+def from_images(
+    images: Sequence[Any], preprocessing: Preprocessing, *, batch_size: int = 16
+) -> CalibrationSet:
+    """Images given one by one (paths, PIL images, HWC uint8 arrays), turned into model inputs by the
+    artifact's preprocessing — for a few images at hand rather than a folder (:func:`from_image_folder`).
+
+    Args:
+        images: The images, in order; unlabelled.
+        preprocessing: The artifact's :class:`~infership.runtime.manifest.Preprocessing`.
+        batch_size: Samples per batch.
+
+    Raises:
+        InvalidInputError: No images given (a bad image is refused when it is read).
+    """
+    return CalibrationSet(ImageListSource(images, preprocessing), batch_size=batch_size)
+
+
+def _read_images(items: Sequence[Any], indices: Sequence[int], pre: Preprocessing, where: str) -> np.ndarray:
+    from infership.runtime.preprocess import preprocess_image
+
+    images = [preprocess_image(items[i], pre) for i in indices]
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        raise InvalidInputError(
+            f"{where}: preprocessed images differ in shape {sorted(shapes)}; the preprocessing needs "
+            "a resize to a fixed size or a crop"
+        )
+    return np.stack(images)
 
 
 # ---------------------------------------------------------------------------------------------- torch

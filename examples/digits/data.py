@@ -16,9 +16,7 @@ images are held out. infership itself knows nothing of this data set; this file 
 from __future__ import annotations
 
 import numpy as np
-from infership.calibration import CalibrationSet, register_source
-from infership.calibration.dataset import UNNAMED
-from infership.calibration.sources import ArraySource
+from infership.calibration import CalibrationSet, from_numpy, register_source
 from infership.runtime import InvalidInputError, Preprocessing
 
 SPLITS = ("train", "test", "all")
@@ -83,8 +81,7 @@ def from_digits(
         input_name = input_name or preprocessing.input
     # Record the data set by name in the manifest, not as anonymous arrays.
     desc = {"kind": "digits", "split": split, **({"preprocessing": True} if preprocessing else {})}
-    source = ArraySource([{input_name or UNNAMED: images}], labels=labels, description=desc)
-    return CalibrationSet(source, batch_size=batch_size)
+    return from_numpy(images, labels=labels, input_name=input_name, batch_size=batch_size, description=desc)
 
 
 def train(*, preprocessing: Preprocessing | None = None, batch_size: int = 16) -> CalibrationSet:

@@ -63,6 +63,22 @@ class TestLoadArrayFile:
         with pytest.raises(InvalidInputError, match="cannot read"):  # never unpickles
             load_array_file(tmp_path / "h.npy")
 
+    @pytest.mark.parametrize("compressed", [False, True])
+    def test_a_corrupt_npz_is_refused_as_bad_input(self, tmp_path, compressed):
+        save = np.savez_compressed if compressed else np.savez
+        save(tmp_path / "ok.npz", x=np.random.default_rng(0).random((64, 64)))
+        data = (tmp_path / "ok.npz").read_bytes()
+        (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])  # truncated: no central directory
+        with pytest.raises(
+            InvalidInputError, match=r"^validation data: cannot read .*cut\.npz as \.npy/\.npz"
+        ):
+            load_array_file(tmp_path / "cut.npz", what="validation data")
+        flipped = bytearray(data)
+        flipped[200] ^= 0xFF  # inside the member's data: a CRC (or deflate stream) error on reading
+        (tmp_path / "bad.npz").write_bytes(bytes(flipped))
+        with pytest.raises(InvalidInputError, match=r"cannot read .*bad\.npz"):
+            load_array_file(tmp_path / "bad.npz")
+
 
 class TestToNumpy:
     def test_numpy_is_passed_through_and_lists_become_arrays(self):

@@ -16,6 +16,7 @@ from infership.calibration import (
     load_callable,
     register_source,
     registered_sources,
+    split_callable,
     unregister_source,
 )
 from infership.runtime import InvalidInputError, Preprocessing, TensorSpec
@@ -194,6 +195,31 @@ class TestCallables:
     def test_module_function_form(self):
         cset = from_spec("tests.calibration.test_schemes:labelled_arrays")
         assert len(cset) == 12 and cset.has_labels
+
+    @pytest.mark.parametrize(
+        ("spec", "parts"),
+        [
+            ("examples/digits/data.py:train", ("examples/digits/data.py", "train")),
+            ("C:\\data\\Data.PY:make", ("C:\\data\\Data.PY", "make")),  # a drive stays in the path
+            ("my_pkg.models:build", ("my_pkg.models", "build")),
+            ("mod:Factory.create", ("mod", "Factory.create")),
+            ("a:b:c", None),  # "a:b" is neither a module name nor a .py file
+            ("data.npz", None),
+            ("data.py", None),
+            ("images/", None),
+            ("dir/file:fn", None),
+            ("pkg.mod:", None),
+            (":fn", None),
+            ("pkg.mod:not-a-name", None),
+            ("2pkg:fn", None),
+        ],
+    )
+    def test_split_callable_is_by_form_only(self, spec, parts):
+        assert split_callable(spec) == parts
+
+    def test_load_callable_refuses_other_forms(self):
+        with pytest.raises(InvalidInputError, match="expected FILE.py:FUNCTION or MODULE:FUNCTION"):
+            load_callable("dir/file:fn")
 
     def test_bad_callables_say_what_was_expected(self, tmp_path):
         f = self._write(tmp_path / "bad.py", "VALUE = 3\ndef junk():\n    return 'text'\n")
