@@ -138,8 +138,9 @@ def build_artifact(
         labels: Class names, or a file of them (see :func:`~infership.convert.preprocessing.read_labels`).
         task: What the model does (:class:`~infership.runtime.tasks.Task`: ``tensor`` or
             ``classification``), recorded as ``Manifest.task``; it decides how every check compares the
-            outputs (classification adds top-1 agreement...). Default: inferred from the outputs and labels
-            (:func:`~infership.runtime.tasks.infer_task`).
+            outputs (classification adds top-1 agreement...). Default: inferred from the outputs, labels and
+            preprocessing (:func:`~infership.runtime.tasks.infer_task`): ``classification`` for one
+            ``[batch, classes]`` output with as many labels, or with image preprocessing; else ``tensor``.
         name: Artifact name (default: the directory name).
         overwrite: Replace an existing artifact directory.
         strict: Fail when any requested variant cannot be made or fails its check, instead of leaving it
@@ -150,8 +151,9 @@ def build_artifact(
         The committed :class:`Artifact`.
 
     Raises:
-        InvalidInputError: An unknown ``task``, or ``classification`` for a model whose first output is not
-            ``[batch, classes]``.
+        InvalidInputError: An unknown ``task``, ``classification`` for a model whose first output is not
+            ``[batch, classes]`` with two or more (or a dynamic number of) classes, or ``validation_data``
+            that does not fit the model's inputs.
         ConversionError: Loading, exporting or (with ``strict``) a requested variant failed.
         ValidationError: The fp32 ONNX export disagrees with PyTorch beyond ``tolerance``; ``exc.validation``
             holds the figures.
@@ -207,9 +209,15 @@ def build_artifact(
         pre = resolve.resolve_preprocessing(preprocessing, inputs)
         label_names = resolve.resolve_labels(labels, outputs)
         resolve.check_task(wanted_task, outputs)
-        # The task is settled (given, or inferred from outputs and labels) before any check: checks judge by it.
+        # The task is settled (given, or inferred from the outputs, labels and preprocessing) before any
+        # check: checks judge by it.
         base = Manifest(
-            name=name or out.name, inputs=inputs, outputs=outputs, labels=label_names, task=wanted_task
+            name=name or out.name,
+            inputs=inputs,
+            outputs=outputs,
+            labels=label_names,
+            preprocessing=pre,
+            task=wanted_task,
         )
         feeds = random_feeds(examples, in_names, axes, count=samples, seed=seed)
         real = real_feeds(validation_data, inputs, pre)
@@ -299,7 +307,7 @@ def build_artifact(
             extra["skipped"] = skipped
         if notes:
             extra["notes"] = notes
-        manifest = replace(base, preprocessing=pre, versions=_versions(), extra=extra)
+        manifest = replace(base, versions=_versions(), extra=extra)
         with ArtifactWriter.create(out, manifest, overwrite=overwrite) as writer:
             for cand in candidates:
                 files = [writer.add_file(tmp / rel, _artifact_name(cand, rel)) for rel in cand.files]

@@ -97,8 +97,8 @@ def add_export(sub: Any) -> None:
         "--task",
         choices=[t.value for t in Task],
         help="what the model does, recorded in the manifest; decides how outputs are compared "
-        "(classification adds top-1 agreement; tensor: element-wise only). Default: inferred from the "
-        "outputs and --labels",
+        "(classification adds top-1 agreement; tensor: element-wise only). Default: classification for "
+        "one [batch, N] output with N --labels, or with --preprocess; else tensor",
     )
     g.add_argument("--samples", type=int, default=4, help="random input batches to check on (default 4)")
     g.add_argument("--seed", type=int, default=0)

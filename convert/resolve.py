@@ -132,10 +132,17 @@ def check_task(task: Task | None, outputs: Sequence[TensorSpec]) -> None:
     """Refuse a task the model's outputs cannot serve (``None``: inferred later, always fits).
 
     Raises:
-        InvalidInputError: ``classification`` for a model whose first output is not ``[batch, classes]``.
+        InvalidInputError: ``classification`` for a model whose first output is not ``[batch, classes]``
+            with a fixed number of classes of at least two, or a dynamic one (a single score has no top
+            class to agree on).
     """
-    if task is Task.CLASSIFICATION and (not outputs or outputs[0].rank != 2):
-        got = outputs[0].shape_str() if outputs else "no output"
+    if task is not Task.CLASSIFICATION:
+        return
+    first = outputs[0] if outputs else None
+    classes = first.shape[1] if first is not None and first.rank == 2 else None
+    if first is None or first.rank != 2 or (isinstance(classes, int) and classes < 2):
+        got = first.shape_str() if first is not None else "no output"
         raise InvalidInputError(
-            f"task 'classification' needs class scores [batch, classes] in the first output; it is {got}"
+            "task 'classification' needs class scores [batch, classes] with two or more classes in the first "
+            f"output; it is {got}"
         )

@@ -4,7 +4,7 @@ and artifacts built from it.
 Importing this module imports the example's data.py, which registers the ``digits`` source scheme, so tests
 may use ``"digits:train"`` strings as well as :func:`from_digits` / :func:`load_digits_split`. Used by the
 calibration and int8 tests. Artifacts are built with ``tests.builders`` (torch.onnx, no
-converters), cached per base directory; tests copy them before adding variants.
+converters) and recorded as classifiers, cached per base directory; tests copy them before adding variants.
 """
 
 from __future__ import annotations
@@ -113,8 +113,20 @@ def digits_artifact(base: Path, *, plant: bool = False) -> Path:
         if plant:
             model = planted(model)
         root = base / ("digits-planted" if plant else "digits")
-        _cache[key] = build_artifact_for_tests(model, (torch.zeros(2, 1, 8, 8),), root, openvino=False)
+        build_artifact_for_tests(model, (torch.zeros(2, 1, 8, 8),), root, openvino=False)
+        _cache[key] = _as_classifier(root)
     return _cache[key]
+
+
+def _as_classifier(root: Path) -> Path:
+    """Record the artifact's task: its one ``[batch, 10]`` output alone does not make it a classifier
+    (no labels, no image preprocessing), and the int8 tests judge it by accuracy and top-1 agreement."""
+    from infership.runtime import Artifact, ArtifactWriter, Task
+
+    with ArtifactWriter.update(Artifact.load(root)) as writer:
+        writer.set_manifest(task=Task.CLASSIFICATION)
+        writer.commit()
+    return root
 
 
 def copy_artifact(src: Path, dest: Path) -> Path:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from infership.convert import build_artifact, make_preprocessing, read_labels
 from infership.convert.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessingRequest
+from infership.runtime import Task
 
 from infership import ConversionError, Predictor, TensorSpec
 from tests.convert import models
@@ -97,6 +98,9 @@ def test_real_images_validate_the_export(tmp_path):
     )
     val = art.manifest.variant("onnx-fp32").validation
     assert val["real_samples"] == 3 and val["real"]["passed"]
+    # An image model with one [batch, 5] output is a classifier (no labels needed), and was checked as one.
+    assert art.manifest.task is Task.CLASSIFICATION and val["task"] == "classification"
+    assert "top1_agreement" in val
 
 
 def test_presets_follow_the_input_size():
