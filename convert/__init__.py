@@ -21,6 +21,8 @@ _EXPORTS: dict[str, str] = {
     "compare_outputs": "infership.convert.validate",
     "Check": "infership.convert.validate",
     "Tolerance": "infership.convert.validate",
+    "torch_outputs": "infership.convert.validate",
+    "validate_against_torch": "infership.convert.validate",
     "simplify_onnx": "infership.convert.simplify",
     "Simplifier": "infership.convert.simplify",
     "convert_fp16": "infership.convert.fp16",
@@ -30,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "read_labels": "infership.convert.preprocessing",
     "PreprocessingRequest": "infership.convert.preprocessing",
     "quantize": "infership.convert.int8",
+    "HOLDOUT_FRACTION": "infership.convert.int8",
     "QuantizeReport": "infership.convert.int8",
     "AccuracyBudgetError": "infership.convert.int8",
     "Target": "infership.convert.int8",
@@ -49,4 +52,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .preprocessing import PreprocessingRequest, make_preprocessing, read_labels  # noqa: F401
     from .simplify import Simplifier, simplify_onnx  # noqa: F401
     from .source import ModelSource, load_model_source  # noqa: F401
-    from .validate import Check, Tolerance, compare_outputs  # noqa: F401
+    from .validate import (  # noqa: F401
+        Check,
+        Tolerance,
+        compare_outputs,
+        torch_outputs,
+        validate_against_torch,
+    )

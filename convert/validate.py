@@ -14,6 +14,7 @@ finite, and — for tasks with a top class — ``top1_agreement >= min_top1`` wh
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -34,9 +35,9 @@ class Tolerance:
         atol: Absolute error allowed on every element.
         rtol: Error allowed relative to the output's scale (its largest ``|reference|`` value).
         min_cosine: Smallest cosine similarity allowed for any one sample.
-        min_top1: Smallest top-1 agreement allowed when the task has a top class (classification);
-            ``None`` reports it without gating on it (random inputs give near-ties that flip under tiny
-            errors).
+        min_top1: Smallest top-1 agreement allowed; only for tasks with a top class (classification: a
+            ``tensor`` comparison judged with it is refused). ``None`` reports it without gating on it
+            (random inputs give near-ties that flip under tiny errors).
 
     Raises:
         InvalidInputError: A value out of its range.
@@ -79,13 +80,27 @@ class Tolerance:
 
         Args:
             agreement: Figures from :func:`compare_outputs` (or a task's ``Judge.compare``); the element-wise
-                limits are applied to each output's own figures (``agreement.outputs``).
+                limits are applied to each output's own figures (``agreement.outputs``), or to the aggregate
+                figures when the record has no per-output ones.
 
         Returns:
             The failures, e.g. ``"logits: cosine_min 0.98 < 0.9999"``.
+
+        Raises:
+            InvalidInputError: ``min_top1`` is set and the record has no top-1 agreement (its task, such as
+                ``tensor``, has no top class): the limit would silently check nothing.
         """
+        if self.min_top1 is not None and agreement.top1_agreement is None:
+            raise InvalidInputError(
+                f"Tolerance.min_top1={self.min_top1} needs a top-1 agreement, and task {agreement.task!r} gives "
+                "none; judge the outputs as classification (task='classification', --task classification) "
+                "or leave min_top1 unset"
+            )
         out: list[str] = []
-        for name, f in agreement.outputs.items():
+        # A record without per-output figures (built by hand, or read back from an old manifest) is judged
+        # on its aggregate figures — which are the worst output's — rather than passing unchecked.
+        per_output = agreement.outputs or {"all outputs": agreement}
+        for name, f in per_output.items():
             if f.nonfinite:
                 out.append(f"{name}: {f.nonfinite} NaN/Inf value(s) where the reference is finite")
             allowed = self.atol + self.rtol * (f.scale or 0.0)
@@ -185,6 +200,47 @@ def compare_outputs(
     agreement = judge_for(task).compare(refs, cands)
     tol = tolerance or Tolerance.fp32()
     return Check(agreement, tol, tol.judge(agreement), batches=len(refs))
+
+
+def validate_against_torch(
+    model: Callable[..., Any],
+    candidate: Callable[[Feeds], Outputs],
+    feeds: Sequence[Feeds],
+    *,
+    output_names: Sequence[str],
+    tolerance: Tolerance | None = None,
+    task: Task | str = Task.TENSOR,
+) -> Check:
+    """Run ``model`` (PyTorch) and ``candidate`` on every feed and compare them.
+
+    .. deprecated::
+        Use :func:`torch_outputs` and :func:`compare_outputs`, which this is made of::
+
+            check = compare_outputs(torch_outputs(model, feeds, names), [candidate(f) for f in feeds])
+
+    Args:
+        model: The torch reference; called with the feeds' tensors positionally, in feed order.
+        candidate: Feeds → outputs, e.g. ``Predictor.predict``.
+        feeds: Input batches, each a mapping input name → array.
+        output_names: Names for the torch model's outputs, in order.
+        tolerance: See :class:`Tolerance` (default :meth:`Tolerance.fp32`).
+        task: How the outputs are compared (see :func:`compare_outputs`).
+
+    Returns:
+        The :class:`Check` (it used to be a dict of figures: ``check.to_dict()`` gives one).
+
+    Raises:
+        ConversionError: The model returned something other than ``output_names`` tensors.
+        InvalidInputError: The candidate's outputs do not match the reference's.
+    """
+    warnings.warn(
+        "validate_against_torch is deprecated; use compare_outputs(torch_outputs(model, feeds, output_names), "
+        "[candidate(f) for f in feeds], tolerance=..., task=...)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    refs = torch_outputs(model, feeds, output_names)
+    return compare_outputs(refs, [candidate(f) for f in feeds], tolerance=tolerance, task=task)
 
 
 def torch_outputs(

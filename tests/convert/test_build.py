@@ -144,7 +144,9 @@ def test_torchvision_models_on_every_backend(tmp_path, arch):
     model = models.settle_batchnorm(
         torchvision.models.get_model(arch, weights=None, num_classes=10), (8, 3, 64, 64)
     )
-    art = build_artifact(model, tmp_path / arch, input_shapes=[(1, 3, 64, 64)], samples=2)
+    art = build_artifact(
+        model, tmp_path / arch, input_shapes=[(1, 3, 64, 64)], samples=2, task="classification"
+    )
     assert {v.id for v in art.manifest.variants} == {
         "onnx-fp32",
         "torch-fp32",
@@ -359,16 +361,36 @@ def test_progress_callback_sees_every_step(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- task
-def test_task_is_inferred_and_can_be_overridden(tmp_path):
+def test_task_is_inferred_only_with_evidence_and_can_be_set(tmp_path):
     kw = {"input_shapes": [(1, 1, 8, 8)], "fp16": False, "openvino": False, "torch_program": False}
-    art = build_artifact(models.digits_cnn(), tmp_path / "cls", **kw)
-    assert art.manifest.task is Task.CLASSIFICATION  # one [batch, 10] output, no labels needed
-    assert "top1_agreement" in art.manifest.variant("onnx-fp32").validation
-
-    art = build_artifact(models.digits_cnn(), tmp_path / "tensor", task="tensor", **kw)
+    # One [batch, 10] output alone could be an embedding: judged element-wise (the labelled digits fixture
+    # and the image classifier of test_preprocessing are inferred as classification).
+    art = build_artifact(models.digits_cnn(), tmp_path / "plain", **kw)
     assert art.manifest.task is Task.TENSOR
     val = art.manifest.variant("onnx-fp32").validation
     assert val["task"] == "tensor" and "top1_agreement" not in val and val["passed"]
+
+    art = build_artifact(models.digits_cnn(), tmp_path / "cls", task="classification", **kw)
+    assert art.manifest.task is Task.CLASSIFICATION
+    val = art.manifest.variant("onnx-fp32").validation
+    assert val["task"] == "classification" and val["top1_agreement"] >= 0.9
+
+    labels = [str(i) for i in range(10)]
+    art = build_artifact(models.digits_cnn(), tmp_path / "tensor", labels=labels, task="tensor", **kw)
+    assert art.manifest.task is Task.TENSOR and art.manifest.labels == tuple(labels)
+    assert "top1_agreement" not in art.manifest.variant("onnx-fp32").validation
+
+
+def test_classification_needs_two_or_more_classes():
+    from infership.convert.resolve import check_task
+    from infership.runtime import TensorSpec
+
+    for shape in (("batch", 1), ("batch", 7, 7)):
+        with pytest.raises(InvalidInputError, match=r"two or more classes.*\[batch, "):
+            check_task(Task.CLASSIFICATION, [TensorSpec("y", "float32", shape)])
+    for shape in (("batch", 2), ("batch", "classes")):  # a dynamic number of classes is the model's to say
+        check_task(Task.CLASSIFICATION, [TensorSpec("y", "float32", shape)])
+    check_task(Task.TENSOR, [TensorSpec("y", "float32", ("batch", 1))])
 
 
 def test_a_bad_task_is_a_clear_error(tmp_path):
@@ -406,3 +428,21 @@ def test_model_outputs_must_be_tensors():
         name_outputs((torch.zeros(2), (torch.zeros(1),)), ["a", "b"])
     with pytest.raises(ConversionError, match="returned 1 outputs, expected 2"):
         name_outputs(torch.zeros(2), ["a", "b"])
+
+
+def test_validate_against_torch_is_deprecated_but_still_judges():
+    from infership.convert import validate_against_torch
+
+    model = models.digits_cnn()
+    rng = np.random.default_rng(5)
+    feeds = [_feeds(rng, x=(3, 1, 8, 8)), _feeds(rng, x=(1, 1, 8, 8))]
+    same = lambda f: torch_outputs(model, [f], ["output"])[0]  # noqa: E731
+    off = lambda f: {"output": same(f)["output"] + 1.0}  # noqa: E731
+    with pytest.warns(DeprecationWarning, match="compare_outputs"):
+        check = validate_against_torch(model, same, feeds, output_names=["output"], task="classification")
+    assert isinstance(check, Check) and check.passed and check.batches == 2
+    assert check.agreement.samples == 4 and check.agreement.top1_agreement == 1.0
+    with pytest.warns(DeprecationWarning):
+        bad = validate_against_torch(model, off, feeds, output_names=["output"])
+    assert not bad.passed and any("max_abs_err" in f for f in bad.failures)
+    assert bad == compare_outputs(torch_outputs(model, feeds, ["output"]), [off(f) for f in feeds])

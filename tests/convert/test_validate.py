@@ -88,8 +88,26 @@ def test_top1_agreement_counts_flipped_rows():
     assert check.agreement.top1_agreement == 0.75
     assert check.agreement.top5_containment == 1.0  # the reference's top class is in the candidate's top 5
     assert check.failures == ("top1_agreement 0.7500 < 0.8",)
-    # The same outputs judged as plain tensors: no top class, so min_top1 does not apply.
-    assert compare_outputs({"y": ref}, {"y": cand}, tolerance=tol).passed
+    # The same outputs judged as plain tensors have no top class: a min_top1 would check nothing, so it is
+    # refused rather than ignored.
+    with pytest.raises(InvalidInputError, match=r"min_top1=0.8 needs a top-1 agreement.*'tensor'"):
+        compare_outputs({"y": ref}, {"y": cand}, tolerance=tol)
+    with pytest.raises(InvalidInputError, match="min_top1"):
+        tol.judge(Agreement(max_abs_err=0.0, cosine_min=1.0))
+    assert compare_outputs({"y": ref}, {"y": cand}, tolerance=Tolerance(atol=1.0, min_cosine=0.9)).passed
+
+
+def test_a_record_without_per_output_figures_is_judged_on_its_aggregate():
+    bad = Tolerance().judge(Agreement(max_abs_err=100.0, cosine_min=-1.0, nonfinite=3))
+    assert len(bad) == 3
+    assert "all outputs: 3 NaN/Inf" in bad[0] and "max_abs_err 100 > allowed" in bad[1]
+    assert "cosine_min -1 < 0.9999" in bad[2]
+    assert Tolerance().judge(Agreement()) != ()  # no figures at all is no evidence of agreement
+    good = Agreement(max_abs_err=1e-3, scale=10.0, cosine_min=1.0)  # within atol + rtol × scale
+    assert Tolerance().judge(good) == ()
+    # Per-output figures, when present, are what is judged (the aggregate's scale-free max is not).
+    per_output = Agreement(max_abs_err=1e-3, cosine_min=1.0, outputs={"y": good})
+    assert Tolerance().judge(per_output) == ()
 
 
 def test_several_batches_and_outputs_aggregate_worst_case():
