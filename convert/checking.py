@@ -25,6 +25,7 @@ from infership.runtime import (
     Task,
     ValidationError,
 )
+from infership.runtime.registry import get_backend
 
 from .source import ModelSource
 from .validate import Check, Tolerance, compare_outputs, torch_outputs
@@ -86,6 +87,20 @@ class Checked:
         return Rejected(msg, self.validation)
 
 
+def open_candidate(artifact: Artifact, *, backend: str, variant_id: str, cache_dir: Path) -> Predictor:
+    """A :class:`Predictor` for a candidate variant on ``backend``, the way every candidate is opened (build
+    checks, int8 validation and repair); the caller closes it.
+
+    Compiled-model caches go to ``cache_dir`` (a scratch directory) on backends that keep one (those whose
+    ``honours`` declares ``cache_dir``): judging a model must not write into the user's artifact.
+
+    Raises:
+        InfershipError: The backend cannot open or run the variant (as ``Predictor.load`` raises it).
+    """
+    options = {"cache_dir": cache_dir} if "cache_dir" in get_backend(backend).honours else {}
+    return Predictor.load(artifact, backend=backend, variant=variant_id, **options)
+
+
 class Checker:
     """Runs candidate variants through the real backends (via Predictor) and compares with PyTorch."""
 
@@ -125,9 +140,8 @@ class Checker:
         artifact = Artifact.candidate(
             self.root, self.base, variant_id=vid, format=fmt, precision=precision, files=files
         )
-        opts = {"cache_dir": self.cache} if backend == "openvino" else {}
         try:
-            with Predictor.load(artifact, backend=backend, variant=vid, **opts) as p:
+            with open_candidate(artifact, backend=backend, variant_id=vid, cache_dir=self.cache) as p:
                 got = [p.predict(f) for f in self.feeds]
         except InfershipError as exc:
             raise ConversionError(f"{vid} could not run on {backend}: {exc}") from exc

@@ -13,9 +13,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from infership.calibration import is_image_like, load_array_file, to_numpy
+from infership.calibration import (
+    CalibrationSet,
+    from_images,
+    from_numpy,
+    is_image_like,
+    load_array_file,
+    to_numpy,
+)
 from infership.calibration.dataset import UNNAMED
-from infership.runtime import ConversionError, Preprocessing, TensorSpec
+from infership.runtime import ConversionError, InvalidInputError, Preprocessing, TensorSpec
 
 _BATCH_CYCLE = (1, 3, 2, 4)
 _IMAGES_PER_BATCH = 8
@@ -121,73 +128,66 @@ def real_feeds(
     inputs: Sequence[TensorSpec],
     preprocessing: Preprocessing | None,
 ) -> list[dict[str, np.ndarray]]:
-    """Turn user-given validation data into feeds.
+    """Turn user-given validation data into feeds, through the calibration data layer.
 
-    Each item is a mapping input name → array (one batch), an array (one batch, or one sample without the
-    batch axis, for single-input models), a ``.npy`` / ``.npz`` path, or an image (path, PIL image, HWC
-    uint8 array) when ``preprocessing`` is set; images are batched together.
+    Each item is a mapping input name → array (one batch; other keys are ignored), an array (one batch, or
+    one sample without the batch axis, for single-input models), a ``.npy`` / ``.npz`` path, or an image
+    (path, PIL image, HWC uint8 array) when ``preprocessing`` is set; images are batched together. Every
+    item is read as a :class:`~infership.calibration.CalibrationSet` and bound to the model's inputs
+    (:meth:`~infership.calibration.CalibrationSet.bind`), which checks it and casts floats to the inputs'
+    dtypes exactly as calibration and int8 validation data are.
 
     Raises:
-        ConversionError: An item does not fit the model's inputs.
+        InvalidInputError: An item does not fit the model's inputs (names, rank, fixed sizes, dtype kind),
+            or a file cannot be read.
     """
     if not data:
         return []
     feeds: list[dict[str, np.ndarray]] = []
     images: list[Any] = []
-    for item in data:
+    for i, item in enumerate(data):
         if is_image_like(item, preprocessing):
             images.append(item)
             continue
-        if isinstance(item, (str, os.PathLike)):
-            item = _load_array_file(item, inputs)
-        feeds.append(_as_feed(item, inputs))
+        feeds += _bound(_array_set(item, inputs), inputs, f"validation item {i}", whole=True)
     if images:
-        from infership.runtime.preprocess import images_to_tensor
-
         assert preprocessing is not None
-        spec = next((s for s in inputs if s.name == preprocessing.input), None)
-        if spec is None or len(inputs) != 1:
-            raise ConversionError(
-                "images can validate only a single-input model whose input the preprocessing names"
-            )
-        for start in range(0, len(images), _IMAGES_PER_BATCH):
-            batch = images_to_tensor(images[start : start + _IMAGES_PER_BATCH], preprocessing, spec)
-            feeds.append({spec.name: batch})
+        cset = from_images(images, preprocessing, batch_size=_IMAGES_PER_BATCH)
+        feeds += _bound(cset, inputs, "validation images", whole=False)
     return feeds
 
 
-def _load_array_file(path: str | os.PathLike[str], inputs: Sequence[TensorSpec]) -> Any:
-    arrays, _ = load_array_file(path, [s.name for s in inputs], what="validation data")
-    # One unnamed array (a .npy for a multi-input model) goes on as an array, so the message says why.
-    return arrays[UNNAMED] if list(arrays) == [UNNAMED] else arrays
-
-
-def _as_feed(item: Any, inputs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+def _array_set(item: Any, inputs: Sequence[TensorSpec]) -> CalibrationSet:
+    """One validation item (a batch, a sample, or a file of them) as a set of samples."""
+    if isinstance(item, (str, os.PathLike)):
+        arrays, _ = load_array_file(item, [s.name for s in inputs], what="validation data")
+        item = arrays[UNNAMED] if list(arrays) == [UNNAMED] else arrays
     if isinstance(item, Mapping):
         missing = {s.name for s in inputs} - set(item)
         if missing:
-            raise ConversionError(f"validation batch lacks input(s) {sorted(missing)}; it has {sorted(item)}")
-        feed = {s.name: to_numpy(item[s.name]) for s in inputs}
-    elif len(inputs) == 1:
-        arr = to_numpy(item)
-        spec = inputs[0]
-        if arr.ndim == spec.rank - 1:
-            arr = arr[None]
-        feed = {spec.name: arr}
-    else:
-        raise ConversionError(
+            raise InvalidInputError(
+                f"validation batch lacks input(s) {sorted(missing)}; it has {sorted(item)}"
+            )
+        return from_numpy({s.name: to_numpy(item[s.name]) for s in inputs})
+    if len(inputs) != 1:
+        raise InvalidInputError(
             f"the model has {len(inputs)} inputs: give validation batches as mappings name → array"
         )
-    for spec in inputs:
-        arr = feed[spec.name]
-        if arr.ndim != spec.rank:
-            raise ConversionError(
-                f"validation input {spec.name!r}: expected shape {spec.shape_str()}, got {list(arr.shape)}"
-            )
-        if arr.dtype.name != spec.dtype:
-            if np.issubdtype(arr.dtype, np.floating) != np.issubdtype(np.dtype(spec.dtype), np.floating):
-                raise ConversionError(
-                    f"validation input {spec.name!r}: expected {spec.dtype}, got {arr.dtype.name}"
-                )
-            feed[spec.name] = arr.astype(spec.dtype)
-    return feed
+    arr = to_numpy(item)
+    if arr.ndim == inputs[0].rank - 1:  # one sample without its batch axis
+        arr = arr[None]
+    return from_numpy(arr)
+
+
+def _bound(
+    cset: CalibrationSet, inputs: Sequence[TensorSpec], what: str, *, whole: bool
+) -> list[dict[str, np.ndarray]]:
+    """The batches of ``cset`` bound to the model's inputs; ``whole``: as one batch (a batch the user gave),
+    unless the model has a fixed batch size."""
+    try:
+        bound = cset.bind(inputs)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{what}: {exc}") from exc
+    if whole and not bound.drop_last:
+        bound = bound.with_batch_size(len(bound))
+    return list(bound)

@@ -150,6 +150,8 @@ def test_task_flag_overrides_the_inferred_task(tmp_path, capsys):
         str(out),
         "--input-shape",
         "1x3x32x32",
+        "--preprocess",
+        "imagenet",
         "--task",
         "tensor",
         "--no-fp16",
@@ -160,7 +162,8 @@ def test_task_flag_overrides_the_inferred_task(tmp_path, capsys):
     )
     assert rc == 0, capsys.readouterr().err
     m = Artifact.load(out).manifest
-    assert m.task is Task.TENSOR  # a [batch, 5] classifier, judged element-wise only as asked
+    # An image model with one [batch, 5] output would be inferred a classifier; judged element-wise as asked.
+    assert m.task is Task.TENSOR and m.preprocessing is not None
     val = m.variant("onnx-fp32").validation
     assert val["passed"] and val["task"] == "tensor" and "top1_agreement" not in val
 
@@ -185,3 +188,56 @@ def test_help_lists_the_tasks(capsys):
     with pytest.raises(SystemExit):
         main(["export", "--help"])
     assert "{tensor,classification}" in capsys.readouterr().out
+
+
+def _example_commands(text: str) -> list[list[str]]:
+    """The ``infership export|quantize ...`` command lines in ``text`` (continuations joined, comments cut)."""
+    import shlex
+
+    lines, current = [], ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if current:
+            current += " " + line.rstrip("\\").strip()
+        elif line.startswith(("infership export ", "infership quantize ")):
+            current = line.rstrip("\\").strip()
+        if current and not line.endswith("\\"):
+            lines.append(shlex.split(current.split("  #")[0])[1:])
+            current = ""
+    return lines
+
+
+def test_every_example_command_in_the_help_and_docs_parses():
+    from pathlib import Path
+
+    from infership.calibration import load_callable, split_callable
+    from infership.convert.cli import _EXAMPLES as EXPORT_EXAMPLES
+    from infership.convert.int8.cli import _EXAMPLES as QUANTIZE_EXAMPLES
+
+    from infership.cli import build_parser
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    sources = {
+        "export --help": EXPORT_EXAMPLES,
+        "quantize --help": QUANTIZE_EXAMPLES,
+        "docs/converters.md": (docs / "converters.md").read_text(),
+        "docs/int8.md": (docs / "int8.md").read_text(),
+    }
+    parser = build_parser()
+    seen, functions = {}, 0
+    for where, text in sources.items():
+        commands = _example_commands(text)
+        seen[where] = len(commands)
+        for argv in commands:
+            try:
+                parser.parse_args(argv)
+            except SystemExit:  # pragma: no cover - the failure message names the command
+                pytest.fail(f"{where}: example does not parse: infership {' '.join(argv)}")
+            # The repository's own FILE.py:FUNCTION examples name functions that exist.
+            for token in argv:
+                parts = split_callable(token)
+                if parts and (docs.parent / parts[0]).is_file():
+                    load_callable(f"{docs.parent / parts[0]}:{parts[1]}")
+                    functions += 1
+    assert seen == {"export --help": 5, "quantize --help": 4, "docs/converters.md": 1, "docs/int8.md": 4}
+    assert functions == 10  # data.py:train, data.py:test (twice) and model.py:build_model, in help and docs
