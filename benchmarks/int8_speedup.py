@@ -114,13 +114,14 @@ def raw_candidates(root: Path) -> dict:
     lose what the raw runtime gives."""
     import onnxruntime as ort
     import openvino as ov
+    from infership.convert.int8 import Target
     from infership.runtime import Artifact
 
     m = Artifact.load(root).manifest
-    onnx_path = root / m.variant("onnx-int8").files[0].path
+    onnx_path = root / m.variant(Target.ORT.variant_id).files[0].path
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    xml = next(f for f in m.variant("openvino-int8").files if f.path.endswith(".xml"))
+    xml = next(f for f in m.variant(Target.OPENVINO.variant_id).files if f.path.endswith(".xml"))
     compiled = ov.Core().compile_model(str(root / xml.path), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
     req = compiled.create_infer_request()
     return {

@@ -17,6 +17,7 @@ from infership.runtime.lazy import lazy_exports
 _EXPORTS: dict[str, str] = {
     "quantize": "infership.convert.int8.workflow",
     "Target": "infership.convert.int8.types",
+    "HOLDOUT_FRACTION": "infership.convert.int8.types",
     "TargetLayout": "infership.convert.int8.types",
     "LAYOUTS": "infership.convert.int8.types",
     "QuantizeReport": "infership.convert.int8.types",
@@ -47,6 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .repair import rank_layers  # noqa: F401
     from .torch import quantize_torch  # noqa: F401
     from .types import (  # noqa: F401
+        HOLDOUT_FRACTION,
         LAYOUTS,
         AccuracyBudgetError,
         Int8Outlook,

@@ -14,7 +14,8 @@ _EXAMPLES = """examples:
       --holdout examples/digits/data.py:test --max-accuracy-drop 0.5
   infership quantize out/resnet --calibration calib_images/ --samples 256 --target ort,openvino
   infership quantize out/resnet --calibration calib.npz --method percentile --preset tensorrt --target ort
-  infership quantize runs/digits/pipeline/artifact --calibration examples/digits/data.py:all --target all \\
+  infership quantize runs/digits/pipeline/artifact --calibration examples/digits/data.py:train \\
+      --holdout examples/digits/data.py:test --target all \\
       --torch-model examples/digits/model.py:build_model --torch-weights runs/digits/digits.pt
 
 CALIBRATION / --holdout: a .npy/.npz file (or a directory of them), an image folder (flat, or one
@@ -29,6 +30,10 @@ _NNCF_PRESETS = ("cpu", "accurate", "transformer")
 
 def add_quantize(sub: Any) -> None:
     """Register the ``quantize`` subcommand on ``sub`` (the ``infership`` command's subparsers)."""
+    from infership.runtime.tasks import Task
+
+    from .types import HOLDOUT_FRACTION
+
     p = sub.add_parser(
         "quantize",
         help="add validated static int8 variants (ONNX Runtime QDQ, OpenVINO/NNCF, PyTorch) to an artifact",
@@ -56,10 +61,20 @@ def add_quantize(sub: Any) -> None:
     )
     p.add_argument("--samples", type=int, default=128, help="calibration samples (default 128; 0 = all)")
     p.add_argument(
-        "--holdout-fraction", type=float, default=0.2, help="share held out without --holdout (default 0.2)"
+        "--holdout-fraction",
+        type=float,
+        default=HOLDOUT_FRACTION,
+        help=f"share held out without --holdout (default {HOLDOUT_FRACTION})",
     )
     p.add_argument("--holdout-samples", type=int, help="cap on held-out samples (default: all)")
     p.add_argument("--batch-size", type=int, default=16, help="calibration batch size (default 16)")
+    p.add_argument(
+        "--task",
+        choices=[t.value for t in Task],
+        help="set the artifact's task before judging (recorded with the new variants): classification "
+        "for top-1 agreement, accuracy and a budget; tensor for element-wise figures only (default: the "
+        "artifact's task, see `infership info`)",
+    )
 
     g = p.add_argument_group("accuracy budget and repair")
     g.add_argument(
@@ -197,6 +212,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
             max_accuracy_drop=args.max_accuracy_drop,
             repair=not args.no_repair,
             max_repair_steps=args.max_repair_steps,
+            task=args.task,
             torch_model=_torch_model(args) if Target.TORCH in targets else None,
             progress=not args.no_progress and not args.json,
         )

@@ -21,10 +21,10 @@ from infership.runtime.artifact import Artifact
 from infership.runtime.errors import ArtifactError, BackendUnavailable, ConversionError, InferenceError
 from infership.runtime.manifest import Variant
 from infership.runtime.predictor import Predictor
-from infership.runtime.registry import get_backend
 from infership.runtime.tasks import judge_for
 from infership.runtime.timing import median_ms
 
+from ..checking import open_candidate
 from .types import INT8, Evaluation, QuantizeContext, Reference, Target
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,10 @@ REFERENCE_BACKEND = "ort-cpu"
 def open_variant(art: Artifact, *, backend: str, variant_id: str, scratch: Path) -> Predictor:
     """A :class:`Predictor` for ``variant_id`` of ``art`` on ``backend``; the caller closes it.
 
-    Compiled-model caches go to ``scratch``: judging a model must not write into the user's artifact.
+    Opened like every candidate (:func:`infership.convert.checking.open_candidate`): compiled-model caches go
+    under ``scratch``, never into the user's artifact.
     """
-    options = {"cache_dir": scratch / "cache"} if "cache_dir" in get_backend(backend).honours else {}
-    return Predictor.load(art, backend=backend, variant=variant_id, **options)
+    return open_candidate(art, backend=backend, variant_id=variant_id, cache_dir=scratch / "cache")
 
 
 def outputs_of(

@@ -18,7 +18,6 @@ labels) is within budget or a step limit is reached. Each step's figures and lat
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,15 +27,16 @@ from typing import Any
 import numpy as np
 from infership.calibration.dataset import CalibrationSet
 from infership.runtime.errors import ConversionError
-from infership.runtime.figures import Agreement
+from infership.runtime.figures import Agreement, sqnr_db
 
 from .types import Evaluation, LayerError, RepairResult, RepairStep
 
 log = logging.getLogger(__name__)
 
 #: The ranking clip: per-channel SQNR values (dB) are clipped to this range before they are averaged into a
-#: layer's ranking score, so that a perfectly represented channel cannot hide a destroyed one. It serves the
-#: ranking only and is no reported figure: reported SQNR figures are capped at
+#: layer's ranking score (``LayerError.channel_sqnr_db``), so that a perfectly represented channel cannot hide
+#: a destroyed one. It shapes that score only; the whole-tensor figure (``LayerError.sqnr_db``, reported as
+#: ``worst_layers[].sqnr_db``) is :func:`infership.runtime.figures.sqnr_db`, capped like every SQNR figure at
 #: :data:`infership.runtime.figures.SQNR_CAP_DB`.
 RANKING_SQNR_CLIP_DB = (-10.0, 60.0)
 
@@ -250,18 +250,15 @@ def rank_layers(
         if quantizable_nodes is not None:
             nodes = tuple(n for n in nodes if quantizable_nodes(n))
         out.append(
-            LayerError(t, nodes, _channel_sqnr(signal[t], noise[t]), _sqnr(signal[t].sum(), noise[t].sum()))
+            LayerError(
+                t,
+                nodes,
+                _channel_sqnr(signal[t], noise[t]),
+                sqnr_db(float(signal[t].sum()), float(noise[t].sum())),
+            )
         )
     out.sort(key=lambda e: e.channel_sqnr_db)
     return out
-
-
-def _sqnr(signal: float, noise: float) -> float:
-    if noise <= 0.0:
-        return RANKING_SQNR_CLIP_DB[1]
-    if signal <= 0.0:
-        return RANKING_SQNR_CLIP_DB[0]
-    return float(10.0 * math.log10(signal / noise))
 
 
 def _channel_sqnr(signal: np.ndarray, noise: np.ndarray) -> float:

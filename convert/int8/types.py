@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 #: The precision of every variant this package writes.
 INT8 = "int8"
 
+#: The share of the calibration data held out for validation when no separate held-out set is given
+#: (``quantize(holdout_fraction=...)``, ``--holdout-fraction``); split off before calibration samples are drawn.
+HOLDOUT_FRACTION = 0.2
+
 _E = TypeVar("_E", bound=enum.Enum)
 
 

@@ -17,17 +17,29 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from infership.calibration.dataset import CalibrationSet
 from infership.runtime.artifact import Artifact, ArtifactWriter
 from infership.runtime.errors import ArtifactError, InvalidInputError
-from infership.runtime.tasks import judge_for
+from infership.runtime.manifest import Manifest
+from infership.runtime.tasks import Task, judge_for
 
+from ..resolve import check_task
 from . import build
 from . import evaluate as ev
 from .openvino import NNCF_RANGE_FOR_METHOD, NncfQuantConfig
 from .ort import CalibrationMethod, OrtQuantConfig
 from .outlook import int8_outlook
-from .types import INT8, AccuracyBudgetError, QuantizeContext, QuantizeReport, Target, TargetReport, choice
+from .types import (
+    HOLDOUT_FRACTION,
+    INT8,
+    AccuracyBudgetError,
+    QuantizeContext,
+    QuantizeReport,
+    Target,
+    TargetReport,
+    choice,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +56,7 @@ def quantize(
     nncf_config: NncfQuantConfig | None = None,
     samples: int | None = 128,
     holdout: CalibrationSet | str | None = None,
-    holdout_fraction: float = 0.2,
+    holdout_fraction: float = HOLDOUT_FRACTION,
     holdout_samples: int | None = None,
     max_accuracy_drop: float | None = None,
     repair: bool = True,
@@ -52,14 +64,18 @@ def quantize(
     rank_samples: int = 16,
     torch_model: Any = None,
     latency_runs: int = 20,
+    task: Task | str | None = None,
     progress: bool = False,
 ) -> QuantizeReport:
     """Calibrate, quantize, validate and (if needed) repair int8 variants, and add them to the artifact.
 
     Args:
         artifact: Artifact directory (or loaded :class:`Artifact`) with an ``onnx-fp32`` variant.
-        calibration: A :class:`CalibrationSet`, or a source string (``digits``, a ``.npy``/``.npz`` file, an
-            image folder; see :func:`infership.calibration.from_spec`).
+        calibration: A :class:`CalibrationSet`, or a source string for
+            :func:`infership.calibration.from_spec`: a ``.npy``/``.npz`` file or a folder of them, an image
+            folder (read through the artifact's preprocessing), ``FILE.py:FUNCTION`` / ``MODULE:FUNCTION``
+            returning the data, or ``SCHEME:ARGUMENT`` for a registered source (``numpy:PATH``,
+            ``images:FOLDER``, or one added with :func:`~infership.calibration.register_source`).
         targets: ``ort``, ``openvino``, ``torch`` (or ``all``).
         method: Calibration method for both runtimes (MinMax ↔ NNCF ``minmax`` range, Percentile ↔
             ``mean_quantile``, Entropy ↔ ``histogram``). Default: MinMax, or the method of ``ort_config``.
@@ -68,7 +84,7 @@ def quantize(
         samples: Calibration samples drawn from the calibration set (``None``: all).
         holdout: Held-out validation data; default: ``holdout_fraction`` of the calibration set, split off
             before sampling, so validation never sees a calibration sample.
-        holdout_fraction: Share held out when ``holdout`` is not given.
+        holdout_fraction: Share held out when ``holdout`` is not given (default :data:`HOLDOUT_FRACTION`).
         holdout_samples: Cap on held-out samples (``None``: all).
         max_accuracy_drop: Allowed accuracy drop in points (top-1 disagreement without labels). When
             missed after repair, nothing is written and :class:`AccuracyBudgetError` is raised.
@@ -77,6 +93,9 @@ def quantize(
         rank_samples: Samples used to rank layers by quantization error.
         torch_model: The fp32 ``nn.Module`` (or a source accepted by ``load_model_source``) for ``torch``.
         latency_runs: Timed batch-1 runs per latency figure.
+        task: Set the artifact's task (``tensor`` or ``classification``) before anything is judged; it
+            decides the figures and the loss the budget is checked against, and is recorded in the
+            manifest with the new variants. Default: the artifact's own task.
         progress: Show progress bars (calibration, NNCF) on the console.
 
     Returns:
@@ -84,14 +103,20 @@ def quantize(
 
     Raises:
         ArtifactError: No ``onnx-fp32`` variant.
-        InvalidInputError: Calibration data that does not fit the model (before any work), bad options, or
-            a budget the artifact's task gives no figure for (no class scores, no labels).
+        InvalidInputError: Before any work: calibration data that does not fit the model, bad options, a
+            ``task`` the model's outputs cannot serve, or a budget the task gives no figure for (``tensor``:
+            no class scores to agree on, no accuracy to drop).
         AccuracyBudgetError: A target missed ``max_accuracy_drop`` (nothing written).
         ConversionError: A runtime failed while calibrating, quantizing or running.
     """
     from infership.calibration import from_spec
 
     art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
+    if task is not None:
+        wanted = Task.parse(task)
+        check_task(wanted, art.manifest.outputs)
+        # Judged by this task from here on, and committed with the new variants.
+        art = Artifact(art.root, replace(art.manifest, task=wanted), derived=art.derived)
     manifest = art.manifest
     chosen = Target.parse(targets)
     if not chosen:
@@ -105,6 +130,7 @@ def quantize(
         raise ArtifactError(
             f"artifact {manifest.name!r} has no onnx fp32 variant to quantize; export one first"
         )
+    _check_budget_figure(manifest, max_accuracy_drop)
     art.verify(fp32)
     src = art.path_of(fp32.files[0])
 
@@ -147,7 +173,6 @@ def quantize(
             tmp=Path(tmp),
             progress=progress,
         )
-        _check_budget_figure(ctx)
         built: list[tuple[TargetReport, list[Path]]] = []
         for target in chosen:
             if target is Target.ORT:
@@ -184,17 +209,23 @@ def quantize(
     return replace(report, committed=True)
 
 
-def _check_budget_figure(ctx: QuantizeContext) -> None:
-    """Refuse a budget the artifact's task gives no figure for, before any quantization work."""
-    if ctx.budget is None:
+def _check_budget_figure(manifest: Manifest, budget: float | None) -> None:
+    """Refuse a budget the artifact's task gives no figure for, before any data is read or model run.
+
+    The task's judge is asked rather than the task named here: it compares outputs of the manifest's
+    shapes with themselves, and the record it returns has a loss figure (``Agreement.loss_points``) or not.
+    """
+    if budget is None:
         return
-    judge = judge_for(ctx.artifact.manifest.task)
-    itself = judge.compare(ctx.ref.outputs, ctx.ref.outputs, labels=ctx.ref.labels)
-    if itself.loss_points is None:
+    judge = judge_for(manifest.task)
+    probe = {
+        s.name: np.zeros([d if isinstance(d, int) else 2 for d in s.shape], s.dtype) for s in manifest.outputs
+    }
+    if judge.compare([probe], [probe]).loss_points is None:
         raise InvalidInputError(
             f"max_accuracy_drop needs a loss figure, and the artifact's task {judge.task.value!r} "
-            "gives none (no class scores to agree on, no accuracy to drop); set the task at export "
-            "(--task classification) or quantize without a budget"
+            "gives none (no class scores to agree on, no accuracy to drop); set the task (quantize(task=...), "
+            "--task classification) or quantize without a budget"
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -172,7 +173,7 @@ def test_fixed_batch_and_two_input_artifacts(static_artifact, two_io_artifact, t
     import shutil
 
     from infership.convert.int8 import quantize
-    from infership.runtime import ArtifactWriter, Predictor
+    from infership.runtime import Predictor
     from infership.runtime.tasks import Task
 
     rng = np.random.default_rng(0)
@@ -182,17 +183,23 @@ def test_fixed_batch_and_two_input_artifacts(static_artifact, two_io_artifact, t
     with Predictor.load(root, backend="openvino", precision="int8") as p:
         assert p.predict(rng.standard_normal((4, 3, 16, 16)).astype(np.float32))["logits"].shape == (4, 5)
     root = Path(shutil.copytree(two_io_artifact, tmp_path / "two"))
-    # Two outputs: the task is not obvious from the shapes. Its first output holds class scores; say so,
-    # so that the budget has a figure to check (top-1 agreement of "logits").
-    with ArtifactWriter.update(Artifact.load(root)) as w:
-        w.set_manifest(task=Task.CLASSIFICATION)
-        w.commit()
+    # Two outputs: the task is not obvious from the shapes (inferred: tensor). Its first output holds class
+    # scores; say so, so that the budget has a figure to check (top-1 agreement of "logits").
+    assert Artifact.load(root).manifest.task is Task.TENSOR
     data = {
         "image": rng.standard_normal((40, 3, 8, 8)).astype(np.float32),
         "extra": rng.standard_normal((40, 4)).astype(np.float32),
     }
-    report = quantize(root, from_numpy(data), max_accuracy_drop=100.0)
+    with pytest.raises(InvalidInputError, match="expected one of: tensor, classification"):
+        quantize(root, from_numpy(data), task="detection")
+    report = quantize(root, from_numpy(data), max_accuracy_drop=100.0, task="classification")
     assert [t.variant_id for t in report.targets] == ["onnx-int8", "openvino-int8"]
+    assert all(
+        t.metrics.task == "classification" and t.metrics.top1_agreement is not None for t in report.targets
+    )
+    m = Artifact.load(root).manifest  # the task is recorded with the new variants
+    assert m.task is Task.CLASSIFICATION
+    assert m.variant("onnx-int8").validation["task"] == "classification"
     with Predictor.load(root, backend="ort-cpu", precision="int8") as p:
         out = p.predict({k: v[:3] for k, v in data.items()})
     assert out["logits"].shape == (3, 3) and out["embed"].shape == (3, 6)
@@ -212,7 +219,44 @@ def test_a_budget_the_task_gives_no_figure_for_is_refused_before_any_work(two_io
     }
     with pytest.raises(InvalidInputError, match="needs a loss figure"):
         quantize(root, from_numpy(data), targets="ort", max_accuracy_drop=1.0)
+    # Refused before the data is even read (this source does not exist) or any model is run.
+    with pytest.raises(InvalidInputError, match="needs a loss figure.*task 'tensor'"):
+        quantize(root, str(tmp_path / "no-such-data.npz"), targets="ort", max_accuracy_drop=1.0)
     assert (root / "manifest.json").read_text() == before
     report = quantize(root, from_numpy(data), targets="ort")  # without a budget: element-wise figures only
-    assert report.targets[0].metrics.task == "tensor" and report.targets[0].metrics.top1_agreement is None
-    assert report.targets[0].metrics.sqnr_db is not None
+    metrics = report.targets[0].metrics
+    assert metrics.task == "tensor" and metrics.top1_agreement is None and metrics.loss_points is None
+    # Both outputs judged element-wise; int8 keeps them close to fp32, the aggregate being the worst output.
+    assert set(metrics.outputs) == {"logits", "embed"}
+    assert 10.0 < metrics.sqnr_db == min(o.sqnr_db for o in metrics.outputs.values()) < 200.0
+    assert metrics.cosine_mean > 0.95
+
+
+def test_cli_task_flag_sets_the_task_before_judging(two_io_artifact, tmp_path, capsys):
+    import shutil
+
+    from infership.runtime.tasks import Task
+
+    from infership.cli import main
+
+    root = Path(shutil.copytree(two_io_artifact, tmp_path / "two"))
+    rng = np.random.default_rng(2)
+    data = tmp_path / "data.npz"
+    np.savez(data, image=rng.standard_normal((20, 3, 8, 8)), extra=rng.standard_normal((20, 4)))
+    argv = [
+        "quantize",
+        str(root),
+        "--calibration",
+        str(data),
+        "--target",
+        "ort",
+        "--max-accuracy-drop",
+        "100",
+    ]
+    assert main([*argv, "--json"]) == 1  # inferred task "tensor": the budget has no figure
+    assert "needs a loss figure" in capsys.readouterr().err
+    assert main([*argv, "--json", "--task", "classification"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["committed"] and out["targets"][0]["metrics"]["task"] == "classification"
+    assert "top1_agreement" in out["targets"][0]["metrics"]
+    assert Artifact.load(root).manifest.task is Task.CLASSIFICATION

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 from infership.convert.int8 import AccuracyBudgetError, quantize
-from infership.convert.int8.repair import repair
+from infership.convert.int8.repair import RANKING_SQNR_CLIP_DB, TensorQuantizer, rank_layers, repair
 from infership.convert.int8.types import Evaluation, LayerError
 from infership.runtime import Artifact, Predictor
-from infership.runtime.figures import Agreement
+from infership.runtime.figures import SQNR_CAP_DB, Agreement
 
 from tests.calibration.digits import copy_artifact, digits_artifact, from_digits, shared_base
 
@@ -107,3 +107,40 @@ def test_loop_stops_when_within_budget_and_ranks_only_when_needed():
         budget=0.5,
     )
     assert result.within_budget and len(result.steps) == 1 and not calls
+
+
+def test_ranked_layers_report_the_capped_whole_tensor_sqnr_and_clip_only_the_ranking(tmp_path):
+    import numpy as np
+    import onnx
+    from infership.calibration import from_numpy
+    from infership.runtime import TensorSpec
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Relu", ["x"], ["a"], name="relu"),
+            helper.make_node("Neg", ["a"], ["y"], name="neg"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+    )
+    path = tmp_path / "m.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, str(path))
+    x = np.abs(np.random.default_rng(0).standard_normal((8, 4))).astype(np.float32) + 0.1
+    cset = from_numpy(x, batch_size=4).bind([TensorSpec("x", "float32", ("batch", 4))])
+    quantizers = {
+        "x": TensorQuantizer(lambda v: v),  # exact: no noise at all
+        "a": TensorQuantizer(lambda v: v * 0.9),  # noise energy 1 % of the signal: 20 dB everywhere
+        "y": TensorQuantizer(lambda v: v * -1000.0),  # noise a million times the signal: -60 dB
+    }
+    ranked = {e.tensor: e for e in rank_layers(path, quantizers, cset)}
+    low, high = RANKING_SQNR_CLIP_DB
+    assert ranked["x"].sqnr_db == SQNR_CAP_DB and ranked["x"].channel_sqnr_db == high
+    assert ranked["a"].sqnr_db == pytest.approx(20.0, abs=1e-3)
+    assert ranked["a"].channel_sqnr_db == pytest.approx(20.0, abs=1e-3)
+    assert ranked["y"].sqnr_db == pytest.approx(-60.0, abs=0.01)  # reported as measured, below the clip
+    assert ranked["y"].channel_sqnr_db == low
+    assert ranked["a"].nodes == ("relu", "neg")
+    assert [e.tensor for e in rank_layers(path, quantizers, cset)] == ["y", "a", "x"]  # worst first
