@@ -59,6 +59,12 @@ class BenchConfig:
             the same machine conditions, stability asks whether the rounds agree, and compare's
             bootstrap resamples rounds, so the machine's drift widens the interval instead of failing CI.
         seed: Seed for random inputs and arrival times.
+        validation: A validation set (anything :func:`infership.calibration.from_spec` reads: an image
+            folder, an ``.npz``, ``FILE.py:FUNCTION``...) each loaded predictor is run on; the task's score
+            measured there replaces the manifest's figures in the runs' ``accuracy`` record
+            (:mod:`infership.bench.validation`).
+        reference: Time the reference workload (:mod:`infership.bench.reference`, a few ms) before every
+            round, so a later comparison can take the machine's speed out.
 
     Raises:
         InvalidInputError: An empty list, a batch size or concurrency below 1, an unknown scenario or hint,
@@ -93,6 +99,8 @@ class BenchConfig:
     measure_overhead: bool = True
     rounds: int = 1
     seed: int = 0
+    validation: str | None = None
+    reference: bool = True
 
     def __post_init__(self) -> None:
         for name in ("backends", "precisions", "batch_sizes", "concurrency", "scenarios"):

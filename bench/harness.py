@@ -27,6 +27,7 @@ from infership.runtime.timing import timed
 
 from .config import BenchConfig, PlannedRun, plan_runs
 from .inputs import InputPool
+from .reference import reference_ms
 from .results import BenchResults, ColdStart, RunResult, SkippedRun
 from .runner import make_pool, result_from_measurement, run_benchmark
 from .scenarios import Measurement, StopRule, merge_rounds, run_scenario
@@ -94,6 +95,7 @@ def run_sweep(config: BenchConfig, *, progress: Progress | None = None) -> Bench
     for i, p in enumerate(planned):
         groups.setdefault((p.backend, p.precision, config.hint or p.hint), []).append(i)
     parts: dict[int, list[Measurement]] = {i: [] for i in range(len(planned))}
+    refs: dict[int, list[float]] = {i: [] for i in range(len(planned))}
     failed: set[int] = set()
     loaded: dict[tuple[str, str, str], _Loaded | None] = {}
     results: dict[int, RunResult] = {}
@@ -106,6 +108,10 @@ def run_sweep(config: BenchConfig, *, progress: Progress | None = None) -> Bench
                     entry = loaded[gkey] = _load_group(config, gkey, skipped)
                     if entry is not None:
                         stack.enter_context(entry.predictor)
+                        if config.validation is not None:
+                            from .validation import measured_record
+
+                            entry.record = measured_record(entry.predictor, config.validation)
                 entry = loaded[gkey]
                 if entry is None:
                     done += len(members)
@@ -120,6 +126,8 @@ def run_sweep(config: BenchConfig, *, progress: Progress | None = None) -> Bench
                     if i in failed:
                         continue
                     try:
+                        if config.reference:
+                            refs[i].append(reference_ms())
                         parts[i].append(_measure_round(entry, p, i, config, stop, parts[i]))
                     except InferenceError as exc:
                         # e.g. out of memory at a large batch: record it and measure the rest of the sweep
@@ -134,6 +142,10 @@ def run_sweep(config: BenchConfig, *, progress: Progress | None = None) -> Bench
                             concurrency=p.concurrency, pool=entry.pools[i], target_qps=config.target_qps,
                             latency_bound_ms=config.latency_bound_ms, cold_start=entry.cold_start,
                             load_options=entry.options,
+                        )  # fmt: skip
+                        results[i] = replace(
+                            results[i], reference_ms=tuple(refs[i]),
+                            accuracy=entry.record if entry.record is not None else results[i].accuracy,
                         )  # fmt: skip
                 if rounds == 1:
                     entry.predictor.close()  # one group at a time holds memory; idempotent for the stack
@@ -170,13 +182,14 @@ class _Loaded:
     load_ms: float
     cold_start: ColdStart | None = None
     pools: dict[int, InputPool] = field(default_factory=dict)
+    record: dict[str, Any] | None = None  # figures measured on the validation set, if one was given
 
 
 def _load_group(config: BenchConfig, gkey: tuple[str, str, str], skipped: list[SkippedRun]) -> _Loaded | None:
     backend, precision, hint = gkey
-    options = _load_options(config, hint)
+    options = load_options(config, hint)
     recorded = dict(options)
-    if not _applies_hint(backend):
+    if not applies_hint(backend):
         # Only backends with a performance hint get one; the record says so instead of naming a hint.
         del options["hint"]
         recorded["hint"] = "n/a (backend has no performance hint)"
@@ -191,7 +204,7 @@ def _load_group(config: BenchConfig, gkey: tuple[str, str, str], skipped: list[S
     return _Loaded(predictor, recorded, load_ms)
 
 
-def _applies_hint(backend: str) -> bool:
+def applies_hint(backend: str) -> bool:
     """Whether ``backend`` applies ``BackendOptions.hint`` (declared by the backend's ``honours``)."""
     if backend == "auto":
         return True  # the backend is chosen at load; the Predictor records the hint as ignored if it is
@@ -240,7 +253,8 @@ def measure_overhead(
     return tuple(out)
 
 
-def _load_options(config: BenchConfig, hint: str) -> dict[str, Any]:
+def load_options(config: BenchConfig, hint: str) -> dict[str, Any]:
+    """The ``Predictor.load`` options ``config`` asks for, with performance ``hint``."""
     opts: dict[str, Any] = {"hint": hint}
     for name in ("device", "intra_op_threads", "inter_op_threads", "num_streams"):
         value = getattr(config, name)

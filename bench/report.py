@@ -24,6 +24,7 @@ import numpy as np
 
 from .compare import Comparison
 from .results import BenchResults, RunResult
+from .rule import EXIT_CODES
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,9 @@ SUMMARY_HEADERS = (
     "backend precision", "scenario", "batch", "conc", "p50 ms", "p90 ms", "p99 ms", "mean±sd ms", "items/s",
     "queries", "stable", "cold ms",
 )  # fmt: skip
-COMPARISON_HEADERS = ("run", "verdict", "p50 Δ (95% CI)", "p99 Δ (95% CI)", "items/s ratio", "why")
+COMPARISON_HEADERS = (
+    "run", "verdict", "p50 Δ (95% CI)", "p99 Δ (95% CI)", "detectable p50 / p99", "items/s ratio", "why",
+)  # fmt: skip
 
 
 def _ms(v: float) -> str:
@@ -75,10 +78,27 @@ def comparison_table(comparison: Comparison) -> tuple[tuple[str, ...], list[tupl
     rows = []
     for row in comparison.rows:
         tput = f"{row.throughput_ratio:.2f}" if row.throughput_ratio is not None else "-"
+        det = " / ".join(detectable_text(ri) for ri in (row.p50, row.p99)) if row.p50 else "-"
         rows.append(
-            (row.key, row.verdict.value.upper(), delta(row.p50), delta(row.p99), tput, "; ".join(row.reasons))
+            (
+                row.key,
+                row.verdict.value.upper(),
+                delta(row.p50),
+                delta(row.p99),
+                det,
+                tput,
+                "; ".join(row.reasons),
+            )
         )
     return COMPARISON_HEADERS, rows
+
+
+def detectable_text(ratio: Any) -> str:
+    """The smallest slowdown a ratio's interval could detect, as ``"+4.2%"`` (``"any"``: unbounded)."""
+    if ratio is None:
+        return "-"
+    det = ratio.detectable
+    return "any" if det == float("inf") else f"+{det:.1%}"
 
 
 def overhead_line(results: BenchResults) -> str:
@@ -153,7 +173,7 @@ def write_report(
     md = [f"# {title}", "", *[f"- {line}" for line in environment_lines(results)], ""]
     if comparison is not None:
         ch, cr = comparison_table(comparison)
-        verdict = "REGRESSION" if comparison.exit_code else "no regression"
+        verdict = EXIT_CODES.get(comparison.exit_code, str(comparison.exit_code))
         md += [f"## Comparison with the baseline: {verdict}", "", _md_table(ch, cr), ""]
     md += ["## Runs", "", _md_table(headers, rows), ""]
     md += [

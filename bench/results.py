@@ -20,8 +20,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from infership.runtime.errors import InfershipError
 
+from .run_parts import ColdStart, RunSettings, ServerOutcome
 from .stats import LatencySummary, Stability
 
 SCHEMA_VERSION = 1
@@ -43,112 +45,6 @@ class RunNotFound(ResultsError, KeyError):
     def __str__(self) -> str:
         # KeyError's str() is the repr of its argument (quoted); the message reads better as written.
         return str(self.args[0]) if self.args else ""
-
-
-@dataclass(frozen=True)
-class ColdStart:
-    """What a first use costs, kept out of the steady-state figures.
-
-    Args:
-        load_ms: ``Predictor.load`` wall time: reading, verifying hashes, compiling (or loading a cache).
-        first_inference_ms: The first ``predict`` call after loading.
-    """
-
-    load_ms: float
-    first_inference_ms: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ColdStart:
-        return cls(load_ms=float(data["load_ms"]), first_inference_ms=float(data["first_inference_ms"]))
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """How a run was set up: thread/stream settings, what the timed call included, where inputs came from.
-
-    Args:
-        intra_op_threads, inter_op_threads, num_streams: As passed to ``Predictor.load`` (``None``: the
-            runtime's default).
-        hint: The performance hint the predictor was loaded with (``latency`` / ``throughput``).
-        include_preprocessing: Whether each timed call fed raw uint8 images through the artifact's
-            preprocessing.
-        host_device_copies: ``"included"`` on a GPU (the Predictor takes and returns host arrays, so copies
-            are always inside the timed call) or ``"none"`` on the CPU.
-        input_source: ``"random"`` (distinct random tensors from the input specs) or ``"npy"``.
-        pool_size: Number of distinct inputs rotated through.
-        input_shapes: Input name → shape of one timed call's tensor (raw image shape with preprocessing).
-        warmup_queries: Queries run before measuring (not in the samples).
-        warmup_s: Their wall time in seconds.
-    """
-
-    intra_op_threads: int | None
-    inter_op_threads: int | None
-    num_streams: int | None
-    hint: str
-    include_preprocessing: bool
-    host_device_copies: str
-    input_source: str
-    pool_size: int
-    input_shapes: dict[str, list[int]]
-    warmup_queries: int
-    warmup_s: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RunSettings:
-        return cls(
-            intra_op_threads=data.get("intra_op_threads"),
-            inter_op_threads=data.get("inter_op_threads"),
-            num_streams=data.get("num_streams"),
-            hint=str(data["hint"]),
-            include_preprocessing=bool(data["include_preprocessing"]),
-            host_device_copies=str(data["host_device_copies"]),
-            input_source=str(data["input_source"]),
-            pool_size=int(data["pool_size"]),
-            input_shapes={str(k): [int(d) for d in v] for k, v in dict(data["input_shapes"]).items()},
-            warmup_queries=int(data["warmup_queries"]),
-            warmup_s=float(data["warmup_s"]),
-        )
-
-
-@dataclass(frozen=True)
-class ServerOutcome:
-    """The server scenario's load and verdict.
-
-    Args:
-        target_qps: The Poisson arrival rate used (queries/s).
-        target_qps_source: ``"given"``, or how it was chosen automatically.
-        achieved_qps: Completed queries per second.
-        latency_bound_ms: The p99 bound asked for, if any.
-        bound_met: Whether p99 (measured from each query's scheduled arrival, so queueing counts) is within
-            the bound; ``None`` without a bound.
-    """
-
-    target_qps: float
-    target_qps_source: str
-    achieved_qps: float
-    latency_bound_ms: float | None
-    bound_met: bool | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ServerOutcome:
-        bound = data.get("latency_bound_ms")
-        met = data.get("bound_met")
-        return cls(
-            target_qps=float(data["target_qps"]),
-            target_qps_source=str(data["target_qps_source"]),
-            achieved_qps=float(data["achieved_qps"]),
-            latency_bound_ms=None if bound is None else float(bound),
-            bound_met=None if met is None else bool(met),
-        )
 
 
 @dataclass(frozen=True)
@@ -175,6 +71,9 @@ class RunResult:
         key_extra: Extra key parts that distinguish runs (preprocessing, requested server rate).
         rounds: Samples per round when the run was measured in several rounds spread over the sweep
             (``samples_ms`` holds them in round order); empty for one continuous measurement.
+        reference_ms: The reference workload's median (ms) timed next to each round (one value per round,
+            or one for a continuous run); empty when not measured. Compare can divide each round's samples
+            by it to take the machine's speed out (see :mod:`infership.bench.reference`).
     """
 
     model: str
@@ -198,14 +97,20 @@ class RunResult:
     server: ServerOutcome | None = None
     key_extra: tuple[str, ...] = ()
     rounds: tuple[int, ...] = ()
+    reference_ms: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "samples_ms", tuple(self.samples_ms))
+        object.__setattr__(self, "reference_ms", tuple(float(v) for v in self.reference_ms))
         object.__setattr__(self, "key_extra", tuple(self.key_extra))
         object.__setattr__(self, "rounds", tuple(int(n) for n in self.rounds))
         if self.rounds and sum(self.rounds) != len(self.samples_ms):
             raise ResultsError(
                 f"rounds {list(self.rounds)} do not add up to the {len(self.samples_ms)} samples"
+            )
+        if self.reference_ms and len(self.reference_ms) != max(1, len(self.rounds)):
+            raise ResultsError(
+                f"reference_ms holds {len(self.reference_ms)} values for {max(1, len(self.rounds))} round(s)"
             )
 
     @property
@@ -221,6 +126,36 @@ class RunResult:
             *self.key_extra,
         ]
         return "/".join(parts)
+
+    @property
+    def round_samples(self) -> list[tuple[float, ...]]:
+        """``samples_ms`` cut into its rounds (one piece for a continuous run)."""
+        if not self.rounds:
+            return [self.samples_ms]
+        out, start = [], 0
+        for n in self.rounds:
+            out.append(self.samples_ms[start : start + n])
+            start += n
+        return out
+
+    @property
+    def spread(self) -> dict[str, Any]:
+        """The run's own repeat spread, stored with it so a baseline says how much it moves by itself:
+        the median of each round (a continuous run is cut into 5 consecutive parts) and the largest relative
+        deviation of those medians from their mean."""
+        parts = self.round_samples
+        if len(parts) == 1:
+            n = len(self.samples_ms)
+            cuts = [round(i * n / 5) for i in range(6)]
+            parts = [self.samples_ms[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
+        medians = [float(np.median(p)) for p in parts if len(p)]
+        mean = float(np.mean(medians)) if medians else 0.0
+        dev = max((abs(m - mean) for m in medians), default=0.0) / mean if mean > 0 else 0.0
+        return {
+            "parts": "rounds" if len(self.rounds) > 1 else "5 consecutive parts",
+            "medians_ms": [round(m, _SAMPLE_DECIMALS) for m in medians],
+            "max_deviation": round(dev, 6),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -245,6 +180,8 @@ class RunResult:
             "accuracy": self.accuracy,
             "server": self.server.to_dict() if self.server else None,
             "rounds": list(self.rounds),
+            "reference_ms": [round(v, _SAMPLE_DECIMALS) for v in self.reference_ms],
+            "spread": self.spread,
             "samples_ms": [round(s, _SAMPLE_DECIMALS) for s in self.samples_ms],
         }
 
@@ -277,6 +214,7 @@ class RunResult:
             server=ServerOutcome.from_dict(server) if server else None,
             samples_ms=tuple(float(s) for s in samples),
             rounds=tuple(int(n) for n in data.get("rounds") or ()),
+            reference_ms=tuple(float(v) for v in data.get("reference_ms") or ()),
         )
 
 

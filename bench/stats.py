@@ -6,6 +6,7 @@ Percentiles use linear interpolation between order statistics (numpy's default, 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -242,8 +243,19 @@ class RatioInterval:
     high: float
     confidence: float
 
+    @property
+    def detectable(self) -> float:
+        """The smallest slowdown this interval could tell from no change, as a fraction: the distance from
+        the estimate down to the lower bound (``estimate / low - 1``). A true slowdown smaller than this
+        leaves 1 inside the interval; ``inf`` when the interval is unbounded."""
+        if self.low <= 0 or not math.isfinite(self.low) or not math.isfinite(self.estimate):
+            return math.inf
+        return max(0.0, self.estimate / self.low - 1.0)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["detectable"] = None if math.isinf(self.detectable) else self.detectable
+        return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RatioInterval:
