@@ -14,7 +14,7 @@ Wrap a Predictor with :class:`MonitoredPredictor`, or pass ``monitor=`` to a ``B
     body, content_type = monitor.exposition()      # for a /metrics endpoint
 
 ``prometheus_client`` is imported when a Monitor is created (``pip install prometheus-client``). When the
-environment variable ``PROMETHEUS_MULTIPROCESS_DIR`` is set (several server processes on one host),
+environment variable ``PROMETHEUS_MULTIPROC_DIR`` is set (several server processes on one host),
 metrics are written there and :meth:`Monitor.exposition` aggregates every process's (the library's
 multiprocess mode).
 """
@@ -216,7 +216,7 @@ class Monitor:
         self._prom = prom
         self.model = model or manifest.name
         self.registry = registry if registry is not None else prom.CollectorRegistry()
-        self._multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROCESS_DIR")
+        self._multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         self._sample_every = max(1, int(sample_every))
         self._seen = 0
         reference = manifest.extra.get(REFERENCE_KEY)
@@ -326,7 +326,7 @@ class Monitor:
     def exposition(self) -> tuple[bytes, str]:
         """The metrics in Prometheus text format, with its content type (for a ``/metrics`` endpoint).
 
-        In multiprocess mode (``PROMETHEUS_MULTIPROCESS_DIR`` set) every process's metrics in that
+        In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set) every process's metrics in that
         directory are aggregated.
         """
         prom = self._prom

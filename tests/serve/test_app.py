@@ -1,0 +1,147 @@
+"""The Ray Serve app: the replica's request handling without Ray (fast), then the real app on a local Ray
+bound to 127.0.0.1 (slow: Ray start-up), driven over HTTP and through the ``http`` backend."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import io
+import json
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from infership.runtime import Predictor
+from infership.serve.app import ArtifactServer, ServeOptions
+from prometheus_client.parser import text_string_to_metric_families
+
+NPY = {"content-type": "application/x-npy"}
+
+
+def _npy(x: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, x)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def replica(tiny_artifact: Path):
+    server = ArtifactServer(str(tiny_artifact), {"backend": "ort-cpu", "warmup": 1, "max_body_bytes": 60_000})
+    yield server
+    server.close()
+
+
+def _call(server: ArtifactServer, method: str, path: str, body: bytes = b"", headers=None):
+    status, data, ctype = asyncio.run(server.handle(method, path, dict(headers or {}), body))
+    return status, (json.loads(data) if ctype == "application/json" else data)
+
+
+def test_replica_predicts_like_the_predictor(replica, tiny_artifact):
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    status, doc = _call(replica, "POST", "/predict", _npy(x), NPY)
+    with Predictor.load(tiny_artifact, backend="ort-cpu") as p:
+        want = p.predict(x)["logits"]
+    assert status == 200
+    np.testing.assert_allclose(np.asarray(doc["outputs"]["logits"]), want, rtol=1e-6, atol=1e-6)
+    status, doc = _call(replica, "POST", "/predict", json.dumps({"inputs": {"x": x.tolist()}}).encode())
+    assert status == 200 and np.asarray(doc["outputs"]["logits"]).shape == (2, 5)
+    assert replica.options.threads == 1 and replica.predictor.options.intra_op_threads == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status", "reason"),
+    [
+        ("POST", "/predict", b"not npy", NPY, 400, "not a valid .npy"),
+        ("POST", "/predict", _npy(np.zeros((1, 3, 8, 8), np.float32)), NPY, 400, "axis 2"),
+        ("POST", "/predict", b"{}", {}, 400, "inputs"),
+        ("POST", "/predict", b"\xff\xd8", {"content-type": "image/jpeg"}, 415, "no preprocessing"),
+        ("POST", "/predict", b"a cat", {"content-type": "text/plain"}, 415, "tokenizer"),
+        ("POST", "/predict", b"x" * 70_000, NPY, 413, "bytes"),
+        ("GET", "/predict", b"", {}, 405, "POST"),
+        ("GET", "/nope", b"", {}, 404, "no route"),
+    ],
+)
+def test_bad_requests_get_a_4xx_with_the_reason(replica, method, path, body, headers, status, reason):
+    got, doc = _call(replica, method, path, body, headers)
+    assert got == status and reason in doc["detail"]
+
+
+def test_health_and_metrics(replica):
+    status, doc = _call(replica, "GET", "/healthz")
+    assert status == 200 and doc["model"] == "tiny" and doc["backend"] == "ort-cpu"
+    assert doc["inputs"][0]["name"] == "x" and doc["drift"].startswith("off: the artifact records no")
+    status, body = _call(replica, "GET", "/metrics")
+    names = {f.name for f in text_string_to_metric_families(body.decode())}
+    assert status == 200 and {"infership_requests", "infership_request_latency_seconds"} <= names
+
+
+# ------------------------------------------------------------------------------------- on a local Ray
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_app(tiny_artifact: Path):
+    ray = pytest.importorskip("ray")
+    from infership.serve.app import serve_artifact
+    from ray import serve
+
+    port = _free_port()
+    stop, ready = threading.Event(), threading.Event()
+    options = ServeOptions(backend="ort-cpu", replicas=2, num_cpus=1, warmup=1)
+    thread = threading.Thread(
+        target=serve_artifact,
+        args=(tiny_artifact, options),
+        kwargs={"port": port, "stop": stop, "on_ready": lambda url: ready.set()},
+        daemon=True,
+    )
+    thread.start()
+    try:
+        assert ready.wait(180), "Ray Serve did not come up"
+        yield f"http://127.0.0.1:{port}", port
+    finally:
+        stop.set()
+        thread.join(120)
+        assert not thread.is_alive() and not ray.is_initialized()
+        del serve
+
+
+@pytest.mark.slow
+def test_ray_serve_app(ray_app, tiny_artifact):
+    url, port = ray_app
+    x = np.random.default_rng(1).standard_normal((8, 3, 16, 16)).astype(np.float32)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def request(method: str, path: str, body: bytes | None = None, headers=None):
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+
+    assert request("GET", "/healthz")[0] == 200
+    status, body = request("POST", "/predict", b"\x93NUMPY broken", {"Content-Type": "application/x-npy"})
+    assert status == 400 and b"not a valid .npy" in body
+    with Predictor.load(tiny_artifact, backend="ort-cpu") as local:
+        want = local.predict(x)["logits"]
+    # Concurrent callers through the http backend: batched by @serve.batch across 2 replicas.
+    with Predictor.load(tiny_artifact, backend="http", device=url) as remote:
+        got: list = [None] * 8
+
+        def call(i: int) -> None:
+            got[i] = remote.predict(x[i : i + 1])["logits"]
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert remote.placement.details["server"]["threads"] == 1
+    np.testing.assert_allclose(np.concatenate(got), want, rtol=1e-5, atol=1e-5)
+    status, body = request("GET", "/metrics")
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    total = sum(s.value for s in families["infership_requests"].samples if s.name.endswith("_total"))
+    assert status == 200 and total == 9  # both replicas' counts: 8 good requests and the bad one
+    conn.close()
