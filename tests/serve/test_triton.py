@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
-
 from infership.runtime import Artifact, ArtifactError, InvalidInputError, Predictor
 from infership.runtime.statistics import REFERENCE_KEY
 from infership.serve.triton import DATA_TYPES, model_config, write_triton_repository
@@ -120,7 +119,9 @@ def test_refusals(tiny_artifact, tmp_path):
 def test_cli_writes_the_repository(tiny_artifact, tmp_path, capsys):
     from infership.cli import main
 
-    assert main(["triton-repo", str(tiny_artifact), "-o", str(tmp_path / "cli"), "--variant", "onnx-fp32"]) == 0
+    assert (
+        main(["triton-repo", str(tiny_artifact), "-o", str(tmp_path / "cli"), "--variant", "onnx-fp32"]) == 0
+    )
     assert (tmp_path / "cli" / "tiny_onnx-fp32" / "config.pbtxt").is_file()
     assert "tiny_onnx-fp32" in capsys.readouterr().out
     with Predictor.load(tmp_path / "cli" / "tiny_onnx-fp32" / "1" / "model.onnx", backend="ort-cpu") as p:
