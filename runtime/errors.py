@@ -21,7 +21,22 @@ class ArtifactError(InfershipError, ValueError):
 
 
 class IntegrityError(ArtifactError):
-    """A model file does not match the hash or size recorded in the manifest (stale or tampered)."""
+    """A model file does not match the hash or size recorded in the manifest (stale or tampered), or a
+    file the model would read lies outside the artifact directory."""
+
+
+class ArtifactLocked(ArtifactError):
+    """Another writer holds the artifact (or its manifest changed since it was loaded): the second writer
+    is refused, never interleaved."""
+
+
+class UntrustedProgram(ArtifactError):
+    """An artifact's program (TorchScript, ``torch.export``) was not built by this installation and the
+    caller did not opt in to running it."""
+
+
+class StorageError(InfershipError, OSError):
+    """Writing a file failed (disk full, permissions, read-only file system); nothing was replaced."""
 
 
 class BackendUnavailable(InfershipError, RuntimeError):

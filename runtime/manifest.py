@@ -2,17 +2,26 @@
 
 ``manifest.json`` is plain JSON with a ``schema_version``. Every model file is listed with its sha256 and
 size; loading a variant re-hashes its files, so a stale or tampered file is an error, never loaded silently.
+
+Reading is strict: every field has the type it is documented with, file paths are plain relative paths
+(:func:`infership.runtime.integrity.check_relpath`), variant ids are plain names, and names of inputs and
+of outputs are unique. Anything else is an :class:`ArtifactError` saying what was expected and what was
+found — a hand-edited or hostile manifest never reaches a runtime.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import numbers
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from .errors import ArtifactError
+from .integrity import check_relpath
 from .spec import TensorSpec, specs_from_list, specs_to_list
 from .tasks import Task, infer_task
 
@@ -21,6 +30,32 @@ MANIFEST_NAME = "manifest.json"
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FORMATS = ("onnx", "openvino", "torch-export", "torchscript")
+
+#: Variant ids are plain names (they name cache folders and appear in file names).
+_VARIANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _want(value: Any, kinds: type | tuple[type, ...], what: str, *, optional: bool = False) -> Any:
+    """``value`` if it has one of ``kinds`` (``None`` too when ``optional``), else ArtifactError."""
+    if value is None and optional:
+        return None
+    if isinstance(value, kinds) and not (isinstance(value, bool) and bool not in _as_tuple(kinds)):
+        return value
+    names = " or ".join(k.__name__ for k in _as_tuple(kinds)) + (" or null" if optional else "")
+    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+    raise ArtifactError(f"{what}: expected {names}, got {type(value).__name__} {shown}")
+
+
+def _as_tuple(kinds: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kinds if isinstance(kinds, tuple) else (kinds,)
+
+
+def _unique(names: Sequence[str], what: str) -> None:
+    seen: set[str] = set()
+    dup = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+    if dup:
+        raise ArtifactError(f"{what} names must be unique; repeated: {dup}")
 
 
 @dataclass(frozen=True)
@@ -31,12 +66,22 @@ class FileEntry:
     sha256: str
     size: int
 
+    def __post_init__(self) -> None:
+        check_relpath(self.path)
+        if not isinstance(self.sha256, str) or not _SHA256.fullmatch(self.sha256):
+            raise ArtifactError(
+                f"file {self.path}: sha256 must be 64 lower-case hex digits, got {self.sha256!r}"
+            )
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0:
+            raise ArtifactError(f"file {self.path}: size must be an integer >= 0, got {self.size!r}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FileEntry:
-        return cls(path=str(data["path"]), sha256=str(data["sha256"]), size=int(data["size"]))
+        _want(data, Mapping, "a file entry")
+        return cls(path=data["path"], sha256=data["sha256"], size=data["size"])
 
 
 @dataclass(frozen=True)
@@ -53,11 +98,13 @@ class Step:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Step:
+        _want(data, Mapping, "a step")
+        seconds = _want(data.get("seconds"), (int, float), "step seconds", optional=True)
         return cls(
-            name=str(data["name"]),
-            params=dict(data.get("params") or {}),
-            result=dict(data.get("result") or {}),
-            seconds=data.get("seconds"),
+            name=_want(data["name"], str, "step name"),
+            params=dict(_want(data.get("params"), Mapping, "step params", optional=True) or {}),
+            result=dict(_want(data.get("result"), Mapping, "step result", optional=True) or {}),
+            seconds=seconds,
         )
 
 
@@ -86,6 +133,10 @@ class Variant:
     target: str | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not _VARIANT_ID.fullmatch(self.id):
+            raise ArtifactError(
+                f"variant id {self.id!r}: expected a plain name (letters, digits, '.', '_', '+', '-'; up to 128)"
+            )
         if self.format not in FORMATS:
             raise ArtifactError(f"variant {self.id!r}: format must be one of {FORMATS}, got {self.format!r}")
         if self.precision not in PRECISIONS:
@@ -94,6 +145,7 @@ class Variant:
             )
         if not self.files:
             raise ArtifactError(f"variant {self.id!r} lists no files")
+        _unique([f.path for f in self.files], f"variant {self.id!r}: file")
         object.__setattr__(self, "files", tuple(self.files))
         object.__setattr__(self, "steps", tuple(self.steps))
 
@@ -115,15 +167,20 @@ class Variant:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Variant:
+        _want(data, Mapping, "a variant")
+        vid = data.get("id")
         return cls(
-            id=str(data["id"]),
-            format=str(data["format"]),
-            precision=str(data["precision"]),
-            target=data.get("target"),
-            files=tuple(FileEntry.from_dict(f) for f in data["files"]),
-            steps=tuple(Step.from_dict(s) for s in data.get("steps") or ()),
-            validation=data.get("validation"),
-            calibration=data.get("calibration"),
+            id=vid,
+            format=_want(data["format"], str, f"variant {vid!r} format"),
+            precision=_want(data["precision"], str, f"variant {vid!r} precision"),
+            target=_want(data.get("target"), str, f"variant {vid!r} target", optional=True),
+            files=tuple(FileEntry.from_dict(f) for f in _want(data["files"], list, f"variant {vid!r} files")),
+            steps=tuple(
+                Step.from_dict(s)
+                for s in _want(data.get("steps"), list, f"variant {vid!r} steps", optional=True) or ()
+            ),
+            validation=_want(data.get("validation"), dict, f"variant {vid!r} validation", optional=True),
+            calibration=_want(data.get("calibration"), dict, f"variant {vid!r} calibration", optional=True),
         )
 
 
@@ -156,6 +213,7 @@ class Preprocessing:
     invert: bool = False
 
     def __post_init__(self) -> None:
+        self._check_sizes()
         if self.channels not in ("RGB", "BGR", "L"):
             raise ArtifactError(f"preprocessing.channels must be RGB, BGR or L, got {self.channels!r}")
         if self.layout not in ("NCHW", "NHWC"):
@@ -166,8 +224,42 @@ class Preprocessing:
             object.__setattr__(self, "resize", tuple(self.resize))
         if self.crop is not None:
             object.__setattr__(self, "crop", tuple(self.crop))
-        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        object.__setattr__(self, "mean", self._floats(self.mean, "mean"))
+        object.__setattr__(self, "std", self._floats(self.std, "std"))
+        if any(s == 0.0 for s in self.std):
+            raise ArtifactError(f"preprocessing.std must not contain 0 (it divides), got {list(self.std)}")
+        scale = _want(self.scale, numbers.Real, "preprocessing.scale")
+        if not math.isfinite(scale) or scale == 0:
+            raise ArtifactError(f"preprocessing.scale must be finite and non-zero, got {scale!r}")
+        _want(self.invert, bool, "preprocessing.invert")
+        _want(self.input, str, "preprocessing.input")
+
+    def _check_sizes(self) -> None:
+        def size(v: Any) -> bool:
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool) and 1 <= v <= 65536
+
+        r = self.resize
+        if r is not None and not (
+            size(r) or (isinstance(r, (list, tuple)) and len(r) == 2 and all(size(v) for v in r))
+        ):
+            raise ArtifactError(
+                f"preprocessing.resize must be an int or [height, width] in 1..65536, got {r!r}"
+            )
+        c = self.crop
+        if c is not None and not (isinstance(c, (list, tuple)) and len(c) == 2 and all(size(v) for v in c)):
+            raise ArtifactError(f"preprocessing.crop must be [height, width] in 1..65536, got {c!r}")
+
+    @staticmethod
+    def _floats(values: Any, what: str) -> tuple[float, ...]:
+        if isinstance(values, numbers.Real) and not isinstance(values, bool):
+            values = (values,)
+        _want(values, (list, tuple), f"preprocessing.{what}")
+        if not 1 <= len(values) <= 4:
+            raise ArtifactError(f"preprocessing.{what}: expected 1 to 4 values, got {len(values)}")
+        out = tuple(float(_want(v, numbers.Real, f"preprocessing.{what}")) for v in values)
+        if not all(math.isfinite(v) for v in out):
+            raise ArtifactError(f"preprocessing.{what} must be finite, got {list(out)}")
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -178,6 +270,10 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:
+        _want(data, Mapping, "preprocessing")
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ArtifactError(f"preprocessing: unknown field(s) {sorted(map(str, unknown))}")
         return cls(**dict(data))
 
 
@@ -207,6 +303,8 @@ class Manifest:
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "variants", tuple(self.variants))
+        _unique([s.name for s in self.inputs], f"manifest {self.name!r}: input")
+        _unique([s.name for s in self.outputs], f"manifest {self.name!r}: output")
         if self.labels is not None:
             object.__setattr__(self, "labels", tuple(self.labels))
         if self.task is None:
@@ -267,30 +365,38 @@ class Manifest:
                 f"{SCHEMA_VERSION}); rebuild the artifact or upgrade infership"
             )
         try:
-            pre = data.get("preprocessing")
+            pre = _want(data.get("preprocessing"), Mapping, "preprocessing", optional=True)
+            labels = _want(data.get("labels"), list, "labels", optional=True)
+            if labels is not None:
+                labels = [_want(x, str, "a label") for x in labels]
+            task = _want(data.get("task"), str, "task", optional=True)
             return cls(
                 schema_version=version,
-                name=str(data["name"]),
-                task=Task.parse(data["task"]) if data.get("task") else None,
-                created=str(data.get("created", "")),
-                inputs=specs_from_list(data["inputs"]),
-                outputs=specs_from_list(data["outputs"]),
+                name=_want(data["name"], str, "name"),
+                task=Task.parse(task) if task else None,
+                created=str(_want(data.get("created", ""), str, "created")),
+                inputs=specs_from_list(_want(data["inputs"], list, "inputs")),
+                outputs=specs_from_list(_want(data["outputs"], list, "outputs")),
                 preprocessing=Preprocessing.from_dict(pre) if pre else None,
-                labels=tuple(data["labels"]) if data.get("labels") is not None else None,
-                variants=tuple(Variant.from_dict(v) for v in data.get("variants") or ()),
-                versions=dict(data.get("versions") or {}),
-                environment=data.get("environment"),
-                extra=dict(data.get("extra") or {}),
+                labels=tuple(labels) if labels is not None else None,
+                variants=tuple(
+                    Variant.from_dict(v)
+                    for v in _want(data.get("variants"), list, "variants", optional=True) or ()
+                ),
+                versions=dict(_want(data.get("versions"), Mapping, "versions", optional=True) or {}),
+                environment=_want(data.get("environment"), Mapping, "environment", optional=True),
+                extra=dict(_want(data.get("extra"), Mapping, "extra", optional=True) or {}),
             )
+        except ArtifactError as exc:
+            raise ArtifactError(f"{source}: malformed manifest ({exc})") from exc
         except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, ArtifactError):
-                raise
-            raise ArtifactError(f"{source}: malformed manifest ({type(exc).__name__}: {exc})") from exc
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+            raise ArtifactError(f"{source}: malformed manifest ({what})") from exc
 
     @classmethod
     def from_json(cls, text: str, *, source: str = "manifest") -> Manifest:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ArtifactError(f"{source}: not valid JSON ({exc})") from exc
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, int digit limits, deep nesting
+            raise ArtifactError(f"{source}: not valid JSON ({type(exc).__name__}: {str(exc)[:200]})") from exc
         return cls.from_dict(data, source=source)

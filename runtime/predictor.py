@@ -14,7 +14,7 @@ import numpy as np
 from . import selection
 from .artifact import Artifact
 from .backend import BackendOptions, PerformanceHint, Placement, Session
-from .errors import InvalidInputError
+from .errors import InferenceError, InvalidInputError
 from .preprocess import IMAGE_EXTENSIONS, is_image_like, tensor_to_numpy
 from .selection import BackendFallbackWarning
 from .spec import TensorSpec
@@ -187,7 +187,7 @@ class Predictor:
         sizes = {s.batch_size for s in session.inputs}
         if len(sizes) == 1:
             (b,) = sizes
-            return b
+            return b or None  # a fixed batch of 0 takes empty batches only: checked as given, never split
         return None
 
     # ------------------------------------------------------------------ running
@@ -287,11 +287,17 @@ class Predictor:
 
     @staticmethod
     def _as_array(value: Any, spec: TensorSpec) -> np.ndarray:
-        value = tensor_to_numpy(value)
+        value = tensor_to_numpy(value, name=spec.name)
         if isinstance(value, np.ndarray):
             return value
         if isinstance(value, (list, tuple, int, float)):
-            return np.asarray(value)
+            try:
+                return np.asarray(value)
+            except (ValueError, TypeError, OverflowError) as exc:  # ragged lists, ints beyond int64
+                raise InvalidInputError(
+                    f"input {spec.name!r}: cannot make an array of shape {spec.shape_str()} from the "
+                    f"{type(value).__name__} given ({exc})"
+                ) from exc
         if isinstance(value, (str, os.PathLike)):
             raise InvalidInputError(
                 f"input {spec.name!r}: expected a numpy array or torch tensor of shape {spec.shape_str()}, "
@@ -320,6 +326,10 @@ class Predictor:
     def _run_chunked(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         chunk = self._chunk
         assert chunk is not None
+        if any(a.ndim == 0 for a in feeds.values()):
+            raise InvalidInputError(
+                "batches are split along axis 0, but a scalar input has none (omit max_batch for this model)"
+            )
         sizes = {a.shape[0] for a in feeds.values()}
         if len(sizes) != 1:
             raise InvalidInputError(f"all inputs must have the same batch size, got {sorted(sizes)}")
@@ -338,7 +348,15 @@ class Predictor:
                 # A static-batch model needs a full batch: pad by repeating the last row, drop it after.
                 piece = {k: _pad_rows(a, chunk - real) for k, a in piece.items()}
             out = self._session.run(piece)
+            rows = chunk if static else real
             for k, v in out.items():
+                if v.shape[:1] != (rows,):
+                    # Not batch-first (a constant, a pooled summary): splitting would return a wrong answer.
+                    raise InferenceError(
+                        f"output {k!r} has shape {list(v.shape)} for a run of {rows} rows, not one row per "
+                        f"input row, so a batch of {n} cannot be split into runs of {chunk}; pass exactly "
+                        f"{chunk} rows" + ("" if static else " or omit max_batch")
+                    )
                 parts.setdefault(k, []).append(v[:real])
         return {k: np.concatenate(v, axis=0) for k, v in parts.items()}
 

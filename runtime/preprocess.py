@@ -46,13 +46,30 @@ def is_image_like(item: Any, preprocessing: Preprocessing | None, *, spec: Tenso
     return spec is None or (spec.dtype != "uint8" and item.ndim < spec.rank)
 
 
-def tensor_to_numpy(value: Any) -> Any:
+def tensor_to_numpy(value: Any, *, name: str | None = None) -> Any:
     """A torch tensor as a numpy array (a CPU tensor is viewed, not copied; others are moved to the CPU);
-    anything else is returned unchanged. torch is never imported here: a tensor brings its own module."""
+    anything else is returned unchanged. torch is never imported here: a tensor brings its own module.
+
+    Args:
+        value: A tensor, or anything else.
+        name: The input it feeds, for the message.
+
+    Raises:
+        InvalidInputError: A tensor numpy cannot hold: bfloat16, float8, quantized, sparse, nested or
+            meta tensors.
+    """
     if type(value).__module__.startswith("torch"):
-        if getattr(value, "is_cuda", False) or str(getattr(value, "device", "cpu")) != "cpu":
-            value = value.detach().cpu()
-        return value.detach().numpy()
+        try:
+            if getattr(value, "is_cuda", False) or str(getattr(value, "device", "cpu")) != "cpu":
+                value = value.detach().cpu()
+            return value.detach().numpy()
+        except (TypeError, RuntimeError, NotImplementedError, AttributeError) as exc:
+            what = f"input {name!r}" if name else "input"
+            kind = f"{getattr(value, 'dtype', '?')} {getattr(value, 'layout', '')}".strip()
+            raise InvalidInputError(
+                f"{what}: expected a dense tensor numpy can hold (float16/32/64, integers, bool, complex), "
+                f"got a torch tensor of {kind} ({exc}); convert it first, e.g. .float() or .to_dense()"
+            ) from exc
     return value
 
 
@@ -70,8 +87,11 @@ def _open(item: Any, mode: str):
         try:
             img = Image.open(item)
             img.load()
-        except (OSError, ValueError) as exc:
-            raise InvalidInputError(f"cannot read image {os.fspath(item)!r}: {exc}") from exc
+        except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, EOFError,
+            # DecompressionBombError... for a bad or hostile file: translated below
+            raise InvalidInputError(
+                f"cannot read image {os.fspath(item)!r}: {type(exc).__name__}: {exc}"
+            ) from exc
     elif isinstance(item, np.ndarray):
         if item.dtype != np.uint8 or item.ndim not in (2, 3):
             raise InvalidInputError(
@@ -84,7 +104,10 @@ def _open(item: Any, mode: str):
         raise InvalidInputError(
             f"expected an image path, PIL image or HWC uint8 array, got {type(item).__name__}"
         )
-    return img.convert(mode)
+    try:
+        return img.convert(mode)
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"cannot convert the image to {mode}: {exc}") from exc
 
 
 def preprocess_image(item: Any, pre: Preprocessing) -> np.ndarray:
@@ -130,5 +153,12 @@ def images_to_tensor(items: list[Any], pre: Preprocessing, spec: TensorSpec) -> 
     """A list of images → one batch tensor that satisfies ``spec`` (checked)."""
     if not items:
         raise InvalidInputError("no images given")
-    batch = np.stack([preprocess_image(i, pre) for i in items])
+    arrays = [preprocess_image(i, pre) for i in items]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise InvalidInputError(
+            f"the images have different sizes after preprocessing ({sorted(shapes)}); record resize/crop in "
+            "the artifact's preprocessing or pass images of one size"
+        )
+    batch = np.stack(arrays)
     return spec.check(batch.astype(spec.dtype, copy=False), check_batch=False)

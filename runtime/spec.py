@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,56 @@ import numpy as np
 from .errors import InvalidInputError
 
 Dim = int | str | None
-"""One dimension: a fixed size (int), or a symbolic one (a name such as ``"batch"``; ``None`` if unnamed)."""
+"""One dimension: a fixed size (int >= 0), or a symbolic one (a name such as ``"batch"``; ``None`` if
+unnamed)."""
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: no bound known, rely on MemoryError
+        return 1 << 62
+
+
+#: No array infership allocates for an input (a contiguous copy, a cast, a random feed) may exceed this:
+#: a copy larger than the machine's memory can never succeed, and trying can get the process killed.
+MAX_ALLOCATION_BYTES = _physical_memory()
+
+
+def check_allocation(shape: Sequence[int], dtype: np.dtype, what: str) -> None:
+    """Raise InvalidInputError before allocating an array of ``shape`` and ``dtype`` that cannot fit.
+
+    Args:
+        shape: The array's shape.
+        dtype: Its element type.
+        what: What is being allocated, for the message (e.g. ``"input 'x'"``).
+    """
+    count = 1
+    for d in shape:
+        count *= int(d)
+    nbytes = count * np.dtype(dtype).itemsize
+    if nbytes > MAX_ALLOCATION_BYTES:
+        raise InvalidInputError(
+            f"{what}: an array of shape {list(shape)} and dtype {np.dtype(dtype).name} needs "
+            f"{nbytes / 2**30:.3g} GiB, more than this machine's memory ({MAX_ALLOCATION_BYTES / 2**30:.3g} GiB); "
+            "a broadcast or expanded view takes its full size once copied"
+        )
+
+
+def _dim(d: Any, name: str) -> Dim:
+    """One declared dimension, validated: an int >= 0, a non-empty name, or None."""
+    if d is None or isinstance(d, str):
+        return d or None
+    if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)):
+        raise InvalidInputError(
+            f"tensor {name!r}: a dimension must be an int >= 0, a name or null, got {d!r} ({type(d).__name__})"
+        )
+    if d < 0:
+        raise InvalidInputError(
+            f"tensor {name!r}: dimension {int(d)} is negative (a dynamic axis is a name or null)"
+        )
+    return int(d)
+
 
 # Casts that cannot lose information; anything else is refused rather than silently rounded.
 _SAFE_CASTS: dict[str, frozenset[str]] = {
@@ -31,17 +81,43 @@ class TensorSpec:
         name: The tensor's name in the model graph.
         dtype: A numpy dtype name such as ``"float32"``.
         shape: One entry per axis: an int for a fixed size, a string for a named symbolic size, or
-            ``None`` for an unnamed dynamic one.
+            ``None`` for an unnamed dynamic one. ``None`` instead of a tuple when the model declares no
+            shape at all (unknown rank: any rank is accepted); the spec then has ``shape == ()`` and
+            ``ranked`` false.
+        ranked: Whether the rank is known (set from ``shape=None``; rarely given directly).
+
+    Raises:
+        InvalidInputError: An unknown dtype, a negative or non-integer dimension.
     """
 
     name: str
     dtype: str
     shape: tuple[Dim, ...]
+    ranked: bool = True
 
     def __post_init__(self) -> None:
-        np_dtype = np.dtype(self.dtype)
+        if not isinstance(self.name, str):
+            raise InvalidInputError(f"a tensor name must be a string, got {self.name!r}")
+        try:
+            np_dtype = np.dtype(self.dtype)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(
+                f"tensor {self.name!r}: unknown dtype {self.dtype!r} (expected a numpy dtype name such as float32)"
+            ) from exc
+        if np_dtype.kind not in "biufcO":  # bfloat16, float8 (ml_dtypes), structured, datetime, bytes...
+            raise InvalidInputError(
+                f"tensor {self.name!r}: dtype {np_dtype.name} is not one infership feeds or returns "
+                "(bool, integers, floats, complex, or object for strings)"
+            )
+        if self.shape is None:
+            object.__setattr__(self, "shape", ())
+            object.__setattr__(self, "ranked", False)
+        elif isinstance(self.shape, (str, bytes)) or not isinstance(self.shape, Sequence):
+            raise InvalidInputError(
+                f"tensor {self.name!r}: shape must be a list of dimensions or null, got {self.shape!r}"
+            )
         object.__setattr__(self, "dtype", np_dtype.name)
-        object.__setattr__(self, "shape", tuple(self.shape))
+        object.__setattr__(self, "shape", tuple(_dim(d, self.name) for d in self.shape))
         # Hot-path helpers (not dataclass fields): ``ndarray.dtype.name`` is computed in Python by numpy
         # and costs microseconds per call, so checks compare dtype objects instead.
         object.__setattr__(self, "_np_dtype", np_dtype)
@@ -66,14 +142,28 @@ class TensorSpec:
         return self.shape[0]
 
     def shape_str(self) -> str:
+        if not self.ranked:
+            return "[any rank]"
         return "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape) if self.ranked else None}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TensorSpec:
-        return cls(name=str(data["name"]), dtype=str(data["dtype"]), shape=tuple(data["shape"]))
+        """Read ``{"name", "dtype", "shape"}`` (``shape`` null for an unknown rank).
+
+        Raises:
+            InvalidInputError: Missing keys or values of the wrong type.
+        """
+        if not isinstance(data, dict):
+            raise InvalidInputError(f"a tensor spec must be an object, got {type(data).__name__}")
+        missing = {"name", "dtype", "shape"} - set(data)
+        if missing:
+            raise InvalidInputError(f"a tensor spec needs name, dtype and shape; {sorted(missing)} missing")
+        if not isinstance(data["name"], str) or not isinstance(data["dtype"], str):
+            raise InvalidInputError(f"tensor spec {data!r}: name and dtype must be strings")
+        return cls(name=data["name"], dtype=data["dtype"], shape=data["shape"])
 
     def check_shape(self, shape: Sequence[int], *, check_batch: bool = True) -> None:
         """Raise InvalidInputError unless ``shape`` has this spec's rank and every fixed size.
@@ -82,7 +172,7 @@ class TensorSpec:
             shape: The shape of an array or tensor (numpy, torch, any device).
             check_batch: Whether a fixed axis 0 must match exactly.
         """
-        if len(shape) != len(self.shape):
+        if len(shape) != len(self.shape) and self.ranked:
             raise InvalidInputError(
                 f"input {self.name!r}: expected rank {self.rank} with shape {self.shape_str()}, "
                 f"got rank {len(shape)} with shape {list(shape)}"
@@ -106,20 +196,36 @@ class TensorSpec:
         """
         self.check_shape(value.shape, check_batch=check_batch)
         if value.dtype != self._np_dtype:  # type: ignore[attr-defined]
-            got = value.dtype.name
-            if got not in _SAFE_CASTS.get(self.dtype, frozenset()):
+            got = value.dtype
+            # A byte-swapped array (big-endian data on a little-endian host) holds the same values: swapping
+            # is lossless. Its name is the native one ("float32"), so the message says which order it has.
+            native = got if got.isnative else got.newbyteorder("=")
+            same = native == self._np_dtype  # type: ignore[attr-defined]
+            if not same and native.name not in _SAFE_CASTS.get(self.dtype, ()):
+                order = "" if got.isnative else f" ({'big' if got.byteorder == '>' else 'little'}-endian)"
                 raise InvalidInputError(
-                    f"input {self.name!r}: expected dtype {self.dtype}, got {got} "
+                    f"input {self.name!r}: expected dtype {self.dtype}, got {native.name}{order} "
                     f"(only lossless casts are done automatically; convert it explicitly)"
                 )
-            return np.ascontiguousarray(value, dtype=self._np_dtype)  # type: ignore[attr-defined]
+            return self._copy(value)
         if not value.flags.c_contiguous:
-            return np.ascontiguousarray(value)
+            return self._copy(value)
         return value
+
+    def _copy(self, value: np.ndarray) -> np.ndarray:
+        """A C-contiguous copy in this spec's dtype, refused before allocating when it cannot fit."""
+        check_allocation(value.shape, self._np_dtype, f"input {self.name!r}")  # type: ignore[attr-defined]
+        try:
+            return np.ascontiguousarray(value, dtype=self._np_dtype)  # type: ignore[attr-defined]
+        except MemoryError as exc:
+            raise InvalidInputError(
+                f"input {self.name!r}: not enough memory for a contiguous copy of shape {list(value.shape)}"
+            ) from exc
 
 
 def random_array(dtype: str, shape: Sequence[int], rng: np.random.Generator) -> np.ndarray:
     """A random array for benchmarks and tuning: floats standard normal, integers and booleans 0 or 1."""
+    check_allocation(shape, np.dtype(dtype), "a random input")
     kind = np.dtype(dtype).kind
     if kind == "f":
         return rng.standard_normal(tuple(shape), dtype=np.float32).astype(dtype)

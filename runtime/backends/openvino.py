@@ -1,8 +1,9 @@
 """OpenVINO backend: IR (``.xml`` + ``.bin``) or ONNX, CPU by default, any OpenVINO device string.
 
 Thread safety: ``CompiledModel.__call__`` reuses one stored request, so each calling thread gets its own
-``InferRequest`` (thread-local). Compiled blobs are cached in ``CACHE_DIR`` (under the artifact when it is
-writable) so the second load skips compilation.
+``InferRequest`` (thread-local). Compiled blobs are cached in ``CACHE_DIR`` so the second load skips
+compilation: a folder keyed by the sha256 of the model files under the user's cache directory (or
+``cache_dir``), never under the artifact (:func:`infership.runtime.integrity.runtime_cache_dir`).
 """
 
 from __future__ import annotations
@@ -11,15 +12,22 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..artifact import Artifact
 from ..backend import BackendOptions, PerformanceHint, Placement, SessionBase
-from ..errors import ArtifactError, BackendUnavailable, InferenceError, InvalidInputError
+from ..errors import (
+    ArtifactError,
+    BackendUnavailable,
+    InferenceError,
+    IntegrityError,
+    InvalidInputError,
+)
+from ..integrity import runtime_cache_dir
 from ..manifest import Variant
+from ..onnxfile import check_external_data
 from ..spec import TensorSpec
 
 log = logging.getLogger(__name__)
@@ -91,10 +99,18 @@ class OpenVinoBackend:
         if want:
             config["INFERENCE_PRECISION_HINT"] = want
         config.update(dict(options.extra.get("config", {})))
-        cache = options.cache_dir or (artifact.root / "cache" / "openvino")
-        if options.cache_dir is not None or os.access(artifact.root, os.W_OK):
-            Path(cache).mkdir(parents=True, exist_ok=True)
+        try:
+            # Keyed by the verified model hashes and outside the artifact: a blob someone dropped into an
+            # artifact directory is never loaded in place of the model the manifest vouches for.
+            cache = runtime_cache_dir(
+                "openvino",
+                [f.sha256 for f in variant.files],
+                {"openvino": _import_ov().__version__, "device": device},
+                options.cache_dir,
+            )
             config["CACHE_DIR"] = os.fspath(cache)
+        except OSError as exc:
+            log.warning("openvino: no compiled-model cache (%s); every load compiles", exc)
         files = [artifact.path_of(f) for f in variant.files]
         try:
             if variant.format == "openvino":
@@ -102,8 +118,15 @@ class OpenVinoBackend:
                 binf = next((p for p in files if p.suffix == ".bin"), None)
                 if xml is None:
                     raise ArtifactError(f"variant {variant.id!r} has no .xml file")
+                if binf is None and xml.with_suffix(".bin").exists():
+                    # OpenVINO would read the unlisted sibling .bin: its hash would go unchecked.
+                    raise IntegrityError(
+                        f"variant {variant.id!r} lists {xml.name} without its weights, and "
+                        f"{xml.with_suffix('.bin').name} lies beside it unlisted; list it among the files"
+                    )
                 model = core.read_model(os.fspath(xml), os.fspath(binf) if binf else None)
             else:
+                check_external_data(files[0], variant)  # every file OpenVINO reads is listed and hashed
                 model = core.read_model(os.fspath(files[0]))
         except ArtifactError:
             raise

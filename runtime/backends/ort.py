@@ -7,8 +7,6 @@ records it (``session.record_ep_graph_assignment_info``, ORT ≥ 1.23).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections import Counter
@@ -22,7 +20,9 @@ from ..artifact import Artifact
 from ..backend import BackendOptions, Placement, SessionBase
 from ..errors import ArtifactError, BackendUnavailable, InferenceError, InvalidInputError
 from ..hardware import library_versions, no_gpu_reason, nvidia_gpus
+from ..integrity import runtime_cache_dir
 from ..manifest import Variant
+from ..onnxfile import check_external_data
 from ..spec import TensorSpec
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,7 @@ class _OrtBackendBase:
         if self.provider != _CPU:
             providers.append(_CPU)  # for the few ops a GPU provider lacks; counted in placement
         model_path = artifact.path_of(variant.files[0])
+        check_external_data(model_path, variant)  # every file ORT reads is listed and hash-checked
         try:
             sess = ort.InferenceSession(os.fspath(model_path), sess_options=so, providers=providers)
         except (
@@ -213,9 +214,10 @@ class OrtCudaBackend(_OrtBackendBase):
 class OrtTensorrtBackend(OrtCudaBackend):
     """ONNX Runtime on the TensorRT execution provider.
 
-    Engines and the timing cache live under ``<cache_dir>/trt/<fingerprint>/`` where the fingerprint hashes
-    the model file, GPU, driver, compute capability, ORT and TensorRT versions and the shape profile: any
-    change builds a fresh engine instead of loading a stale one. Precision lives in the ONNX graph (fp16
+    Engines and the timing cache live under ``<cache root>/trt/<fingerprint>/`` (the user's cache directory,
+    or ``cache_dir``; never the artifact) where the fingerprint hashes the model files, GPU, driver, compute
+    capability, ORT and TensorRT versions and the shape profile: any change builds a fresh engine instead
+    of loading a stale one, and no engine is found by a model it was not built from. Precision lives in the ONNX graph (fp16
     casts / explicit Q/DQ), as TensorRT 11 requires; the older builder flags are set as well for TensorRT < 11.
     """
 
@@ -244,8 +246,10 @@ class OrtTensorrtBackend(OrtCudaBackend):
         self, artifact: Artifact, variant: Variant, options: BackendOptions
     ) -> dict[str, Any]:
         profile = trt_profile(artifact, options)
-        cache = trt_cache_dir(artifact, variant, options, profile)
-        cache.mkdir(parents=True, exist_ok=True)
+        try:
+            cache = trt_cache_dir(artifact, variant, options, profile)
+        except OSError as exc:
+            raise BackendUnavailable(f"ort-trt: cannot create the engine cache folder ({exc})") from exc
         opts: dict[str, Any] = {
             "device_id": _cuda_device_id(options.device),
             "trt_engine_cache_enable": "True",
@@ -332,11 +336,9 @@ def trt_cache_dir(
         "tensorrt": versions.get("tensorrt"),
         "profile": profile,
     }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    base = options.cache_dir or (artifact.root / "cache")
-    if options.cache_dir is None and not os.access(artifact.root, os.W_OK):
-        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "infership"
-    return Path(base) / "trt" / f"{variant.id}-{digest}"
+    # Under the user's cache directory (or cache_dir), never under the artifact: an engine someone dropped
+    # into an artifact directory is never loaded in place of the model the manifest vouches for.
+    return runtime_cache_dir("trt", [f.sha256 for f in variant.files], key, options.cache_dir)
 
 
 class OrtSession(SessionBase):

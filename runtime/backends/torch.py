@@ -1,6 +1,13 @@
 """PyTorch backend: runs the ``torch.export`` program (``.pt2``) or TorchScript file stored in the artifact.
 
 This is the reference every other backend is compared with. CPU and CUDA.
+
+A TorchScript or ``torch.export`` file is a program: loading it deserialises code, and running it calls
+whatever operators it names (file-reading ones included), with the rights of the process. The backend
+therefore opens only programs this installation built — recorded by :class:`ArtifactWriter` when it
+committed them, or an in-memory candidate — unless the caller opts in for a program built elsewhere with
+``extra={"trust_program": True}`` or ``INFERSHIP_TRUST_PROGRAMS=1``. ONNX and OpenVINO variants of the
+same artifact (closed operator sets, no code) need no opt-in.
 """
 
 from __future__ import annotations
@@ -16,11 +23,14 @@ import numpy as np
 
 from ..artifact import Artifact
 from ..backend import BackendOptions, Placement, SessionBase
-from ..errors import ArtifactError, BackendUnavailable, InferenceError, InvalidInputError
+from ..errors import ArtifactError, BackendUnavailable, InferenceError, InvalidInputError, UntrustedProgram
 from ..manifest import Variant
 from ..spec import TensorSpec
 
 log = logging.getLogger(__name__)
+
+#: Set to ``1`` to run torch programs this installation did not build (see the module docstring).
+TRUST_ENV = "INFERSHIP_TRUST_PROGRAMS"
 
 
 class _ThreadSetting:
@@ -64,7 +74,7 @@ class TorchBackend:
     name = "torch"
     formats: tuple[str, ...] = ("torch-export", "torchscript")
     default_device = "cpu"
-    extra_keys = frozenset()
+    extra_keys = frozenset({"trust_program"})
     honours = frozenset({"intra_op_threads"})
 
     def check(self, device: str | None = None) -> None:
@@ -93,9 +103,20 @@ class TorchBackend:
             raise BackendUnavailable(f"torch backend runs on 'cpu' or 'cuda[:N]', got {dev!r}")
 
     def open(self, artifact: Artifact, variant: Variant, options: BackendOptions) -> TorchSession:
+        unknown = set(options.extra) - self.extra_keys
+        if unknown:
+            raise InvalidInputError(
+                f"torch: unknown extra option(s) {sorted(unknown)}; known: {sorted(self.extra_keys)}"
+            )
+        trusted = options.extra.get("trust_program") is True or os.environ.get(TRUST_ENV) == "1"
+        if not (trusted or artifact.program_trusted(variant)):
+            raise UntrustedProgram(
+                f"variant {variant.id!r} of {artifact.root} is a {variant.format} program this installation "
+                "did not build; running it executes its code with your rights. If you trust its source, "
+                f"pass extra={{'trust_program': True}} or set {TRUST_ENV}=1; or run its onnx/openvino "
+                "variants, which need no trust"
+            )
         torch = _import_torch()
-        if options.extra:
-            raise InvalidInputError(f"torch: unknown extra option(s) {sorted(options.extra)}; it takes none")
         device = torch.device(options.device or "cpu")
         sets_threads = options.intra_op_threads is not None
         if sets_threads:
@@ -153,7 +174,11 @@ class TorchSession(SessionBase):
                 for v in (feeds[n] for n in self._in_names)
             ]
         else:
-            args = [torch.from_numpy(feeds[n]) for n in self._in_names]
+            # torch warns about (and cannot mark) read-only memory: such inputs are copied, others shared.
+            args = [
+                torch.from_numpy(v if v.flags.writeable else v.copy())
+                for v in (feeds[n] for n in self._in_names)
+            ]
         module = self._module  # one read: close() from another thread cannot pull it away mid-call
         if module is None:
             raise InferenceError("the session is closed")
@@ -162,20 +187,38 @@ class TorchSession(SessionBase):
                 out = module(*args)
         except Exception as exc:  # arbitrary model code: translated below
             raise InferenceError(f"torch forward failed: {type(exc).__name__}: {exc}") from exc
+        values = self._values(out)
+        try:
+            if self._cuda:
+                return {n: v.cpu().numpy() for n, v in zip(self._out_names, values, strict=True)}
+            # inference-mode tensors on the CPU convert without detach/cpu (each is a dispatcher round trip).
+            return {n: v.numpy() for n, v in zip(self._out_names, values, strict=True)}
+        except (TypeError, RuntimeError) as exc:  # bfloat16, float8, sparse, quantized: no numpy form
+            kinds = {n: str(v.dtype) for n, v in zip(self._out_names, values, strict=True)}
+            raise InferenceError(f"torch outputs {kinds} cannot be returned as numpy arrays: {exc}") from exc
+
+    def _values(self, out: Any) -> tuple[Any, ...]:
+        """The model's outputs in the manifest's order; every one a tensor, as many as it lists."""
+        torch = self._torch
         if isinstance(out, torch.Tensor):
-            values = (out,)
+            values: tuple[Any, ...] = (out,)
         elif isinstance(out, Mapping):
+            missing = [n for n in self._out_names if n not in out]
+            if missing:
+                raise InferenceError(f"model returned outputs {sorted(map(str, out))}, missing {missing}")
             values = tuple(out[n] for n in self._out_names)
-        else:
+        elif isinstance(out, (tuple, list)):
             values = tuple(out)
+        else:
+            raise InferenceError(f"model returned a {type(out).__name__}, expected tensors")
         if len(values) != len(self._out_names):
             raise InferenceError(
                 f"model returned {len(values)} outputs, the manifest lists {len(self._out_names)}"
             )
-        if self._cuda:
-            return {n: v.cpu().numpy() for n, v in zip(self._out_names, values, strict=True)}
-        # inference-mode tensors on the CPU convert without detach/cpu (each is a dispatcher round trip).
-        return {n: v.numpy() for n, v in zip(self._out_names, values, strict=True)}
+        if not all(isinstance(v, torch.Tensor) for v in values):
+            kinds = [type(v).__name__ for v in values]
+            raise InferenceError(f"model returned {kinds}, expected a tensor per output")
+        return values
 
     def close(self) -> None:
         self._module = None

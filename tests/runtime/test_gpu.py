@@ -48,13 +48,15 @@ def test_cuda_backends_take_device_tensors_without_host_round_trip(tiny_artifact
 def test_tensorrt_engine_cache_is_built_then_reused(tiny_artifact, tmp_path, cpu_reference):
     art_dir = tmp_path / "a"
     shutil.copytree(tiny_artifact, art_dir, ignore=shutil.ignore_patterns("cache"))
-    with Predictor.load(art_dir, backend="ort-trt", extra={"max_batch": 8}) as p:
+    cache = tmp_path / "cache"
+    with Predictor.load(art_dir, backend="ort-trt", extra={"max_batch": 8}, cache_dir=cache) as p:
         assert p.placement.providers[0] == "TensorrtExecutionProvider"
         np.testing.assert_allclose(p.predict(X)["logits"], cpu_reference, atol=1e-2, rtol=1e-2)
-    engines = list((art_dir / "cache" / "trt").rglob("*.engine"))
-    assert engines, "TensorRT should have written an engine into the artifact's cache"
+    engines = list((cache / "trt").rglob("*.engine"))
+    assert engines, "TensorRT should have written an engine into the cache folder"
+    assert not (art_dir / "cache").exists(), "engines are never kept under the artifact"
     stamp = {e: e.stat().st_mtime_ns for e in engines}
-    with Predictor.load(art_dir, backend="ort-trt", extra={"max_batch": 8}) as p:
+    with Predictor.load(art_dir, backend="ort-trt", extra={"max_batch": 8}, cache_dir=cache) as p:
         p.predict(X)
     assert {e: e.stat().st_mtime_ns for e in engines} == stamp, (
         "the cached engine must be reused, not rebuilt"
@@ -83,15 +85,15 @@ def test_trt_profile_needs_ranges_for_dynamic_spatial_dims(tiny_artifact):
         trt_profile(Artifact(art.root, dyn), BackendOptions())
 
 
-def test_trt_cache_key_changes_with_model_and_profile(tiny_artifact):
+def test_trt_cache_key_changes_with_model_and_profile(tiny_artifact, tmp_path):
     from infership.runtime.backends.ort import trt_cache_dir
 
     art = Artifact.load(tiny_artifact)
     v = art.manifest.variant("onnx-fp32")
-    opts = BackendOptions(device="cuda")
+    opts = BackendOptions(device="cuda", cache_dir=tmp_path)
     a = trt_cache_dir(art, v, opts, {"x": ([1], [1], [8])})
     assert a == trt_cache_dir(art, v, opts, {"x": ([1], [1], [8])}), "same inputs, same key"
     assert a != trt_cache_dir(art, v, opts, {"x": ([1], [1], [16])}), "another profile, another engine"
     other = replace(v, files=(replace(v.files[0], sha256="0" * 64),))
     assert a != trt_cache_dir(art, other, opts, {"x": ([1], [1], [8])}), "another model, another engine"
-    assert a.parent == art.root / "cache" / "trt"
+    assert a.parent == tmp_path / "trt", "engines live in the cache folder, keyed by the model's hash"
