@@ -129,8 +129,11 @@ def paired_records(
         raise InvalidInputError("validation: the two sides read different labels from the same source")
     judge = judge_for(task)
     ref, cand = list(baseline.outputs), list(candidate.outputs)
-    itself = judge.compare(ref, ref, labels=baseline.labels).to_dict()
-    against = judge.compare(ref, cand, labels=baseline.labels).to_dict()
+    labels = baseline.labels
+    if labels is not None and judge.score(ref, labels) is None:
+        labels = None  # a task without a score against labels (tensor): judged on the outputs alone
+    itself = judge.compare(ref, ref, labels=labels).to_dict()
+    against = judge.compare(ref, cand, labels=labels).to_dict()
     source = {"source": f"measured on {baseline.source}"}
     return {**_numbers(itself), **source}, {**_numbers(against), **source}
 

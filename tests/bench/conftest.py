@@ -62,3 +62,49 @@ def lognormal(n: int, *, seed: int, scale: float = 1.0) -> np.ndarray:
     """Latency-like samples: lognormal around 1 ms with a heavier tail."""
     rng = np.random.default_rng(seed)
     return scale * rng.lognormal(mean=0.0, sigma=0.25, size=n)
+
+
+@pytest.fixture(scope="session")
+def ab_artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Artifacts of the tiny CNN for A/B runs (ONNX Runtime only, so they build fast):
+
+    - ``base`` and ``same``: the same model exported twice (16×16 input);
+    - ``big``: the same weights exported for a 96×96 input (36× the convolution work: a real slowdown);
+    - ``flipped``: the classifier's weights negated (other predictions: an accuracy regression).
+    """
+    import torch
+    from infership.runtime import Artifact, ArtifactWriter
+    from infership.runtime.tasks import Task
+
+    from tests.builders import build_artifact_for_tests, tiny_models
+
+    root = tmp_path_factory.mktemp("ab")
+    model, example = tiny_models.cnn()
+    out = {
+        "base": build_artifact_for_tests(model, example, root / "base", openvino=False),
+        "same": build_artifact_for_tests(model, example, root / "same", openvino=False),
+        "big": build_artifact_for_tests(model, (torch.randn(2, 3, 96, 96),), root / "big", openvino=False),
+    }
+    flipped, _ = tiny_models.cnn()
+    with torch.no_grad():
+        flipped.fc.weight.mul_(-1)
+    out["flipped"] = build_artifact_for_tests(flipped, example, root / "flipped", openvino=False)
+    for path in out.values():  # a classifier: the gate judges its validation outputs by top-1 and accuracy
+        writer = ArtifactWriter.update(Artifact.load(path))
+        writer.set_manifest(task=Task.CLASSIFICATION, labels=tuple("abcde"))
+        writer.commit()
+    return out
+
+
+@pytest.fixture(scope="session")
+def validation_npz(ab_artifacts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """64 inputs for the 16×16 models, labelled with the base model's own predictions (it scores 100 %)."""
+    from infership.runtime import Predictor
+    from infership.runtime.tasks import judge_for
+
+    x = np.random.default_rng(7).standard_normal((64, 3, 16, 16)).astype(np.float32)
+    with Predictor.load(ab_artifacts["base"], backend="ort-cpu") as p:
+        y = judge_for("classification").predictions(p.predict(x))
+    path = tmp_path_factory.mktemp("val") / "val.npz"
+    np.savez(path, x=x, labels=y)
+    return path
