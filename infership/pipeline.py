@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infership.convert.int8.types import HOLDOUT_FRACTION
 from infership.pipeline_config import PipelineConfig
 
 __all__ = ["PipelineConfig", "PipelineResult", "run_pipeline"]
@@ -87,7 +88,10 @@ def _file_identity(spec: str | None) -> Any:
     """A file's sha256 (or the ``file.py`` part of ``file.py:attr``), else the string itself."""
     if spec is None:
         return None
-    path = spec.split(".py:", 1)[0] + ".py" if ".py:" in spec else spec
+    from infership.calibration import split_callable
+
+    parts = split_callable(spec)
+    path = parts[0] if parts is not None and parts[0].lower().endswith(".py") else spec
     p = Path(path)
     if p.is_file():
         from infership.runtime.artifact import sha256_file
@@ -335,7 +339,7 @@ def _holdout_label(config: PipelineConfig) -> str:
     if config.holdout is not None:
         return config.holdout
     if config.calibration is not None:
-        return f"20% split of {config.calibration}"
+        return f"{HOLDOUT_FRACTION:.0%} split of {config.calibration}"
     return "no held-out data (holdout = ... not given): availability only, accuracy not measured"
 
 
@@ -349,7 +353,7 @@ def _holdout_set(config: PipelineConfig, art_dir: Path) -> Any:
         return None
     cset = from_spec(spec, preprocessing=m.preprocessing, class_names=m.labels)
     if config.holdout is None:
-        _, cset = cset.split(0.8)
+        _, cset = cset.split(1.0 - HOLDOUT_FRACTION)
     return cset.bind(m.inputs).with_batch_size(64)
 
 

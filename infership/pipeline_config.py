@@ -140,7 +140,13 @@ def _looks_like_path(v: str) -> bool:
 
 def _rebase(v: str, base: Path) -> str:
     """Make a path (or the ``file.py`` part of ``file.py:attr``) relative to ``base`` absolute."""
-    path, sep, rest = v.partition(":") if ".py:" in v else (v, "", "")
+    from infership.calibration import split_callable
+
+    parts = split_callable(v)
+    if parts is not None and parts[0].lower().endswith(".py"):
+        path, sep, rest = parts[0], ":", parts[1]
+    else:
+        path, sep, rest = v, "", ""
     if not Path(path).is_absolute():
         path = str((base / path).resolve())
     return path + sep + rest

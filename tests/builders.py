@@ -68,6 +68,7 @@ def build_artifact_for_tests(
     input_names: Sequence[str] = ("x",),
     output_names: Sequence[str] = ("logits",),
     openvino: bool = True,
+    task: str | None = None,
 ) -> Path:
     import torch
     from infership.runtime import ArtifactWriter, Manifest, Step
@@ -89,7 +90,7 @@ def build_artifact_for_tests(
         )
         inputs, outputs = read_onnx_specs(onnx_path)
         manifest = Manifest(
-            name=root.name, inputs=inputs, outputs=outputs, versions={"torch": torch.__version__}
+            name=root.name, inputs=inputs, outputs=outputs, versions={"torch": torch.__version__}, task=task
         )
         w = ArtifactWriter.create(root, manifest, overwrite=True)
         rel = w.add_file(onnx_path, "model.onnx")

@@ -113,20 +113,13 @@ def digits_artifact(base: Path, *, plant: bool = False) -> Path:
         if plant:
             model = planted(model)
         root = base / ("digits-planted" if plant else "digits")
-        build_artifact_for_tests(model, (torch.zeros(2, 1, 8, 8),), root, openvino=False)
-        _cache[key] = _as_classifier(root)
+        # Its one [batch, 10] output alone does not make it a classifier (no labels, no image
+        # preprocessing); the int8 tests judge it by accuracy and top-1 agreement.
+        build_artifact_for_tests(
+            model, (torch.zeros(2, 1, 8, 8),), root, openvino=False, task="classification"
+        )
+        _cache[key] = root
     return _cache[key]
-
-
-def _as_classifier(root: Path) -> Path:
-    """Record the artifact's task: its one ``[batch, 10]`` output alone does not make it a classifier
-    (no labels, no image preprocessing), and the int8 tests judge it by accuracy and top-1 agreement."""
-    from infership.runtime import Artifact, ArtifactWriter, Task
-
-    with ArtifactWriter.update(Artifact.load(root)) as writer:
-        writer.set_manifest(task=Task.CLASSIFICATION)
-        writer.commit()
-    return root
 
 
 def copy_artifact(src: Path, dest: Path) -> Path:
