@@ -21,6 +21,7 @@ def test_package_list_matches_folders():
         "infership.runtime": "runtime",
         "infership.calibration": "calibration",
         "infership.bench": "bench",
+        "infership.serve": "serve",
     }
     found = set()
     for pkg, folder in mapping.items():
