@@ -254,6 +254,8 @@ class ArtifactWriter:
         try:
             self._recover()
             if new:
+                if self.root.exists() and not self.root.is_dir():
+                    raise ArtifactError(f"{self.root} exists and is not a directory; choose another path")
                 if self.root.exists() and any(self.root.iterdir()) and not overwrite:
                     raise ArtifactError(
                         f"{self.root} exists and is not empty (pass overwrite=True / --force to replace it)"

@@ -23,13 +23,28 @@ def _physical_memory() -> int:
         return 1 << 62
 
 
+def _available_memory() -> int:
+    """MemAvailable (Linux), else the physical memory."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return MAX_ALLOCATION_BYTES
+
+
 #: No array infership allocates for an input (a contiguous copy, a cast, a random feed) may exceed this:
 #: a copy larger than the machine's memory can never succeed, and trying can get the process killed.
 MAX_ALLOCATION_BYTES = _physical_memory()
+# Below this an allocation is not worth a look at /proc/meminfo.
+_SMALL_ALLOCATION = 256 << 20
 
 
 def check_allocation(shape: Sequence[int], dtype: np.dtype, what: str) -> None:
-    """Raise InvalidInputError before allocating an array of ``shape`` and ``dtype`` that cannot fit.
+    """Raise InvalidInputError before allocating an array of ``shape`` and ``dtype`` that cannot fit in
+    the memory available now (a broadcast view or an expanded tensor declares a size it does not hold).
 
     Args:
         shape: The array's shape.
@@ -40,10 +55,13 @@ def check_allocation(shape: Sequence[int], dtype: np.dtype, what: str) -> None:
     for d in shape:
         count *= int(d)
     nbytes = count * np.dtype(dtype).itemsize
-    if nbytes > MAX_ALLOCATION_BYTES:
+    if nbytes <= _SMALL_ALLOCATION:
+        return
+    available = min(MAX_ALLOCATION_BYTES, _available_memory())
+    if nbytes > available:
         raise InvalidInputError(
             f"{what}: an array of shape {list(shape)} and dtype {np.dtype(dtype).name} needs "
-            f"{nbytes / 2**30:.3g} GiB, more than this machine's memory ({MAX_ALLOCATION_BYTES / 2**30:.3g} GiB); "
+            f"{nbytes / 2**30:.3g} GiB, more than the memory available ({available / 2**30:.3g} GiB); "
             "a broadcast or expanded view takes its full size once copied"
         )
 

@@ -119,7 +119,10 @@ class _OrtBackendBase:
             Exception
         ) as exc:  # ORT raises its own Fail/InvalidGraph/RuntimeException types: translated below
             text = str(exc)
-            if "Load model" in text or "INVALID_PROTOBUF" in text or "InvalidProtobuf" in type(exc).__name__:
+            model_fault = type(exc).__name__ in ("InvalidProtobuf", "InvalidGraph", "UnicodeDecodeError")
+            # On the CPU provider nothing but the model can make session creation fail; a GPU provider may
+            # fail for its own reasons (then another backend may still run the model).
+            if self.provider == _CPU or model_fault or "Load model" in text or "INVALID_PROTOBUF" in text:
                 raise ArtifactError(
                     f"{model_path}: ONNX Runtime cannot load the model ({text.strip()[:300]})"
                 ) from exc
