@@ -17,6 +17,8 @@ from infership.runtime import Predictor
 from infership.serve.app import ArtifactServer, ServeOptions
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.serve.conftest import needs_ray
+
 NPY = {"content-type": "application/x-npy"}
 
 
@@ -85,8 +87,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ray_app(tiny_artifact: Path):
-    ray = pytest.importorskip("ray")
+def ray_app(local_ray, tiny_artifact: Path):
     from infership.serve.app import serve_artifact
     from ray import serve
 
@@ -106,11 +107,12 @@ def ray_app(tiny_artifact: Path):
     finally:
         stop.set()
         thread.join(120)
-        assert not thread.is_alive() and not ray.is_initialized()
-        del serve
+        assert not thread.is_alive() and local_ray.is_initialized()  # a Ray it did not start stays up
+        assert not serve.status().applications  # Serve was shut down
 
 
 @pytest.mark.slow
+@needs_ray
 def test_ray_serve_app(ray_app, tiny_artifact):
     url, port = ray_app
     x = np.random.default_rng(1).standard_normal((8, 3, 16, 16)).astype(np.float32)

@@ -1,0 +1,29 @@
+"""One local Ray for the serve tests that need it (2 CPUs, loopback only), started once and stopped at the end.
+
+Starting Ray takes several seconds on a small machine, so these tests run only when
+``INFERSHIP_RAY_TESTS=1`` is set (``make test-ray``); they are skipped, with that reason, otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+RAY_TESTS = os.environ.get("INFERSHIP_RAY_TESTS") == "1"
+
+#: Marks a test that needs a running local Ray.
+needs_ray = pytest.mark.skipif(
+    not RAY_TESTS, reason="starts a local Ray (slow): set INFERSHIP_RAY_TESTS=1 to run the Ray tests"
+)
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()
