@@ -22,7 +22,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -34,39 +34,35 @@ from infership.runtime import (
     ConversionError,
     Manifest,
     Preprocessing,
-    Step,
     Task,
 )
 from infership.runtime.artifact import read_onnx_specs
 
-from . import resolve
-from .checking import Checked, Checker, Rejected, reference_outputs, summary
-from .export import Exporter, capture_program, export_batch, export_onnx, save_torch_program
-from .fp16 import convert_fp16
+from . import resolve, text, variants
+from .checking import Checker, Rejected, reference_outputs, summary
+from .export import Exporter, capture_program, export_batch, export_onnx
+from .hf import is_hf_source
 from .inputs import example_tensors, random_feeds, real_feeds
-from .openvino_ir import convert_openvino, execution_precision
 from .preprocessing import PreprocessingRequest
 from .simplify import Simplifier, simplify_onnx
-from .source import ModelSource, load_model_source
+from .source import load_model_source
 from .validate import Tolerance, torch_outputs
+from .variants import Candidate
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str, int, int], None]
 """Called as ``progress(description, steps_done, steps_total)`` before each step and once at the end."""
 
-_EXTRA_VERSIONS = ("torchvision", "onnxscript", "onnxslim", "onnxsim", "onnxconverter-common")
-
-
-@dataclass
-class _Candidate:
-    id: str
-    format: str
-    precision: str
-    files: list[str]
-    steps: list[Step] = field(default_factory=list)
-    validation: dict[str, Any] | None = None
-    target: str | None = None
+_EXTRA_VERSIONS = (
+    "torchvision",
+    "onnxscript",
+    "onnxslim",
+    "onnxsim",
+    "onnxconverter-common",
+    "transformers",
+    "tokenizers",
+)
 
 
 def build_artifact(
@@ -98,6 +94,9 @@ def build_artifact(
     preprocessing: Preprocessing | PreprocessingRequest | str | None = None,
     labels: Sequence[str] | str | os.PathLike[str] | None = None,
     task: Task | str | None = None,
+    pooling: str | None = None,
+    normalize: bool | None = None,
+    max_length: int | None = None,
     name: str | None = None,
     overwrite: bool = False,
     strict: bool = False,
@@ -141,6 +140,10 @@ def build_artifact(
             outputs (classification adds top-1 agreement...). Default: inferred from the outputs, labels and
             preprocessing (:func:`~infership.runtime.tasks.infer_task`): ``classification`` for one
             ``[batch, classes]`` output with as many labels, or with image preprocessing; else ``tensor``.
+            For ``hf:PATH``: ``embedding`` (default; ``feature-extraction`` too) or ``classification``.
+        pooling: ``hf:PATH`` embeddings: ``mean`` or ``cls`` (default: the model folder's setting, else mean).
+        normalize: ``hf:PATH`` embeddings: L2-normalise (default: the folder's setting, else True).
+        max_length: ``hf:PATH``: longest input in tokens (default: the tokenizer's and the model's limit).
         name: Artifact name (default: the directory name).
         overwrite: Replace an existing artifact directory.
         strict: Fail when any requested variant cannot be made or fails its check, instead of leaving it
@@ -176,15 +179,52 @@ def build_artifact(
     tick = _Ticker(progress, len(planned))
 
     tick("load model")
-    src = load_model_source(model_or_source, arch=arch, num_classes=num_classes, allow_pickle=allow_pickle)
-    examples = example_tensors(example_inputs, input_shapes, input_dtypes, seed=seed)
-    in_names = resolve.input_names(input_names, src, len(examples))
-    out_names = resolve.output_names(output_names, src, examples)
-    axes = resolve.resolve_axes(src, in_names, examples, dynamic_batch, dynamic_axes)
-    traced = export_batch(examples, axes, in_names)
+    text_options: dict[str, Any] = {"pooling": pooling, "normalize": normalize, "max_length": max_length}
+    if is_hf_source(model_or_source):
+        text_options["task"] = wanted_task
+    src = load_model_source(
+        model_or_source,
+        arch=arch,
+        num_classes=num_classes,
+        allow_pickle=allow_pickle,
+        text_options=text_options,
+    )
 
     with tempfile.TemporaryDirectory(prefix="infership-build-") as tmp_name:
         tmp = Path(tmp_name)
+        tokenizer, encoder = None, None
+        if src.text is not None:
+            text.refuse_for_text(
+                preprocessing=preprocessing, dynamic_axes=dynamic_axes, input_dtypes=input_dtypes
+            )
+            tokenizer, encoder = text.stage_tokenizer(src.text, tmp)
+            tplan = text.plan(
+                src.text,
+                encoder,
+                input_names=input_names,
+                task=wanted_task,
+                labels=labels,
+                example_inputs=example_inputs,
+                input_shapes=input_shapes,
+            )
+            examples, in_names, wanted_task, labels = (
+                tplan.examples,
+                tplan.input_names,
+                tplan.task,
+                tplan.labels,
+            )
+            axes = {
+                n: {a: s for a, s in ax.items() if a or dynamic_batch is not False}
+                for n, ax in tplan.axes.items()
+            }
+        else:
+            examples = example_tensors(example_inputs, input_shapes, input_dtypes, seed=seed)
+            in_names = resolve.input_names(input_names, src, len(examples))
+            axes = resolve.resolve_axes(src, in_names, examples, dynamic_batch, dynamic_axes)
+        if output_names is None and src.text is not None:
+            output_names = [src.text.output_name]
+        out_names = resolve.output_names(output_names, src, examples)
+        traced = export_batch(examples, axes, in_names)
         tick("export to ONNX")
         program, capture_step = src.program, None
         want_program = torch_program or Exporter.parse(exporter) is not Exporter.TORCHSCRIPT
@@ -218,9 +258,17 @@ def build_artifact(
             labels=label_names,
             preprocessing=pre,
             task=wanted_task,
+            tokenizer=tokenizer,
+            dims=text.dims(src.text) if src.text is not None else {},
         )
-        feeds = random_feeds(examples, in_names, axes, count=samples, seed=seed)
-        real = real_feeds(validation_data, inputs, pre)
+        if src.text is not None and encoder is not None:
+            feeds = text.check_feeds(src.text, encoder, count=samples, seed=seed)
+        else:
+            feeds = random_feeds(examples, in_names, axes, count=samples, seed=seed)
+        if encoder is not None and text.is_text_data(validation_data):
+            real = text.text_feeds(validation_data, encoder)  # type: ignore[arg-type]
+        else:
+            real = real_feeds(validation_data, inputs, pre)
         feeds, refs, notes = reference_outputs(src, feeds, out_names)
         refs += torch_outputs(src.model, real, out_names)
         check = Checker(tmp, base, feeds + real, refs, n_real=len(real), notes=notes)
@@ -232,7 +280,7 @@ def build_artifact(
             and export_step.result["exporter"] == "dynamo"
             and Exporter.parse(exporter) is Exporter.AUTO
         ):
-            export_step, checked = _retry_torchscript(
+            export_step, checked = variants.retry_torchscript(
                 src, traced, raw, in_names, out_names, axes, opset, check, tol32, checked
             )
         if not checked.passed:
@@ -263,11 +311,11 @@ def build_artifact(
             onnx_steps += [sstep] + ([checked.step] if final is simplified else [])
 
         candidates = [
-            _Candidate("onnx-fp32", "onnx", "fp32", [final.name], onnx_steps, checked.validation, "ort-cpu")
+            Candidate("onnx-fp32", "onnx", "fp32", [final.name], onnx_steps, checked.validation, "ort-cpu")
         ]
         skipped: list[dict[str, Any]] = []
 
-        def attempt(vid: str, desc: str, make: Callable[[], _Candidate]) -> None:
+        def attempt(vid: str, desc: str, make: Callable[[], Candidate]) -> None:
             tick(desc)
             try:
                 candidates.append(make())
@@ -284,11 +332,13 @@ def build_artifact(
             attempt(
                 "torch-fp32",
                 "keep the PyTorch program",
-                lambda: _torch_variant(src, program, traced, capture_step, tmp, check, tol32),
+                lambda: variants.torch_variant(src, program, traced, capture_step, tmp, check, tol32),
             )
         if fp16:
             attempt(
-                "onnx-fp16", "fp16 graph", lambda: _fp16_variant(final, tmp, fp16_block_list, check, tol16)
+                "onnx-fp16",
+                "fp16 graph",
+                lambda: variants.fp16_variant(final, tmp, fp16_block_list, check, tol16),
             )
         if openvino:
             for compress in (False, True):
@@ -296,7 +346,7 @@ def build_artifact(
                 attempt(
                     vid,
                     f"OpenVINO IR ({vid})",
-                    lambda c=compress, v=vid: _openvino_variant(
+                    lambda c=compress, v=vid: variants.openvino_variant(
                         final, tmp, v, c, check, tol32, fp16_tolerance
                     ),
                 )
@@ -307,8 +357,12 @@ def build_artifact(
             extra["skipped"] = skipped
         if notes:
             extra["notes"] = notes
+        if src.text is not None:
+            extra.update(text.pooling_note(src.text))
         manifest = replace(base, versions=_versions(), extra=extra)
         with ArtifactWriter.create(out, manifest, overwrite=overwrite) as writer:
+            if tokenizer is not None:
+                writer.add_file(tmp / text.TOKENIZER_FILE, text.TOKENIZER_FILE, move=False)
             for cand in candidates:
                 files = [writer.add_file(tmp / rel, _artifact_name(cand, rel)) for rel in cand.files]
                 writer.put_variant(
@@ -326,105 +380,7 @@ def build_artifact(
     return artifact
 
 
-# ------------------------------------------------------------------------------------------- variants
-def _torch_variant(
-    src: ModelSource,
-    program: Any,
-    traced: tuple,
-    capture_step: Step | None,
-    tmp: Path,
-    check: Checker,
-    tol: Tolerance,
-) -> _Candidate:
-    error = capture_step.result.get("error") if capture_step else None
-    path, fmt, step = save_torch_program(
-        src.kind, src.model, program, traced, tmp / "model", source_file=src.file, capture_error=error
-    )
-    checked = check.run("torch-fp32", fmt, "fp32", [path.name], "torch", tol)
-    if not checked.passed:
-        raise checked.rejected()
-    steps = [src.step, *([capture_step] if capture_step else []), step, checked.step]
-    return _Candidate("torch-fp32", fmt, "fp32", [path.name], steps, checked.validation, "torch")
-
-
-def _fp16_variant(
-    final: Path, tmp: Path, block_list: Sequence[str] | None, check: Checker, tol: Tolerance
-) -> _Candidate:
-    dst = tmp / "model-fp16.onnx"
-    step = convert_fp16(final, dst, block_list=block_list)
-    checked = check.run("onnx-fp16", "onnx", "fp16", [dst.name], "ort-cpu", tol)
-    if not checked.passed:
-        raise checked.rejected()
-    # The graph carries its precision (fp16 weights and Casts), as TensorRT 11 requires; ORT CUDA runs it too.
-    return _Candidate(
-        "onnx-fp16", "onnx", "fp16", [dst.name], [step, checked.step], checked.validation, "ort-cuda"
-    )
-
-
-def _openvino_variant(
-    final: Path,
-    tmp: Path,
-    vid: str,
-    compress: bool,
-    check: Checker,
-    tol32: Tolerance,
-    tol16: Tolerance | None,
-) -> _Candidate:
-    xml = tmp / vid / "model.xml"
-    step = convert_openvino(final, xml, compress_to_fp16=compress)
-    files = [f"{vid}/model.xml", f"{vid}/model.bin"]
-    precision = "fp16" if compress else "fp32"
-    # Checked as users will run it: fp16 variants execute at the device's default precision (bf16 on CPUs
-    # with AVX512_BF16/AMX), so the tolerance follows that precision unless the caller chose one.
-    executes = execution_precision(precision)
-    tol = tol32 if not compress else tol16 or (Tolerance.bf16() if executes == "bf16" else Tolerance.fp16())
-    checked = check.run(
-        vid, "openvino", precision, files, "openvino", tol, context={"execution_precision": executes}
-    )
-    if not checked.passed:
-        raise checked.rejected()
-    return _Candidate(vid, "openvino", precision, files, [step, checked.step], checked.validation, "openvino")
-
-
-def _retry_torchscript(
-    src: ModelSource,
-    traced: tuple,
-    raw: Path,
-    in_names: Sequence[str],
-    out_names: Sequence[str],
-    axes: Mapping[str, Mapping[int, str]],
-    opset: int | None,
-    check: Checker,
-    tol: Tolerance,
-    failed: Checked,
-) -> tuple[Step, Checked]:
-    """The current exporter's graph disagreed with PyTorch: try the TorchScript-based exporter."""
-    why = "dynamo export disagreed with PyTorch: " + "; ".join(failed.failures)
-    log.warning("%s; retrying with the TorchScript-based exporter", why)
-    alt = raw.with_name("export-torchscript.onnx")
-    try:
-        step = export_onnx(
-            src.model,
-            traced,
-            alt,
-            input_names=in_names,
-            output_names=out_names,
-            dynamic_axes=axes,
-            opset=opset,
-            exporter=Exporter.TORCHSCRIPT,
-        )
-    except ConversionError as exc:
-        raise failed.rejected(
-            "the exported ONNX model", extra=f"the TorchScript exporter failed too: {exc}"
-        ) from exc
-    checked = check.run("onnx-fp32", "onnx", "fp32", [alt.name], "ort-cpu", tol)
-    if checked.passed:
-        os.replace(alt, raw)
-        step = replace(step, result={**step.result, "fallback_reason": why})
-    return step, checked
-
-
-def _artifact_name(cand: _Candidate, rel: str) -> str:
+def _artifact_name(cand: Candidate, rel: str) -> str:
     if cand.format == "openvino":
         return rel
     return {"onnx-fp32": "model.onnx", "onnx-fp16": "model-fp16.onnx"}.get(cand.id, rel)

@@ -15,6 +15,8 @@ _EXAMPLES = """examples:
   infership export model.pt2 -o out/m --input-shape 1x3x224x224
   infership export my_pkg.models:build -o out/m --input-shape 1x3x64x64 --input-shape 1x4 --input-name image --input-name extra
   infership export net.py:make_model -o out/m --input-shape 1x3x256x256 --dynamic-axis x:2:height --dynamic-axis x:3:width
+  infership export hf:models/all-MiniLM-L6-v2 --task feature-extraction -o out/minilm
+  infership export hf:models/my-classifier --task text-classification -o out/clf --max-length 256
 """
 
 
@@ -27,7 +29,8 @@ def add_export(sub: Any) -> None:
         description="Export a PyTorch model to ONNX, check it against PyTorch, simplify it, and add fp16 and "
         "OpenVINO IR variants and the PyTorch program, each checked against PyTorch. MODEL is "
         "'torchvision:NAME', 'module:callable', 'file.py:callable', a TorchScript file, a torch.export "
-        ".pt2 program, or a state_dict checkpoint (with --arch).",
+        ".pt2 program, a state_dict checkpoint (with --arch), or 'hf:PATH': a Hugging Face text model "
+        "saved on disk (never downloaded), exported with its tokenizer so the artifact takes text.",
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -53,9 +56,9 @@ def add_export(sub: Any) -> None:
     g.add_argument(
         "--input-shape",
         action="append",
-        required=True,
         metavar="SHAPE",
-        help="example input shape, e.g. 1x3x224x224; repeat for each input",
+        help="example input shape, e.g. 1x3x224x224; repeat for each input (not for hf: text models, "
+        "whose inputs come from their tokenizer)",
     )
     g.add_argument(
         "--input-dtype", action="append", metavar="DTYPE", help="dtype per input (default float32)"
@@ -71,6 +74,26 @@ def add_export(sub: Any) -> None:
         default=[],
         metavar="INPUT:AXIS[:SYMBOL]",
         help="make another input axis dynamic, e.g. x:2:height; repeat as needed",
+    )
+
+    g = p.add_argument_group("text models (hf:PATH)")
+    g.add_argument(
+        "--pooling",
+        choices=["mean", "cls"],
+        help="embeddings: pool the tokens' states by their mean or take the first token's (default: the "
+        "model folder's sentence-transformers setting, else mean)",
+    )
+    g.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="embeddings: L2-normalise (default: the folder's setting, else yes)",
+    )
+    g.add_argument(
+        "--max-length",
+        type=int,
+        metavar="TOKENS",
+        help="longest input in tokens (default: the tokenizer's and the model's limit)",
     )
 
     g = p.add_argument_group("export")
@@ -95,10 +118,13 @@ def add_export(sub: Any) -> None:
     g = p.add_argument_group("checking against PyTorch")
     g.add_argument(
         "--task",
-        choices=[t.value for t in Task],
+        type=_task,
+        metavar="|".join(t.value for t in Task),
         help="what the model does, recorded in the manifest; decides how outputs are compared "
-        "(classification adds top-1 agreement; tensor: element-wise only). Default: classification for "
-        "one [batch, N] output with N --labels, or with --preprocess; else tensor",
+        "(classification adds top-1 agreement; embedding adds nearest-neighbour agreement; tensor: "
+        "element-wise only); Hugging Face names such as feature-extraction and text-classification are "
+        "accepted. Default: embedding for hf: models; classification for one [batch, N] output with N "
+        "--labels, or with --preprocess; else tensor",
     )
     g.add_argument("--samples", type=int, default=4, help="random input batches to check on (default 4)")
     g.add_argument("--seed", type=int, default=0)
@@ -157,10 +183,13 @@ def _run_export(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .build import build_artifact
+    from .hf import is_hf_source
     from .preprocessing import PreprocessingRequest
     from .validate import Tolerance
 
-    shapes = [parse_shape(s, what="--input-shape") for s in args.input_shape]
+    if not args.input_shape and not is_hf_source(args.model):
+        raise InvalidInputError("--input-shape is required (one per input), except for hf: text models")
+    shapes = [parse_shape(s, what="--input-shape") for s in args.input_shape] if args.input_shape else None
     dynamic_axes = _parse_dynamic_axes(args.dynamic_axis)
     fields = {
         "resize": _parse_resize(args.resize) if args.resize else None,
@@ -226,6 +255,9 @@ def _run_export(args: argparse.Namespace) -> int:
             preprocessing=pre,
             labels=args.labels,
             task=args.task,
+            pooling=args.pooling,
+            normalize=args.normalize,
+            max_length=args.max_length,
             name=args.name,
             overwrite=args.force,
             strict=args.strict,
@@ -262,6 +294,16 @@ def _print_summary(console: Any, artifact: Any) -> None:
             f"[yellow]left out {s['variant']}:[/] {escape(s['reason'])}", highlight=False, soft_wrap=True
         )
     console.print(f"details: infership info {artifact.root}", highlight=False, soft_wrap=True)
+
+
+def _task(text: str) -> Any:
+    """``--task``: a task name or one of its aliases (argparse reports the InvalidInputError's message)."""
+    from infership.runtime.tasks import Task
+
+    try:
+        return Task.parse(text)
+    except ValueError as exc:  # InvalidInputError is a ValueError: argparse turns it into a usage error
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _fp16_tolerance(args: argparse.Namespace) -> Any:

@@ -22,6 +22,8 @@ from typing import Any
 
 from infership.runtime import ConversionError, InvalidInputError, Step
 
+from .onnx_names import placeholders, rename_outputs
+
 log = logging.getLogger(__name__)
 
 DynamicAxes = Mapping[str, Mapping[int, str]]
@@ -123,7 +125,9 @@ def export_onnx(
         example_inputs: One tensor per input (batch ≥ 2 on dynamic batch axes, see :func:`export_batch`).
         path: Where to write the ``.onnx`` file.
         input_names: Graph input names, one per example input.
-        output_names: Graph output names, one per model output.
+        output_names: Graph output names, one per model output. The graph is exported under placeholder
+            names and renamed afterwards, so a requested name that some value inside the graph already
+            has never yields a second definition of it (see :mod:`infership.convert.onnx_names`).
         dynamic_axes: Input name → {axis: symbol}. Outputs get symbolic axes from shape inference; with the
             TorchScript exporter, axis 0 of every output is made dynamic when the batch is.
         opset: ONNX opset; ``None`` uses the exporter's default.
@@ -151,6 +155,7 @@ def export_onnx(
         "example_shapes": [list(x.shape) for x in example_inputs],
     }
     attempts = [Exporter.DYNAMO, Exporter.TORCHSCRIPT] if exporter is Exporter.AUTO else [exporter]
+    exported_names = placeholders(len(output_names))
     failures: list[str] = []
     t0 = time.perf_counter()
     for which in attempts:
@@ -164,14 +169,14 @@ def export_onnx(
                         example_inputs,
                         path,
                         input_names,
-                        output_names,
+                        exported_names,
                         dynamic_axes,
                         opset,
                         program,
                     )
                 else:
                     _export_torchscript(
-                        torch, model, example_inputs, path, input_names, output_names, dynamic_axes, opset
+                        torch, model, example_inputs, path, input_names, exported_names, dynamic_axes, opset
                     )
         except Exception as exc:  # noqa: BLE001 - both exporters raise arbitrary torch/onnxscript error types
             reason = summarize_torch_error(exc)
@@ -181,7 +186,7 @@ def export_onnx(
             continue
         for w in caught:
             log.debug("exporter warning: %s", w.message)
-        facts = finish_onnx(path, input_names, dynamic_axes)
+        facts = finish_onnx(path, input_names, dynamic_axes, output_names=output_names)
         result: dict[str, Any] = {"exporter": which.value, **facts}
         if failures:
             result["fallback_reason"] = "; ".join(failures)
@@ -249,11 +254,26 @@ def _export_torchscript(
     )
 
 
-def finish_onnx(path: Path, input_names: Sequence[str], dynamic_axes: DynamicAxes) -> dict[str, Any]:
-    """Rename the graph's symbolic dims to the caller's symbols and check that the dynamic axes stayed dynamic.
+def finish_onnx(
+    path: Path,
+    input_names: Sequence[str],
+    dynamic_axes: DynamicAxes,
+    *,
+    output_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Name the outputs, rename the graph's symbolic dims to the caller's symbols, and check that the
+    dynamic axes stayed dynamic.
+
+    Args:
+        path: The exported model, rewritten in place.
+        input_names: The graph's input names.
+        dynamic_axes: Input name → {axis: symbol}.
+        output_names: The outputs' final names (the graph has placeholder names until now); internal
+            values already holding one of them are renamed first.
 
     Returns:
-        ``opset``, ``ir_version`` and ``nodes`` of the written model.
+        ``opset``, ``ir_version`` and ``nodes`` of the written model, and ``renamed_internal`` when
+        internal values had to make room for the output names.
 
     Raises:
         ConversionError: The exporter made a requested dynamic axis static, or dropped an input.
@@ -261,6 +281,7 @@ def finish_onnx(path: Path, input_names: Sequence[str], dynamic_axes: DynamicAxe
     import onnx
 
     model = onnx.load(os.fspath(path))
+    moved = rename_outputs(model, output_names) if output_names is not None else {}
     graph_inputs = {vi.name: vi for vi in model.graph.input}
     mapping: dict[str, str] = {}
     for name in input_names:
@@ -292,9 +313,13 @@ def finish_onnx(path: Path, input_names: Sequence[str], dynamic_axes: DynamicAxe
             for d in vi.type.tensor_type.shape.dim:
                 if d.dim_param:
                     d.dim_param = _rename_expr(d.dim_param, mapping)
+    if mapping or output_names is not None:
         onnx.save(model, os.fspath(path))
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    return {"opset": opset, "ir_version": model.ir_version, "nodes": len(model.graph.node)}
+    facts: dict[str, Any] = {"opset": opset, "ir_version": model.ir_version, "nodes": len(model.graph.node)}
+    if moved:
+        facts["renamed_internal"] = moved
+    return facts
 
 
 def _rename_expr(expr: str, mapping: Mapping[str, str]) -> str:

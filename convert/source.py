@@ -8,7 +8,8 @@ Accepted sources:
 - a TorchScript file (``torch.jit.save``);
 - a ``torch.export`` program (``.pt2``, ``torch.export.save``);
 - a checkpoint holding a ``state_dict`` (bare, or under ``state_dict`` / ``model_state_dict`` / ``model``),
-  together with ``arch=`` (``"torchvision:NAME"`` or ``"module:callable"``).
+  together with ``arch=`` (``"torchvision:NAME"`` or ``"module:callable"``);
+- ``"hf:PATH"``: a Hugging Face text model saved on disk, with its tokenizer (:mod:`infership.convert.hf`).
 
 Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain containers only. A file that
 needs arbitrary unpickling (a whole pickled ``nn.Module``, custom classes) is refused unless the caller opts
@@ -35,6 +36,8 @@ from typing import Any
 
 from infership.runtime import ConversionError, Step
 
+from .hf import TextModel, is_hf_source, load_hf
+
 log = logging.getLogger(__name__)
 
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
@@ -48,13 +51,15 @@ class ModelSource:
     Attributes:
         model: A callable torch module to run as the reference (``nn.Module``, ``ScriptModule`` or the
             module of an exported program), in eval mode.
-        kind: ``module``, ``torchvision``, ``factory``, ``checkpoint``, ``torchscript`` or ``torch-export``.
+        kind: ``module``, ``torchvision``, ``factory``, ``checkpoint``, ``torchscript``, ``torch-export`` or
+            ``hf``.
         description: Human-readable origin, e.g. ``"torchvision:resnet18 (num_classes=10)"``.
         program: The ``ExportedProgram`` when the source was one (``.pt2`` file or object).
         file: The source file, when the model came from a file.
         input_names: Parameter names of ``forward``, when they can be read.
         step: The ``load`` step for the manifest.
         notes: Anything changed while loading (stripped key prefixes...), for the manifest.
+        text: For a text model (``hf:PATH``): its token inputs, task, tokenizer and ranges.
     """
 
     model: Any
@@ -65,6 +70,7 @@ class ModelSource:
     input_names: tuple[str, ...] = ()
     step: Step = field(default_factory=lambda: Step("load"))
     notes: tuple[str, ...] = ()
+    text: TextModel | None = None
 
 
 def load_model_source(
@@ -73,6 +79,7 @@ def load_model_source(
     arch: str | None = None,
     num_classes: int | None = None,
     allow_pickle: bool = False,
+    text_options: Mapping[str, Any] | None = None,
 ) -> ModelSource:
     """Turn a model object, a spec string or a file into a :class:`ModelSource`.
 
@@ -84,6 +91,8 @@ def load_model_source(
             ``"module:callable"``).
         num_classes: Passed to torchvision builders and factories as ``num_classes=``.
         allow_pickle: Let ``torch.load`` unpickle arbitrary objects. Only for files from a trusted source.
+        text_options: For ``hf:PATH``: ``task``, ``pooling``, ``normalize``, ``max_length`` (see
+            :func:`infership.convert.hf.load_hf`); refused for other sources.
 
     Returns:
         The loaded model, in eval mode, with its provenance.
@@ -99,7 +108,17 @@ def load_model_source(
         params["arch"] = arch
     if num_classes is not None:
         params["num_classes"] = num_classes
-    if isinstance(source, (str, os.PathLike)) and Path(source).is_file():
+    options = {k: v for k, v in (text_options or {}).items() if v is not None}
+    if is_hf_source(source):
+        if arch is not None or num_classes is not None:
+            raise ConversionError(f"{source}: arch and num_classes do not apply to hf: sources")
+        model, text, facts = load_hf(source, **options)
+        loaded = ModelSource(model=model, kind="hf", description=source, text=text)
+        params.update({k: (v.value if hasattr(v, "value") else v) for k, v in options.items()})
+        params["read"] = facts
+    elif options:
+        raise ConversionError(f"{sorted(options)} apply only to hf: sources, not {_describe_source(source)}")
+    elif isinstance(source, (str, os.PathLike)) and Path(source).is_file():
         loaded = _load_file(Path(source), arch=arch, num_classes=num_classes, allow_pickle=allow_pickle)
     elif isinstance(source, str):
         if arch is not None:
@@ -143,9 +162,10 @@ def load_model_source(
         description=loaded.description,
         program=loaded.program,
         file=loaded.file,
-        input_names=names,
+        input_names=loaded.text.input_names if loaded.text else names,
         step=step,
         notes=loaded.notes,
+        text=loaded.text,
     )
 
 

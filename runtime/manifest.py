@@ -277,13 +277,89 @@ class Preprocessing:
         return cls(**dict(data))
 
 
+#: What may feed a model input from a tokenizer's encoding (``tokenizers.Encoding`` field names).
+TOKEN_FIELDS = ("ids", "attention_mask", "type_ids")
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """How text becomes the model's token inputs, carried like :class:`Preprocessing` is for images: the
+    tokenizer files (hash-checked like model files) and the settings used with them at run time
+    (:mod:`infership.runtime.text`, with the ``tokenizers`` library).
+
+    Args:
+        files: The tokenizer's files; the first is a ``tokenizers`` JSON file (``tokenizer.json``).
+        inputs: Model input name → the encoding field that feeds it (one of :data:`TOKEN_FIELDS`).
+        max_length: Longest input in tokens, special tokens included.
+        truncation: Cut longer texts to ``max_length`` (else they are refused).
+        padding_side: ``right`` or ``left``; each batch is padded to its longest input.
+        pad_id: Token id used for padding.
+        pad_token: Its text.
+    """
+
+    files: tuple[FileEntry, ...]
+    inputs: dict[str, str]
+    max_length: int
+    truncation: bool = True
+    padding_side: str = "right"
+    pad_id: int = 0
+    pad_token: str = "[PAD]"
+
+    def __post_init__(self) -> None:
+        if not self.files:
+            raise ArtifactError("tokenizer lists no files")
+        object.__setattr__(self, "files", tuple(self.files))
+        _want(self.inputs, Mapping, "tokenizer.inputs")
+        bad = {k: v for k, v in self.inputs.items() if not isinstance(k, str) or v not in TOKEN_FIELDS}
+        if not self.inputs or bad:
+            raise ArtifactError(f"tokenizer.inputs: expected input name → one of {TOKEN_FIELDS}, got {bad}")
+        object.__setattr__(self, "inputs", dict(self.inputs))
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1:
+            raise ArtifactError(f"tokenizer.max_length must be an integer >= 1, got {self.max_length!r}")
+        _want(self.truncation, bool, "tokenizer.truncation")
+        if self.padding_side not in ("right", "left"):
+            raise ArtifactError(f"tokenizer.padding_side must be right or left, got {self.padding_side!r}")
+        _want(self.pad_id, int, "tokenizer.pad_id")
+        _want(self.pad_token, str, "tokenizer.pad_token")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "files": [f.to_dict() for f in self.files]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Tokenizer:
+        _want(data, Mapping, "tokenizer")
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ArtifactError(f"tokenizer: unknown field(s) {sorted(map(str, unknown))}")
+        files = tuple(FileEntry.from_dict(f) for f in _want(data["files"], list, "tokenizer.files"))
+        return cls(**{**dict(data), "files": files})
+
+
+def _dim_ranges(dims: Mapping[str, Any], inputs: Sequence[TensorSpec]) -> dict[str, tuple[int, int | None]]:
+    """``{symbol: (min, max)}`` checked: every symbol names a dynamic axis of an input; ``max`` may be None."""
+    symbols = {d for s in inputs for d in s.shape if isinstance(d, str)}
+    out: dict[str, tuple[int, int | None]] = {}
+    for sym, rng in _want(dims, Mapping, "dims").items():
+        lo, hi = tuple(rng) if isinstance(rng, (list, tuple)) and len(rng) == 2 else (None, None)
+        ok = isinstance(lo, int) and not isinstance(lo, bool) and lo >= 0
+        ok = ok and (hi is None or (isinstance(hi, int) and not isinstance(hi, bool) and hi >= lo))
+        if not ok or sym not in symbols:
+            raise ArtifactError(
+                f"dims.{sym}: expected [min, max or null] with 0 <= min <= max for a symbolic dimension of "
+                f"the inputs ({sorted(symbols)}), got {rng!r}"
+            )
+        out[sym] = (lo, hi)
+    return out
+
+
 @dataclass(frozen=True)
 class Manifest:
     """Everything known about an artifact. Serialized as ``manifest.json``.
 
     ``task`` decides how outputs are compared, scored and summarised (:mod:`infership.runtime.tasks`); when
     it is not given it is inferred from the outputs and labels, and a manifest written without one (by an
-    older infership) gets the inferred task when read.
+    older infership) gets the inferred task when read. ``tokenizer`` lets the model take text;
+    ``dims`` declares the range of symbolic dimensions (``{"sequence": (1, 512)}``; max ``None``: unbounded).
     """
 
     name: str
@@ -293,6 +369,8 @@ class Manifest:
     task: Task | None = None
     preprocessing: Preprocessing | None = None
     labels: tuple[str, ...] | None = None
+    tokenizer: Tokenizer | None = None
+    dims: dict[str, tuple[int, int | None]] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     environment: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -312,6 +390,9 @@ class Manifest:
         else:
             task = Task.parse(self.task)
         object.__setattr__(self, "task", task)
+        object.__setattr__(self, "dims", _dim_ranges(self.dims, self.inputs))
+        if self.tokenizer is not None and not set(self.tokenizer.inputs) <= {s.name for s in self.inputs}:
+            raise ArtifactError(f"tokenizer.inputs {sorted(self.tokenizer.inputs)} are not all model inputs")
         ids = [v.id for v in self.variants]
         if len(ids) != len(set(ids)):
             raise ArtifactError(f"manifest {self.name!r}: duplicate variant ids in {ids}")
@@ -345,6 +426,8 @@ class Manifest:
             "outputs": specs_to_list(self.outputs),
             "preprocessing": self.preprocessing.to_dict() if self.preprocessing else None,
             "labels": list(self.labels) if self.labels is not None else None,
+            **({"tokenizer": self.tokenizer.to_dict()} if self.tokenizer else {}),
+            **({"dims": {k: list(v) for k, v in self.dims.items()}} if self.dims else {}),
             "variants": [v.to_dict() for v in self.variants],
             "versions": self.versions,
             "environment": self.environment,
@@ -379,6 +462,8 @@ class Manifest:
                 outputs=specs_from_list(_want(data["outputs"], list, "outputs")),
                 preprocessing=Preprocessing.from_dict(pre) if pre else None,
                 labels=tuple(labels) if labels is not None else None,
+                tokenizer=Tokenizer.from_dict(data["tokenizer"]) if data.get("tokenizer") else None,
+                dims=dict(_want(data.get("dims"), Mapping, "dims", optional=True) or {}),
                 variants=tuple(
                     Variant.from_dict(v)
                     for v in _want(data.get("variants"), list, "variants", optional=True) or ()

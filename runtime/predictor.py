@@ -18,6 +18,7 @@ from .errors import InferenceError, InvalidInputError
 from .preprocess import IMAGE_EXTENSIONS, is_image_like, tensor_to_numpy
 from .selection import BackendFallbackWarning
 from .spec import TensorSpec
+from .text import LazyTextEncoder, is_text
 
 __all__ = ["BackendFallbackWarning", "Predictor"]
 
@@ -84,6 +85,11 @@ class Predictor:
         self._input_names = tuple(s.name for s in self.inputs)
         self._input_set = frozenset(self._input_names)
         self._single = self.inputs[0] if len(self.inputs) == 1 else None
+        tok = artifact.manifest.tokenizer
+        # Strings are text when the artifact carries a tokenizer for all its inputs (loaded on first use).
+        self._text = (
+            LazyTextEncoder(tok, artifact.root) if tok and set(tok.inputs) == self._input_set else None
+        )
         self._chunk = self._chunk_size(opened.session)
         self._device_feeds = opened.session.accepts_device_tensors
         dev = self.options.device or ""
@@ -208,7 +214,8 @@ class Predictor:
             inputs: One array for single-input models, or a mapping input name → array. Arrays may be
                 numpy arrays or torch tensors of any memory layout; lossless dtype casts are applied.
                 If the artifact carries preprocessing, raw images are accepted too: file paths, PIL
-                images, HWC uint8 arrays, or a list of them.
+                images, HWC uint8 arrays, or a list of them. If it carries a tokenizer, strings are text:
+                a string, a pair of strings (cross-encoders), or a list of them, one row each.
 
         Returns:
             Output name → numpy array, batch-first like the inputs.
@@ -259,6 +266,10 @@ class Predictor:
 
     def _prepare(self, inputs: Any) -> dict[str, np.ndarray]:
         check_batch = self._chunk is None
+        if self._text is not None and is_text(inputs):
+            # Each call's texts are padded to the longest of them (never to the maximum length).
+            tokens = self._text.get().encode(inputs)
+            return {spec.name: self._feed(tokens[spec.name], spec, check_batch) for spec in self.inputs}
         if isinstance(inputs, Mapping):
             names = set(inputs)
             if names != self._input_set:

@@ -8,6 +8,14 @@ Adding a task is one :class:`Judge` here and one :class:`Task` member.
 - ``classification``: the first output holds class scores ``[batch, classes]`` (logits or probabilities):
   element-wise figures plus top-1 agreement, confident top-1 agreement, top-5 containment, and accuracy
   against integer class labels.
+- ``embedding``: the first output holds one vector per sample ``[batch, dim]`` (sentence or image
+  embeddings): element-wise figures, the cosine of each sample's vectors, and retrieval agreement over the
+  whole compared set — ``top1_agreement`` is the share of samples whose nearest other sample (by cosine) is
+  the same one under the candidate as under the reference, ``top5_containment`` the share whose reference
+  nearest neighbour is among the candidate's five nearest.
+
+Hugging Face's task names are accepted as aliases (:data:`TASK_ALIASES`: ``feature-extraction`` is
+``embedding``, ``text-classification`` is ``classification``...).
 """
 
 from __future__ import annotations
@@ -31,21 +39,38 @@ class Task(str, enum.Enum):
 
     TENSOR = "tensor"
     CLASSIFICATION = "classification"
+    EMBEDDING = "embedding"
 
     @classmethod
     def parse(cls, value: str | Task) -> Task:
-        """``"classification"`` (any case) → :attr:`CLASSIFICATION`.
+        """``"classification"`` (any case), or an alias such as ``"feature-extraction"`` → the task.
 
         Raises:
-            InvalidInputError: An unknown task name (the message lists the known ones).
+            InvalidInputError: An unknown task name (the message lists the known ones and the aliases).
         """
         if isinstance(value, Task):
             return value
+        text = str(value).strip().lower().replace("_", "-")
         try:
-            return cls(str(value).strip().lower())
+            return cls(TASK_ALIASES.get(text, text))
         except ValueError as exc:
             known = ", ".join(t.value for t in cls)
-            raise InvalidInputError(f"unknown task {value!r}; expected one of: {known}") from exc
+            raise InvalidInputError(
+                f"unknown task {value!r}; expected one of: {known} (or {', '.join(TASK_ALIASES)})"
+            ) from exc
+
+
+#: Other names of the tasks (Hugging Face's pipeline tasks), → the task's value.
+TASK_ALIASES: Mapping[str, str] = {
+    "feature-extraction": "embedding",
+    "sentence-similarity": "embedding",
+    "sentence-embedding": "embedding",
+    "embeddings": "embedding",
+    "text-classification": "classification",
+    "sequence-classification": "classification",
+    "sentiment-analysis": "classification",
+    "image-classification": "classification",
+}
 
 
 def infer_task(
@@ -196,7 +221,90 @@ class ClassificationJudge:
         return lines
 
 
-_JUDGES: dict[Task, Judge] = {Task.TENSOR: TensorJudge(), Task.CLASSIFICATION: ClassificationJudge()}
+# ---------------------------------------------------------------------------------------------- embedding
+class EmbeddingJudge:
+    """One vector per sample in the first output, ``[batch, dim]``: judged by cosine and by retrieval.
+
+    Retrieval agreement is what a search index built on the vectors would notice: for every sample, its
+    nearest other sample of the compared set by cosine similarity, under the reference and under the
+    candidate. ``top1_agreement`` is the share of samples whose nearest neighbour is the same, and
+    ``top5_containment`` the share whose reference nearest neighbour is among the candidate's five nearest.
+    Compare at least a few hundred samples: with few, neighbours are far apart and agreement says little.
+    """
+
+    task = Task.EMBEDDING
+
+    def compare(
+        self,
+        reference: Sequence[Outputs],
+        candidate: Sequence[Outputs],
+        *,
+        labels: np.ndarray | None = None,
+    ) -> Agreement:
+        if labels is not None:
+            raise InvalidInputError(
+                "labels were given, but task 'embedding' has no score against labels (its figures are "
+                "cosine and nearest-neighbour agreement with the reference)"
+            )
+        base = _elementwise(reference, candidate, self.task)
+        refs = [reference] if isinstance(reference, Mapping) else list(reference)
+        cands = [candidate] if isinstance(candidate, Mapping) else list(candidate)
+        name = next(iter(refs[0]))
+        ref = _vectors(np.concatenate([np.asarray(r[name]) for r in refs]), name)
+        cand = _vectors(np.concatenate([np.asarray(c[name]) for c in cands]), name)
+        if len(ref) < 2 or not (np.isfinite(ref).all() and np.isfinite(cand).all()):
+            return base
+        near_ref, near_cand = _neighbours(ref, 1)[:, 0], _neighbours(cand, min(5, len(ref) - 1))
+        return replace(
+            base,
+            top1_agreement=round(float(np.mean(near_ref == near_cand[:, 0])), 6),
+            top5_containment=round(float(np.mean(np.any(near_cand == near_ref[:, None], axis=1))), 6),
+        )
+
+    def score(self, outputs: Sequence[Outputs], labels: np.ndarray) -> float | None:
+        return None
+
+    def predictions(self, outputs: Outputs) -> np.ndarray | None:
+        return None
+
+    def summarise(self, outputs: Outputs, *, labels: Sequence[str] | None = None, top: int = 3) -> list[str]:
+        name = next(iter(outputs))
+        vectors = _vectors(np.asarray(outputs[name]), name)
+        return [
+            f"{name}: [{vectors.shape[1]}] norm {float(np.linalg.norm(row)):.4g} · "
+            + " ".join(f"{v:.3g}" for v in row[: max(1, top)])
+            + " …"
+            for row in vectors
+        ]
+
+
+def _vectors(a: np.ndarray, name: str) -> np.ndarray:
+    if a.ndim != 2 or a.shape[1] < 1:
+        raise InvalidInputError(
+            f"task 'embedding' expects one vector per sample [batch, dim] in output {name!r}, "
+            f"got shape {list(a.shape)}"
+        )
+    return a.astype(np.float64, copy=False)
+
+
+def _neighbours(vectors: np.ndarray, k: int) -> np.ndarray:
+    """Indices of each row's ``k`` nearest other rows by cosine similarity, nearest first."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = vectors / np.where(norms == 0, 1.0, norms)
+    out = np.empty((len(unit), k), dtype=np.int64)
+    for start in range(0, len(unit), 1024):  # blocks of rows: memory stays bounded on large sets
+        sims = unit[start : start + 1024] @ unit.T
+        rows = np.arange(len(sims))
+        sims[rows, rows + start] = -np.inf
+        out[start : start + len(sims)] = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return out
+
+
+_JUDGES: dict[Task, Judge] = {
+    Task.TENSOR: TensorJudge(),
+    Task.CLASSIFICATION: ClassificationJudge(),
+    Task.EMBEDDING: EmbeddingJudge(),
+}
 
 
 def judge_for(task: Task | str) -> Judge:
