@@ -205,9 +205,9 @@ class _Request:
 class BatchingPredictor:
     """A front for a :class:`~infership.runtime.Predictor` that runs concurrent callers' requests together.
 
-    Thread-safe; ``predict`` blocks its caller, ``apredict`` awaits without blocking the event loop. One
-    worker thread runs the batches; close it with :meth:`close` (or use a ``with`` block), which finishes
-    the requests already queued.
+    Thread-safe; ``predict`` blocks its caller, ``apredict`` awaits without blocking the event loop.
+    Worker threads (``max_concurrent_batches``) run the batches; stop them with :meth:`close` (or use a
+    ``with`` block), which finishes the requests already queued.
 
     Args:
         predictor: The model to run (it stays owned by the caller: ``close`` does not close it).
@@ -218,6 +218,9 @@ class BatchingPredictor:
             share runs (see the module docstring); ``None``: only equal shapes share a run.
         pad_value: The value padded positions get (one for all inputs, or per input name).
         monitor: Records requests, errors, latency, batch sizes, queue wait and drift.
+        max_concurrent_batches: Batches in flight at once (one worker thread each). More than one keeps
+            the cores busy while a batch is merged and split, and suits runtimes that run several
+            requests in parallel (OpenVINO streams); 1 gives the largest batches.
         max_queue: Most requests waiting; beyond it ``predict`` raises ``InferenceError`` at once
             (back-pressure instead of unbounded memory).
 
@@ -234,12 +237,15 @@ class BatchingPredictor:
         buckets: Sequence[int] | None = None,
         pad_value: float | Mapping[str, float] = 0,
         monitor: Monitor | None = None,
+        max_concurrent_batches: int = 1,
         max_queue: int = 4096,
     ) -> None:
         if not isinstance(max_batch, int) or max_batch < 1:
             raise InvalidInputError(f"max_batch must be an integer >= 1, got {max_batch!r}")
         if max_wait_ms < 0:
             raise InvalidInputError(f"max_wait_ms must be >= 0, got {max_wait_ms!r}")
+        if not isinstance(max_concurrent_batches, int) or max_concurrent_batches < 1:
+            raise InvalidInputError(f"max_concurrent_batches must be >= 1, got {max_concurrent_batches!r}")
         if buckets is not None and (not buckets or any(int(b) < 1 for b in buckets)):
             raise InvalidInputError(f"buckets must be positive sizes, got {buckets!r}")
         self.predictor = predictor
@@ -251,8 +257,12 @@ class BatchingPredictor:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._closed = False
         self._lock = threading.Lock()
-        self._worker = threading.Thread(target=self._loop, name="infership-batching", daemon=True)
-        self._worker.start()
+        self._workers = [
+            threading.Thread(target=self._loop, name=f"infership-batching-{i}", daemon=True)
+            for i in range(max_concurrent_batches)
+        ]
+        for worker in self._workers:
+            worker.start()
 
     # ----------------------------------------------------------------------------- callers
     @property
@@ -374,8 +384,10 @@ class BatchingPredictor:
             if self._closed:
                 return
             self._closed = True
-        self._queue.put(_STOP)
-        self._worker.join()
+        for _ in self._workers:
+            self._queue.put(_STOP)
+        for worker in self._workers:
+            worker.join()
 
     def __enter__(self) -> BatchingPredictor:
         return self

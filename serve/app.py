@@ -57,6 +57,7 @@ class ServeOptions:
         max_body_bytes: Largest request body; larger gets 413.
         warmup: Warm-up calls per replica before it takes traffic.
         graceful_shutdown_timeout_s: How long a stopping replica may finish its requests.
+        access_log: Let Serve log every request (off: a log write per request costs latency).
     """
 
     backend: str = "auto"
@@ -74,6 +75,7 @@ class ServeOptions:
     max_body_bytes: int = 64_000_000
     warmup: int = 3
     graceful_shutdown_timeout_s: float = 20.0
+    access_log: bool = False
 
     @property
     def threads(self) -> int:
@@ -242,6 +244,7 @@ def build_app(
         "graceful_shutdown_timeout_s": o.graceful_shutdown_timeout_s,
         "graceful_shutdown_wait_loop_s": 1.0,
         "health_check_period_s": 5.0,
+        "logging_config": {"enable_access_log": o.access_log},
     }
     if o.max_replicas:
         deployment_options["autoscaling_config"] = {

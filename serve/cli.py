@@ -55,13 +55,19 @@ def add_serve(sub: Any) -> None:
     p.add_argument(
         "--max-batch", type=_positive, default=16, help="most requests per model run (default: 16)"
     )
-    p.add_argument("--max-wait-ms", type=float, default=2.0, help="longest wait for a batch (default: 2 ms)")
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=0.0,
+        help="longest wait for a batch to fill (default: 0: run what is queued; batches form under load)",
+    )
     p.add_argument(
         "--max-ongoing", type=_positive, default=64, help="requests in flight per replica (default: 64)"
     )
     p.add_argument("--timeout-s", type=float, default=30.0, help="per-request time limit (default: 30 s)")
     p.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body (default: 64 MB)")
     p.add_argument("--warmup", type=int, default=3, help="warm-up calls per replica before it is ready")
+    p.add_argument("--access-log", action="store_true", help="log every request (Serve's access log)")
     _model_options(p)
     p.set_defaults(func=_run_serve)
 
@@ -85,6 +91,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         request_timeout_s=args.timeout_s,
         max_body_bytes=int(args.max_body_mb * 1e6),
         warmup=args.warmup,
+        access_log=args.access_log,
     )
     console = Console()
     serve_artifact(

@@ -68,6 +68,17 @@ def test_concurrent_callers_get_their_own_rows(tiny):
     assert max(sizes) <= 16
 
 
+def test_several_batches_in_flight(tiny):
+    x = np.random.default_rng(6).standard_normal((12, 3, 16, 16)).astype(np.float32)
+    with BatchingPredictor(tiny, max_batch=3, max_wait_ms=20, max_concurrent_batches=3) as bp:
+        assert len(bp._workers) == 3
+        got = _concurrently(12, lambda i: bp.predict(x[i : i + 1])["logits"])
+    np.testing.assert_allclose(np.concatenate(got), tiny.predict(x)["logits"], **TOL)
+    assert not any(w.is_alive() for w in bp._workers)
+    with pytest.raises(InvalidInputError, match="max_concurrent_batches"):
+        BatchingPredictor(tiny, max_concurrent_batches=0)
+
+
 def test_bad_input_fails_only_its_caller(tiny):
     x = np.random.default_rng(1).standard_normal((8, 3, 16, 16)).astype(np.float32)
     with BatchingPredictor(tiny, max_batch=8, max_wait_ms=20) as bp:

@@ -1,0 +1,386 @@
+"""Serving figures for MobileNetV3-small int8: in-process micro-batching, Ray Serve, Ray Data.
+
+Builds a MobileNetV3-small artifact (torchvision, ``weights=None``, 10 classes: nothing is downloaded) with
+ImageNet preprocessing, quantizes it for ONNX Runtime on photos bundled with scikit-image, then measures:
+
+1. **micro-batching** — 16 concurrent callers sending one image each, on a plain Predictor and on a
+   :class:`~infership.runtime.BatchingPredictor` over it: throughput, and every caller's outputs against a
+   single-call run (next to the Predictor's own batch-16-vs-single difference, the backend's tolerance);
+2. **Ray Serve** — 2 replicas × 1 CPU on a local Ray, loopback HTTP, ``.npy`` bodies (Ray start-up
+   excluded): p50 at batch 1 / concurrency 1 against the in-process Predictor with the replica's thread
+   count; throughput at batch 1 × 16 callers and batch 8 × 4 callers against in-process offline throughput
+   at the same batch size; a malformed request's status and reason; ``/metrics`` parsed by
+   ``prometheus_client``; ``infership bench --backend http`` driving the server;
+3. **Ray Data** — 1,000 real images (random crops of the scikit-image photos, JPEG) batch-predicted by 2
+   actors × 1 CPU against the in-process Predictor in batches of 32: outputs and throughput.
+
+The load generator runs on the same machine as the server, so Serve's figures include the clients' CPU.
+
+    .venv/bin/python benchmarks/serving.py [--seconds 8] [--images 1000] [--parts batching,serve,data]
+                                           [--workdir DIR] [--json runs/bench/serving.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.int8_speedup import write_photos
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def loadavg() -> str:
+    return Path("/proc/loadavg").read_text().strip()
+
+
+def build(work: Path) -> Path:
+    """MobileNetV3-small (10 classes) fp32 + ONNX Runtime int8, calibrated on scikit-image photos."""
+    root = work / "mobilenet_v3_small"
+    from infership.calibration import from_image_folder
+    from infership.convert.build import build_artifact
+    from infership.convert.int8 import quantize
+    from infership.runtime import Artifact
+
+    photos = work / "photos"
+    write_photos(photos)
+    if (root / "manifest.json").exists():
+        have = {v.id for v in Artifact.load(root).manifest.variants}
+        if {"onnx-int8", "openvino-int8"} <= have:
+            return root
+    art = build_artifact(
+        "torchvision:mobilenet_v3_small",
+        root,
+        input_shapes=[(1, 3, 224, 224)],
+        input_names=["x"],
+        output_names=["logits"],
+        num_classes=10,
+        fp16=False,
+        openvino=False,
+        preprocessing="imagenet",
+        overwrite=True,
+    )
+    cset = from_image_folder(photos, art.manifest.preprocessing, batch_size=4)
+    calib, holdout = cset.split(0.75)
+    quantize(art.root, calib, holdout=holdout, targets=("ort", "openvino"), samples=None, latency_runs=5)
+    return root
+
+
+def images_tensor(work: Path, n: int) -> np.ndarray:
+    """``n`` preprocessed real images [n, 3, 224, 224] (crops of the photos)."""
+    from infership.runtime import Artifact
+    from infership.runtime.preprocess import images_to_tensor
+
+    m = Artifact.load(work / "mobilenet_v3_small").manifest
+    return images_to_tensor(crops(work, n, save=False), m.preprocessing, m.inputs[0])
+
+
+def crops(work: Path, n: int, *, save: bool) -> list:
+    """``n`` random crops (96–320 px) of the scikit-image photos: arrays, or JPEG paths when ``save``."""
+    from PIL import Image
+
+    photos = sorted((work / "photos").glob("*.png"))
+    if not photos:
+        write_photos(work / "photos")
+        photos = sorted((work / "photos").glob("*.png"))
+    rng = np.random.default_rng(0)
+    sources = [np.asarray(Image.open(p).convert("RGB")) for p in photos]
+    folder = work / f"images{n}"
+    folder.mkdir(exist_ok=True)
+    out = []
+    for i in range(n):
+        src = sources[i % len(sources)]
+        h, w = src.shape[:2]
+        side = int(rng.integers(96, min(320, h, w) + 1))
+        y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        crop = np.ascontiguousarray(src[y : y + side, x : x + side])
+        if save:
+            path = folder / f"{i:04d}.jpg"
+            if not path.exists():
+                Image.fromarray(crop).save(path, quality=90)
+            out.append(str(path))
+        else:
+            out.append(crop)
+    return out
+
+
+def callers(fn, inputs: list, *, n: int, seconds: float) -> float:
+    """Calls per second of ``n`` threads each calling ``fn`` on rotating inputs for ``seconds``."""
+    counts = [0] * n
+    barrier = threading.Barrier(n + 1)
+    stop = threading.Event()
+
+    def loop(k: int) -> None:
+        barrier.wait()
+        i = k
+        while not stop.is_set():
+            fn(inputs[i % len(inputs)])
+            counts[k] += 1
+            i += n
+
+    threads = [threading.Thread(target=loop, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------------- 1. batching
+def part_batching(root: Path, work: Path, seconds: float) -> dict:
+    return {
+        f"{backend} {variant}": batching_on(root, work, seconds, backend, variant)
+        for backend, variant in (("ort-cpu", "onnx-int8"), ("openvino", "openvino-int8"))
+    }
+
+
+#: Fronts compared with the plain Predictor: the defaults (one batch of up to 16 in flight), and smaller
+#: batches with several in flight (fewer concurrent runtime calls, the cores kept busy while batches merge).
+FRONTS = {"max_batch=16": {"max_batch": 16}, "max_batch=4 x4": {"max_batch": 4, "max_concurrent_batches": 4}}
+
+
+def batching_on(root: Path, work: Path, seconds: float, backend: str, variant: str, rounds: int = 4) -> dict:
+    """Interleaved rounds (plain, then each front) so that machine noise hits them alike; medians."""
+    from infership.runtime import BatchingPredictor, Predictor
+
+    x = images_tensor(work, 64)
+    singles = [x[i : i + 1] for i in range(len(x))]
+    qps: dict[str, list[float]] = {"plain": [], **{k: [] for k in FRONTS}}
+    out: dict = {}
+    with Predictor.load(root, backend=backend, variant=variant, warmup=5) as p:
+        ref = np.concatenate([p.predict(s)["logits"] for s in singles])
+        by16 = np.concatenate([p.predict(x[i : i + 16])["logits"] for i in range(0, 64, 16)])
+        out["predictor_batch16_vs_single_max_abs_diff"] = float(np.abs(by16 - ref).max())
+        for _ in range(rounds):
+            time.sleep(0.3)
+            qps["plain"].append(callers(p.predict, singles, n=16, seconds=seconds / rounds))
+            for name, options in FRONTS.items():
+                with BatchingPredictor(p, max_wait_ms=2, **options) as bp:
+                    time.sleep(0.3)
+                    qps[name].append(callers(bp.predict, singles, n=16, seconds=seconds / rounds))
+        for name, options in FRONTS.items():
+            with BatchingPredictor(p, max_wait_ms=2, **options) as bp:
+                got = [None] * len(singles)
+
+                def one(i: int, bp=bp, got=got) -> None:
+                    got[i] = bp.predict(singles[i])["logits"]
+
+                threads = [threading.Thread(target=one, args=(i,)) for i in range(len(singles))]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+            out[f"{name} max_abs_diff_vs_single"] = float(np.abs(np.concatenate(got) - ref).max())
+    plain = statistics.median(qps["plain"])
+    out["plain_qps"] = round(plain, 1)
+    for name in FRONTS:
+        out[f"{name} qps"] = round(statistics.median(qps[name]), 1)
+        out[f"{name} speedup"] = round(statistics.median(qps[name]) / plain, 2)
+    out["rounds_qps"] = {k: [round(v, 1) for v in vs] for k, vs in qps.items()}
+    return out
+
+
+# ---------------------------------------------------------------------------------------- 2. serve
+def _npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def _latencies(fn, inputs: list, n: int) -> list[float]:
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        fn(inputs[i % len(inputs)])
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def offline_qps(predict, x: np.ndarray, batch: int, seconds: float) -> float:
+    batches = [x[i : i + batch] for i in range(0, len(x) - batch + 1, batch)]
+    done, t0, i = 0, time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        predict(batches[i % len(batches)])
+        done += batch
+        i += 1
+    return done / (time.perf_counter() - t0)
+
+
+def part_serve(root: Path, work: Path, seconds: float) -> dict:
+    from infership.runtime import Predictor
+    from infership.serve.app import ServeOptions, serve_artifact
+    from prometheus_client.parser import text_string_to_metric_families
+
+    x = images_tensor(work, 64)
+    out: dict = {}
+    with Predictor.load(root, backend="ort-cpu", precision="int8", intra_op_threads=1, warmup=5) as p1:
+        out["inprocess_p50_ms_1thread"] = statistics.median(
+            _latencies(p1.predict, [x[i : i + 1] for i in range(64)], 300)
+        )
+    with Predictor.load(root, backend="ort-cpu", precision="int8", warmup=5) as p:
+        out["inprocess_p50_ms_default_threads"] = statistics.median(
+            _latencies(p.predict, [x[i : i + 1] for i in range(64)], 300)
+        )
+        for batch in (1, 8):
+            time.sleep(0.5)
+            out[f"inprocess_offline_qps_batch{batch}"] = round(offline_qps(p.predict, x, batch, seconds), 1)
+
+    port = 8765
+    stop, ready = threading.Event(), threading.Event()
+    options = ServeOptions(
+        backend="ort-cpu", precision="int8", replicas=2, num_cpus=1, max_batch=16, warmup=5
+    )
+    server = threading.Thread(
+        target=serve_artifact,
+        args=(root, options),
+        kwargs={"port": port, "stop": stop, "on_ready": lambda url: ready.set()},
+        daemon=True,
+    )
+    server.start()
+    if not ready.wait(300):
+        raise RuntimeError("Ray Serve did not come up")
+    local = threading.local()
+
+    def post(body: bytes) -> tuple[int, bytes]:
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request(
+            "POST",
+            "/predict",
+            body=body,
+            headers={"Content-Type": "application/x-npy", "Accept": "application/x-npz"},
+        )
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+
+    try:
+        one = [_npy(x[i : i + 1]) for i in range(64)]
+        for b in one[:20]:
+            post(b)
+        out["serve_p50_ms_batch1_conc1"] = statistics.median(_latencies(post, one, 300))
+        out["serve_p50_overhead_ms"] = round(
+            out["serve_p50_ms_batch1_conc1"] - out["inprocess_p50_ms_1thread"], 2
+        )
+        time.sleep(0.5)
+        out["serve_qps_batch1_conc16"] = round(callers(post, one, n=16, seconds=seconds), 1)
+        eight = [_npy(x[i : i + 8]) for i in range(0, 56, 8)]
+        time.sleep(0.5)
+        out["serve_qps_batch8_conc4"] = round(8 * callers(post, eight, n=4, seconds=seconds), 1)
+        for batch, key in ((1, "serve_qps_batch1_conc16"), (8, "serve_qps_batch8_conc4")):
+            out[f"serve_vs_offline_batch{batch}"] = round(
+                out[key] / out[f"inprocess_offline_qps_batch{batch}"], 2
+            )
+        status, body = post(b"\x93NUMPY not really")
+        out["malformed_status"], out["malformed_reason"] = status, json.loads(body)["detail"]
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        out["metrics_families"] = len(list(text_string_to_metric_families(text)))
+        bench = subprocess.run(
+            [sys.executable, "-m", "infership", "-q", "bench", str(root), "--backend", "http", "--precision",
+             "int8", "--device", f"http://127.0.0.1:{port}", "--scenario", "single-stream,server",
+             "--target-qps", "20", "--duration", "3", "--no-overhead", "--no-reference"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        out["bench_http_exit"] = bench.returncode
+        out["bench_http_tail"] = (
+            bench.stdout.strip().splitlines()[-6:] + bench.stderr.strip().splitlines()[-3:]
+        )
+    finally:
+        stop.set()
+        server.join(120)
+    return out
+
+
+# ----------------------------------------------------------------------------------------- 3. data
+def part_data(root: Path, work: Path, n_images: int) -> dict:
+    from infership.runtime import Predictor
+    from infership.serve.data import batch_predict
+
+    paths = crops(work, n_images, save=True)
+    folder = Path(paths[0]).parent
+    with Predictor.load(root, backend="ort-cpu", precision="int8", warmup=3) as p:
+        t0 = time.perf_counter()
+        ref = np.concatenate([p.predict(paths[i : i + 32])["logits"] for i in range(0, len(paths), 32)])
+        inproc_s = time.perf_counter() - t0
+    time.sleep(0.5)
+    res = batch_predict(
+        root, folder, work / "ray_data_out.npz", batch_size=32, concurrency=2, num_cpus=1,
+        backend="ort-cpu", precision="int8",
+    )  # fmt: skip
+    got = np.load(res.output)
+    same_order = got["path"].tolist() == sorted(paths)
+    return {
+        "images": len(paths),
+        "inprocess_s": round(inproc_s, 2),
+        "inprocess_images_per_s": round(len(paths) / inproc_s, 1),
+        "ray_data_s": round(res.seconds, 2),
+        "ray_data_images_per_s": round(res.rows / res.seconds, 1),
+        "ratio": round(inproc_s / res.seconds, 2),
+        "order_kept": same_order,
+        "identical": bool(same_order and np.array_equal(got["logits"], ref)),
+        "max_abs_diff": float(np.abs(got["logits"] - ref).max()) if same_order else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serving figures: micro-batching, Ray Serve, Ray Data.")
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per throughput measurement")
+    parser.add_argument("--images", type=int, default=1000, help="images for Ray Data (default 1000)")
+    parser.add_argument("--parts", default="batching,serve,data", help="which parts to run")
+    parser.add_argument("--workdir", type=Path, help="keep the artifact and images here")
+    parser.add_argument("--json", type=Path, default=ROOT / "runs" / "bench" / "serving.json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    parts = set(args.parts.split(","))
+    results: dict = {"loadavg_start": loadavg()}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.workdir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        root = build(work)
+        if "batching" in parts:
+            results["batching"] = part_batching(root, work, args.seconds)
+            print("micro-batching:", json.dumps(results["batching"]), flush=True)
+        if parts & {"serve", "data"}:
+            import ray
+
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            try:
+                if "serve" in parts:
+                    results["serve"] = part_serve(root, work, args.seconds)
+                    print("ray serve:", json.dumps(results["serve"]), flush=True)
+                if "data" in parts:
+                    results["data"] = part_data(root, work, args.images)
+                    print("ray data:", json.dumps(results["data"]), flush=True)
+            finally:
+                ray.shutdown()
+    results["loadavg_end"] = loadavg()
+    print("load average:", results["loadavg_start"], "→", results["loadavg_end"])
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
