@@ -43,9 +43,10 @@ from .harness import applies_hint, load_options
 from .inputs import InputPool
 from .paired import MIN_PAIRS, paired_median_ratio, paired_percentile_ratio
 from .results import BenchResults, RunResult, SkippedRun
-from .rule import DECIDING, Thresholds, Verdict, judge_latency, verdict_of
+from .rule import DECIDING, LatencyJudgement, Thresholds, Verdict, judge_latency, verdict_of
 from .runner import make_pool, result_from_measurement
 from .scenarios import Measurement, Scenario, StopRule, merge_rounds, run_scenario
+from .stats import RatioInterval
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,14 @@ class ABConfig:
         baseline: The baseline artifact (directory or ``.onnx``).
         sweep: The runs to compare, as for ``infership bench``; ``sweep.artifact`` is the candidate.
             ``duration_s`` is the least measured per side and run; ``max_duration_s`` the budget per side
-            and run (default: 3× ``duration_s``) within which the run extends itself while too noisy to
+            and run (default: 4× ``duration_s``) within which the run extends itself while too noisy to
             decide. ``rounds`` and ``measure_overhead`` do not apply (blocks replace rounds).
         block_s: Length of one block (both sides measure blocks of this length, alternately).
         rest_s: Pause before every block.
         block_warmup: Untimed calls at the start of every block (the first call after a rest is slow).
-        min_block_queries: Queries per block at least, whatever ``block_s``.
+        min_block_queries: Queries per block at least, whatever ``block_s`` (a block's median needs a few).
+        confirm: Measure a regression again on fresh loads (as many pairs again) and judge all the pairs
+            before reporting it.
         validation: A validation set (:func:`infership.calibration.from_spec`) both sides are run on; the
             candidate's outputs are judged against the baseline's by the task (see
             :mod:`infership.bench.validation`).
@@ -82,8 +85,9 @@ class ABConfig:
     block_s: float = 0.5
     rest_s: float = 0.1
     block_warmup: int = 2
-    min_block_queries: int = 5
+    min_block_queries: int = 10
     validation: str | None = None
+    confirm: bool = True
 
     def __post_init__(self) -> None:
         if self.block_s <= 0 or self.rest_s < 0 or self.block_warmup < 0 or self.min_block_queries < 1:
@@ -98,7 +102,7 @@ class ABConfig:
     def budget_s(self) -> float:
         """Seconds measured per side and run at most."""
         d = float(self.sweep.duration_s or 0.0)
-        return self.sweep.max_duration_s if self.sweep.max_duration_s is not None else 3 * d
+        return self.sweep.max_duration_s if self.sweep.max_duration_s is not None else 4 * d
 
     @property
     def min_pairs(self) -> int:
@@ -221,12 +225,33 @@ def _compare_planned(
         records = _validation_records(config, base, cand)
         pools = [_pool(pred, sweep, p.batch_size) for pred in (base, cand)]
         parts, pairs_note = _measure_pairs(config, p, (base, cand), pools, thresholds, progress, label)
-        runs = tuple(
-            _result(pred, parts[i], p, pools[i], sweep, options, records[i] if records else None)
-            for i, pred in enumerate((base, cand))
-        )
-    row = _judge(runs[0], runs[1], parts, thresholds, records, pairs_note)
-    return row, (runs[0], runs[1])
+    row = _judge(parts, thresholds, records, pairs_note)
+    if config.confirm and row.verdict is Verdict.REGRESSION:
+        # A regression is measured again on fresh loads before it is reported, and judged on all the pairs:
+        # a stretch of interference that favoured one side (or one load's unlucky memory placement) is
+        # diluted by the fresh pairs, while a real slowdown shows in both.
+        with ExitStack() as stack:
+            fresh = [stack.enter_context(Predictor.load(a, backend=p.backend, precision=p.precision, **options))
+                     for a in (base_art, cand_art)]  # fmt: skip
+            more, _ = _measure_pairs(config, p, (fresh[0], fresh[1]), pools, thresholds, progress, label,
+                                     pairs=len(parts[0]))  # fmt: skip
+        first = row
+        parts = [parts[0] + more[0], parts[1] + more[1]]
+        note = f"{pairs_note}, then {len(more[0])} more on fresh loads to confirm a regression"
+        row = _judge(parts, thresholds, records, note)
+        if row.verdict is not Verdict.REGRESSION:
+            assert first.p50 is not None
+            row = replace(row, reasons=(*row.reasons, f"a first measurement suggested p50 {first.p50.estimate - 1:+.1%}; "
+                                        "fresh loads did not confirm it"))  # fmt: skip
+    runs = tuple(
+        _result(pred, parts[i], p, pools[i], sweep, options, records[i] if records else None)
+        for i, pred in enumerate((base, cand))
+    )
+    base_srv, cand_srv = runs[0].server, runs[1].server
+    if base_srv and cand_srv and base_srv.bound_met and cand_srv.bound_met is False:
+        lost = f"p99 bound {cand_srv.latency_bound_ms:g} ms met by the baseline, missed by the candidate"
+        row = replace(row, verdict=Verdict.REGRESSION, reasons=(lost, *row.reasons))
+    return replace(row, key=runs[1].key), (runs[0], runs[1])
 
 
 def _key(p: PlannedRun, pred: Predictor | None) -> str:
@@ -274,8 +299,11 @@ def _measure_pairs(
     thresholds: Thresholds,
     progress: Progress | None,
     label: str,
+    *,
+    pairs: int | None = None,
 ) -> tuple[list[list[Measurement]], str]:
-    """Warm both sides up, then measure block pairs until precise enough or out of budget."""
+    """Warm both sides up, then measure block pairs until precise enough or out of budget (or exactly
+    ``pairs`` of them)."""
     sweep = config.sweep
     warm_s = max(sweep.effective_warmup_s, config.block_s)
     warm = [
@@ -292,7 +320,7 @@ def _measure_pairs(
     )
     parts: list[list[Measurement]] = [[], []]
     used = [0.0, 0.0]
-    target = config.min_pairs
+    target = pairs if pairs is not None else config.min_pairs
     while True:
         while len(parts[0]) < target:
             i = len(parts[0])
@@ -302,28 +330,56 @@ def _measure_pairs(
                 used[side] += m.wall_s
             if progress:
                 progress(i + 1, target, f"run {label} {p.describe()}: pair {i + 1}/{target}")
-        # Stop on precision only (the median's detectable slowdown), never on what the estimate says.
         p50 = paired_median_ratio(
             [m.latencies_ms for m in parts[0]],
             [m.latencies_ms for m in parts[1]],
             confidence=thresholds.confidence,
         )
-        if p50.detectable <= thresholds.limit(DECIDING):
-            return parts, f"{len(parts[0])} block pairs"
-        if max(used) >= config.budget_s:
-            return (
-                parts,
-                f"{len(parts[0])} block pairs (the budget of {config.budget_s:g} s per side ran out)",
-            )
-        per_pair = max(used) / len(parts[0])
-        room = int((config.budget_s - max(used)) / max(per_pair, 1e-9))
-        grow = max(2, min(target // 4, room))
-        grow += grow % 2
+        grow = more_pairs(p50, thresholds, pairs=len(parts[0]), used_s=max(used), budget_s=config.budget_s)
+        if grow == 0 or pairs is not None:
+            note = f"{len(parts[0])} block pairs"
+            if p50.detectable > thresholds.limit(DECIDING):
+                note += f" (the budget of {config.budget_s:g} s per side ran out)"
+            return parts, note
         log.info(
             "%s: median detectable slowdown %s > threshold after %d pairs; measuring %d more",
             p.describe(), f"{p50.detectable:.1%}", target, grow,
         )  # fmt: skip
         target += grow
+
+
+def more_pairs(
+    p50: RatioInterval, thresholds: Thresholds, *, pairs: int, used_s: float, budget_s: float
+) -> int:
+    """How many block pairs an A/B run measures next: 0 once the median's detectable slowdown is within its
+    threshold (it stops on precision only, never on what the estimate says: stopping when the answer looks
+    like a regression would inflate false alarms) or the budget is spent; else a quarter more (at least 2,
+    an even number so the AB/BA orders stay balanced), as many as the budget leaves room for.
+
+    Args:
+        p50: The paired median ratio so far.
+        thresholds: The tolerances.
+        pairs: Pairs measured so far.
+        used_s: Seconds measured so far by the side that took longer.
+        budget_s: Seconds per side at most.
+    """
+    if p50.detectable <= thresholds.limit(DECIDING) or used_s >= budget_s or pairs < 1:
+        return 0
+    room = int((budget_s - used_s) / max(used_s / pairs, 1e-9))
+    grow = max(2, min(pairs // 4, room))
+    return grow + grow % 2
+
+
+def judge_pairs(
+    baseline_blocks: list[Any], candidate_blocks: list[Any], thresholds: Thresholds, *, seed: int = 0
+) -> tuple[RatioInterval, RatioInterval, LatencyJudgement]:
+    """The paired median and p99 ratios of an A/B run's blocks and the rule's judgement of them."""
+    p50 = paired_median_ratio(baseline_blocks, candidate_blocks, confidence=thresholds.confidence)
+    p99 = paired_percentile_ratio(
+        baseline_blocks, candidate_blocks, confidence=thresholds.confidence, n_resamples=thresholds.n_resamples,
+        seed=seed,
+    )  # fmt: skip
+    return p50, p99, judge_latency((p50, p99), thresholds)
 
 
 def _block(
@@ -361,31 +417,24 @@ def _result(
 
 
 def _judge(
-    base: RunResult,
-    cand: RunResult,
     parts: list[list[Measurement]],
     thresholds: Thresholds,
     records: tuple[dict[str, Any], dict[str, Any]] | None,
     pairs_note: str,
 ) -> RunComparison:
-    a = [m.latencies_ms for m in parts[0]]
-    b = [m.latencies_ms for m in parts[1]]
-    p50 = paired_median_ratio(a, b, confidence=thresholds.confidence)
-    p99 = paired_percentile_ratio(a, b, confidence=thresholds.confidence, n_resamples=thresholds.n_resamples)
-    latency = judge_latency((p50, p99), thresholds)
+    p50, p99, latency = judge_pairs(
+        [m.latencies_ms for m in parts[0]], [m.latencies_ms for m in parts[1]], thresholds
+    )
     worse = list(latency.worse)
     figures = ()
     if records is not None:
         figures = tuple(compare_figures(records[0], records[1], max_drop=thresholds.max_accuracy_drop))
         worse += [regression_reason(f, thresholds.max_accuracy_drop) for f in figures if f.regression]
-    if base.server and cand.server and base.server.bound_met and cand.server.bound_met is False:
-        worse.append(
-            f"p99 bound {cand.server.latency_bound_ms:g} ms met by the baseline, missed by the candidate"
-        )
     notes = [f"measured in {pairs_note}, interleaved"]
     if records is None:
         notes.append("accuracy not measured (give a validation set)")
     verdict = verdict_of(worse=worse, better=latency.better, undecided=latency.undecided)
-    tput = cand.throughput / base.throughput if base.throughput > 0 else None
+    items = [sum(m.items for m in side) / max(sum(m.wall_s for m in side), 1e-9) for side in parts]
+    tput = items[1] / items[0] if items[0] > 0 else None
     reasons = (*worse, *latency.better, *latency.undecided, *latency.unvouched, *notes)
-    return RunComparison(cand.key, verdict, p50, p99, tput, figures, reasons, "paired blocks", len(parts[0]))
+    return RunComparison("", verdict, p50, p99, tput, figures, reasons, "paired blocks", len(parts[0]))

@@ -52,7 +52,8 @@ def add_bench(sub: Any) -> None:
     p.add_argument(
         "--no-reference",
         action="store_true",
-        help="skip timing the reference workload next to each round (used by compare --normalise)",
+        help="skip timing the reference workload before each round (compare uses it to allow for the machine's "
+        "speed differing between jobs)",
     )
     p.add_argument(
         "--rounds",

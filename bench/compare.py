@@ -28,6 +28,7 @@ forced, no run in common), 3 inconclusive, 4 error.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,7 @@ from .rule import (
     exit_code_for,
     judge_latency,
     verdict_of,
+    with_job_drift,
 )
 from .stats import RatioInterval, bootstrap_ratio
 
@@ -237,8 +239,10 @@ def compare_runs(
     notes: list[str] = []
     a, b = np.asarray(baseline.samples_ms), np.asarray(current.samples_ms)
     method = "bootstrap"
+    normalised = False
     if normalise:
         if baseline.reference_ms and current.reference_ms:
+            normalised = True
             a, b = normalised_samples(baseline), normalised_samples(current)
             rb, rc = float(np.mean(baseline.reference_ms)), float(np.mean(current.reference_ms))
             method += ", normalised"
@@ -253,6 +257,18 @@ def compare_runs(
     )
     p50 = bootstrap_ratio(a, b, percentile=50, seed=seed, **common)
     p99 = bootstrap_ratio(a, b, percentile=99, seed=seed + 1, **common)
+    # Two jobs: their samples cannot show how far apart the machine was between them (on a shared runner
+    # job-to-job drift dwarfs sampling noise), so the intervals allow for the drift assumed and for the
+    # difference the reference workload measured (unless the samples were divided by it already).
+    shift = 0.0 if normalised else reference_shift(baseline, current)
+    if thresholds.job_drift > 0 or shift > 0:
+        p50, p99 = (with_job_drift(r, thresholds.job_drift, shift=shift) for r in (p50, p99))
+        allowed = f"intervals allow ±{thresholds.job_drift:.0%} job-to-job drift (--job-drift)"
+        if shift > 0:
+            allowed += (
+                f" and the {math.expm1(shift):.0%} machine-speed difference the reference workload measured"
+            )
+        notes.append(allowed)
     latency = judge_latency((p50, p99), thresholds)
     worse = list(latency.worse)
     figures = tuple(
@@ -275,6 +291,15 @@ def compare_runs(
     tput = current.throughput / baseline.throughput if baseline.throughput > 0 else None
     reasons = (*worse, *latency.better, *latency.undecided, *latency.unvouched, *notes)
     return RunComparison(baseline.key, verdict, p50, p99, tput, figures, reasons, method)
+
+
+def reference_shift(baseline: RunResult, current: RunResult) -> float:
+    """How far apart the machine's speed was in the two jobs, by the reference workload timed in each:
+    ``|log(mean reference now / mean reference then)|``; 0 when a run did not record it."""
+    if not baseline.reference_ms or not current.reference_ms:
+        return 0.0
+    then, now = float(np.mean(baseline.reference_ms)), float(np.mean(current.reference_ms))
+    return abs(math.log(now / then)) if then > 0 and now > 0 else 0.0
 
 
 def normalised_samples(run: RunResult) -> np.ndarray:

@@ -21,8 +21,8 @@ EXIT_ERROR = 4
 
 #: A/B defaults (seconds): measured per side at least, and the budget per side within which a noisy run
 #: extends itself (chosen from benchmarks/gate_study.py; see docs/bench.md).
-RERUN_DURATION_S = 20.0
-RERUN_BUDGET_FACTOR = 3
+RERUN_DURATION_S = 10.0
+RERUN_BUDGET_FACTOR = 4
 
 
 def add_compare(sub: Any) -> None:
@@ -70,9 +70,12 @@ def add_compare(sub: Any) -> None:
     )
     p.add_argument("--force", action="store_true", help="compare even if the environment fingerprints differ")
     p.add_argument(
-        "--normalise",
-        action="store_true",
-        help="stored results: divide each round's latencies by the reference workload timed next to it",
+        "--job-drift",
+        type=fraction,
+        default=None,
+        help="stored results: how far one job's machine speed may sit from another's (one standard deviation; "
+        "default: 10%%, measured on a shared 2-core runner); the intervals allow for it, as samples from one job "
+        "cannot show it. 0 for a runner an A/A of two jobs showed quiet. --rerun measures both in one job",
     )
     p.add_argument("--json", metavar="OUT", help="write the comparison as JSON")
     p.add_argument("--report", metavar="OUT_DIR", help="write a report of CURRENT with the comparison")
@@ -156,15 +159,17 @@ def _compare(args: argparse.Namespace) -> int:
     from .results import load_results
     from .rule import Thresholds
 
+    drift = {} if args.job_drift is None or args.rerun else {"job_drift": args.job_drift}
     thresholds = Thresholds(
         max_slowdown=args.max_slowdown,
         max_p99_slowdown=args.max_p99_slowdown,
         max_accuracy_drop=args.max_accuracy_drop,
         confidence=args.confidence,
+        **drift,
     )
     if args.rerun:
-        if args.force or args.normalise:
-            raise InvalidInputError("--force and --normalise apply to stored results, not to --rerun")
+        if args.force or args.job_drift is not None:
+            raise InvalidInputError("--force and --job-drift apply to stored results, not to --rerun")
         outcome = _rerun(args, thresholds)
         comparison, current = outcome.comparison, outcome.candidate
     else:
@@ -174,9 +179,7 @@ def _compare(args: argparse.Namespace) -> int:
                 f"{', '.join(given)}: apply only with --rerun (BASELINE and CURRENT artifacts)"
             )
         baseline, current = load_results(args.baseline), load_results(args.current)
-        comparison = compare_results(
-            baseline, current, thresholds=thresholds, force=args.force, normalise=args.normalise
-        )
+        comparison = compare_results(baseline, current, thresholds=thresholds, force=args.force)
         from dataclasses import replace
 
         comparison = replace(comparison, baseline=args.baseline, current=args.current)

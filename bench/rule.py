@@ -21,8 +21,10 @@ wolf as surely as one that answered "regression".
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from statistics import NormalDist
 from typing import Any
 
 from infership.runtime.errors import InvalidInputError
@@ -35,6 +37,10 @@ EXIT_NOT_COMPARABLE = 2
 EXIT_INCONCLUSIVE = 3
 EXIT_ERROR = 4
 """A bad argument, an unreadable or malformed file, a model that cannot load: the gate could not run."""
+
+#: Job-to-job drift assumed by stored comparisons (one standard deviation of a job's machine speed), chosen
+#: from benchmarks/gate_study.py on a shared 2-core machine (docs/bench.md).
+DEFAULT_JOB_DRIFT = 0.10
 
 #: The statistic whose precision decides between "ok" and "inconclusive" (and that an A/B run extends for).
 DECIDING = "p50"
@@ -89,9 +95,15 @@ class Thresholds:
             percentage points, in the figure's declared direction.
         confidence: Confidence level of the intervals.
         n_resamples: Bootstrap resamples.
+        job_drift: How far one job's machine speed may sit from another's (a fraction, one standard
+            deviation), for comparisons of results measured in different jobs: samples from one job cannot
+            show it, so stored comparisons widen their intervals by it, and by how far apart the reference
+            workload timed in each job says the machine was (see
+            :func:`~infership.bench.compare.compare_runs`). An A/B run measures both sides in the same job
+            and ignores it. 0: a runner known to be quiet.
 
     Raises:
-        InvalidInputError: A negative threshold or a confidence outside (0, 1).
+        InvalidInputError: A negative threshold or drift, or a confidence outside (0, 1).
     """
 
     max_slowdown: float = 0.10
@@ -99,6 +111,7 @@ class Thresholds:
     max_accuracy_drop: float = 1.0
     confidence: float = 0.95
     n_resamples: int = 2000
+    job_drift: float = DEFAULT_JOB_DRIFT
 
     def __post_init__(self) -> None:
         if self.max_slowdown < 0 or (self.max_p99_slowdown is not None and self.max_p99_slowdown < 0):
@@ -109,6 +122,8 @@ class Thresholds:
             raise InvalidInputError(f"max_accuracy_drop must be >= 0 points, got {self.max_accuracy_drop}")
         if not 0 < self.confidence < 1:
             raise InvalidInputError(f"confidence must be in (0, 1), got {self.confidence}")
+        if self.job_drift < 0:
+            raise InvalidInputError(f"job_drift must be >= 0, got {self.job_drift}")
 
     @property
     def p99_slowdown(self) -> float:
@@ -129,6 +144,7 @@ class Thresholds:
             "max_accuracy_drop": self.max_accuracy_drop,
             "confidence": self.confidence,
             "n_resamples": self.n_resamples,
+            "job_drift": self.job_drift,
         }
 
 
@@ -193,3 +209,20 @@ def verdict_of(*, worse: Iterable[str], better: Iterable[str], undecided: Iterab
     if list(undecided):
         return Verdict.INCONCLUSIVE
     return Verdict.IMPROVEMENT if list(better) else Verdict.OK
+
+
+def with_job_drift(ratio: RatioInterval, drift: float, *, shift: float = 0.0) -> RatioInterval:
+    """``ratio``'s interval widened for two jobs whose machine speeds each sit ``drift`` (one standard
+    deviation, a fraction) from the typical, and were measured ``shift`` apart (a factor in log space, e.g.
+    ``|log(reference now / reference then)|``): in log space each half-width grows to
+    ``sqrt(half² + (z · log(1 + drift) · √2)²) + shift``, ``z`` the normal quantile of the interval's level
+    (the drift is a random error, added in quadrature; the measured difference a bias, added outright).
+    The estimate is unchanged; with nothing to allow for, ``ratio`` is returned as is."""
+    if (drift <= 0 and shift <= 0) or ratio.low <= 0 or not math.isfinite(ratio.high):
+        return ratio
+    z = NormalDist().inv_cdf(0.5 + ratio.confidence / 2)
+    extra = z * math.log1p(drift) * math.sqrt(2)
+    centre = math.log(ratio.estimate)
+    down = math.hypot(centre - math.log(ratio.low), extra) + shift
+    up = math.hypot(math.log(ratio.high) - centre, extra) + shift
+    return replace(ratio, low=math.exp(centre - down), high=math.exp(centre + up))

@@ -46,6 +46,13 @@ def test_a_real_slowdown_is_a_regression(ab_artifacts) -> None:
     assert row.verdict is Verdict.REGRESSION and out.comparison.exit_code == 1
     assert row.p50 is not None and row.p50.estimate > 2 and row.p50.low > 1.5
     assert row.reasons[0].startswith("p50 +") and "beyond +10%" in row.reasons[0]
+    # a regression is measured again on fresh loads before it is reported, and judged on every pair
+    assert any("more on fresh loads to confirm a regression" in r for r in row.reasons)
+    assert (
+        len(out.candidate.runs[0].rounds)
+        == row.pairs
+        >= 2 * _ab(ab_artifacts["base"], ab_artifacts["big"]).min_pairs
+    )
 
 
 def test_a_run_too_noisy_to_decide_extends_itself_then_says_inconclusive(ab_artifacts) -> None:
@@ -155,3 +162,4 @@ def test_bench_validation_records_measured_accuracy_not_the_manifests(
         run["model"] = "base"
     out.write_text(json.dumps(flipped_as_base))
     assert main(["compare", str(tmp_path / "base.json"), str(out), "--max-slowdown", "100%"]) == 1
+    assert main(["compare", "--rerun", "a", "b", "--job-drift", "5%"]) == 4  # a stored-results option

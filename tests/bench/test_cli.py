@@ -148,7 +148,7 @@ def test_threshold_parsing_refuses_ambiguous_numbers(
     assert rc in (0, 3)  # 3: the 0.2-second runs were too noisy to vouch for 10 % (never a regression)
     assert json.loads(out_json.read_text())["thresholds"] == {
         "max_slowdown": 0.1, "max_p99_slowdown": None, "max_accuracy_drop": 1.0, "confidence": 0.95,
-        "n_resamples": 2000,
+        "n_resamples": 2000, "job_drift": 0.1,
     }  # fmt: skip
 
 

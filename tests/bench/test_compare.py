@@ -14,8 +14,12 @@ from infership.runtime.errors import InvalidInputError
 
 from tests.bench.conftest import lognormal, synthetic_results, synthetic_run
 
+#: These tests are about the statistics of samples from one job: no allowance for job-to-job drift.
+SAME_JOB = Thresholds(job_drift=0)
+
 
 def _compare(base: np.ndarray, cur: np.ndarray, **kw: Any):
+    kw.setdefault("thresholds", SAME_JOB)
     return compare_results(
         synthetic_results(synthetic_run(base)), synthetic_results(synthetic_run(cur)), **kw
     )
@@ -46,7 +50,9 @@ def test_a_small_significant_shift_within_the_threshold_passes() -> None:
 def test_a_large_but_noisy_difference_is_not_significant() -> None:
     """Few samples: a 15% median difference is within noise, so it does not fail."""
     c = _compare(
-        lognormal(8, seed=1), lognormal(8, seed=3, scale=1.15), thresholds=Thresholds(max_slowdown=0.1)
+        lognormal(8, seed=1),
+        lognormal(8, seed=3, scale=1.15),
+        thresholds=Thresholds(max_slowdown=0.1, job_drift=0),
     )
     row = c.rows[0]
     assert row.p50 is not None and row.p50.low < 1.0
@@ -65,7 +71,7 @@ def test_p99_gate_uses_its_own_threshold_and_can_be_turned_off() -> None:
     gated = _compare(base, cur)
     assert gated.rows[0].verdict is Verdict.REGRESSION
     assert any(r.startswith("p99") for r in gated.rows[0].reasons)
-    off = _compare(base, cur, thresholds=Thresholds(max_p99_slowdown=float("inf")))
+    off = _compare(base, cur, thresholds=Thresholds(max_p99_slowdown=float("inf"), job_drift=0))
     assert off.exit_code == 0
 
 
@@ -76,13 +82,15 @@ def test_accuracy_drop_beyond_points_fails_and_thresholds_in_the_record_are_igno
     cur = synthetic_run(
         lognormal(300, seed=2), accuracy={"top1_agreement": 0.95, "tolerance": {"min_top1": 0.5}}
     )
-    c = compare_results(synthetic_results(base), synthetic_results(cur))
+    c = compare_results(synthetic_results(base), synthetic_results(cur), thresholds=SAME_JOB)
     row = c.rows[0]
     assert [f.metric for f in row.figures] == ["top1_agreement"]
     assert row.figures[0].worsening_points == pytest.approx(4.0)
     assert row.verdict is Verdict.REGRESSION and c.exit_code == 1
     lenient = compare_results(
-        synthetic_results(base), synthetic_results(cur), thresholds=Thresholds(max_accuracy_drop=5)
+        synthetic_results(base),
+        synthetic_results(cur),
+        thresholds=Thresholds(max_accuracy_drop=5, job_drift=0),
     )
     assert lenient.exit_code == 0
 
@@ -90,7 +98,7 @@ def test_accuracy_drop_beyond_points_fails_and_thresholds_in_the_record_are_igno
 def test_percent_scale_accuracy_is_compared_in_points() -> None:
     base = synthetic_run(lognormal(300, seed=1), accuracy={"accuracy": 99.1})
     cur = synthetic_run(lognormal(300, seed=2), accuracy={"accuracy": 98.5})
-    c = compare_results(synthetic_results(base), synthetic_results(cur))
+    c = compare_results(synthetic_results(base), synthetic_results(cur), thresholds=SAME_JOB)
     assert c.rows[0].figures[0].worsening_points == pytest.approx(0.6) and c.exit_code == 0
 
 
@@ -106,14 +114,16 @@ def test_server_bound_lost_is_a_regression() -> None:
         run = synthetic_run(lognormal(300, seed=seed), scenario="server")
         return dataclasses.replace(run, server=ServerOutcome(100.0, "given", 99.0, 1.5, met))
 
-    c = compare_results(synthetic_results(server(True, 1)), synthetic_results(server(False, 2)))
+    c = compare_results(
+        synthetic_results(server(True, 1)), synthetic_results(server(False, 2)), thresholds=SAME_JOB
+    )
     assert c.rows[0].verdict is Verdict.REGRESSION
     assert "missed now" in c.rows[0].reasons[0]
 
 
 def test_missing_runs_fail_new_runs_do_not() -> None:
     a, b = synthetic_run(lognormal(100, seed=1)), synthetic_run(lognormal(100, seed=2), backend="openvino")
-    missing = compare_results(synthetic_results(a, b), synthetic_results(a))
+    missing = compare_results(synthetic_results(a, b), synthetic_results(a), thresholds=SAME_JOB)
     assert [r.verdict for r in missing.rows] == [Verdict.OK, Verdict.MISSING]
     assert missing.exit_code == 1
     skipped = dataclasses.replace(
@@ -122,7 +132,7 @@ def test_missing_runs_fail_new_runs_do_not() -> None:
     assert compare_results(synthetic_results(a, b), skipped).rows[1].reasons == (
         "in the baseline, skipped now: not installed",
     )
-    new = compare_results(synthetic_results(a), synthetic_results(a, b))
+    new = compare_results(synthetic_results(a), synthetic_results(a, b), thresholds=SAME_JOB)
     assert [r.verdict for r in new.rows] == [Verdict.OK, Verdict.NEW]
     assert new.exit_code == 0
 
@@ -134,7 +144,7 @@ def test_different_environments_are_not_comparable_unless_forced() -> None:
     b = synthetic_results(run, fingerprint="0" * 16, env=env_b)
     with pytest.raises(NotComparableError, match="fingerprints differ.*cpu.model: Test CPU → Other CPU"):
         compare_results(a, b)
-    forced = compare_results(a, b, force=True)
+    forced = compare_results(a, b, force=True, thresholds=SAME_JOB)
     assert forced.forced and forced.exit_code == 0
     assert any("cpu.flags" in d for d in forced.environment_differences)
 
@@ -196,9 +206,9 @@ def test_real_runs_same_setup_passes_induced_slowdown_fails(tiny_artifact) -> No
 
     assert base.key == same.key == slow.key
     # Tail latency of a ~50 µs model on a busy 2-core machine is scheduler noise: gate p99 loosely here.
-    ok = compare_results(wrap(base), wrap(same), thresholds=Thresholds(max_p99_slowdown=3.0))
+    ok = compare_results(wrap(base), wrap(same), thresholds=Thresholds(max_p99_slowdown=3.0, job_drift=0))
     assert ok.exit_code == 0, ok.rows[0].reasons
-    bad = compare_results(wrap(base), wrap(slow), thresholds=Thresholds(max_p99_slowdown=3.0))
+    bad = compare_results(wrap(base), wrap(slow), thresholds=Thresholds(max_p99_slowdown=3.0, job_drift=0))
     assert bad.exit_code == 1
     assert bad.rows[0].verdict is Verdict.REGRESSION
     assert bad.rows[0].p50 is not None and bad.rows[0].p50.estimate > 5

@@ -15,6 +15,8 @@ from infership.runtime.figures import ALIASES, FIGURES, Better, FigureInfo, Unit
 from infership.cli import main
 from tests.bench.conftest import lognormal, synthetic_results, synthetic_run
 
+#: One job: the latencies are identical, and only the figure can decide.
+SAME_JOB = Thresholds(job_drift=0)
 #: Worse / better by this many points for quality figures: beyond the default 1-point tolerance.
 STEP_POINTS = 5.0
 #: A representative baseline value per unit (inside the unit's range, so a step either way stays inside).
@@ -49,7 +51,7 @@ def _gate(name: str, baseline: float, current: float, **thresholds: float):
     return compare_results(
         synthetic_results(synthetic_run(samples, accuracy={name: baseline})),
         synthetic_results(synthetic_run(samples, accuracy={name: current})),
-        thresholds=Thresholds(**thresholds),
+        thresholds=Thresholds(**{"job_drift": 0, **thresholds}),  # one job: only the figure can decide
     )
 
 
@@ -133,6 +135,7 @@ def test_a_variant_that_starts_producing_nan_fails_the_gate() -> None:
     c = compare_results(
         synthetic_results(synthetic_run(lognormal(200, seed=1), accuracy=good)),
         synthetic_results(synthetic_run(lognormal(200, seed=1), accuracy=nan)),
+        thresholds=SAME_JOB,
     )
     assert c.exit_code == 1 and [f.metric for f in c.rows[0].figures if f.regression] == ["nonfinite"]
 
@@ -143,6 +146,7 @@ def test_a_baseline_written_under_an_earlier_name_is_compared_with_the_figure(ol
     c = compare_results(
         synthetic_results(synthetic_run(samples, accuracy={old: 99.0, "outputs": {"y": {old: 99.0}}})),
         synthetic_results(synthetic_run(samples, accuracy={name: 90.0, "outputs": {"y": {name: 90.0}}})),
+        thresholds=SAME_JOB,
     )
     assert [(f.metric, f.baseline, f.current) for f in c.rows[0].figures] == [
         (name, 99.0, 90.0),
@@ -156,6 +160,7 @@ def test_a_record_holding_a_figure_and_its_earlier_name_is_read_by_the_figure() 
     c = compare_results(  # the stale alias value (10) must not stand in for the figure (99)
         synthetic_results(synthetic_run(samples, accuracy={"accuracy_int8": 10.0, "accuracy": 99.0})),
         synthetic_results(synthetic_run(samples, accuracy={"accuracy": 98.5, "accuracy_int8": 10.0})),
+        thresholds=SAME_JOB,
     )
     (fig,) = c.rows[0].figures
     assert (fig.metric, fig.baseline, fig.current) == ("accuracy", 99.0, 98.5) and c.exit_code == 0
@@ -168,6 +173,7 @@ def test_undeclared_names_are_neither_compared_nor_gated() -> None:
     c = compare_results(
         synthetic_results(synthetic_run(samples, accuracy=base)),
         synthetic_results(synthetic_run(samples, accuracy=cur)),
+        thresholds=SAME_JOB,
     )
     assert c.rows[0].figures == () and c.exit_code == 0
 
@@ -177,6 +183,7 @@ def test_nested_per_output_figures_are_judged_by_their_declaration() -> None:
     c = compare_results(
         synthetic_results(synthetic_run(samples, accuracy={"outputs": {"logits": {"top1_agreement": 0.99}}})),
         synthetic_results(synthetic_run(samples, accuracy={"outputs": {"logits": {"top1_agreement": 0.90}}})),
+        thresholds=SAME_JOB,
     )
     (fig,) = c.rows[0].figures
     assert fig.metric == "outputs.logits.top1_agreement" and fig.worsening_points == pytest.approx(9.0)
@@ -204,7 +211,9 @@ def test_digits_good_then_bad_is_a_regression(
     digits_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     good, bad = digits_files
-    assert main(["compare", str(good), str(bad), "--json", str(tmp_path / "cmp.json")]) == 1
+    assert (
+        main(["compare", str(good), str(bad), "--json", str(tmp_path / "cmp.json"), "--job-drift", "0"]) == 1
+    )
     out = capsys.readouterr().out
     assert "accuracy_drop worse by 33.00 points" in out and "accuracy worse by 33.00 points" in out
 
@@ -213,11 +222,12 @@ def test_digits_bad_then_good_is_no_regression(
     digits_files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     good, bad = digits_files
-    assert main(["compare", str(bad), str(good)]) == 0
+    assert main(["compare", str(bad), str(good), "--job-drift", "0"]) == 0
     assert "no regression" in capsys.readouterr().out
     rows = compare_results(
         synthetic_results(synthetic_run(lognormal(300, seed=1), accuracy=BAD)),
         synthetic_results(synthetic_run(lognormal(300, seed=1), accuracy=GOOD)),
+        thresholds=SAME_JOB,
     ).rows
     changes = {f.metric: f.change for f in rows[0].figures}
     assert changes == {

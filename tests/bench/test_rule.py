@@ -12,6 +12,7 @@ from infership.bench.compare import compare_results
 from infership.bench.reference import reference_ms
 from infership.bench.results import BenchResults, RunResult
 from infership.bench.rule import (
+    DEFAULT_JOB_DRIFT,
     EXIT_INCONCLUSIVE,
     EXIT_NOT_COMPARABLE,
     EXIT_OK,
@@ -21,10 +22,14 @@ from infership.bench.rule import (
     exit_code_for,
     judge_latency,
     verdict_of,
+    with_job_drift,
 )
 from infership.bench.stats import RatioInterval
 
 from tests.bench.conftest import lognormal, synthetic_results, synthetic_run
+
+#: Statistics of samples alone, as if both sides came from one job (no job-to-job drift allowed for).
+ONE_JOB = Thresholds(job_drift=0)
 
 
 def _ratio(est: float, lo: float, hi: float, stat: str = "p50") -> RatioInterval:
@@ -77,6 +82,7 @@ def test_stored_compare_says_inconclusive_when_its_own_spread_is_too_large() -> 
     c = compare_results(
         synthetic_results(synthetic_run(lognormal(12, seed=1))),
         synthetic_results(synthetic_run(lognormal(12, seed=2))),
+        thresholds=ONE_JOB,
     )
     row = c.rows[0]
     assert row.verdict is Verdict.INCONCLUSIVE and c.exit_code == EXIT_INCONCLUSIVE
@@ -87,8 +93,27 @@ def test_stored_compare_says_inconclusive_when_its_own_spread_is_too_large() -> 
     big = compare_results(
         synthetic_results(synthetic_run(lognormal(3000, seed=1))),
         synthetic_results(synthetic_run(lognormal(3000, seed=2))),
+        thresholds=ONE_JOB,
     )
     assert big.exit_code == EXIT_OK and big.rows[0].detectable < 0.10  # type: ignore[operator]
+
+
+def test_stored_results_allow_for_job_to_job_drift() -> None:
+    """Two jobs whose machine sat 12 % apart: precise samples alone call it a regression; the default
+    allowance for job-to-job drift (samples from one job cannot show it) makes it undecidable instead, and a
+    real 2× slowdown still fails."""
+    base = synthetic_results(synthetic_run(lognormal(3000, seed=1)))
+    shifted = synthetic_results(synthetic_run(lognormal(3000, seed=2, scale=1.12)))
+    assert compare_results(base, shifted, thresholds=ONE_JOB).exit_code == EXIT_REGRESSION
+    c = compare_results(base, shifted)
+    assert Thresholds().job_drift == DEFAULT_JOB_DRIFT > 0
+    assert c.exit_code == EXIT_INCONCLUSIVE and c.rows[0].detectable > 0.2  # type: ignore[operator]
+    assert any("job-to-job drift" in r for r in c.rows[0].reasons)
+    doubled = synthetic_results(synthetic_run(lognormal(3000, seed=2, scale=2.0)))
+    assert compare_results(base, doubled).exit_code == EXIT_REGRESSION
+    widened = with_job_drift(_ratio(1.0, 0.99, 1.01), 0.10)
+    assert widened.estimate == 1.0 and widened.low < 0.80 and widened.high > 1.25
+    assert with_job_drift(_ratio(1.0, 0.99, 1.01), 0.0) == _ratio(1.0, 0.99, 1.01)
 
 
 def _rounds_run(levels: list[float], *, seed: int, slowdown: float = 0.0) -> RunResult:
@@ -100,16 +125,23 @@ def _rounds_run(levels: list[float], *, seed: int, slowdown: float = 0.0) -> Run
 
 
 def test_normalising_by_the_reference_takes_the_machine_speed_out() -> None:
-    """The current job ran on a machine 30 % slower throughout: raw, that is a regression; normalised by the
-    reference workload timed next to each round, it is none, while a real 20 % slowdown still is."""
+    """The current job ran on a machine 30 % slower throughout (the reference workload says so): compared raw,
+    the gate allows for the measured difference and cannot decide; normalised by the reference timed next to
+    each round, it is no regression, while a real 20 % slowdown still is."""
     base = synthetic_results(_rounds_run([1.0, 1.02, 0.98], seed=1))
     slow_machine = synthetic_results(_rounds_run([1.3, 1.32, 1.28], seed=2))
-    assert compare_results(base, slow_machine).exit_code == EXIT_REGRESSION
-    normalised = compare_results(base, slow_machine, normalise=True)
+    raw = compare_results(base, slow_machine, thresholds=ONE_JOB)
+    assert raw.exit_code == EXIT_INCONCLUSIVE
+    assert "the 30% machine-speed difference the reference workload measured" in "; ".join(
+        raw.rows[0].reasons
+    )
+    unreferenced = synthetic_results(dataclasses.replace(slow_machine.runs[0], reference_ms=()))
+    assert compare_results(base, unreferenced, thresholds=ONE_JOB).exit_code == EXIT_REGRESSION
+    normalised = compare_results(base, slow_machine, normalise=True, thresholds=ONE_JOB)
     assert normalised.exit_code == EXIT_OK and normalised.rows[0].method == "bootstrap, normalised"
     assert "the machine ran +30.0% slower now" in "; ".join(normalised.rows[0].reasons)
     real = synthetic_results(_rounds_run([1.3, 1.32, 1.28], seed=3, slowdown=0.2))
-    assert compare_results(base, real, normalise=True).exit_code == EXIT_REGRESSION
+    assert compare_results(base, real, normalise=True, thresholds=ONE_JOB).exit_code == EXIT_REGRESSION
     # without a reference on one side it compares raw, and says so
     plain = synthetic_results(dataclasses.replace(slow_machine.runs[0], reference_ms=()))
     assert "not normalised" in "; ".join(compare_results(base, plain, normalise=True).rows[0].reasons)
