@@ -1,7 +1,7 @@
 """infership.calibration — the data layer: user data → feeds, re-iterable calibration sets, adapters.
 
-Sources resolve by scheme (:func:`from_spec`, :func:`register_source`); files, tensors and shape strings
-are read here (:func:`load_array_file`, :func:`to_numpy`, :func:`parse_shape`...), for calibration,
+Sources resolve by scheme (:func:`from_spec`, :func:`register_source`); files, tensors, texts (through the
+artifact's tokenizer) and shape strings are read here (:func:`load_array_file`, :func:`to_numpy`, :func:`parse_shape`...), for calibration,
 validation and bench inputs alike.
 
 Importing this package imports nothing heavy; sources load Pillow or torch only when used.
@@ -41,6 +41,10 @@ _EXPORTS: dict[str, str] = {
     "is_image_like": "infership.calibration.arrays",
     "to_ort_reader": "infership.calibration.adapters",
     "to_nncf_dataset": "infership.calibration.adapters",
+    "from_texts": "infership.calibration.text",
+    "from_text_file": "infership.calibration.text",
+    "length_feeds": "infership.calibration.text",
+    "replay_lengths": "infership.calibration.text",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
@@ -60,3 +64,4 @@ if TYPE_CHECKING:  # pragma: no cover
         unregister_source,
     )
     from .sources import from_image_folder, from_images, from_numpy, from_torch  # noqa: F401
+    from .text import from_text_file, from_texts, length_feeds, replay_lengths  # noqa: F401

@@ -7,13 +7,15 @@
   ``.npz`` file or a directory of them) and ``images:FOLDER`` (an image folder, through the artifact's
   preprocessing). More come from :func:`register_source` or the ``infership.sources`` entry-point group
   (value: ``"package.module:factory"``).
-* ``PATH`` — a ``.npy`` / ``.npz`` file, a directory of them, or an image folder, as before schemes.
+* ``PATH`` — a ``.npy`` / ``.npz`` file, a directory of them, an image folder, or a ``.txt`` / ``.tsv``
+  file of texts (one per line; ``label<TAB>text``) tokenized with the artifact's tokenizer (``text:PATH``
+  names one explicitly).
 * ``FILE.py:FUNCTION`` or ``MODULE:FUNCTION`` — a function returning a ``CalibrationSet`` or
   ``(inputs, labels)`` arrays (``inputs`` alone for unlabelled data). It is called with those of
   ``preprocessing=``, ``class_names=`` and ``batch_size=`` that it declares.
 
-A factory is called as ``factory(argument, preprocessing=..., class_names=..., batch_size=...)`` and returns a
-``CalibrationSet``.
+A factory is called as ``factory(argument, preprocessing=..., class_names=..., batch_size=...)`` (and
+``tokenizer=...`` when it declares it) and returns a ``CalibrationSet``.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ from typing import Any
 import numpy as np
 from infership.runtime.errors import InvalidInputError
 from infership.runtime.manifest import Preprocessing
+from infership.runtime.text import TextEncoder
 
 from .arrays import ARRAY_SUFFIXES, to_numpy
 from .dataset import UNNAMED, CalibrationSet
 from .sources import ArraySource, from_image_folder, from_numpy
+from .text import TEXT_SUFFIXES, from_text_file
 
 __all__ = [
     "from_spec",
@@ -57,7 +61,7 @@ SourceFactory = Callable[..., CalibrationSet]
 # At least two characters, so a Windows drive ("C:\\data") is never read as a scheme.
 _SCHEME = re.compile(r"[a-z][a-z0-9+.\-_]+")
 _MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-_OPTIONS = ("preprocessing", "class_names", "batch_size")
+_OPTIONS = ("preprocessing", "class_names", "batch_size", "tokenizer")
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,11 @@ _BUILTIN = (
         "images",
         "infership.calibration.schemes:_image_source",
         "an image folder, flat or one subfolder per class (through the artifact's preprocessing)",
+    ),
+    SourceEntry(
+        "text",
+        "infership.calibration.schemes:_text_source",
+        "a .txt file, one text per line, or a .tsv file of label<TAB>text (through the artifact's tokenizer)",
     ),
 )
 _lock = threading.Lock()
@@ -149,6 +158,7 @@ def from_spec(
     preprocessing: Preprocessing | None = None,
     class_names: Sequence[str] | None = None,
     batch_size: int = 16,
+    tokenizer: TextEncoder | None = None,
 ) -> CalibrationSet:
     """A calibration set from a command-line or config string (see the module docstring for the forms).
 
@@ -157,6 +167,7 @@ def from_spec(
         preprocessing: The artifact's preprocessing (image sources need it).
         class_names: The model's class names (maps class folders to output indices).
         batch_size: Samples per batch.
+        tokenizer: The artifact's :class:`~infership.runtime.text.TextEncoder` (text sources need it).
 
     Returns:
         The calibration set.
@@ -165,13 +176,18 @@ def from_spec(
         InvalidInputError: An unknown scheme, a path that does not exist, a callable that cannot be loaded
             or returns something else, or an image folder for an artifact without preprocessing.
     """
-    options = {"preprocessing": preprocessing, "class_names": class_names, "batch_size": batch_size}
+    options = {
+        "preprocessing": preprocessing,
+        "class_names": class_names,
+        "batch_size": batch_size,
+        "tokenizer": tokenizer,
+    }
     head, sep, argument = spec.partition(":")
     entries = _load_entries()
     # A bare name is a scheme only when no file or folder of that name exists ("images" may be a folder).
     if head in entries and (sep or not Path(spec).exists()):
         factory = _factory(entries[head])
-        return _checked(factory(argument, **options), f"source {spec!r}", batch_size)
+        return _checked(factory(argument, **_declared(factory, options)), f"source {spec!r}", batch_size)
     parts = split_callable(spec)
     if parts is not None and parts[0].lower().endswith(".py"):
         return _call(load_callable(spec), spec, options)
@@ -284,13 +300,21 @@ def _import_file(path: Path, spec: str) -> Any:
     return module
 
 
-def _call(fn: Callable[..., Any], spec: str, options: Mapping[str, Any]) -> CalibrationSet:
+def _declared(fn: Callable[..., Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options ``fn`` declares (all of them if it takes ``**kwargs``); ``tokenizer`` only when set, so
+    factories written before it existed keep working."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):  # builtins and C functions may have no signature
         params = {}
     takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    result = fn(**{k: v for k, v in options.items() if takes_all or k in params})
+    return {
+        k: v for k, v in options.items() if k in params or (takes_all and (k != "tokenizer" or v is not None))
+    }
+
+
+def _call(fn: Callable[..., Any], spec: str, options: Mapping[str, Any]) -> CalibrationSet:
+    result = fn(**_declared(fn, options))
     what = f"{spec!r}"
     if isinstance(result, CalibrationSet):
         return _checked(result, what, int(options["batch_size"]))
@@ -328,7 +352,10 @@ def _path_source(
     preprocessing: Preprocessing | None,
     class_names: Sequence[str] | None,
     batch_size: int,
+    tokenizer: TextEncoder | None = None,
 ) -> CalibrationSet:
+    if path.is_file() and path.suffix.lower() in TEXT_SUFFIXES:
+        return _text_source(str(path), class_names=class_names, batch_size=batch_size, tokenizer=tokenizer)
     if path.is_file() or any(q.suffix in ARRAY_SUFFIXES for q in path.iterdir()):
         return from_numpy(path, batch_size=batch_size)
     return _image_source(
@@ -359,3 +386,21 @@ def _image_source(
             "model inputs; export with preprocessing, or give .npy/.npz data"
         )
     return from_image_folder(argument, preprocessing, class_names=class_names, batch_size=batch_size)
+
+
+def _text_source(
+    argument: str,
+    *,
+    class_names: Sequence[str] | None = None,
+    batch_size: int,
+    tokenizer: TextEncoder | None = None,
+    **_: Any,
+) -> CalibrationSet:
+    if not argument:
+        raise InvalidInputError("source 'text:': expected text:PATH (a .txt or .tsv file), got no path")
+    if tokenizer is None:
+        raise InvalidInputError(
+            f"{argument} holds texts, but the artifact records no tokenizer to turn them into model inputs; "
+            "export the model with its tokenizer (infership export hf:PATH), or give .npy/.npz token data"
+        )
+    return from_text_file(argument, tokenizer, class_names=class_names, batch_size=batch_size)

@@ -88,6 +88,7 @@ def build_artifact(
     seed: int = 0,
     simplify: bool | Simplifier | str = True,
     fp16: bool = True,
+    optimize: bool = True,
     fp16_block_list: Sequence[str] | None = None,
     openvino: bool = True,
     torch_program: bool = True,
@@ -129,6 +130,9 @@ def build_artifact(
         seed: Seed for random inputs.
         simplify: True (``auto``), False, or a :class:`Simplifier`.
         fp16: Add the ``onnx-fp16`` variant (fp16 graph for CUDA/TensorRT).
+        optimize: For transformer text models: add ``onnx-fp32-fused``, the graph with ONNX Runtime's
+            transformer fusions (Attention, SkipLayerNormalization...; ONNX Runtime only), checked like the
+            others (:mod:`infership.convert.optimize`).
         fp16_block_list: Operator types kept in fp32 in fp16 graphs (default :data:`FP16_BLOCK_LIST`).
         openvino: Add ``openvino-fp32`` and ``openvino-fp16`` (fp16-compressed weights) IR variants.
         torch_program: Keep the PyTorch program as the ``torch-fp32`` variant (the reference backend).
@@ -171,7 +175,8 @@ def build_artifact(
     simplifier = resolve.simplifier(simplify)
     planned = ["load", "export", "check"] + ["simplify"] * (simplifier is not Simplifier.NONE)
     planned += (
-        ["torch"] * torch_program
+        ["fused"] * (optimize and isinstance(model_or_source, str) and is_hf_source(model_or_source))
+        + ["torch"] * torch_program
         + ["fp16"] * fp16
         + ["openvino-fp32", "openvino-fp16"] * openvino
         + ["write"]
@@ -244,6 +249,7 @@ def build_artifact(
             opset=opset,
             exporter=exporter,
             program=program,
+            auto_order=text.EXPORT_ORDER if src.text is not None else (Exporter.DYNAMO, Exporter.TORCHSCRIPT),
         )
         inputs, outputs = read_onnx_specs(raw)
         pre = resolve.resolve_preprocessing(preprocessing, inputs)
@@ -271,6 +277,8 @@ def build_artifact(
             real = real_feeds(validation_data, inputs, pre)
         feeds, refs, notes = reference_outputs(src, feeds, out_names)
         refs += torch_outputs(src.model, real, out_names)
+        if src.text is not None:
+            base = replace(base, outputs=text.settle_outputs(raw, base.outputs, refs, axes))
         check = Checker(tmp, base, feeds + real, refs, n_real=len(real), notes=notes)
 
         tick("check ONNX against PyTorch")
@@ -279,6 +287,7 @@ def build_artifact(
             not checked.passed
             and export_step.result["exporter"] == "dynamo"
             and Exporter.parse(exporter) is Exporter.AUTO
+            and src.text is None
         ):
             export_step, checked = variants.retry_torchscript(
                 src, traced, raw, in_names, out_names, axes, opset, check, tol32, checked
@@ -328,6 +337,14 @@ def build_artifact(
                 log.warning("variant %s left out: %s", vid, exc)
                 skipped.append(entry)
 
+        if src.text is not None and optimize:
+            arch = src.text.architecture
+            attempt(
+                variants.FUSED_ID,
+                "transformer fusions",
+                # From the exporter's graph: simplifiers rewrite the attention pattern the fusions match.
+                lambda: variants.fused_variant(raw, tmp, arch, check, tol32),
+            )
         if torch_program:
             attempt(
                 "torch-fp32",
@@ -383,7 +400,11 @@ def build_artifact(
 def _artifact_name(cand: Candidate, rel: str) -> str:
     if cand.format == "openvino":
         return rel
-    return {"onnx-fp32": "model.onnx", "onnx-fp16": "model-fp16.onnx"}.get(cand.id, rel)
+    return {
+        "onnx-fp32": "model.onnx",
+        "onnx-fp16": "model-fp16.onnx",
+        variants.FUSED_ID: "model-fused.onnx",
+    }.get(cand.id, rel)
 
 
 def _versions() -> dict[str, str]:

@@ -107,6 +107,11 @@ def add_export(sub: Any) -> None:
     g.add_argument("--simplifier", choices=["auto", "onnxslim", "onnxsim", "none"], default="auto")
     g.add_argument("--no-simplify", action="store_true", help="same as --simplifier none")
     g.add_argument("--no-fp16", action="store_true", help="skip the onnx-fp16 variant")
+    g.add_argument(
+        "--no-optimize",
+        action="store_true",
+        help="text models: skip onnx-fp32-fused (ONNX Runtime's transformer fusions)",
+    )
     g.add_argument("--no-openvino", action="store_true", help="skip the OpenVINO IR variants")
     g.add_argument("--no-torch", action="store_true", help="do not keep the PyTorch program")
     g.add_argument(
@@ -250,6 +255,7 @@ def _run_export(args: argparse.Namespace) -> int:
             seed=args.seed,
             simplify="none" if args.no_simplify else args.simplifier,
             fp16=not args.no_fp16,
+            optimize=not args.no_optimize,
             openvino=not args.no_openvino,
             torch_program=not args.no_torch,
             preprocessing=pre,

@@ -117,6 +117,7 @@ def export_onnx(
     opset: int | None = None,
     exporter: Exporter = Exporter.AUTO,
     program: Any = None,
+    auto_order: Sequence[Exporter] = (Exporter.DYNAMO, Exporter.TORCHSCRIPT),
 ) -> Step:
     """Export ``model`` to an ONNX file.
 
@@ -134,6 +135,9 @@ def export_onnx(
         exporter: Which exporter; ``AUTO`` falls back to the TorchScript one when the current one fails.
         program: An ``ExportedProgram`` already captured from ``model`` with the same dynamic axes; the
             current exporter then converts it instead of capturing again.
+        auto_order: The exporters ``AUTO`` tries, in order (text models try the TorchScript-based one
+            first: its graphs name nodes by module path and carry the attention pattern ONNX Runtime's
+            transformer optimizer fuses).
 
     Returns:
         The ``export`` step: exporter used, fallback reason, opset, node count.
@@ -154,7 +158,9 @@ def export_onnx(
         "dynamic_axes": _axes_to_json(dynamic_axes),
         "example_shapes": [list(x.shape) for x in example_inputs],
     }
-    attempts = [Exporter.DYNAMO, Exporter.TORCHSCRIPT] if exporter is Exporter.AUTO else [exporter]
+    attempts = list(auto_order) if exporter is Exporter.AUTO else [exporter]
+    if exporter is Exporter.AUTO:
+        params["auto_order"] = [e.value for e in attempts]
     exported_names = placeholders(len(output_names))
     failures: list[str] = []
     t0 = time.perf_counter()

@@ -70,6 +70,8 @@ class TextModel:
         vocab_size: Ids are below it.
         labels: Class names (classification), when the config has real ones.
         pooling: For embeddings: the pooling and whether it normalises, recorded in the load step.
+        architecture: ``model_type``, ``num_heads``, ``hidden_size``, ``layers``: what graph optimisers
+            need to recognise the model's attention (recorded in the manifest).
         example_texts: Texts to trace the model with.
     """
 
@@ -84,6 +86,7 @@ class TextModel:
     vocab_size: int
     labels: tuple[str, ...] | None = None
     pooling: dict[str, Any] | None = None
+    architecture: dict[str, Any] | None = None
     example_texts: tuple[str, ...] = _EXAMPLE_TEXTS
 
     @property
@@ -142,21 +145,26 @@ def load_hf(
     model_dir = root / st.get("transformer_path", "")
     transformers = _import_transformers()
     torch = _import_torch()
+    auto = (
+        transformers.AutoModelForSequenceClassification
+        if wanted is Task.CLASSIFICATION
+        else transformers.AutoModel
+    )
     try:
         config = transformers.AutoConfig.from_pretrained(model_dir, local_files_only=True)
-        if wanted is Task.CLASSIFICATION:
-            base = transformers.AutoModelForSequenceClassification.from_pretrained(
-                model_dir, local_files_only=True
-            )
-        else:
-            base = transformers.AutoModel.from_pretrained(model_dir, local_files_only=True)
+        try:
+            # The plain attention (softmax(QK^T)V written out) exports to the pattern every ONNX toolchain
+            # recognises and fuses; fused kernels such as SDPA decompose into one the optimizers do not.
+            base = auto.from_pretrained(model_dir, local_files_only=True, attn_implementation="eager")
+        except (TypeError, ValueError):  # a model class without the eager choice
+            base = auto.from_pretrained(model_dir, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
         raise ConversionError(f"{spec}: transformers cannot load the model ({exc})") from exc
     base.eval()
     inputs = _token_inputs(base, config)
     tok_file, tok_facts = _tokenizer_file(model_dir, scratch)
     limit = _max_length(config, tok_facts["model_max_length"], st.get("max_seq_length"), max_length)
-    facts: dict[str, Any] = {"folder": str(root), "model_type": getattr(config, "model_type", None)}
+    facts: dict[str, Any] = {"folder": str(root), **architecture(config)}
     if st:
         facts["sentence_transformers"] = True
     pool_facts: dict[str, Any] | None = None
@@ -184,6 +192,7 @@ def load_hf(
         vocab_size=int(getattr(config, "vocab_size", 0) or tok_facts["vocab_size"]),
         labels=labels,
         pooling=pool_facts,
+        architecture=architecture(config),
     )
     facts.update(task=wanted.value, max_length=limit, inputs=list(inputs), **(pool_facts or {}))
     return module, text, facts
@@ -240,6 +249,17 @@ def _token_inputs(model: Any, config: Any) -> tuple[str, ...]:
     if "token_type_ids" in params and int(getattr(config, "type_vocab_size", 0) or 0) > 1:
         names.append("token_type_ids")
     return tuple(names)
+
+
+def architecture(config: Any) -> dict[str, Any]:
+    """The facts of a transformers config that graph optimisers need (absent ones left out)."""
+    out = {
+        "model_type": getattr(config, "model_type", None),
+        "num_heads": getattr(config, "num_attention_heads", None),
+        "hidden_size": getattr(config, "hidden_size", None),
+        "layers": getattr(config, "num_hidden_layers", None),
+    }
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _labels(config: Any) -> tuple[str, ...] | None:

@@ -20,13 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from infership.runtime import ConversionError, InvalidInputError, Task
+from infership.runtime import ConversionError, InvalidInputError, Task, TensorSpec
 from infership.runtime.artifact import file_entry
 from infership.runtime.manifest import Tokenizer
 from infership.runtime.text import TextEncoder, is_text, token_feeds
 
+from .export import Exporter
 from .hf import TextModel
 
+#: The exporters ``auto`` tries for text models: the TorchScript-based one first, since its graph names
+#: nodes by module path (``/encoder/layer.0/output/dense/MatMul``: readable repair reports and ignored
+#: scopes) and keeps the attention pattern ONNX Runtime's transformer optimizer fuses.
+EXPORT_ORDER = (Exporter.TORCHSCRIPT, Exporter.DYNAMO)
 #: Where the tokenizer file goes, in the scratch folder and in the artifact.
 TOKENIZER_FILE = "tokenizer/tokenizer.json"
 #: Symbols of the token inputs' dynamic axes.
@@ -159,7 +164,14 @@ def is_text_data(data: Sequence[Any] | None) -> bool:
 
 def pooling_note(text: TextModel) -> Mapping[str, Any]:
     """What the manifest's ``extra`` records about a text model (its pooling, where it has one)."""
-    return {"text": {"task": text.task.value, **(text.pooling or {}), "max_length": text.max_length}}
+    return {
+        "text": {
+            "task": text.task.value,
+            **(text.pooling or {}),
+            "max_length": text.max_length,
+            **({"architecture": text.architecture} if text.architecture else {}),
+        }
+    }
 
 
 def refuse_for_text(**given: Any) -> None:
@@ -171,3 +183,43 @@ def refuse_for_text(**given: Any) -> None:
     bad = sorted(k for k, v in given.items() if v)
     if bad:
         raise ConversionError(f"{', '.join(bad)} do not apply to a text model")
+
+
+def settle_outputs(
+    path: Path,
+    outputs: Sequence[TensorSpec],
+    refs: Sequence[Mapping[str, np.ndarray]],
+    axes: Mapping[str, Mapping[int, str]],
+) -> tuple[TensorSpec, ...]:
+    """Fix output dimensions an exporter left symbolic although they never vary.
+
+    The TorchScript-based exporter names an output dimension it cannot infer through an op (the hidden
+    size after mean pooling's division) instead of giving its size. Every check feed varies the batch and
+    the sequence length; a dimension whose size is the same in every reference output and that is not one
+    of the inputs' symbols is fixed to that size, in the manifest spec and in the ONNX file at ``path``
+    (simplifiers refuse to "freeze" a dimension the graph calls dynamic).
+    """
+    import onnx
+
+    symbols = {s for ax in axes.values() for s in ax.values()}
+    settled, changes = [], {}
+    for spec in outputs:
+        shape = list(spec.shape)
+        for axis, dim in enumerate(shape):
+            if isinstance(dim, int) or dim in symbols or len(refs) < 2:
+                continue
+            sizes = {np.asarray(r[spec.name]).shape[axis] for r in refs if spec.name in r}
+            if len(sizes) == 1:
+                shape[axis] = int(next(iter(sizes)))
+                changes[(spec.name, axis)] = shape[axis]
+        settled.append(TensorSpec(spec.name, spec.dtype, tuple(shape)))
+    if changes:
+        model = onnx.load(str(path))
+        for out in model.graph.output:
+            dims = out.type.tensor_type.shape.dim
+            for (name, axis), size in changes.items():
+                if name == out.name and axis < len(dims):
+                    dims[axis].Clear()
+                    dims[axis].dim_value = size
+        onnx.save(model, str(path))
+    return tuple(settled)

@@ -133,3 +133,31 @@ def retry_torchscript(
         os.replace(alt, raw)
         step = replace(step, result={**step.result, "fallback_reason": why})
     return step, checked
+
+
+def fused_variant(
+    graph: Path, tmp: Path, architecture: Mapping[str, Any] | None, check: Checker, tol: Tolerance
+) -> Candidate:
+    """ONNX Runtime's transformer fusions on the fp32 graph (``onnx-fp32-fused``), checked against PyTorch.
+
+    Raises:
+        ConversionError: The optimizer failed or fused none of the ops that matter (nothing to gain).
+    """
+    from .optimize import fused_ok, optimize_transformer
+
+    dst = tmp / "model-fused.onnx"
+    step = optimize_transformer(graph, dst, architecture=architecture)
+    if not fused_ok(step):
+        raise ConversionError(
+            f"the transformer optimizer fused nothing that matters: {step.result['fusions']}"
+        )
+    checked = check.run(FUSED_ID, "onnx", "fp32", [dst.name], "ort-cpu", tol)
+    if not checked.passed:
+        raise checked.rejected()
+    return Candidate(
+        FUSED_ID, "onnx", "fp32", [dst.name], [step, checked.step], checked.validation, "ort-cpu"
+    )
+
+
+#: The variant id of the fused fp32 graph (ONNX Runtime only).
+FUSED_ID = "onnx-fp32-fused"

@@ -56,6 +56,24 @@ def test_export_records_tokens_tokenizer_ranges_and_task(text_artifact: Path) ->
     assert (1, 1) in checked and (1, 64) in checked  # one token, and the longest sequence
 
 
+def test_transformer_fusions_are_a_checked_variant(text_artifact: Path) -> None:
+    from infership.runtime import Artifact, Predictor
+
+    art = Artifact.load(text_artifact)
+    fused = art.manifest.variant("onnx-fp32-fused")
+    step = fused.steps[0]
+    assert step.name == "optimize"
+    assert step.result["fusions"]["Attention"] == 2 and step.result["fusions"]["SkipLayerNormalization"] == 4
+    assert fused.validation["passed"] and fused.validation["cosine_min"] >= 0.9999
+    export = next(s for s in art.manifest.variant("onnx-fp32").steps if s.name == "export")
+    assert export.result["exporter"] == "torchscript" and export.params["auto_order"][0] == "torchscript"
+    with Predictor.load(text_artifact, variant="onnx-fp32-fused", backend="ort-cpu") as p:
+        fused_out = p.predict(list(SENTENCES))["embedding"]
+    with Predictor.load(text_artifact, backend="ort-cpu") as p:
+        plain_out = p.predict(list(SENTENCES))["embedding"]
+    np.testing.assert_allclose(fused_out, plain_out, atol=1e-5)
+
+
 def test_text_in_answers_out_match_transformers(text_artifact: Path, bert_folder: Path) -> None:
     from infership.runtime import Predictor
 
@@ -134,12 +152,14 @@ def test_sentence_transformers_folder_settings_are_read(tmp_path: Path) -> None:
     art = build_artifact(
         f"hf:{folder}", tmp_path / "art", fp16=False, openvino=False, torch_program=False, samples=2
     )
-    assert art.manifest.extra["text"] == {
+    record = art.manifest.extra["text"]
+    assert {k: record[k] for k in ("task", "pooling", "normalize", "max_length")} == {
         "task": "embedding",
         "pooling": "cls",
         "normalize": True,
         "max_length": 48,
     }
+    assert record["architecture"] == {"model_type": "bert", "num_heads": 2, "hidden_size": 32, "layers": 2}
     with Predictor.load(art.root, backend="ort-cpu") as p:
         got = p.predict(list(SENTENCES[:4]))["embedding"]
     ref = reference_embeddings(folder, list(SENTENCES[:4]), pooling="cls")
