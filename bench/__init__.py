@@ -11,6 +11,11 @@ from typing import TYPE_CHECKING
 from infership.runtime.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
+    "ABConfig": "infership.bench.ab",
+    "ABOutcome": "infership.bench.ab",
+    "run_ab": "infership.bench.ab",
+    "junit_xml": "infership.bench.ci",
+    "markdown_summary": "infership.bench.ci",
     "BenchConfig": "infership.bench.config",
     "PlannedRun": "infership.bench.config",
     "plan_runs": "infership.bench.config",
@@ -49,6 +54,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .ab import ABConfig, ABOutcome, run_ab  # noqa: F401
+    from .ci import junit_xml, markdown_summary  # noqa: F401
     from .compare import (  # noqa: F401
         Comparison,
         FigureChange,

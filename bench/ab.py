@@ -430,7 +430,7 @@ def _judge(
     if records is not None:
         figures = tuple(compare_figures(records[0], records[1], max_drop=thresholds.max_accuracy_drop))
         worse += [regression_reason(f, thresholds.max_accuracy_drop) for f in figures if f.regression]
-    notes = [f"measured in {pairs_note}, interleaved"]
+    notes = [f"measured interleaved: {pairs_note}"]
     if records is None:
         notes.append("accuracy not measured (give a validation set)")
     verdict = verdict_of(worse=worse, better=latency.better, undecided=latency.undecided)

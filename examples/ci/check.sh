@@ -58,7 +58,7 @@ echo "== 3. GitLab CI, model unchanged, accuracy re-measured"
 python - <<'PY' || fail "validation set"
 import numpy as np
 rng = np.random.default_rng(0)
-np.savez("val.npz", x=rng.standard_normal((64, 3, 64, 64)).astype(np.float32), labels=rng.integers(0, 10, 64))
+np.savez("val.npz", input=rng.standard_normal((64, 3, 64, 64)).astype(np.float32), labels=rng.integers(0, 10, 64))
 PY
 GATE_VALIDATION="$PWD/val.npz" run_job gitlab "$unchanged" 0
 grep -q "accuracy" gate.md || fail "accuracy not in the summary"
