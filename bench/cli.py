@@ -39,6 +39,11 @@ def add_bench(sub: Any) -> None:
         duration_help="seconds to measure each run at least (default: 10)",
         max_duration_help="extend unstable runs up to this many seconds (default: 2× --duration)",
     )
+    p.add_argument(
+        "--url",
+        metavar="URL",
+        help="benchmark a served model ('infership serve') at URL: the same as --backend http --device URL",
+    )
     p.add_argument("--count", type=int, help="stop each run after this many queries")
     p.add_argument(
         "--min-queries", type=int, default=20, help="never stop before this many queries (default: 20)"

@@ -68,7 +68,6 @@ def add_measure_options(
         help="backends, e.g. ort-cpu,openvino (default: auto, the first that can run here in the Predictor's "
         "fixed preference order: an order, not a measurement)",
     )
-    p.add_argument("--url", metavar="URL", help=argparse.SUPPRESS)
     p.add_argument("--precision", default="fp32", help="variant precisions, e.g. fp32,int8 (default: fp32)")
     p.add_argument("--batch", default="1", help="batch sizes (default: 1)")
     p.add_argument(
@@ -143,6 +142,12 @@ def config_from_args(args: argparse.Namespace, *, artifact: str | None = None) -
         inputs[name] = path
     backend, device = args.backend, args.device
     if getattr(args, "url", None):
+        if backend != "auto" or device is not None:
+            from infership.runtime.errors import InvalidInputError
+
+            raise InvalidInputError(
+                "--url URL means --backend http --device URL: give it without --backend/--device"
+            )
         backend, device = "http", args.url
     return BenchConfig(
         artifact=artifact if artifact is not None else args.artifact,

@@ -203,3 +203,28 @@ def test_importing_the_bench_package_and_cli_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_bench_url_measures_a_served_model(tiny_artifact: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """``--url URL`` is ``--backend http --device URL``: the harness drives a prediction server on loopback."""
+    from infership.runtime import Predictor
+
+    from tests.runtime.test_http_backend import _server  # the http backend's protocol test server
+
+    with Predictor.load(tiny_artifact, backend="ort-cpu") as local:
+        server = _server(local)
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}"
+            out = tmp_path / "served.json"
+            assert (
+                main(["bench", str(tiny_artifact), "--url", url, "--no-overhead", "--json", str(out), *SHORT])
+                == 0
+            )
+        finally:
+            server.shutdown()
+            server.server_close()
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["backend"] == "http" and run["device"] == url and run["latency_ms"]["count"] >= 5
+    assert main(["bench", str(tiny_artifact), "--url", url, "--backend", "ort-cpu", *SHORT]) == 1
+    assert "--url URL means --backend http --device URL" in capsys.readouterr().err
