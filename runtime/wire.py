@@ -5,7 +5,9 @@
 - ``application/json``: ``{"inputs": {name: nested lists}}``; values are converted to each input's dtype;
 - ``application/x-npy``: one ``.npy`` array, for a single-input model;
 - ``application/x-npz``: an ``.npz`` archive with one array per input name (exact dtypes, several inputs);
-- ``image/*``: one encoded image, when the artifact records preprocessing.
+- ``image/*``: one encoded image, when the artifact records preprocessing;
+- ``text/plain``: texts, one per line (UTF-8), or JSON ``{"texts": [...]}``, when the artifact carries a
+  tokenizer.
 
 The answer is ``{"outputs": {name: nested lists}}`` (JSON), or an ``.npz`` archive when the request's
 ``Accept`` header asks for ``application/x-npz``. A request the model cannot take gets a 4xx status with
@@ -64,6 +66,8 @@ def decode_request(
     content_type: str | None,
     specs: Sequence[TensorSpec],
     preprocessing: Preprocessing | None = None,
+    *,
+    text: bool = False,
 ) -> Any:
     """A request body as an argument for ``Predictor.predict``.
 
@@ -72,9 +76,10 @@ def decode_request(
         content_type: The request's ``Content-Type`` header.
         specs: The model's input specs.
         preprocessing: The artifact's preprocessing (images are accepted only with it).
+        text: Whether the artifact carries a tokenizer (texts are accepted only then).
 
     Returns:
-        A mapping name → array, one array, or a PIL image.
+        A mapping name → array, one array, a PIL image, or a list of texts.
 
     Raises:
         UnsupportedMediaType: A content type this model cannot take.
@@ -84,7 +89,7 @@ def decode_request(
     if not body:
         raise InvalidInputError("empty request body")
     if media in ("", JSON, "text/json"):
-        return _from_json(body, specs)
+        return _from_json(body, specs, text)
     if media == NPY:
         if len(specs) != 1:
             names = [s.name for s in specs]
@@ -102,17 +107,35 @@ def decode_request(
             )
         return _open_image(body)
     if media.startswith("text/"):
-        raise UnsupportedMediaType(
-            "this artifact records no tokenizer, so it cannot take raw text: send token ids as JSON or .npz"
-        )
+        if not text:
+            raise UnsupportedMediaType(_NO_TOKENIZER)
+        try:
+            lines = [line for line in body.decode("utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(f"the text is not UTF-8: {exc}") from exc
+        if not lines:
+            raise InvalidInputError("no text: send one text per line")
+        return lines
     raise UnsupportedMediaType(f"unsupported content type {media!r}; send {JSON}, {NPY}, {NPZ} or image/*")
 
 
-def _from_json(body: bytes, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+_NO_TOKENIZER = (
+    "this artifact records no tokenizer, so it cannot take raw text: send token ids as JSON or .npz"
+)
+
+
+def _from_json(body: bytes, specs: Sequence[TensorSpec], text: bool) -> Any:
     try:
         doc = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"the body is not valid JSON: {exc}") from exc
+    if isinstance(doc, dict) and "texts" in doc:
+        if not text:
+            raise UnsupportedMediaType(_NO_TOKENIZER)
+        texts = doc["texts"]
+        if not (isinstance(texts, list) and texts and all(isinstance(t, str) for t in texts)):
+            raise InvalidInputError('expected {"texts": [one or more strings]}')
+        return texts
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), dict):
         raise InvalidInputError('expected a JSON object {"inputs": {name: nested lists}}')
     values = doc["inputs"]

@@ -130,12 +130,18 @@ class ArtifactServer:
             if len(body) > self.options.max_body_bytes:
                 return _error(413, "PayloadTooLarge", f"body over {self.options.max_body_bytes} bytes")
             m = self.predictor.manifest
-            inputs = decode_request(body, headers.get("content-type"), self.predictor.inputs, m.preprocessing)
+            inputs = decode_request(
+                body,
+                headers.get("content-type"),
+                self.predictor.inputs,
+                m.preprocessing,
+                text=m.tokenizer is not None,
+            )
             if isinstance(inputs, np.ndarray) or (
                 isinstance(inputs, dict) and all(isinstance(v, np.ndarray) for v in inputs.values())
             ):
                 feeds = self.predictor.prepare(inputs)
-            else:  # an image: decoding and resizing take milliseconds, off the event loop
+            else:  # an image or texts: decoding or tokenizing takes milliseconds, off the event loop
                 feeds = await asyncio.to_thread(self.predictor.prepare, inputs)
             if _rows(feeds) > self.options.max_batch:
                 outputs = await asyncio.to_thread(self.predictor.predict, feeds)

@@ -112,7 +112,7 @@ def add_batch_predict(sub: Any) -> None:
         help="predict a whole data set on Ray Data (local Ray or a cluster)",
         description=(
             "Run ARTIFACT over INPUT with Ray Data: an image folder, an .npy / .npz file, a text file (one "
-            "sample per line; needs a tokenizer) or a Parquet file/folder (one column per input). Writes "
+            "text per line, for an artifact with a tokenizer) or a Parquet file/folder (one column per input). Writes "
             "OUT: .npz (one array per output, in input order) or a Parquet folder. An actor pool of "
             "--concurrency workers, each holding a Predictor with threads matching --num-cpus."
         ),

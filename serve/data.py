@@ -12,7 +12,8 @@
 :func:`batch_predict` builds the dataset from a file or folder and writes the outputs in input order. An
 image folder and ``.npy`` / ``.npz`` files travel as paths and row indices: each actor reads its own rows
 (images decoded through the artifact's preprocessing, arrays memory-mapped), so no data passes through the
-object store and no read task competes with the actors for CPUs. Parquet is read by Ray Data's reader.
+object store and no read task competes with the actors for CPUs. A text file (one text per line, for an
+artifact that carries a tokenizer) travels as its lines. Parquet is read by Ray Data's reader.
 Paths must be readable at the same place on every node of a cluster.
 """
 
@@ -34,8 +35,10 @@ __all__ = ["ArtifactBatchPredictor", "BatchPredictResult", "batch_predict", "des
 
 log = logging.getLogger(__name__)
 
-#: Column that carries image paths through the dataset (and into Parquet output).
+#: Column that carries image paths through the dataset (and into the output).
 PATH_COLUMN = "path"
+#: Column that carries texts (one line of a text file each).
+TEXT_COLUMN = "text"
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,8 @@ class ArtifactBatchPredictor:
     """A Ray Data ``map_batches`` callable: one Predictor per actor.
 
     Batches hold either the model's inputs as columns, a ``path`` column of image files (artifacts with
-    preprocessing), or an ``id`` column of row indices into ``source`` (an ``.npy`` / ``.npz`` file).
+    preprocessing), a ``text`` column (artifacts with a tokenizer), or an ``id`` column of row indices into
+    ``source`` (an ``.npy`` / ``.npz`` file).
     Returned batches hold the outputs, plus ``path`` when images were read.
 
     Args:
@@ -128,6 +132,8 @@ class ArtifactBatchPredictor:
             paths = [str(p) for p in batch[PATH_COLUMN]]
             inputs: Any = paths
             keep[PATH_COLUMN] = np.asarray(paths)
+        elif TEXT_COLUMN in batch and self.predictor.manifest.tokenizer is not None:
+            inputs = [str(t) for t in batch[TEXT_COLUMN]]
         elif self._arrays is not None:
             idx = np.asarray(batch["id"], dtype=np.int64)
             inputs = {name: np.asarray(a[idx]) for name, a in self._arrays.items()}
@@ -205,7 +211,7 @@ def batch_predict(
 
     manifest = Artifact.load(artifact).manifest
     kind, _ = describe_input(source)
-    if kind == "text":
+    if kind == "text" and manifest.tokenizer is None:
         raise InvalidInputError(f"artifact {manifest.name!r} records no tokenizer: it cannot take raw text")
     if kind == "images" and manifest.preprocessing is None:
         raise InvalidInputError(
@@ -252,6 +258,11 @@ def batch_predict(
 def _dataset(ray: Any, kind: str, source: Path, names: list[str]) -> tuple[Any, str | None]:
     if kind == "images":
         return ray.data.from_items([{PATH_COLUMN: p} for p in _image_files(source)]), None
+    if kind == "text":
+        lines = [t for t in source.read_text(encoding="utf-8").splitlines() if t.strip()]
+        if not lines:
+            raise InvalidInputError(f"{source}: no text (one text per line)")
+        return ray.data.from_items([{TEXT_COLUMN: t} for t in lines]), None
     if kind in ("npy", "npz"):
         import pyarrow as pa
 

@@ -128,6 +128,12 @@ def test_wire_formats_round_trip():
         decode_request(b"\x89PNG", "image/png", [spec])
     with pytest.raises(InvalidInputError, match="tokenizer"):
         decode_request(b"hello", "text/plain", [spec])
+    with pytest.raises(InvalidInputError, match="tokenizer"):
+        decode_request(json.dumps({"texts": ["a"]}).encode(), JSON, [spec])
+    assert decode_request(b"one\n\ntwo\n", "text/plain; charset=utf-8", [spec], text=True) == ["one", "two"]
+    assert decode_request(json.dumps({"texts": ["a", "b"]}).encode(), JSON, [spec], text=True) == ["a", "b"]
+    with pytest.raises(InvalidInputError, match="one or more strings"):
+        decode_request(json.dumps({"texts": [1]}).encode(), JSON, [spec], text=True)
 
 
 def test_keepalive_connection_is_reused(served, tiny_artifact):

@@ -7,6 +7,7 @@ Starting Ray takes several seconds on a small machine, so these tests run only w
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -27,3 +28,25 @@ def local_ray():
     yield ray
     if started:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def text_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight BERT exported with its tokenizer (texts in, embeddings out)."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("tokenizers")
+    from infership.convert import build_artifact
+
+    from tests.convert.text_models import SENTENCES, tiny_bert_folder
+
+    folder = tiny_bert_folder(tmp_path_factory.mktemp("hf") / "tiny-bert")
+    out = tmp_path_factory.mktemp("art") / "bert"
+    build_artifact(
+        f"hf:{folder}",
+        out,
+        task="feature-extraction",
+        fp16=False,
+        openvino=False,
+        validation_data=list(SENTENCES),
+    )
+    return out

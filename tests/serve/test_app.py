@@ -147,3 +147,21 @@ def test_ray_serve_app(ray_app, tiny_artifact):
     total = sum(s.value for s in families["infership_requests"].samples if s.name.endswith("_total"))
     assert status == 200 and total == 9  # both replicas' counts: 8 good requests and the bad one
     conn.close()
+
+
+def test_texts_through_the_replica(text_artifact):
+    texts = ["a short one", "a somewhat longer sentence about nothing much"]
+    server = ArtifactServer(str(text_artifact), {"backend": "ort-cpu", "warmup": 0})
+    try:
+        status, doc = _call(
+            server, "POST", "/predict", "\n".join(texts).encode(), {"content-type": "text/plain"}
+        )
+        status2, doc2 = _call(server, "POST", "/predict", json.dumps({"texts": texts}).encode())
+        with Predictor.load(text_artifact, backend="ort-cpu") as p:
+            want = p.predict(texts)
+    finally:
+        server.close()
+    assert status == 200 and status2 == 200
+    for name, value in want.items():
+        np.testing.assert_allclose(np.asarray(doc["outputs"][name]), value, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(doc2["outputs"][name]), value, rtol=1e-5, atol=1e-6)

@@ -110,3 +110,19 @@ def test_images_and_arrays_on_ray_data(local_ray, image_artifact, images, two_io
         want = p.predict({"image": image, "extra": extra})
     got_logits = np.stack([np.asarray(v, dtype=np.float32) for v in table.column("logits").to_pylist()])
     np.testing.assert_array_equal(got_logits, want["logits"])
+
+
+@pytest.mark.slow
+@needs_ray
+def test_texts_on_ray_data(local_ray, text_artifact, tmp_path):
+    texts = ["first line", "a second, longer line of text", "third"]
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    res = batch_predict(
+        text_artifact, tmp_path / "texts.txt", tmp_path / "t.npz", backend="ort-cpu", batch_size=1
+    )
+    got = np.load(res.output)
+    with Predictor.load(text_artifact, backend="ort-cpu") as p:
+        want = [p.predict([t]) for t in texts]  # batch 1: each text padded to its own length, as on Ray
+    assert res.rows == 3
+    for name in want[0]:
+        np.testing.assert_allclose(got[name], np.concatenate([w[name] for w in want]), rtol=1e-5, atol=1e-6)
