@@ -1,7 +1,7 @@
 """One local Ray for the serve tests that need it (2 CPUs, loopback only), started once and stopped at the end.
 
 Starting Ray takes several seconds on a small machine, so these tests run only when
-``INFERSHIP_RAY_TESTS=1`` is set (``make test-ray``); they are skipped, with that reason, otherwise.
+``INFERSHIP_RAY_TESTS=1`` is set; they are skipped, with that reason, otherwise.
 """
 
 from __future__ import annotations
