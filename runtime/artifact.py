@@ -27,7 +27,6 @@ from .atomic import (
     fault,
     finish_journal,
     make_temp,
-    public_mode,
     remove_empty_parents,
     remove_stale_temporaries,
     replace_dir,
@@ -427,7 +426,6 @@ class ArtifactWriter:
         text = self.manifest.to_json()
         if self._new:
             write_text_atomic(self._stage / MANIFEST_NAME, text)
-            os.chmod(self._stage, public_mode(folder=True))  # mkdtemp made it private; services read it
             replace_dir(self._stage, self.root)
         else:
             self._commit_update(text)
@@ -444,17 +442,23 @@ class ArtifactWriter:
         # manifest is replaced (and retire the obsolete files if it is killed after).
         journal = self.root / _JOURNAL
         write_text_atomic(journal, json.dumps({"added": added, "obsolete": obsolete}) + "\n")
-        for rel in added:
-            dest = self.root / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self._stage / rel, dest)
-            fault("writer.moved")
-        write_text_atomic(self.root / MANIFEST_NAME, text)
-        fault("writer.committed")
-        for rel in obsolete:
-            path = self.root / rel
-            path.unlink(missing_ok=True)
-            remove_empty_parents(path.parent, self.root)
+        try:
+            for rel in added:
+                dest = self.root / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self._stage / rel, dest)
+                fault("writer.moved")
+            write_text_atomic(self.root / MANIFEST_NAME, text)
+            fault("writer.committed")
+            for rel in obsolete:
+                path = self.root / rel
+                path.unlink(missing_ok=True)
+                remove_empty_parents(path.parent, self.root)
+        except BaseException:
+            # A failed write (disk full...): the manifest on disk is the old or the new one; drop the
+            # files it does not list now rather than leave them to the next writer.
+            self._finish_interrupted_commit(journal)
+            raise
         journal.unlink(missing_ok=True)
         shutil.rmtree(self._stage, ignore_errors=True)
 

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 #: The environment variable read by :func:`fault`.
 FAULT_ENV = "INFERSHIP_FAULT"
 _hits: Counter[str] = Counter()
+_hits_spec: str | None = None
 _hits_lock = threading.Lock()
 
 
@@ -42,6 +43,7 @@ def fault(point: str) -> None:
     Raises:
         OSError: ENOSPC, when the variable says ``enospc:POINT``.
     """
+    global _hits_spec
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
@@ -51,6 +53,9 @@ def fault(point: str) -> None:
         if name != point:
             continue
         with _hits_lock:
+            if _hits_spec != spec:  # visits are counted from the moment the variable took this value
+                _hits.clear()
+                _hits_spec = spec
             _hits[point] += 1
             count = _hits[point]
         if nth and count != int(nth):
@@ -219,13 +224,17 @@ def _backup_name(root: Path) -> Path:
 def replace_dir(stage: Path, root: Path) -> None:
     """Move the finished directory ``stage`` to ``root``, replacing any directory already there.
 
-    On Linux the two are exchanged in one atomic step, so ``root`` always exists. Elsewhere the previous
+    ``stage`` gets the permissions of a normally created folder first (a staging folder is private). On
+    Linux the two are exchanged in one atomic step, so ``root`` always exists. Elsewhere the previous
     ``root`` is first moved aside to ``.ROOT.PID.old.tmp`` and deleted only after ``stage`` is in place;
     if the final rename fails, it is put back. Old copies left by a killed process are removed by the next
     call for the same ``root`` (and by :func:`restore_interrupted_replace`).
     """
     restore_interrupted_replace(root)
     remove_stale_temporaries(root.parent, root.name)
+    os.chmod(
+        stage, public_mode(folder=True)
+    )  # staged private (mkdtemp: 0700); finished, it is read by others
     if root.exists() and _exchange(stage, root):
         fault("replace_dir.exchanged")
         backup = _backup_name(root)

@@ -160,7 +160,7 @@ def test_manifest_truncated(base, cut, tally):
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(shutil.copytree(base, Path(tmp) / "a"))
         text = (root / "manifest.json").read_bytes()
-        if cut >= len(text):
+        if cut >= len(text.rstrip()):  # cutting the final newline leaves a complete document
             return
         (root / "manifest.json").write_bytes(text[:cut])
         assert _run(root, tally, "manifests: truncated", None) == "refused"
