@@ -146,3 +146,25 @@ def test_keepalive_connection_is_reused(served, tiny_artifact):
         resp = conn.getresponse()
         assert resp.status == 200 and "outputs" in json.loads(resp.read())
     conn.close()
+
+
+def test_the_benchmark_harness_drives_a_server(served, tiny_artifact, tmp_path):
+    from infership.cli import main
+
+    _, url = served
+    out = tmp_path / "bench.json"
+    args = [
+        "bench",
+        str(tiny_artifact),
+        "--backend",
+        "http",
+        "--device",
+        url,
+        "--scenario",
+        "single-stream,server",
+    ]
+    args += ["--target-qps", "50", "--duration", "0.5", "--warmup", "2", "--no-overhead", "--no-reference"]
+    assert main([*args, "--json", str(out)]) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert {r["scenario"] for r in runs} == {"single-stream", "server"}
+    assert all(r["backend"] == "http" and r["throughput"] > 0 and r["device"] == url for r in runs)
