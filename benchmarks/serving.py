@@ -225,6 +225,36 @@ def offline_qps(predict, x: np.ndarray, batch: int, seconds: float) -> float:
     return done / (time.perf_counter() - t0)
 
 
+def serve_floor_ms(body: bytes, port: int = 8766, n: int = 300) -> float:
+    """p50 of Ray Serve itself: a deployment that reads the body and answers "ok" (2 replicas × 1 CPU,
+    the same proxy and body), so that the app's own overhead can be told from Serve's."""
+    from ray import serve
+    from starlette.responses import Response
+
+    @serve.deployment(
+        num_replicas=2, ray_actor_options={"num_cpus": 1}, logging_config={"enable_access_log": False}
+    )
+    class Echo:
+        async def __call__(self, request):
+            await request.body()
+            return Response(b"ok")
+
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(Echo.bind(), name="echo", route_prefix="/")
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+        def post(b: bytes) -> None:
+            conn.request("POST", "/", body=b)
+            conn.getresponse().read()
+
+        for _ in range(20):
+            post(body)
+        return statistics.median(_latencies(post, [body], n))
+    finally:
+        serve.shutdown()
+
+
 def part_serve(root: Path, work: Path, seconds: float) -> dict:
     from infership.runtime import Predictor
     from infership.serve.app import ServeOptions, serve_artifact
@@ -244,6 +274,7 @@ def part_serve(root: Path, work: Path, seconds: float) -> dict:
             time.sleep(0.5)
             out[f"inprocess_offline_qps_batch{batch}"] = round(offline_qps(p.predict, x, batch, seconds), 1)
 
+    out["serve_floor_p50_ms_echo_same_body"] = round(serve_floor_ms(_npy(x[:1])), 2)
     port = 8765
     stop, ready = threading.Event(), threading.Event()
     options = ServeOptions(
@@ -280,6 +311,9 @@ def part_serve(root: Path, work: Path, seconds: float) -> dict:
         out["serve_p50_ms_batch1_conc1"] = statistics.median(_latencies(post, one, 300))
         out["serve_p50_overhead_ms"] = round(
             out["serve_p50_ms_batch1_conc1"] - out["inprocess_p50_ms_1thread"], 2
+        )
+        out["app_overhead_over_serve_floor_ms"] = round(
+            out["serve_p50_overhead_ms"] - out["serve_floor_p50_ms_echo_same_body"], 2
         )
         time.sleep(0.5)
         out["serve_qps_batch1_conc16"] = round(callers(post, one, n=16, seconds=seconds), 1)
