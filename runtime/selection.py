@@ -6,6 +6,10 @@ then ``ort-cuda``, then ``torch`` on CUDA; on the CPU prefer ``openvino`` (x86),
 the requested precision. The order is a fixed rule, not a measurement: ``autotune=True`` times every
 eligible backend on the model instead and keeps the fastest.
 
+Given no precision or variant either, ``auto`` first opens the deployment profile measured for this machine
+by ``infership optimize``, else an int8 variant validated within its accuracy budget and measured faster
+than fp32 (the rule in :mod:`infership.runtime.profile`); the fixed order applies when neither does.
+
 No silent fallback: a backend the caller named that cannot run raises, unless the caller gave a fallback
 list; a fallback that was used (also a backend that passed ``check()`` under ``auto`` but failed to open) is
 warned about and recorded in the placement.
@@ -77,6 +81,10 @@ def open_best(artifact: Artifact, request: Request, base: BackendOptions) -> Ope
         BackendUnavailable: The backend (and every fallback) cannot run here; says why.
     """
     auto = request.backend == "auto"
+    if auto and request.precision is None and request.variant is None and not request.autotune:
+        planned = _open_planned(artifact, request, base)
+        if planned is not None:
+            return planned
     if auto:
         candidates = auto_candidates(artifact, request)
         seen = {c for c, _ in candidates}
@@ -125,6 +133,29 @@ def open_best(artifact: Artifact, request: Request, base: BackendOptions) -> Ope
         return replace(opened, placement=placement)
     detail = "; ".join(f"{n}: {why}" for n, why in failures)
     raise BackendUnavailable(f"no backend could run {artifact.root}: {detail}")
+
+
+def _open_planned(artifact: Artifact, request: Request, base: BackendOptions) -> Opened | None:
+    """No backend, precision or variant asked for: open the deployment profile's choice for this machine,
+    else the rule's validated int8 variant (:mod:`infership.runtime.profile`); ``None``: fp32 in the fixed
+    order. A planned choice that cannot open here is logged and the fixed order applies."""
+    from .profile import default_plan
+
+    def runnable(variant_id: str) -> list[tuple[str, str | None]]:
+        return auto_candidates(artifact, replace(request, variant=variant_id))
+
+    plan = default_plan(artifact.manifest, hint=base.hint, device=request.device, runnable=runnable)
+    if plan is None:
+        return None
+    try:
+        opts = plan.options(replace(base, device=plan.device))
+        opened = open_on(artifact, plan.backend, replace(request, variant=plan.variant), opts)
+    except (BackendUnavailable, InvalidInputError) as exc:
+        log.warning("%s: %s on %s could not open (%s); using the fixed order", plan.source, plan.variant,
+                    plan.backend, exc)  # fmt: skip
+        return None
+    placement = opened.placement
+    return replace(opened, placement=replace(placement, details={**placement.details, **plan.details()}))
 
 
 def open_on(artifact: Artifact, name: str, request: Request, base: BackendOptions) -> Opened:
