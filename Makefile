@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.infership-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-ray lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,9 +30,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# pytest exits 5 when it collects no test; make treats any non-zero exit as failure.
+# pytest exits 5 when it collects no test; make treats any non-zero exit as failure. The Ray Serve / Ray
+# Data tests start a local Ray on loopback (about a minute); without INFERSHIP_RAY_TESTS=1 they skip.
 test: lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	INFERSHIP_RAY_TESTS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # pytest-benchmark tables, and the wrapper-overhead check: fails when Predictor.predict costs more than
 # max(5 %, 20 µs) over the raw runtime call on a backend; the figures go to runs/bench/wrapper_overhead.json.

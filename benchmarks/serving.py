@@ -397,9 +397,9 @@ def main(argv: list[str] | None = None) -> int:
             results["batching"] = part_batching(root, work, args.seconds)
             print("micro-batching:", json.dumps(results["batching"]), flush=True)
         if parts & {"serve", "data"}:
-            import ray
+            from infership.serve.local_ray import init_local_ray
 
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            ray = init_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
             try:
                 if "serve" in parts:
                     results["serve"] = part_serve(root, work, args.seconds)

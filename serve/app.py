@@ -307,13 +307,15 @@ def serve_artifact(
     from infership.runtime import Artifact
     from ray import serve
 
+    from .local_ray import init_local_ray
+
     Artifact.load(artifact)  # fail before starting anything if the path is wrong
     started_ray = not ray.is_initialized()
     if started_ray:
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=None, include_dashboard=False, log_to_driver=False)
+            init_local_ray(num_cpus=None, include_dashboard=False, log_to_driver=False)
     metrics_dir = tempfile.mkdtemp(prefix="infership-metrics-")
     stop = stop or threading.Event()
     previous = {}

@@ -209,6 +209,8 @@ def batch_predict(
     import ray
     from infership.runtime import Artifact
 
+    from .local_ray import init_local_ray
+
     manifest = Artifact.load(artifact).manifest
     kind, _ = describe_input(source)
     if kind == "text" and manifest.tokenizer is None:
@@ -222,7 +224,7 @@ def batch_predict(
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(include_dashboard=False, log_to_driver=False)
+            init_local_ray(include_dashboard=False, log_to_driver=False)
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # outputs in input order

@@ -165,3 +165,13 @@ def test_texts_through_the_replica(text_artifact):
     for name, value in want.items():
         np.testing.assert_allclose(np.asarray(doc["outputs"][name]), value, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(np.asarray(doc2["outputs"][name]), value, rtol=1e-5, atol=1e-6)
+
+
+@needs_ray
+def test_the_local_ray_stays_on_loopback(local_ray):
+    """A single-machine Ray talks to itself over 127.0.0.1 only, never the machine's outward address."""
+    import ipaddress
+
+    gcs = local_ray.get_runtime_context().gcs_address.rsplit(":", 1)[0]
+    assert ipaddress.ip_address(gcs).is_loopback
+    assert all(ipaddress.ip_address(n["NodeManagerAddress"]).is_loopback for n in local_ray.nodes())
