@@ -19,6 +19,8 @@ _COMMANDS: dict[str, str] = {
     "predict": "infership.predict_cli",
     "export": "infership.convert.cli",
     "quantize": "infership.convert.int8.cli",
+    "optimize": "infership.optimize_cli",
+    "explain": "infership.optimize_cli",
     "pipeline": "infership.pipeline_cli",
     "bench": "infership.bench.cli",
     "compare": "infership.bench.cli",
