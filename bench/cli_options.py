@@ -60,68 +60,79 @@ def console(*, stderr: bool = False) -> Any:
 
 def add_measure_options(
     p: argparse.ArgumentParser, *, duration: float, duration_help: str, max_duration_help: str
-) -> None:
-    """The options saying what to measure and how (shared by ``bench`` and ``compare --rerun``)."""
-    p.add_argument(
+) -> list[argparse.Action]:
+    """Add the options saying what to measure and how (shared by ``bench`` and ``compare --rerun``).
+
+    Returns:
+        The actions added (``compare`` refuses them on stored results rather than ignore them).
+    """
+    added: list[argparse.Action] = []
+    add = p.add_argument
+
+    def record(*args: Any, **kwargs: Any) -> argparse.Action:
+        action = add(*args, **kwargs)
+        added.append(action)
+        return action
+
+    record(
         "--backend",
         default="auto",
         help="backends, e.g. ort-cpu,openvino (default: auto, the first that can run here in the Predictor's "
         "fixed preference order: an order, not a measurement)",
     )
-    p.add_argument("--precision", default="fp32", help="variant precisions, e.g. fp32,int8 (default: fp32)")
-    p.add_argument("--batch", default="1", help="batch sizes (default: 1)")
-    p.add_argument(
+    record("--precision", default="fp32", help="variant precisions, e.g. fp32,int8 (default: fp32)")
+    record("--batch", default="1", help="batch sizes (default: 1)")
+    record(
         "--concurrency",
         default="1",
         help="parallel callers / streams (default: 1; single-stream is always 1)",
     )
-    p.add_argument(
-        "--scenario", default="single-stream", help=f"scenarios: {SCENARIOS} (default: single-stream)"
-    )
-    p.add_argument("--duration", type=float, default=duration, help=duration_help)
-    p.add_argument("--max-duration", type=float, help=max_duration_help)
-    p.add_argument("--warmup", type=int, default=10, help="warm-up calls per caller (default: 10)")
-    p.add_argument(
+    record("--scenario", default="single-stream", help=f"scenarios: {SCENARIOS} (default: single-stream)")
+    record("--duration", type=float, default=duration, help=duration_help)
+    record("--max-duration", type=float, help=max_duration_help)
+    record("--warmup", type=int, default=10, help="warm-up calls per caller (default: 10)")
+    record(
         "--warmup-seconds", type=float, help="warm up at least this long (default: 10%% of --duration, ≤ 2 s)"
     )
-    p.add_argument("--device", help="device for every backend (cpu, cuda, cuda:1, an OpenVINO device)")
-    p.add_argument("--threads", type=int, help="intra-op threads (default: the runtime's)")
-    p.add_argument("--inter-op-threads", type=int, help="inter-op threads")
-    p.add_argument("--streams", type=int, help="OpenVINO streams (default: chosen by the hint)")
-    p.add_argument(
+    record("--device", help="device for every backend (cpu, cuda, cuda:1, an OpenVINO device)")
+    record("--threads", type=int, help="intra-op threads (default: the runtime's)")
+    record("--inter-op-threads", type=int, help="inter-op threads")
+    record("--streams", type=int, help="OpenVINO streams (default: chosen by the hint)")
+    record(
         "--hint", choices=("latency", "throughput"), help="performance hint (default: throughput for offline)"
     )
-    p.add_argument(
+    record(
         "--shape",
         action="append",
         default=[],
         metavar="NAME:DxDx..",
         help="shape for dynamic axes, repeatable",
     )
-    p.add_argument("--inputs", action="append", default=[], metavar="[NAME=]FILE.npy",
+    record("--inputs", action="append", default=[], metavar="[NAME=]FILE.npy",
                    help="real inputs, axis 0 = samples; with --include-preprocessing, uint8 images [N,H,W(,C)]")  # fmt: skip
-    p.add_argument(
+    record(
         "--include-preprocessing",
         action="store_true",
         help="feed raw uint8 images through the artifact's preprocessing",
     )
-    p.add_argument(
+    record(
         "--image-size",
         type=hw,
         help="raw random image size HxW (or N for a square) with --include-preprocessing",
     )
-    p.add_argument("--pool", type=int, default=16, help="distinct inputs to rotate (default: 16)")
-    p.add_argument(
+    record("--pool", type=int, default=16, help="distinct inputs to rotate (default: 16)")
+    record(
         "--target-qps", type=float, help="server scenario arrival rate (default: half the warm-up throughput)"
     )
-    p.add_argument("--latency-bound-ms", type=float, help="server scenario p99 bound to judge")
-    p.add_argument("--seed", type=int, default=0, help="seed for inputs and arrival times")
-    p.add_argument(
+    record("--latency-bound-ms", type=float, help="server scenario p99 bound to judge")
+    record("--seed", type=int, default=0, help="seed for inputs and arrival times")
+    record(
         "--validation",
         metavar="SRC",
         help="validation set to re-measure accuracy on with the artifact's task: an image folder (class "
         "sub-folders), an .npz/.npy file (labels under 'labels' or 'y'), SCHEME:ARG or FILE.py:FUNCTION",
     )
+    return added
 
 
 def config_from_args(args: argparse.Namespace, *, artifact: str | None = None) -> Any:

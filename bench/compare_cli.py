@@ -86,21 +86,23 @@ def add_compare(sub: Any) -> None:
         help="write a Markdown summary for a pull-request comment (also appended to $GITHUB_STEP_SUMMARY when set)",
     )
     ab = p.add_argument_group("A/B in one job (with --rerun)")
-    add_measure_options(
+    ab_actions = add_measure_options(
         ab,  # type: ignore[arg-type]  # an argument group takes add_argument like a parser
         duration=RERUN_DURATION_S,
         duration_help=f"seconds measured per side at least (default: {RERUN_DURATION_S:g})",
         max_duration_help=f"budget per side: extend a run too noisy to decide up to this many seconds "
         f"(default: {RERUN_BUDGET_FACTOR}× --duration), then call it inconclusive",
     )
-    ab.add_argument("--block", type=float, default=0.5, help="seconds per block (default: 0.5)")
-    ab.add_argument(
-        "--rest", type=float, default=0.1, help="pause before every block, seconds (default: 0.1)"
-    )
-    ab.add_argument(
-        "--save-runs", metavar="DIR", help="write each side's results (baseline.json, candidate.json)"
-    )
-    p.set_defaults(func=_run_compare, _compare_parser=p)
+    ab_actions += [
+        ab.add_argument("--block", type=float, default=0.5, help="seconds per block (default: 0.5)"),
+        ab.add_argument(
+            "--rest", type=float, default=0.1, help="pause before every block, seconds (default: 0.1)"
+        ),
+        ab.add_argument(
+            "--save-runs", metavar="DIR", help="write each side's results (baseline.json, candidate.json)"
+        ),
+    ]
+    p.set_defaults(func=_run_compare, _ab_actions=tuple(ab_actions))
     # Usage errors exit 4 like every other error of this command, not argparse's 2 ("not comparable"):
     # this parser reports its own errors, unknown arguments included (which argparse would otherwise hand
     # to the top-level parser).
@@ -124,13 +126,7 @@ def _usage_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
 
 def _rerun_only(args: argparse.Namespace) -> list[str]:
     """A/B options given without --rerun (they would be silently ignored)."""
-    parser: argparse.ArgumentParser = args._compare_parser
-    group = next(g for g in parser._action_groups if g.title and g.title.startswith("A/B"))
-    given = []
-    for action in group._group_actions:
-        if getattr(args, action.dest) != action.default:
-            given.append(action.option_strings[0])
-    return given
+    return [a.option_strings[0] for a in args._ab_actions if getattr(args, a.dest) != a.default]
 
 
 def _run_compare(args: argparse.Namespace) -> int:

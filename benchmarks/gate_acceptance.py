@@ -36,7 +36,7 @@ from benchmarks.gate_common import INFERSHIP, RUNS, Stopwatch, copy_artifact, ex
 
 OUT = RUNS / "gate_acceptance"
 #: The recommended CI recipe (the flags of examples/ci/speed-gate.sh): ≤ 2 minutes of measuring per model.
-RECIPE = ["--backend", "ort-cpu", "--batch", "1", "--duration", "10", "--max-duration", "40",
+RECIPE = ["--backend", "ort-cpu", "--threads", "1", "--batch", "1", "--duration", "10", "--max-duration", "40",
           "--max-slowdown", "5%", "--max-p99-slowdown", "off"]  # fmt: skip
 EXIT_NAMES = {0: "ok", 1: "regression", 2: "not comparable", 3: "inconclusive", 4: "error"}
 

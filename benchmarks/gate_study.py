@@ -266,7 +266,8 @@ def table(rows: list[dict[str, Any]], meta: dict[str, Any], cv: dict[str, float]
     load = meta.get("load", {})
     lines += [
         "",
-        f"Model `{meta['model']}` ({meta['shape']}, `{meta['backend']}`); load average {load.get('start')} at the "
+        f"Model `{meta['model']}` ({meta['shape']}, `{meta['backend']}`, "
+        f"{meta.get('threads') or 'default'} intra-op thread(s)); load average {load.get('start')} at the "
         f"start, {load.get('end')} at the end. Session-to-session spread of the median (coefficient of "
         f"variation over the stored sessions): {cv['raw']:.1%} raw, {cv['normalised']:.1%} normalised by the "
         f"reference workload. Regenerate: `{command}`.",
@@ -290,7 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--shape", default="1x3x224x224", help="input shape (default: 1x3x224x224)")
     p.add_argument("--backend", default="ort-cpu")
-    p.add_argument("--threads", type=int, default=0, help="intra-op threads (default: the runtime's)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op threads, 0: the runtime's (default: 1, as the CI recipe)",
+    )
     p.add_argument(
         "--ab-seconds", type=float, default=90.0, help="A/B recording, seconds per side (default: 90)"
     )

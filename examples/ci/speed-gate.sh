@@ -12,7 +12,7 @@ set -uo pipefail
 baseline=$1 candidate=$2
 shift 2
 args=(compare --rerun "$baseline" "$candidate"
-      --backend ort-cpu --batch 1 --duration 10 --max-duration 40 --max-slowdown 5% --max-p99-slowdown off
+      --backend ort-cpu --threads 1 --batch 1 --duration 10 --max-duration 40 --max-slowdown 5% --max-p99-slowdown off
       --junit gate.xml --summary gate.md --json gate.json)
 if [[ -n "${GATE_VALIDATION:-}" ]]; then
     args+=(--validation "$GATE_VALIDATION")

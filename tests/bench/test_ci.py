@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+import pytest
 from infership.bench.ci import junit_xml, markdown_summary, write_step_summary
 from infership.bench.compare import Comparison, RunComparison, compare_results
 from infership.bench.rule import Thresholds, Verdict
@@ -74,3 +75,23 @@ def test_step_summary_is_appended_only_when_github_sets_it(tmp_path) -> None:
     target.write_text("earlier step\n")
     assert write_step_summary("### verdict", environ={"GITHUB_STEP_SUMMARY": str(target)}) == target
     assert target.read_text() == "earlier step\n### verdict\n\n"
+
+
+def test_the_docs_carry_the_ci_jobs_that_check_sh_runs() -> None:
+    """docs/bench.md shows the CI files of examples/ci verbatim (examples/ci/check.sh runs those files), and
+    both jobs call the one gate script."""
+    from pathlib import Path
+
+    yaml = pytest.importorskip("yaml")  # PyYAML: the dev extra (and Ray) bring it
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "bench.md").read_text(encoding="utf-8")
+    for name in ("github-actions.yml", "gitlab-ci.yml", "speed-gate.sh"):
+        assert (root / "examples" / "ci" / name).read_text(encoding="utf-8").rstrip() in doc, name
+    gh = yaml.safe_load((root / "examples" / "ci" / "github-actions.yml").read_text())
+    steps = [s.get("run", "") for s in gh["jobs"]["speed-gate"]["steps"]]
+    assert any(
+        r.startswith("examples/ci/speed-gate.sh artifacts/baseline artifacts/candidate") for r in steps
+    )
+    gl = yaml.safe_load((root / "examples" / "ci" / "gitlab-ci.yml").read_text())
+    assert "examples/ci/speed-gate.sh artifacts/baseline artifacts/candidate" in gl["speed-gate"]["script"]
+    assert gl["speed-gate"]["artifacts"]["reports"]["junit"] == "gate.xml"
