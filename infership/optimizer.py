@@ -6,11 +6,11 @@ The search (:func:`optimize`):
 1. With ``calibration``, the int8 variants the artifact lacks are made first (ONNX Runtime and OpenVINO,
    each held to the accuracy budget; a target that misses it is reported and left out).
 2. The candidates (:mod:`infership.optimize_space`: backend × variant × settings × batch) are measured by
-   **successive halving** inside the time budget. Round 0 loads every candidate (load time and first
-   inference recorded: the cold start) and measures it briefly; each later round keeps the best third,
-   loads them side by side and measures them again, longer, in interleaved blocks with a rest before each
-   block, so that a change in the machine's load hits all of them alike. Measuring goes through the
-   benchmark harness (:func:`infership.bench.run_benchmark`) and its one timer.
+   **successive halving** inside the time budget (:mod:`infership.optimize_search`). Round 0 loads every
+   candidate (load time and first inference recorded: the cold start) and measures it briefly; each later
+   round keeps the best third, loads them side by side and measures them again, longer, in interleaved
+   blocks with a rest before each block, so that a change in the machine's load hits all of them alike.
+   Measuring goes through the benchmark harness (:func:`infership.bench.run_benchmark`) and its one timer.
 3. A candidate goes on to a later round, or is chosen, only within the accuracy budget
    (:mod:`infership.optimize_checks`).
 4. The winner becomes the profile for this machine and objective (:mod:`infership.runtime.profile`),
@@ -24,126 +24,24 @@ second, any batch and callers), ``latency-budget`` (the highest throughput whose
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from infership.runtime import Artifact, ArtifactWriter, Predictor
-from infership.runtime.errors import (
-    ArtifactError,
-    BackendUnavailable,
-    InferenceError,
-    InvalidInputError,
-)
+from infership.runtime import Artifact, ArtifactWriter
+from infership.runtime.errors import InvalidInputError
 from infership.runtime.profile import OBJECTIVES, Fingerprint, Profile, with_profile
-from infership.runtime.timing import timed
 
 from .optimize_checks import AccuracyChecks, held_out_data, make_int8
+from .optimize_search import Progress, Search, Trial
 from .optimize_space import Candidate, candidates
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIME_BUDGET_S = 300.0
 DEFAULT_MAX_ACCURACY_DROP = 1.0
-#: Successive halving keeps the best 1/ETA of the candidates each round.
-ETA = 3
-#: Shortest measurement of one candidate in one round (seconds); the harness also needs 3 queries.
-MIN_MEASURE_S = 0.15
-#: Rest before each measured block: another runtime's worker threads go idle first.
-REST_S = 0.05
-#: Share of the search time given to round 0 (every candidate loaded and measured once).
-ROUND0_SHARE = 0.45
-#: Survivors loaded side by side at most (memory); more are measured group by group.
-MAX_LOADED = 6
-#: Interleaved blocks per candidate in rounds after the first.
-BLOCKS = 3
-
-Progress = Callable[[float, float, str], None]
-"""``progress(elapsed_s, budget_s, what)``, called as the search goes."""
-
-
-@dataclass
-class Trial:
-    """One candidate and what was measured about it (the last round's figures).
-
-    Attributes:
-        status: ``measured``, ``pruned`` (round it was dropped in), ``chosen``, ``failed``, ``rejected``
-            (accuracy), ``over bound`` (p99 above the latency budget), ``not measured`` (time budget).
-    """
-
-    candidate: Candidate
-    status: str = "not measured"
-    rounds: int = 0
-    samples_ms: list[float] = field(default_factory=list)
-    items: float = 0.0
-    seconds: float = 0.0
-    load_ms: float | None = None
-    first_ms: float | None = None
-    loss_points: float | None = None
-    accuracy: str = ""
-    error: str | None = None
-
-    @property
-    def p50_ms(self) -> float | None:
-        return float(np.median(self.samples_ms)) if self.samples_ms else None
-
-    @property
-    def p99_ms(self) -> float | None:
-        return float(np.percentile(self.samples_ms, 99)) if self.samples_ms else None
-
-    @property
-    def throughput(self) -> float | None:
-        return self.items / self.seconds if self.seconds > 0 else None
-
-    def score(self, objective: str, bound: float | None) -> float:
-        """Higher is better; ``-inf`` when nothing was measured or the p99 bound is missed."""
-        if not self.samples_ms:
-            return -math.inf
-        if objective == "latency":
-            return -float(self.p50_ms)  # type: ignore[arg-type]
-        if objective == "latency-budget" and bound is not None and float(self.p99_ms) > bound:  # type: ignore[arg-type]
-            return -math.inf
-        return float(self.throughput or 0.0)
-
-    def reset(self) -> None:
-        self.samples_ms, self.items, self.seconds = [], 0.0, 0.0
-
-    def figures(self) -> dict[str, Any]:
-        def r(v: float | None, n: int = 4) -> float | None:
-            return None if v is None else round(v, n)
-
-        return {
-            "p50_ms": r(self.p50_ms),
-            "p99_ms": r(self.p99_ms),
-            "throughput": r(self.throughput, 2),
-            "load_ms": r(self.load_ms, 1),
-            "first_inference_ms": r(self.first_ms, 3),
-            "loss_points": self.loss_points,
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        c = self.candidate
-        return {
-            "candidate": c.describe(),
-            "backend": c.backend,
-            "variant": c.variant,
-            "precision": c.precision,
-            "compute": c.compute,
-            "settings": c.settings,
-            "batch_size": c.batch_size,
-            "concurrency": c.concurrency,
-            "status": self.status,
-            "rounds": self.rounds,
-            "queries": len(self.samples_ms),
-            **self.figures(),
-            "accuracy": self.accuracy,
-            "error": self.error,
-        }
 
 
 @dataclass(frozen=True)
@@ -275,7 +173,7 @@ def optimize(
     if search_budget < 0.25 * time_budget_s:
         notes.append(f"making int8 variants took {spent:.0f} s of the {time_budget_s:.0f} s budget")
         search_budget = 0.25 * time_budget_s
-    search = _Search(
+    search = Search(
         art, [Trial(c) for c in _ordered(cands)], objective=objective, bound=latency_budget_ms,
         checks=checks, shapes=shapes or {}, budget_s=search_budget, progress=progress,
         offset_s=spent, total_s=time_budget_s,
@@ -386,165 +284,3 @@ def _store(art: Artifact, profile: Profile, notes: list[str]) -> bool:
         writer.abort()
         raise
     return True
-
-
-class _Search:
-    """Successive halving over ``trials`` within ``budget_s`` (see the module docstring)."""
-
-    def __init__(
-        self,
-        art: Artifact,
-        trials: list[Trial],
-        *,
-        objective: str,
-        bound: float | None,
-        checks: AccuracyChecks,
-        shapes: dict[str, tuple[int, ...]],
-        budget_s: float,
-        progress: Progress | None,
-        offset_s: float,
-        total_s: float,
-    ) -> None:
-        self.art, self.trials, self.objective, self.bound = art, trials, objective, bound
-        self.checks, self.shapes, self.progress = checks, shapes, progress
-        self.t0 = time.perf_counter()
-        # A small margin: closing sessions and writing the manifest come after the last measurement.
-        self.deadline = self.t0 + max(0.0, 0.98 * budget_s - 0.3)
-        self.offset_s, self.total_s = offset_s, total_s
-        self.rounds = 0
-        self._pools: dict[int, Any] = {}
-
-    def left(self) -> float:
-        return self.deadline - time.perf_counter()
-
-    def _tick(self, what: str) -> None:
-        if self.progress:
-            self.progress(
-                min(self.total_s, self.offset_s + time.perf_counter() - self.t0), self.total_s, what
-            )
-
-    def run(self) -> Trial | None:
-        self._round0()
-        alive = [t for t in self.trials if t.samples_ms]
-        while True:
-            # After round 0 (short, one candidate at a time) two at least meet in an interleaved round.
-            alive = self._gate(alive, keep=max(2 if self.rounds == 1 else 1, math.ceil(len(alive) / ETA)))
-            if len(alive) <= 1 or self.left() < len(alive) * (MIN_MEASURE_S + REST_S) * BLOCKS:
-                break
-            self._round(alive)
-        best = max(alive, key=self._score, default=None)
-        self._tick("done")
-        return best
-
-    def _score(self, t: Trial) -> float:
-        return t.score(self.objective, self.bound)
-
-    def _gate(self, ranked_from: list[Trial], *, keep: int) -> list[Trial]:
-        """The best ``keep`` that are within the accuracy budget; the others are marked pruned/rejected."""
-        kept: list[Trial] = []
-        for t in sorted(ranked_from, key=self._score, reverse=True):
-            if self._score(t) == -math.inf:
-                if t.status == "measured":
-                    t.status = "over bound"
-                continue
-            if len(kept) >= keep:
-                if t.status == "measured":
-                    t.status = f"pruned r{self.rounds}"
-                continue
-            self._tick(f"checking accuracy of {t.candidate.describe()}")
-            v = self.checks.verdict(t.candidate)
-            t.loss_points, t.accuracy = v.loss_points, v.how
-            if v.ok:
-                kept.append(t)
-            else:
-                t.status = "rejected"
-        return kept
-
-    def _round0(self) -> None:
-        """Every candidate loaded (cold start recorded), measured briefly, closed."""
-        end = self.t0 + ROUND0_SHARE * (self.deadline - self.t0)
-        overheads: list[float] = []
-        todo = list(self.trials)
-        for i, t in enumerate(todo):
-            now = time.perf_counter()
-            if now >= self.deadline - 2 * MIN_MEASURE_S:
-                break  # the rest stay "not measured"
-            per = max(end, now + MIN_MEASURE_S) - now
-            avg = sum(overheads) / len(overheads) if overheads else 0.0
-            dur = min(2.0, max(MIN_MEASURE_S, per / (len(todo) - i) - avg))
-            self._tick(f"round 0: {t.candidate.describe()}")
-            s0 = time.perf_counter()
-            p = self._load(t, cold=True)
-            if p is None:
-                continue
-            with p:
-                self._measure(t, p, dur)
-            overheads.append(max(0.0, time.perf_counter() - s0 - dur))
-        self.rounds = 1
-
-    def _round(self, alive: list[Trial]) -> None:
-        """Survivors measured again side by side, in interleaved blocks, with the time that is left."""
-        rounds_left = max(1, math.ceil(math.log(len(alive), ETA)))
-        share = self.left() / rounds_left
-        per = max(MIN_MEASURE_S * BLOCKS, share / len(alive) - 0.2)
-        for group in (alive[i : i + MAX_LOADED] for i in range(0, len(alive), MAX_LOADED)):
-            loaded = [(t, p) for t in group if (p := self._load(t, cold=False)) is not None]
-            try:
-                for t, _ in loaded:
-                    t.reset()
-                for b in range(BLOCKS):
-                    for t, p in loaded:
-                        self._tick(f"round {self.rounds}: {t.candidate.describe()} ({b + 1}/{BLOCKS})")
-                        self._measure(t, p, per / BLOCKS)
-            finally:
-                for _, p in loaded:
-                    p.close()
-        self.rounds += 1
-
-    def _load(self, t: Trial, *, cold: bool) -> Predictor | None:
-        c = t.candidate
-        try:
-            p, ms = timed(
-                lambda: Predictor.load(self.art, backend=c.backend, variant=c.variant, **c.load_options())
-            )
-        except (BackendUnavailable, InvalidInputError, ArtifactError) as exc:
-            t.status, t.error = "failed", f"load: {exc}"[:300]
-            return None
-        if cold:
-            t.load_ms = ms
-            try:
-                t.first_ms = timed(lambda: p.predict(self._pool(p, c.batch_size)[0]))[1]
-            except (InferenceError, InvalidInputError) as exc:
-                p.close()
-                t.status, t.error = "failed", f"first inference: {exc}"[:300]
-                return None
-        return p
-
-    def _pool(self, p: Predictor, batch: int) -> Any:
-        if batch not in self._pools:
-            from infership.bench import random_pool
-
-            self._pools[batch] = random_pool(p.inputs, batch_size=batch, shapes=self.shapes, size=8)
-        return self._pools[batch]
-
-    def _measure(self, t: Trial, p: Predictor, seconds: float) -> None:
-        from infership.bench import Scenario, StopRule, run_benchmark
-
-        c = t.candidate
-        single = self.objective == "latency" and c.concurrency == 1
-        time.sleep(REST_S)
-        try:
-            r = run_benchmark(
-                p, scenario=Scenario.SINGLE_STREAM if single else Scenario.OFFLINE, batch_size=c.batch_size,
-                concurrency=c.concurrency, stop=StopRule(duration_s=seconds, max_duration_s=seconds, min_queries=3),
-                pool=self._pool(p, c.batch_size), warmup_queries=2,
-            )  # fmt: skip
-        except (InferenceError, InvalidInputError) as exc:
-            t.status, t.error = "failed", f"run: {exc}"[:300]
-            t.reset()
-            return
-        t.samples_ms.extend(r.samples_ms)
-        t.items += r.throughput * r.duration_s
-        t.seconds += r.duration_s
-        t.status = "measured"
-        t.rounds = self.rounds + 1

@@ -1,0 +1,258 @@
+"""infership optimize / explain / peers on a tiny classifier, with the real runtimes and short budgets.
+
+These check the mechanics (profile stored and used, accuracy gate, pruning, objectives, CLI); whether the
+chosen path is fast is measured by ``benchmarks/optimize_suite.py``, never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from infership.runtime import Artifact, ArtifactWriter, Predictor
+from infership.runtime.errors import InvalidInputError
+from infership.runtime.manifest import Manifest
+from infership.runtime.spec import TensorSpec
+
+from tests.builders import build_artifact_for_tests, tiny_models
+
+BUDGET_POINTS = 50.0  # random weights on random data: int8 disagrees on close calls; mechanics only
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, object]:
+    """A classification artifact (onnx-fp32, torch-fp32, openvino-fp32), labelled data and the module."""
+    import torch
+
+    root = tmp_path_factory.mktemp("optimize")
+    model, example = tiny_models.cnn()
+    art = build_artifact_for_tests(model, example, root / "cls", task="classification")
+    x = np.random.default_rng(0).normal(size=(96, 3, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        labels = model(torch.from_numpy(x)).argmax(-1).numpy()
+    data = root / "data.npz"
+    np.savez(data, x=x, labels=labels)
+    return art, data, model
+
+
+@pytest.fixture(scope="module")
+def quantized(template: tuple[Path, Path, object], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The template with int8 variants made by ``optimize``'s first step (ONNX Runtime and OpenVINO)."""
+    from infership.optimize_checks import make_int8
+
+    art, data, _ = template
+    dest = tmp_path_factory.mktemp("quantized") / "cls"
+    shutil.copytree(art, dest)
+    records = make_int8(dest, str(data), budget=BUDGET_POINTS)
+    assert [r["status"] for r in records] == ["made", "made"], records
+    return dest
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "art"
+    shutil.copytree(src, dest)
+    return dest
+
+
+def test_optimize_stores_a_profile_that_load_opens(quantized: Path, tmp_path: Path) -> None:
+    from infership.optimizer import optimize
+
+    art = _copy(quantized, tmp_path)
+    report = optimize(art, time_budget_s=8, max_accuracy_drop=BUDGET_POINTS, backends=["ort-cpu", "openvino"])
+    c = report.chosen
+    assert c is not None and c.status == "chosen" and report.committed
+    assert c.accuracy in ("reference", "recorded", "measured")
+    assert report.rounds >= 2 and any(t.status.startswith("pruned") for t in report.trials)
+    assert c.load_ms is not None and c.first_ms is not None  # cold start recorded
+    json.dumps(report.to_dict())
+    with Predictor.load(art) as p:
+        assert (p.backend, p.variant.id) == (c.candidate.backend, c.candidate.variant)
+        assert p.placement.details["selection"] == "from profile"
+        for name, value in c.candidate.settings.items():
+            if name in ("intra_op_threads", "num_streams", "inter_op_threads"):
+                assert getattr(p.options, name) == value
+
+
+def test_a_variant_outside_the_accuracy_budget_is_never_chosen(quantized: Path, tmp_path: Path) -> None:
+    from infership.optimizer import optimize
+
+    art = _copy(quantized, tmp_path)
+    a = Artifact.load(art)
+    w = ArtifactWriter.update(a)  # only the int8 ONNX variant is left for ONNX Runtime, its record failing
+    v = a.manifest.variant("onnx-int8")
+    bad = {**(v.validation or {}), "passed": False, "loss_points": 9.0}
+    keep = tuple(x for x in a.manifest.variants if x.id not in ("onnx-fp32", "onnx-int8"))
+    w.set_manifest(variants=(*keep, type(v)(**{**v.__dict__, "validation": bad})))
+    w.commit()
+    report = optimize(
+        art, time_budget_s=4, max_accuracy_drop=BUDGET_POINTS, backends=["ort-cpu"], write=False
+    )
+    assert report.chosen is None and report.profile is None
+    assert any(t.status == "rejected" and "over budget" in t.accuracy for t in report.trials)
+
+
+def test_unvalidated_candidates_are_judged_with_the_task_judge(
+    template: tuple[Path, Path, object], quantized: Path, tmp_path: Path
+) -> None:
+    """An int8 variant without a record is measured on held-out data: the same graph passes, a different
+    model (its weights negated) is rejected; without data it is not validated."""
+    import torch
+
+    from infership.optimize_checks import AccuracyChecks, held_out_data
+    from infership.optimize_space import Candidate
+
+    art = _copy(template[0], tmp_path)
+    model, example = tiny_models.cnn()
+    with torch.no_grad():
+        model.fc.weight.neg_()
+    other = build_artifact_for_tests(model, example, tmp_path / "other", openvino=False)
+    a = Artifact.load(art)
+    w = ArtifactWriter.update(a)
+    same = w.add_file(art / "model.onnx", "same.onnx", move=False)
+    diff = w.add_file(other / "model.onnx", "diff.onnx", move=False)
+    w.put_variant("same-int8", format="onnx", precision="int8", files=[same])
+    w.put_variant("diff-int8", format="onnx", precision="int8", files=[diff])
+    a = w.commit()
+    data = held_out_data(a, validation=str(template[1]), calibration=None)
+    checks = AccuracyChecks(a, budget=1.0, data=data)
+    ok = checks.verdict(Candidate("ort-cpu", "same-int8", "int8"))
+    assert (ok.ok, ok.how, ok.loss_points) == (True, "measured", 0.0)
+    bad = checks.verdict(Candidate("ort-cpu", "diff-int8", "int8"))
+    assert not bad.ok and "over budget" in bad.how and bad.loss_points > 1.0
+    assert checks.verdict(Candidate("ort-cpu", "onnx-fp32", "fp32")).how == "reference"
+    blind = AccuracyChecks(a, budget=1.0, data=None).verdict(Candidate("ort-cpu", "same-int8", "int8"))
+    assert not blind.ok and blind.how.startswith("not validated")
+    q = Artifact.load(quantized)
+    rec = AccuracyChecks(q, budget=BUDGET_POINTS, data=None).verdict(
+        Candidate("openvino", "openvino-int8", "int8")
+    )
+    assert rec.ok and rec.how == "recorded"
+    # recorded on another backend: not taken as validated for this one
+    assert (
+        not AccuracyChecks(q, budget=BUDGET_POINTS, data=None)
+        .verdict(Candidate("openvino", "onnx-int8", "int8"))
+        .ok
+    )
+
+
+def test_a_short_budget_prunes_and_leaves_candidates_unmeasured(quantized: Path, tmp_path: Path) -> None:
+    from infership.optimizer import optimize
+
+    art = _copy(quantized, tmp_path)
+    report = optimize(art, time_budget_s=1.5, max_accuracy_drop=BUDGET_POINTS, write=False)
+    statuses = {t.status for t in report.trials}
+    assert "not measured" in statuses
+    assert report.chosen is not None  # every path's first settings come first: something ran
+
+
+def test_throughput_objective_records_batch_and_callers(quantized: Path, tmp_path: Path) -> None:
+    from infership.optimizer import optimize
+
+    art = _copy(quantized, tmp_path)
+    report = optimize(
+        art, objective="throughput", time_budget_s=8, max_accuracy_drop=BUDGET_POINTS, batch_sizes=[1, 4],
+        backends=["openvino", "ort-cpu"],
+    )  # fmt: skip
+    prof = report.profile
+    assert prof is not None and prof.objective == "throughput" and prof.batch_size in (1, 4)
+    assert {t.candidate.batch_size for t in report.trials} == {1, 4}
+    assert prof.figures["throughput"] > 0
+    with Predictor.load(art, hint="throughput") as p:
+        assert p.placement.details["profile"]["objective"] == "throughput"
+    with Predictor.load(art) as p:  # no latency profile: the rule
+        assert p.placement.details.get("selection") != "from profile"
+
+
+def test_latency_budget_objective_and_argument_errors(quantized: Path) -> None:
+    from infership.optimizer import optimize
+
+    with pytest.raises(InvalidInputError, match="latency-budget needs"):
+        optimize(quantized, objective="latency-budget", time_budget_s=1)
+    with pytest.raises(InvalidInputError, match="objective must be"):
+        optimize(quantized, objective="speed", time_budget_s=1)
+    with pytest.raises(InvalidInputError, match="time budget"):
+        optimize(quantized, time_budget_s=0)
+
+
+def test_latency_budget_keeps_p99_under_the_bound(quantized: Path, tmp_path: Path) -> None:
+    from infership.optimizer import optimize
+
+    art = _copy(quantized, tmp_path)
+    report = optimize(
+        art, objective="latency-budget", latency_budget_ms=1e-4, time_budget_s=3, backends=["ort-cpu"],
+        batch_sizes=[1], max_accuracy_drop=BUDGET_POINTS, write=False,
+    )  # fmt: skip
+    assert report.chosen is None  # nothing answers in 0.1 microseconds
+    assert any(t.status == "over bound" for t in report.trials)
+
+
+def test_dynamic_inputs_need_a_shape_and_record_its_bucket() -> None:
+    from infership.optimizer import _shape_bucket
+
+    m = Manifest(name="t", inputs=(TensorSpec("ids", "int64", ("batch", "sequence")),),
+                 outputs=(TensorSpec("y", "float32", ("batch", 4)),))  # fmt: skip
+    a = Artifact(Path("."), m)
+    with pytest.raises(InvalidInputError, match="--shape ids=1x128"):
+        _shape_bucket(a, {})
+    assert _shape_bucket(a, {"ids": (1, 128)}) == "sequence=128"
+
+
+def test_cli_optimize_and_explain(quantized: Path, tmp_path: Path, capsys) -> None:
+    from infership.cli import main
+
+    art = _copy(quantized, tmp_path)
+    out = tmp_path / "report.json"
+    code = main(["optimize", str(art), "--time-budget", "4", "--backend", "ort-cpu", "--no-explain",
+                 "--max-accuracy-drop", str(BUDGET_POINTS), "--json", str(out)])  # fmt: skip
+    text = capsys.readouterr().out
+    assert code == 0 and "chosen:" in text and "cold start" in text and "candidates" in text
+    data = json.loads(out.read_text())
+    assert data["chosen"]["backend"] == "ort-cpu" and data["committed"]
+    assert main(["explain", str(art)]) == 0
+    text = capsys.readouterr().out
+    assert "int8 support" in text and "Top operators" in text
+
+
+def test_explain_reports_measured_figures(quantized: Path) -> None:
+    from infership.explain import explain
+
+    e = explain(quantized)
+    assert e.profiled is not None and e.top_ops
+    assert 0.0 < (e.int8_share or 0.0) <= 1.0
+    assert abs(sum(o.share for o in e.top_ops) - 1.0) < 0.5
+    assert set(e.int8_speedup) <= {"ort-cpu", "openvino"} and e.int8_speedup
+    assert all(len(row) >= 1 for row in e.thread_scaling.values())
+
+
+@pytest.mark.slow
+def test_peers_are_measured_interleaved_and_judged(
+    template: tuple[Path, Path, object], quantized: Path
+) -> None:
+    from infership.optimize_checks import AccuracyChecks, held_out_data
+    from infership.optimize_space import Candidate
+    from infership.peers import compare_peers
+
+    _, data, model = template
+    a = Artifact.load(quantized)
+    checks = AccuracyChecks(
+        a, budget=BUDGET_POINTS, data=held_out_data(a, validation=None, calibration=str(data))
+    )
+    chosen = Candidate("ort-cpu", "onnx-int8", "int8", {"intra_op_threads": 1})
+    rep = compare_peers(a, chosen, objective="latency", checks=checks, calibration=str(data), torch_model=model,
+                        blocks=2, block_s=0.1)  # fmt: skip
+    names = [p.name for p in rep.peers]
+    assert len(names) == 4 and all(p.p50_ms for p in rep.peers), [p.to_dict() for p in rep.peers]
+    assert all(p.loss_points is not None for p in rep.peers if p.precision == "int8")
+    assert rep.ratio is not None and rep.best_peer in names
+    tp = compare_peers(
+        a, Candidate("openvino", "openvino-int8", "int8", {"hint": "throughput"}, batch_size=4, concurrency=2),
+        objective="throughput", checks=checks, calibration=None, torch_model=None, blocks=1, block_s=0.2,
+    )  # fmt: skip
+    assert tp.chosen.throughput and tp.batch_size == 4
+    eager = next(p for p in tp.peers if p.name == "torch eager fp32")  # the artifact's own torch program
+    assert eager.throughput and eager.counts
+    int8 = [p for p in tp.peers if p.precision == "int8"]
+    assert int8 and all(not p.counts and "no calibration data" in p.note for p in int8)
