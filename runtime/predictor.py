@@ -57,6 +57,30 @@ def _pad_rows(a: Any, n: int) -> Any:
     return torch.cat([a, a[-1:].expand(n, *a.shape[1:])]).contiguous()
 
 
+def _shared_dims(specs: Sequence[TensorSpec]) -> tuple[tuple[str, tuple[tuple[str, int], ...]], ...]:
+    """Symbolic dimensions that several inputs share (ONNX: one name, one size), with where they sit."""
+    where: dict[str, list[tuple[str, int]]] = {}
+    for spec in specs:
+        for axis, dim in enumerate(spec.shape):
+            if isinstance(dim, str):
+                where.setdefault(dim, []).append((spec.name, axis))
+    return tuple((sym, tuple(places)) for sym, places in where.items() if len(places) > 1)
+
+
+def _check_shared_dims(
+    feeds: Mapping[str, Any], shared: Sequence[tuple[str, Sequence[tuple[str, int]]]]
+) -> None:
+    for sym, places in shared:
+        sizes = [feeds[name].shape[axis] for name, axis in places]
+        if any(size != sizes[0] for size in sizes):
+            given = ", ".join(
+                f"{name} axis {axis}: {size}" for (name, axis), size in zip(places, sizes, strict=True)
+            )
+            raise InvalidInputError(
+                f"inputs that share the dimension {sym!r} must agree on its size; got {given}"
+            )
+
+
 class Predictor:
     """Runs one variant of an artifact on one backend.
 
@@ -85,6 +109,7 @@ class Predictor:
         self._input_names = tuple(s.name for s in self.inputs)
         self._input_set = frozenset(self._input_names)
         self._single = self.inputs[0] if len(self.inputs) == 1 else None
+        self._shared_dims = _shared_dims(self.inputs)
         tok = artifact.manifest.tokenizer
         # Strings are text when the artifact carries a tokenizer for all its inputs (loaded on first use).
         self._text = (
@@ -280,7 +305,10 @@ class Predictor:
                     + (f"; missing {missing}" if missing else "")
                     + (f"; unexpected {extra}" if extra else "")
                 )
-            return {spec.name: self._feed(inputs[spec.name], spec, check_batch) for spec in self.inputs}
+            feeds = {spec.name: self._feed(inputs[spec.name], spec, check_batch) for spec in self.inputs}
+            if self._shared_dims:
+                _check_shared_dims(feeds, self._shared_dims)
+            return feeds
         if self._single is None:
             raise InvalidInputError(
                 f"this model has {len(self.inputs)} inputs {list(self._input_names)}: pass a mapping name → array, "

@@ -201,28 +201,45 @@ def test_torch_inputs(predictor, value, container, tally):
 
 
 @given(
-    image=st.sampled_from(["ok", "ok", "missing", "wrong-type"]),
+    n=st.integers(0, 4),
+    seed=st.integers(0, 2**32 - 1),
+    layouts=st.tuples(st.sampled_from(LAYOUTS[:-1]), st.sampled_from(LAYOUTS[:-1])),
+    image=st.sampled_from(["ok", "ok", "other-batch", "wrong-type"]),
     extra=st.one_of(st.none(), st.none(), raw_values()),
     keys=st.one_of(
         st.just(["image", "extra"]),
         st.lists(st.sampled_from(["image", "extra", "zzz", ""]), max_size=4, unique=True),
     ),
 )
-def test_two_input_mappings(two_io_artifact, image, extra, keys, tally):
-    rng = np.random.default_rng(0)
+def test_two_input_mappings(two_io_predictor, n, seed, layouts, image, extra, keys, tally):
+    rng = np.random.default_rng(seed)
+    image_rows = n + 1 if image == "other-batch" else n
     arrays = {
-        "image": rng.standard_normal((2, 3, 8, 8), dtype=np.float32) if image == "ok" else "x",
-        "extra": extra if extra is not None else rng.standard_normal((2, 4), dtype=np.float32),
+        "image": _layout(rng.standard_normal((image_rows, 3, 8, 8), dtype=np.float32), layouts[0])
+        if image != "wrong-type"
+        else "x",
+        "extra": extra
+        if extra is not None
+        else _layout(rng.standard_normal((n, 4), dtype=np.float32), layouts[1]),
         "zzz": np.zeros(2, np.float32),
         "": np.zeros(2, np.float32),
     }
     feeds = {k: arrays[k] for k in keys}
+    p = two_io_predictor
+    try:
+        out = p.predict(feeds)
+    except InfershipError as exc:
+        assert str(exc)
+        tally.add("predictor inputs: mappings", type(exc).__name__)
+        return
+    tally.add("predictor inputs: mappings", "accepted")
+    assert set(out) == {"logits", "embed"}
+    want = p.predict({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()})
+    for k in want:
+        np.testing.assert_array_equal(out[k], want[k])
+
+
+@pytest.fixture(scope="module")
+def two_io_predictor(two_io_artifact):
     with Predictor.load(two_io_artifact, backend="ort-cpu") as p:
-        try:
-            out = p.predict(feeds)
-        except InfershipError as exc:
-            assert str(exc)
-            tally.add("predictor inputs: mappings", type(exc).__name__)
-            return
-        tally.add("predictor inputs: mappings", "accepted")
-        assert set(out) == {"logits", "embed"}
+        yield p
