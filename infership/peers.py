@@ -23,8 +23,8 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +107,7 @@ class PeersReport:
     ratio: float | None
     best_peer: str | None
     load_average: tuple[float, ...]
+    others: tuple[PeerResult, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,6 +118,7 @@ class PeersReport:
             "ratio_to_best_peer": None if self.ratio is None else round(self.ratio, 3),
             "best_peer": self.best_peer,
             "load_average": list(self.load_average),
+            "others": [o.to_dict() for o in self.others],
         }
 
 
@@ -140,6 +142,7 @@ def compare_peers(
     shapes: Mapping[str, tuple[int, ...]] | None = None,
     blocks: int = BLOCKS,
     block_s: float = BLOCK_S,
+    also: Sequence[tuple[str, Candidate]] = (),
 ) -> PeersReport:
     """Build the peers, judge their accuracy, and measure them interleaved with ``chosen``.
 
@@ -152,6 +155,8 @@ def compare_peers(
         torch_model: The fp32 ``nn.Module`` or a model source string (torch eager and FX peers).
         shapes: Input shapes for dynamic axes.
         blocks, block_s: Interleaved blocks per side and seconds per block.
+        also: More paths through the Predictor to measure in the same interleaving, as ``(label,
+            candidate)`` (e.g. what ``Predictor.load`` opens without a profile); reported in ``others``.
 
     Returns:
         The :class:`PeersReport`.
@@ -166,39 +171,42 @@ def compare_peers(
             ("openvino int8 (NNCF defaults)", "int8", lambda: _openvino_side(art, calib, objective)),
             ("torch fx int8 (x86 defaults)", "int8", lambda: _fx_side(module, calib)),
         ]
-        p = Predictor.load(art, backend=chosen.backend, variant=chosen.variant, **chosen.load_options())
-        sides = [
-            _Side(
-                PeerResult(f"chosen: {chosen.describe()}", chosen.precision),
-                p.predict,
-                close=p.close,
-                offline=_harness_offline(p.predict, batch, chosen.concurrency),
-            )
-        ]
+        sides = [_predictor_side(art, f"chosen: {chosen.describe()}", chosen, batch)]
         skipped: list[PeerResult] = []
-        for name, precision, build in builders:
-            try:
-                side = build()
-            except (InfershipError, ImportError, RuntimeError, ValueError, TypeError) as exc:
-                # A peer that cannot be built here (no torch model, no calibration data, a tool that
-                # refuses the graph) is reported, never silently dropped.
-                skipped.append(PeerResult(name, precision, counts=False, note=f"not measured: {exc}"[:300]))
-                continue
-            _judge(side, checks)
-            sides.append(side)
         try:
-            pool = _pool(art, batch, shapes or {})
-            _interleave(sides, pool, objective, batch, blocks, block_s)
+            for label, cand in also:
+                sides.append(_predictor_side(art, label, replace(cand, batch_size=batch), batch))
+            for name, precision, build in builders:
+                try:
+                    side = build()
+                except (InfershipError, ImportError, RuntimeError, ValueError, TypeError) as exc:
+                    # A peer that cannot be built here (no torch model, no calibration data, a tool that
+                    # refuses the graph) is reported, never silently dropped.
+                    skipped.append(
+                        PeerResult(name, precision, counts=False, note=f"not measured: {exc}"[:300])
+                    )
+                    continue
+                _judge(side, checks)
+                sides.append(side)
+            _interleave(sides, _pool(art, batch, shapes or {}), objective, batch, blocks, block_s)
         finally:
             for s in sides:
                 s.close()
-    peers = tuple(s.result for s in sides[1:]) + tuple(skipped)
+    others = tuple(s.result for s in sides[1 : 1 + len(also)])
+    peers = tuple(s.result for s in sides[1 + len(also) :]) + tuple(skipped)
     chosen_speed = sides[0].result.speed(objective)
     counting = [r for r in peers if r.counts and r.speed(objective)]
     best = max(counting, key=lambda r: r.speed(objective) or 0.0, default=None)
     ratio = chosen_speed / best.speed(objective) if best and chosen_speed else None  # type: ignore[operator]
     return PeersReport(objective, batch, sides[0].result, peers, ratio, best.name if best else None,
-                       tuple(os.getloadavg()))  # fmt: skip
+                       tuple(os.getloadavg()), others)  # fmt: skip
+
+
+def _predictor_side(art: Artifact, label: str, c: Candidate, batch: int) -> _Side:
+    p = Predictor.load(art, backend=c.backend, variant=c.variant, **c.load_options())
+    return _Side(
+        PeerResult(label, c.precision), p.predict, _harness_offline(p.predict, batch, c.concurrency), p.close
+    )
 
 
 # ---------------------------------------------------------------------------------------------- measuring

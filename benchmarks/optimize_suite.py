@@ -1,0 +1,266 @@
+"""The done-when table of ``infership optimize``: the profile-chosen path against each peer, per model and
+objective, all measured interleaved in one run — plus what ``Predictor.load(path)`` opens without a
+profile (the documented rule) and the old fixed order (fp32, OpenVINO first), so the rule is judged
+against measurements too.
+
+Per model: build the fp32 artifact (torchvision architectures with ``weights=None``: nothing is downloaded;
+the digits CNN from its checkpoint, trained first if missing), make the int8 variants with the accuracy
+budget (``make_int8``, i.e. ``quantize`` for ONNX Runtime and OpenVINO), note what the rule loads, then for
+each objective run ``optimize`` within ``--budget`` seconds and measure, interleaved in blocks with rests
+(:func:`infership.peers.compare_peers`): the chosen path, the rule's path, the fixed order's path, torch
+eager fp32, raw ONNX Runtime ``quantize_static`` defaults, raw OpenVINO + NNCF defaults and torch FX int8
+defaults. A peer's int8 counts only within the same accuracy budget as the chosen path.
+
+Image models are calibrated and judged on photos bundled with scikit-image (random crops and flips of 18
+photos, through the artifact's ImageNet preprocessing; loss = top-1 disagreement with fp32); the digits
+CNN on its own labelled split (loss = accuracy drop).
+
+    .venv/bin/python benchmarks/optimize_suite.py --models digits,mobilenet_v3_small --budget 60
+    .venv/bin/python benchmarks/optimize_suite.py            # the seven-model suite, 300 s per objective
+
+Writes ``runs/bench/optimize_suite.json`` (``--out``) and prints the Markdown table with the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.int8_speedup import write_photos  # noqa: E402
+
+TORCHVISION = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0")
+MODELS = ("digits", *TORCHVISION)
+DIGITS = ROOT / "examples" / "digits"
+
+
+def augmented_photos(folder: Path, per_photo: int = 12, seed: int = 0) -> Path:
+    """Random crops (40–100 % of the area) and flips of scikit-image's photos: real images, no download."""
+    from PIL import Image, ImageOps
+
+    base = folder / "base"
+    write_photos(base)
+    out = folder / "images"
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for src in sorted(base.glob("*.png")):
+        img = Image.open(src).convert("RGB")
+        w, h = img.size
+        for i in range(per_photo):
+            s = math.sqrt(rng.uniform(0.4, 1.0))
+            cw, ch = int(w * s), int(h * s)
+            x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            crop = img.crop((x0, y0, x0 + cw, y0 + ch))
+            (ImageOps.mirror(crop) if i % 2 else crop).save(out / f"{src.stem}-{i}.png")
+    return out
+
+
+def build_model(name: str, work: Path, photos: Path) -> dict[str, Any]:
+    """The fp32 artifact and what the suite needs to run it: calibration/validation sources and the module."""
+    import torch
+    from infership.convert import build_artifact, load_model_source
+
+    root = work / name
+    if name == "digits":
+        ckpt = ROOT / "runs" / "digits" / "digits.pt"
+        if not ckpt.exists():
+            sys.path.insert(0, str(DIGITS))
+            from train import train  # examples/digits/train.py
+
+            train(ckpt)
+        arch = f"{DIGITS / 'model.py'}:build_model"
+        build_artifact(ckpt, root, arch=arch, input_shapes=[(1, 1, 8, 8)], task="classification",
+                       fp16=False, overwrite=True)  # fmt: skip
+        module = load_model_source(str(ckpt), arch=arch).model
+        return {"root": root, "module": module, "calibration": f"{DIGITS / 'data.py'}:train",
+                "validation": f"{DIGITS / 'data.py'}:test"}  # fmt: skip
+    import torchvision
+
+    torch.manual_seed(0)
+    module = getattr(torchvision.models, name)(weights=None).eval()
+    build_artifact(module, root, input_shapes=[(1, 3, 224, 224)], input_names=["x"], output_names=["logits"],
+                   fp16=False, preprocessing="imagenet", task="classification", overwrite=True)  # fmt: skip
+    return {"root": root, "module": module, "calibration": str(photos), "validation": None}
+
+
+def run_model(name: str, spec: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    from infership.runtime import Artifact, Predictor
+
+    from infership.optimize_checks import AccuracyChecks, held_out_data, make_int8
+    from infership.optimize_space import Candidate
+    from infership.optimizer import optimize
+    from infership.peers import compare_peers
+
+    root = spec["root"]
+    t0 = time.perf_counter()
+    made = make_int8(root, spec["calibration"], budget=args.max_accuracy_drop)
+    quantize_s = time.perf_counter() - t0
+    with Predictor.load(root) as p:
+        rule = Candidate(p.backend, p.variant.id, p.variant.precision, {})
+        rule_how = p.placement.details.get("selection", "fixed order")
+    with Predictor.load(root, precision="fp32") as p:
+        fixed = Candidate(p.backend, p.variant.id, "fp32", {})
+    rows = []
+    for objective in args.objectives:
+        load_before = os.getloadavg()
+        rep = optimize(
+            root, objective=objective, time_budget_s=args.budget, calibration=spec["calibration"],
+            validation=spec["validation"], max_accuracy_drop=args.max_accuracy_drop,
+            batch_sizes=args.batch, explain=objective == "latency",
+        )  # fmt: skip
+        row: dict[str, Any] = {
+            "model": name, "objective": objective, "budget_s": args.budget, "optimize_s": round(rep.elapsed_s, 1),
+            "quantize_s": round(quantize_s, 1), "int8": made, "rule": rule.describe(), "rule_how": rule_how,
+            "fixed": fixed.describe(), "load_before": list(load_before),
+        }  # fmt: skip
+        if rep.chosen is None:
+            rows.append({**row, "chosen": None, "notes": list(rep.notes)})
+            continue
+        c = rep.chosen.candidate
+        hint = {} if objective == "latency" else {"hint": "throughput"}
+        with Predictor.load(root, **hint) as p:  # the profile is what a plain load opens now
+            row["load_uses_profile"] = (p.placement.details.get("selection") == "from profile"
+                                        and (p.backend, p.variant.id) == (c.backend, c.variant))  # fmt: skip
+        art = Artifact.load(root)
+        data = held_out_data(art, validation=spec["validation"], calibration=spec["calibration"])
+        checks = AccuracyChecks(art, budget=args.max_accuracy_drop, data=data)
+        peers = compare_peers(
+            art, c, objective=objective, checks=checks, calibration=spec["calibration"],
+            torch_model=spec["module"], blocks=args.blocks, block_s=args.block_s,
+            also=[("rule (no profile)", rule), ("fixed order fp32", fixed)],
+        )  # fmt: skip
+        row.update(
+            chosen=c.describe(), chosen_figures=rep.chosen.figures(), candidates=len(rep.trials),
+            rounds=rep.rounds, peers=peers.to_dict(), ratio_to_best_peer=peers.ratio, best_peer=peers.best_peer,
+            explanation=list(rep.explanation.lines) if rep.explanation else None, load_after=list(os.getloadavg()),
+        )  # fmt: skip
+        rows.append(row)
+        log_row(row, peers)
+    return rows
+
+
+def log_row(row: dict[str, Any], peers: Any) -> None:
+    speed = lambda r: r.speed(peers.objective)  # noqa: E731
+    base = speed(peers.chosen)
+    parts = [f"{r.name}: {base / speed(r):.2f}x" for r in (*peers.others, *peers.peers) if speed(r) and base]
+    print(f"[{row['model']} {row['objective']}] chosen {row['chosen']} | " + " | ".join(parts), flush=True)
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per objective: the worst ratio to the best peer, and the geometric mean of the ratio to each peer."""
+    out: dict[str, Any] = {}
+    for objective in sorted({r["objective"] for r in rows}):
+        mine = [r for r in rows if r["objective"] == objective and r.get("peers")]
+        ratios: dict[str, list[float]] = {}
+        for r in mine:
+            key = "p50_ms" if objective == "latency" else "throughput"
+            chosen = r["peers"]["chosen"][key]
+            for p in [*r["peers"]["peers"], *r["peers"]["others"]]:
+                if (
+                    p[key]
+                    and chosen
+                    and (p["counts"] or p["name"] in ("rule (no profile)", "fixed order fp32"))
+                ):
+                    ratio = p[key] / chosen if objective == "latency" else chosen / p[key]
+                    ratios.setdefault(p["name"], []).append(ratio)
+        best = [r["ratio_to_best_peer"] for r in mine if r["ratio_to_best_peer"]]
+        out[objective] = {
+            "models": len(mine),
+            "worst_ratio_to_best_peer": round(min(best), 3) if best else None,
+            "geomean_ratio": {k: round(math.exp(np.mean(np.log(v))), 3) for k, v in ratios.items()},
+            "meets_0.97_of_best_peer": bool(best) and min(best) >= 0.97,
+            "meets_1.1_geomean": all(
+                math.exp(np.mean(np.log(v))) >= 1.1
+                for k, v in ratios.items()
+                if k not in ("rule (no profile)", "fixed order fp32")
+            ),
+        }
+    return out
+
+
+def markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
+    lines = ["| model | objective | chosen path | chosen | rule | fixed order | torch eager | ORT int8 defaults | "
+             "OV+NNCF int8 defaults | torch FX int8 | chosen / best peer |", "|" + "---|" * 11]  # fmt: skip
+    names = ("rule (no profile)", "fixed order fp32", "torch eager fp32", "onnxruntime int8 (quantize_static defaults)",
+             "openvino int8 (NNCF defaults)", "torch fx int8 (x86 defaults)")  # fmt: skip
+    for r in rows:
+        if not r.get("peers"):
+            lines.append(f"| {r['model']} | {r['objective']} | none within budget | | | | | | | | |")
+            continue
+        key, unit = ("p50_ms", "ms") if r["objective"] == "latency" else ("throughput", "/s")
+        by = {p["name"]: p for p in [*r["peers"]["peers"], *r["peers"]["others"]]}
+
+        def cell(name: str, by: dict[str, Any] = by, key: str = key) -> str:
+            p = by.get(name)
+            if p is None or p[key] is None:
+                return "—"
+            v = f"{p[key]:.3g}"
+            return v if p["counts"] or name in names[:2] else f"{v} (out of budget)"
+
+        ratio = r["ratio_to_best_peer"]
+        lines.append(
+            f"| {r['model']} | {r['objective']} | {r['chosen']} | {r['peers']['chosen'][key]:.3g} {unit} | "
+            + " | ".join(cell(n) for n in names)
+            + (f" | {ratio:.2f}× |" if ratio else " | — |")
+        )
+    for objective, s in summary.items():
+        gm = ", ".join(f"{k} {v}×" for k, v in s["geomean_ratio"].items())
+        lines.append(
+            f"\n{objective}: worst chosen/best-peer {s['worst_ratio_to_best_peer']}; geometric means: {gm}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    ap.add_argument("--objectives", default="latency,throughput")
+    ap.add_argument("--budget", type=float, default=300.0, help="optimize's time budget per objective (s)")
+    ap.add_argument("--max-accuracy-drop", type=float, default=1.0, help="points (default 1.0)")
+    ap.add_argument("--batch", default="1,8,32", help="batch sizes for throughput")
+    ap.add_argument("--blocks", type=int, default=5, help="interleaved blocks per side (default 5)")
+    ap.add_argument("--block-s", type=float, default=1.0, help="seconds per block (default 1.0)")
+    ap.add_argument("--workdir", type=Path, help="keep artifacts here (default: a temporary folder)")
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "optimize_suite.json")
+    args = ap.parse_args(argv)
+    args.objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    args.batch = [int(b) for b in args.batch.split(",")]
+    logging.basicConfig(level=logging.WARNING)
+    for noisy in ("nncf", "onnxruntime", "torch"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="infership-optimize-suite-") as tmp:
+        work = args.workdir or Path(tmp)
+        photos = augmented_photos(work / "photos")
+        for name in (m.strip() for m in args.models.split(",") if m.strip()):
+            if name not in MODELS:
+                ap.error(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
+            t0 = time.perf_counter()
+            rows += run_model(name, build_model(name, work, photos), args)
+            print(f"[{name}] {time.perf_counter() - t0:.0f} s in all", flush=True)
+    summary = summarise(rows)
+    result = {"started": started, "command": " ".join(["benchmarks/optimize_suite.py", *(argv or sys.argv[1:])]),
+              "load_average_end": list(os.getloadavg()), "rows": rows, "summary": summary}  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(markdown(rows, summary))
+    print(f"load average at the end: {os.getloadavg()}; written {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
