@@ -33,10 +33,11 @@ from .atomic import (
     restore_interrupted_replace,
     write_text_atomic,
 )
-from .errors import ArtifactError, ArtifactLocked, IntegrityError
+from .errors import ArtifactError, ArtifactLocked
 from .integrity import check_relpath, confined, is_trusted, read_regular, record_trusted, sha256_file
 from .manifest import MANIFEST_NAME, FileEntry, Manifest, Step, Variant
 from .onnxfile import bare_onnx_files, read_onnx_specs
+from .verification import Wait, check_files, check_hashes, start_hashing
 
 __all__ = ["Artifact", "ArtifactWriter", "file_entry", "read_onnx_specs", "sha256_file"]
 
@@ -171,23 +172,29 @@ class Artifact:
             IntegrityError: A file is missing, not a regular file, outside the artifact once symlinks
                 resolve, or of another size or hash than recorded.
         """
+        if variant.id not in self._verified:
+            check_hashes(variant, check_files(self.root, variant))
+            self._verified.add(variant.id)
+
+    def verify_started(self, variant: Variant) -> Wait:
+        """:meth:`verify`, with the hashing of model formats in a background thread so that a runtime can
+        open the files meanwhile (:mod:`infership.runtime.verification`). Paths and sizes are checked now;
+        program formats are hashed now too (opening them runs their code).
+
+        Returns:
+            ``wait()``, which raises :class:`IntegrityError` when a hash differs; call it before the
+            session opened meanwhile is used.
+
+        Raises:
+            IntegrityError: A path or size does not match (see :meth:`verify`).
+        """
         if variant.id in self._verified:
-            return
-        for entry in variant.files:
-            path = confined(self.root, entry.path, what=f"variant {variant.id!r}: file")
-            size = path.stat().st_size
-            if size != entry.size:
-                raise IntegrityError(
-                    f"variant {variant.id!r}: {entry.path} is {size} bytes, the manifest says {entry.size} "
-                    "(stale or tampered file; rebuild the artifact)"
-                )
-            digest = sha256_file(path)
-            if digest != entry.sha256:
-                raise IntegrityError(
-                    f"variant {variant.id!r}: sha256 of {entry.path} is {digest[:12]}…, the manifest says "
-                    f"{entry.sha256[:12]}… (stale or tampered file; rebuild the artifact)"
-                )
-        self._verified.add(variant.id)
+            return lambda: None
+        files = check_files(self.root, variant)
+        background = variant.format not in PROGRAM_FORMATS
+        return start_hashing(
+            variant, files, background=background, on_success=lambda: self._verified.add(variant.id)
+        )
 
     def verify_all(self) -> None:
         """Verify every variant (see :meth:`verify`)."""

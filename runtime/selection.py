@@ -164,9 +164,20 @@ def open_on(artifact: Artifact, name: str, request: Request, base: BackendOption
     device = base.device or be.default_device
     be.check(device)
     variant = select_variant(artifact, be.formats, request.precision, request.variant, name)
-    artifact.verify(variant)
+    # The files' hashes are checked while the runtime opens them (a cold-start saving as large as the
+    # hashing); a mismatch is raised, and the session closed, before the caller gets it.
+    verified = artifact.verify_started(variant)
     opts = replace(base, device=device, precision=variant.precision)
-    session = be.open(artifact, variant, opts)
+    try:
+        session = be.open(artifact, variant, opts)
+    except BaseException:
+        verified()  # a file that does not match explains a failed open better than the runtime's message
+        raise
+    try:
+        verified()
+    except BaseException:
+        session.close()
+        raise
     placement = session.placement
     ignored = ignored_options(be, base)
     if ignored:
