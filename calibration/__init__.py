@@ -45,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     "from_text_file": "infership.calibration.text",
     "length_feeds": "infership.calibration.text",
     "replay_lengths": "infership.calibration.text",
+    "token_batches": "infership.calibration.text",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
@@ -64,4 +65,10 @@ if TYPE_CHECKING:  # pragma: no cover
         unregister_source,
     )
     from .sources import from_image_folder, from_images, from_numpy, from_torch  # noqa: F401
-    from .text import from_text_file, from_texts, length_feeds, replay_lengths  # noqa: F401
+    from .text import (  # noqa: F401
+        from_text_file,
+        from_texts,
+        length_feeds,
+        replay_lengths,
+        token_batches,
+    )

@@ -196,6 +196,71 @@ def length_feeds(
     return encoder.token_feeds(list(lengths), batch=batch, seed=seed)
 
 
+#: How benchmark batches of token rows are padded (see :func:`token_batches`).
+PADDING_STRATEGIES = ("longest", "buckets")
+#: Bucket edges (tokens) of the ``buckets`` padding strategy.
+DEFAULT_BUCKETS = (8, 16, 32, 64, 128, 256, 512)
+
+
+def token_batches(
+    encoder: TextEncoder,
+    lengths: Sequence[int],
+    *,
+    batch_size: int,
+    count: int,
+    strategy: str = "longest",
+    buckets: Sequence[int] = DEFAULT_BUCKETS,
+    seed: int = 0,
+) -> list[dict[str, np.ndarray]]:
+    """Benchmark batches of token rows whose lengths follow ``lengths`` (cycled in order): one length for a
+    sweep point (``--seq-len 128``), or the lengths of real texts to replay traffic
+    (:func:`replay_lengths`).
+
+    Args:
+        encoder: The artifact's tokenizer (padding id and side, maximum length).
+        lengths: Row lengths in tokens, taken in order and cycled.
+        batch_size: Rows per batch.
+        count: Batches.
+        strategy: ``longest``: each batch padded to its longest row (what ``Predictor.predict`` does with
+            texts); ``buckets``: padded up to the next of ``buckets`` (fixed shapes, as static-shape runtimes
+            need: OpenVINO reshaped per bucket, TensorRT engines per profile).
+        buckets: Bucket edges for ``buckets`` (the tokenizer's maximum closes the last one).
+        seed: Seed of the random ids.
+
+    Raises:
+        InvalidInputError: No lengths, an unknown strategy, or a length outside 1..max_length.
+    """
+    if not len(lengths):
+        raise InvalidInputError("token batches need at least one length")
+    if strategy not in PADDING_STRATEGIES:
+        raise InvalidInputError(f"padding strategy must be one of {PADDING_STRATEGIES}, got {strategy!r}")
+    if batch_size < 1 or count < 1:
+        raise InvalidInputError(f"batch size and count must be >= 1, got {batch_size} and {count}")
+    top = encoder.max_length
+    edges = sorted({int(b) for b in buckets if 0 < b < top} | {top})
+    out = []
+    for b in range(count):
+        rows = [int(lengths[(b * batch_size + i) % len(lengths)]) for i in range(batch_size)]
+        feeds = encoder.token_feeds(rows, seed=seed + b)
+        if strategy == "buckets":
+            width = next(e for e in edges if e >= max(rows))
+            feeds = _pad_to(feeds, width, encoder)
+        out.append(feeds)
+    return out
+
+
+def _pad_to(feeds: dict[str, np.ndarray], width: int, encoder: TextEncoder) -> dict[str, np.ndarray]:
+    rec = encoder.record
+    extra = width - next(iter(feeds.values())).shape[1]
+    if extra <= 0:
+        return feeds
+    side = (0, extra) if rec.padding_side == "right" else (extra, 0)
+    return {
+        name: np.pad(a, ((0, 0), side), constant_values=rec.pad_id if rec.inputs[name] == "ids" else 0)
+        for name, a in feeds.items()
+    }
+
+
 def replay_lengths(path: str | os.PathLike[str], encoder: TextEncoder) -> np.ndarray:
     """The token length of every text of a ``.txt``/``.tsv`` file, in file order (to replay real traffic)."""
     texts, _ = read_text_file(path)
@@ -211,5 +276,6 @@ __all__ = [
     "length_summary",
     "read_text_file",
     "replay_lengths",
+    "token_batches",
     "token_feeds",
 ]

@@ -16,6 +16,7 @@ from .artifact import Artifact
 from .backend import BackendOptions, PerformanceHint, Placement, Session
 from .errors import InferenceError, InvalidInputError
 from .preprocess import IMAGE_EXTENSIONS, is_image_like, tensor_to_numpy
+from .routing import open_routed
 from .selection import BackendFallbackWarning
 from .spec import TensorSpec
 from .text import LazyTextEncoder, is_text
@@ -144,7 +145,9 @@ class Predictor:
             path: Artifact directory, ``.onnx`` file, or an :class:`Artifact`.
             backend: A registered backend name, or ``"auto"`` (a fixed order per device; see
                 :mod:`infership.runtime.selection` for the rule).
-            precision: ``"fp32"`` (the default), ``"fp16"`` or ``"int8"``: which variant to load.
+            precision: ``"fp32"`` (the default), ``"fp16"`` or ``"int8"``: which variant to load. With
+                ``backend="auto"``, an artifact recording routes for that precision (quantize measured
+                which variant is fastest per input length) runs each batch on its length's route.
             device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or an OpenVINO device string.
             fallback: Backends to try, in order, if ``backend`` cannot run. Without it, an unavailable
                 backend raises — there is never a silent fallback. A used fallback is warned about and
@@ -193,7 +196,10 @@ class Predictor:
             variant=variant,
             autotune=autotune,
         )
-        predictor = cls(artifact, selection.open_best(artifact, request, base))
+        # Routes recorded by quantize (each batch to the variant measured fastest for its length) apply
+        # when only the precision was asked for; see infership.runtime.routing.
+        opened = open_routed(artifact, request, base) or selection.open_best(artifact, request, base)
+        predictor = cls(artifact, opened)
         if max_batch is not None:
             static = predictor._session.inputs[0].batch_size if predictor._session.inputs else None
             if static is not None and max_batch < static:

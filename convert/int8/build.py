@@ -17,6 +17,7 @@ from .openvino import NncfQuantConfig, quantize_openvino
 from .ort import OrtQuantConfig, calibrate, preprocess_model, quantizable_op_types, quantize_qdq
 from .repair import openvino_quantizers, ort_quantizers, rank_layers, repair
 from .torch import quantize_torch, trace_fp32
+from .transformer import OrtDynamicConfig, compress_openvino_weights, quantize_dynamic_model
 from .types import Evaluation, QuantizeContext, RepairResult, RepairStep, Target, TargetReport
 
 log = logging.getLogger(__name__)
@@ -182,3 +183,55 @@ def build_torch(ctx: QuantizeContext, torch_model: Any) -> tuple[TargetReport, l
         stopped,
     )
     return _report(ctx, Target.TORCH, steps, record, (), fp32_latency, result.backend), [path]
+
+
+def _unrepaired(ctx: QuantizeContext, result: Evaluation, why: str) -> RepairResult:
+    stopped = "no budget given" if ctx.budget is None else why
+    step = RepairStep(0, (), None, None, result.metrics, result.latency_ms)
+    return RepairResult((step,), (), ctx.within_budget(result.metrics), (), stopped)
+
+
+def _fused_graph(ctx: QuantizeContext) -> tuple[Path, list[Step], str]:
+    """The graph dynamic int8 starts from, the steps that made it, and the fp32 variant to time it against:
+    the artifact's fused graph; else the fusions made now (for a text model whose architecture the manifest
+    records); else the plain graph."""
+    from ..optimize import fused_ok, optimize_transformer
+    from ..variants import FUSED_ID
+
+    m = ctx.artifact.manifest
+    fused = next((v for v in m.variants if v.id == FUSED_ID), None)
+    if fused is not None:
+        ctx.artifact.verify(fused)
+        return ctx.artifact.path_of(fused.files[0]), [], fused.id
+    arch = (m.extra.get("text") or {}).get("architecture")
+    if arch:
+        dst = ctx.tmp / "fused-fp32.onnx"
+        step = optimize_transformer(ctx.src, dst, architecture=arch)
+        if fused_ok(step):
+            return dst, [step], ctx.ref.variant_id
+    return ctx.src, [], ctx.ref.variant_id
+
+
+def build_ort_dynamic(ctx: QuantizeContext, config: OrtDynamicConfig) -> tuple[TargetReport, list[Path]]:
+    """ONNX Runtime dynamic int8 on the fused graph (no calibration), validated like the others."""
+    src, steps, fp32_id = _fused_graph(ctx)
+    path = ctx.tmp / f"{Target.ORT_DYNAMIC.value}-0.onnx"
+    steps.append(quantize_dynamic_model(src, path, config))
+    result = ev.evaluate(ctx, Target.ORT_DYNAMIC, [path])
+    fp32_latency = ev.latency_ms(ctx, ctx.artifact, backend=result.backend, variant_id=fp32_id)
+    record = _unrepaired(
+        ctx, result, "repair is not available for dynamic int8 (no calibrated ranges to rank)"
+    )
+    excluded = config.exclude_nodes
+    return _report(ctx, Target.ORT_DYNAMIC, steps, record, excluded, fp32_latency, result.backend), [path]
+
+
+def build_openvino_weights(ctx: QuantizeContext) -> tuple[TargetReport, list[Path]]:
+    """OpenVINO with NNCF-compressed int8 weights (no calibration), validated like the others."""
+    xml = ctx.tmp / Target.OPENVINO_WEIGHTS.value / "model.xml"
+    step = compress_openvino_weights(ctx.src, xml)
+    files = [xml, xml.with_suffix(".bin")]
+    result = ev.evaluate(ctx, Target.OPENVINO_WEIGHTS, files)
+    fp32_latency = _fp32_latency(ctx, result.backend)
+    record = _unrepaired(ctx, result, "repair is not available for weight-only int8")
+    return _report(ctx, Target.OPENVINO_WEIGHTS, [step], record, (), fp32_latency, result.backend), files

@@ -17,14 +17,19 @@ _EXAMPLES = """examples:
   infership quantize runs/digits/pipeline/artifact --calibration examples/digits/data.py:train \\
       --holdout examples/digits/data.py:test --target all \\
       --torch-model examples/digits/model.py:build_model --torch-weights runs/digits/digits.pt
+  infership quantize out/minilm --calibration sentences.txt --holdout held_out.txt --max-accuracy-drop 3
 
 CALIBRATION / --holdout: a .npy/.npz file (or a directory of them), an image folder (flat, or one
-subfolder per class for labels) read through the artifact's preprocessing, a registered SCHEME:ARGUMENT
-source (numpy:PATH, images:FOLDER, ...), or FILE.py:FUNCTION returning the data.
+subfolder per class for labels) read through the artifact's preprocessing, a .txt file of texts (one per
+line) or .tsv file (label<TAB>text) read through the artifact's tokenizer, a registered SCHEME:ARGUMENT
+source (numpy:PATH, images:FOLDER, text:PATH, ...), or FILE.py:FUNCTION returning the data.
+Text models (exported from hf:PATH) default to --target ort-dynamic,openvino and NNCF's transformer preset;
+with --max-accuracy-drop, the int8 variants that meet it are timed at sequence lengths 8..512 and
+Predictor.load(ARTIFACT, precision='int8') routes each batch to the fastest for its length.
 Exit status: 0 written; 1 error, or the accuracy budget was missed (nothing written).
 """
 
-_ORT_PRESETS = ("cpu-vnni", "cpu-avx2", "tensorrt")
+_ORT_PRESETS = ("cpu-vnni", "cpu-avx2", "tensorrt", "transformer")
 _NNCF_PRESETS = ("cpu", "accurate", "transformer")
 
 
@@ -51,8 +56,8 @@ def add_quantize(sub: Any) -> None:
     )
     p.add_argument(
         "--target",
-        default="ort,openvino",
-        help="ort, openvino, torch, comma-separated, or all (default ort,openvino)",
+        help="ort, openvino, torch, ort-dynamic, openvino-weights, comma-separated, or all (ort, openvino, "
+        "torch); default ort,openvino, or ort-dynamic,openvino for text models",
     )
     p.add_argument(
         "--method",
@@ -70,10 +75,12 @@ def add_quantize(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="calibration batch size (default 16)")
     p.add_argument(
         "--task",
-        choices=[t.value for t in Task],
+        type=_task,
+        metavar="|".join(t.value for t in Task),
         help="set the artifact's task before judging (recorded with the new variants): classification "
-        "for top-1 agreement, accuracy and a budget; tensor for element-wise figures only (default: the "
-        "artifact's task, see `infership info`)",
+        "for top-1 agreement, accuracy and a budget; embedding for cosine and nearest-neighbour agreement "
+        "(the budget: nearest-neighbour disagreement in points); tensor for element-wise figures only "
+        "(default: the artifact's task, see `infership info`)",
     )
 
     g = p.add_argument_group("accuracy budget and repair")
@@ -93,7 +100,9 @@ def add_quantize(sub: Any) -> None:
 
     g = p.add_argument_group("ONNX Runtime")
     g.add_argument(
-        "--preset", choices=_ORT_PRESETS, default="cpu-vnni", help="ONNX Runtime preset (default cpu-vnni)"
+        "--preset",
+        choices=_ORT_PRESETS,
+        help="ONNX Runtime static preset (default cpu-vnni; transformer for text models)",
     )
     g.add_argument(
         "--per-tensor", action="store_true", help="one scale per weight tensor instead of per channel"
@@ -107,8 +116,27 @@ def add_quantize(sub: Any) -> None:
         "--exclude-op-types", default="", metavar="T,U", help="ONNX op types to keep in float (ONNX Runtime)"
     )
 
+    g = p.add_argument_group("ONNX Runtime dynamic (target ort-dynamic, transformers)")
+    g.add_argument(
+        "--dynamic-mode",
+        choices=["blockwise", "per-channel"],
+        default="blockwise",
+        help="blockwise: MatMulNBits int8 with activations quantized per block (accurate); per-channel: "
+        "quantize_dynamic, one scale per activation tensor (Optimum's recipe). Default blockwise",
+    )
+    g.add_argument("--block-size", type=int, default=128, help="blockwise block size (default 128)")
+    g.add_argument(
+        "--no-routes",
+        action="store_true",
+        help="do not time the variants by sequence length nor record routes (text models)",
+    )
+
     g = p.add_argument_group("OpenVINO / NNCF")
-    g.add_argument("--nncf-preset", choices=_NNCF_PRESETS, default="cpu", help="NNCF preset (default cpu)")
+    g.add_argument(
+        "--nncf-preset",
+        choices=_NNCF_PRESETS,
+        help="NNCF preset (default cpu; transformer for text models)",
+    )
     g.add_argument(
         "--nncf-ignored-types", default="", metavar="T,U", help="OpenVINO op types to keep in float (NNCF)"
     )
@@ -124,11 +152,21 @@ def add_quantize(sub: Any) -> None:
     p.set_defaults(func=_run_quantize)
 
 
+def _task(text: str) -> Any:
+    """``--task``: a task name or one of its aliases (argparse reports the message)."""
+    from infership.runtime.tasks import Task
+
+    try:
+        return Task.parse(text)
+    except ValueError as exc:  # InvalidInputError is a ValueError: argparse makes it a usage error
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _split(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
-def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
+def _configs(args: argparse.Namespace, *, text: bool = False) -> tuple[Any, Any]:
     from .openvino import NNCF_RANGE_FOR_METHOD, NncfQuantConfig
     from .ort import OrtQuantConfig
 
@@ -147,8 +185,9 @@ def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
         "cpu-vnni": OrtQuantConfig.cpu_vnni,
         "cpu-avx2": OrtQuantConfig.cpu_avx2,
         "tensorrt": OrtQuantConfig.tensorrt,
+        "transformer": OrtQuantConfig.transformer,
     }
-    ort_config = ort_factory[args.preset](**changes)
+    ort_config = ort_factory[args.preset or ("transformer" if text else "cpu-vnni")](**changes)
 
     nncf_changes: dict[str, Any] = {
         "ignored_nodes": _split(args.exclude_nodes),
@@ -160,7 +199,10 @@ def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
         "accurate": NncfQuantConfig.accurate,
         "transformer": NncfQuantConfig.transformer_model,
     }
-    return ort_config, nncf_factory[args.nncf_preset](**nncf_changes)
+    preset = args.nncf_preset or ("transformer" if text else "cpu")
+    if preset == "transformer" and not args.method:
+        del nncf_changes["activation_range"]  # the transformer type picks its ranges (SmoothQuant)
+    return ort_config, nncf_factory[preset](**nncf_changes)
 
 
 def _torch_model(args: argparse.Namespace) -> Any:
@@ -182,22 +224,33 @@ def _torch_model(args: argparse.Namespace) -> Any:
 def _run_quantize(args: argparse.Namespace) -> int:
     from infership.calibration import from_spec
     from infership.runtime.artifact import Artifact
+    from infership.runtime.text import TextEncoder
     from rich.console import Console
 
+    from .transformer import OrtDynamicConfig
     from .types import AccuracyBudgetError, Target
-    from .workflow import quantize
+    from .workflow import is_transformer_text, quantize
 
     console = Console()
     art = Artifact.load(args.artifact)
     m = art.manifest
 
+    encoder = TextEncoder(m.tokenizer, art.root) if m.tokenizer is not None else None
+
     def source(spec: str) -> Any:
         return from_spec(
-            spec, preprocessing=m.preprocessing, class_names=m.labels, batch_size=args.batch_size
+            spec,
+            preprocessing=m.preprocessing,
+            class_names=m.labels,
+            batch_size=args.batch_size,
+            tokenizer=encoder,
         )
 
-    targets = Target.parse(args.target)
-    ort_config, nncf_config = _configs(args)
+    text = is_transformer_text(m)
+    targets = Target.parse(args.target) if args.target else None
+    ort_config, nncf_config = _configs(args, text=text)
+    dynamic = {"blockwise": OrtDynamicConfig.blockwise, "per-channel": OrtDynamicConfig.per_channel}
+    dynamic_config = dynamic[args.dynamic_mode](block_size=args.block_size)
     try:
         report = quantize(
             art,
@@ -205,6 +258,8 @@ def _run_quantize(args: argparse.Namespace) -> int:
             targets=targets,
             ort_config=ort_config,
             nncf_config=nncf_config,
+            dynamic_config=dynamic_config,
+            routes=not args.no_routes,
             samples=args.samples or None,
             holdout=source(args.holdout) if args.holdout else None,
             holdout_fraction=args.holdout_fraction,
@@ -213,7 +268,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
             repair=not args.no_repair,
             max_repair_steps=args.max_repair_steps,
             task=args.task,
-            torch_model=_torch_model(args) if Target.TORCH in targets else None,
+            torch_model=_torch_model(args) if targets and Target.TORCH in targets else None,
             progress=not args.no_progress and not args.json,
         )
     except AccuracyBudgetError as exc:
@@ -248,6 +303,7 @@ def _show(console: Any, report: Any, as_json: bool) -> None:
         "accuracy fp32→int8",
         "drop",
         "top-1 agree",
+        "cos mean",
         "SQNR dB",
         "ms int8",
         "ms fp32",
@@ -266,6 +322,7 @@ def _show(console: Any, report: Any, as_json: bool) -> None:
             acc,
             _num(mt.loss_points, "{:.2f}"),
             "-" if mt.top1_agreement is None else f"{100 * mt.top1_agreement:.2f}%",
+            _num(mt.cosine_mean, "{:.5f}"),
             _num(mt.sqnr_db, "{:.1f}"),
             f"{t.latency_ms:.3f}",
             "-" if t.fp32_latency_ms is None else f"{t.fp32_latency_ms:.3f}",
@@ -291,6 +348,12 @@ def _show(console: Any, report: Any, as_json: bool) -> None:
             drop = _num(s.metrics.loss_points, "{:.2f}")
             rt.add_row(str(s.step), ", ".join(s.excluded) or "-", tensor, drop, f"{s.latency_ms:.3f}")
         console.print(rt)
+    if report.routes:
+        routes = ", ".join(
+            f"≤{r['max']}: {r['variant']}" if r["max"] is not None else f"longer: {r['variant']}"
+            for r in report.routes["routes"]
+        )
+        console.print(f"int8 routes by {report.routes['symbol']} length: {routes}", highlight=False)
     if report.committed:
         console.print(
             f"written to {report.artifact}: " + ", ".join(t.variant_id for t in report.targets),

@@ -15,6 +15,8 @@ import contextlib
 import enum
 import io
 import logging
+import os
+import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -73,6 +75,7 @@ class OrtQuantConfig:
         averaging_constant: MinMax moving-average constant.
         exclude_nodes: ONNX node names left in float (names of the pre-processed graph; see the report).
         exclude_op_types: ONNX op types left in float (e.g. ``("Softmax",)``).
+        op_types: Quantize only these op types (``None``: every type ONNX Runtime can quantize).
         chunk_batches: Batches fed to the calibrator per ``collect_data`` call (bounds memory).
         target: The backend the variant is tuned for (recorded in the manifest).
         preset: Name of the preset this config came from (recorded).
@@ -92,6 +95,7 @@ class OrtQuantConfig:
     averaging_constant: float = 0.01
     exclude_nodes: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()
+    op_types: tuple[str, ...] | None = None
     chunk_batches: int = 8
     target: str = "ort-cpu"
     preset: str | None = None
@@ -102,6 +106,8 @@ class OrtQuantConfig:
         object.__setattr__(self, "weight_type", choice(IntType, self.weight_type, "weight_type"))
         object.__setattr__(self, "exclude_nodes", tuple(self.exclude_nodes))
         object.__setattr__(self, "exclude_op_types", tuple(self.exclude_op_types))
+        if self.op_types is not None:
+            object.__setattr__(self, "op_types", tuple(self.op_types))
         if not 0.0 < self.percentile <= 100.0:
             raise InvalidInputError(f"percentile must be in (0, 100], got {self.percentile}")
         if self.num_bins is not None and self.num_bins < 2:
@@ -137,6 +143,15 @@ class OrtQuantConfig:
         }
         return cls(**{**base, **changes})
 
+    @classmethod
+    def transformer(cls, **changes: Any) -> OrtQuantConfig:
+        """Transformer encoders: only MatMuls quantized (LayerNorm, Softmax, GELU, residual Adds and the
+        embeddings stay float), per-channel symmetric weights, U8 activations with MinMax ranges (the
+        histogram calibrators cannot collect tensors whose sequence length varies between batches). The
+        FFN output projections, fed by the GELU's outlier-heavy output, are what the repair loop usually
+        keeps in float."""
+        return cls(**{"preset": "transformer", "op_types": ("MatMul",), **changes})
+
     def excluding(self, *, nodes: tuple[str, ...] = (), op_types: tuple[str, ...] = ()) -> OrtQuantConfig:
         """A copy that also leaves ``nodes`` and ``op_types`` in float."""
         new_nodes = self.exclude_nodes + tuple(n for n in nodes if n not in self.exclude_nodes)
@@ -166,6 +181,7 @@ class OrtQuantConfig:
             d[k] = d[k].value
         d["exclude_nodes"] = list(self.exclude_nodes)
         d["exclude_op_types"] = list(self.exclude_op_types)
+        d["op_types"] = None if self.op_types is None else list(self.op_types)
         return d
 
 
@@ -173,24 +189,56 @@ class OrtQuantConfig:
 def preprocess_model(src: Path, dst: Path) -> Step:
     """Run ONNX Runtime's ``quant_pre_process`` (shape inference, BN folding and other fusions).
 
+    Symbolic shape inference gives up on some graphs with dynamic sequence axes ("Incomplete symbolic
+    shape inference", e.g. exported transformer encoders); the pre-processing is then run without it
+    (ONNX shape inference and the optimizer still run), and the step records why.
+
     Raises:
-        ConversionError: The model cannot be pre-processed.
+        ConversionError: The model cannot be pre-processed even without symbolic shape inference.
     """
     from onnxruntime.quantization import quant_pre_process
 
     start = time.perf_counter()
+    params: dict[str, Any] = {}
+    before = set(os.listdir("."))
     try:
         quant_pre_process(str(src), str(dst))
-    except Exception as exc:  # shape inference and the optimizer raise many native types
-        raise ConversionError(f"quant_pre_process failed on {src.name}: {type(exc).__name__}: {exc}") from exc
-    return Step("quant_pre_process", params={}, seconds=round(time.perf_counter() - start, 3))
+    except Exception as first:  # noqa: BLE001 - shape inference raises many native types; retried below
+        _remove_debug_dump(before)
+        params = {"skip_symbolic_shape": True, "reason": f"{type(first).__name__}: {str(first)[:200]}"}
+        log.info("quant_pre_process without symbolic shape inference: %s", params["reason"])
+        try:
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+        except Exception as exc:  # as above
+            raise ConversionError(
+                f"quant_pre_process failed on {src.name}: {type(exc).__name__}: {exc} (with symbolic shape "
+                f"inference: {params['reason']})"
+            ) from exc
+    return Step("quant_pre_process", params=params, seconds=round(time.perf_counter() - start, 3))
+
+
+_DUMP = re.compile(
+    r"sym_shape_infer_temp\.onnx|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.data"
+)
+
+
+def _remove_debug_dump(before: set[str]) -> None:
+    """ONNX Runtime's symbolic shape inference, when it gives up, saves the model it was working on into the
+    current directory (``sym_shape_infer_temp.onnx`` and a uuid-named external-data file, the model's size):
+    remove what it left there, and only that."""
+    for name in set(os.listdir(".")) - before:
+        if _DUMP.fullmatch(name):
+            with contextlib.suppress(OSError):
+                os.remove(name)
 
 
 def quantizable_op_types(config: OrtQuantConfig) -> list[str]:
     """The op types ONNX Runtime can quantize in QDQ format, minus ``config.exclude_op_types``."""
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-    return sorted((set(QDQRegistry) | set(QLinearOpsRegistry)) - set(config.exclude_op_types))
+    known = set(QDQRegistry) | set(QLinearOpsRegistry)
+    wanted = known if config.op_types is None else known & set(config.op_types)
+    return sorted(wanted - set(config.exclude_op_types))
 
 
 def check_exclusions(model_path: Path, config: OrtQuantConfig) -> None:

@@ -124,6 +124,7 @@ def openvino_quantizers(ov_model: Any, onnx_nodes: Sequence[str]) -> dict[str, T
         src = op.input(0).get_source_output()
         if src.get_node().get_type_name() == "Constant":
             continue  # a weight
+        src, smooth = _smoothed_source(src)
         names = sorted(src.get_names())
         if not names:
             continue
@@ -141,8 +142,34 @@ def openvino_quantizers(ov_model: Any, onnx_nodes: Sequence[str]) -> dict[str, T
             onnx_name = _onnx_node_for_op(consumer, onnx_nodes)
             if onnx_name is not None and onnx_name not in requesters:
                 requesters.append(onnx_name)
-        out[names[0]] = TensorQuantizer(_fake_quantize(*consts, levels), tuple(requesters))
+        fq = _fake_quantize(*consts, levels)
+        if smooth is not None:
+            fq = _rescaled(fq, smooth)
+        out[names[0]] = TensorQuantizer(fq, tuple(requesters))
     return out
+
+
+def _smoothed_source(src: Any) -> tuple[Any, np.ndarray | None]:
+    """SmoothQuant (NNCF's transformer model type) puts ``Multiply(x, scale)`` between an activation and its
+    FakeQuantize: the activation is ``x``, and the quantizer sees ``x * scale``."""
+    node = src.get_node()
+    if node.get_type_name() != "Multiply":
+        return src, None
+    for i, j in ((0, 1), (1, 0)):
+        scale = node.input(j).get_source_output().get_node()
+        if scale.get_type_name() == "Constant" and not src.get_names():
+            return node.input(i).get_source_output(), np.asarray(scale.get_data(), dtype=np.float32)
+    return src, None
+
+
+def _rescaled(fq: FakeQuant, scale: np.ndarray) -> FakeQuant:
+    """The error ``fq`` makes on ``x * scale``, expressed on ``x``."""
+    safe = np.where(scale == 0, 1.0, scale)
+
+    def smoothed(x: np.ndarray) -> np.ndarray:
+        return (fq(x * scale) / safe).astype(np.float32)
+
+    return smoothed
 
 
 def _requesting_ops(fq: Any) -> list[str]:
@@ -240,9 +267,15 @@ def rank_layers(
         for t in tensors:
             x = np.asarray(values[t], dtype=np.float32)
             err = x - quantizers[t].fake_quant(x)
-            axes = tuple(i for i in range(x.ndim) if i != 1) if x.ndim >= 2 else (0,)
-            signal[t] = signal.get(t, 0.0) + np.sum(x.astype(np.float64) ** 2, axis=axes)
-            noise[t] = noise.get(t, 0.0) + np.sum(err.astype(np.float64) ** 2, axis=axes)
+            channel = _channel_axis(x.ndim)
+            axes = tuple(i for i in range(x.ndim) if i != channel) if x.ndim >= 2 else (0,)
+            sig = np.sum(x.astype(np.float64) ** 2, axis=axes)
+            noi = np.sum(err.astype(np.float64) ** 2, axis=axes)
+            if t in signal and np.shape(signal[t]) != sig.shape:  # a channel axis that varies: totals only
+                sig, noi = np.atleast_1d(sig.sum()), np.atleast_1d(noi.sum())
+                signal[t], noise[t] = np.atleast_1d(np.sum(signal[t])), np.atleast_1d(np.sum(noise[t]))
+            signal[t] = signal.get(t, 0.0) + sig
+            noise[t] = noise.get(t, 0.0) + noi
     owners = tensor_nodes(fp32_onnx)
     out = []
     for t in tensors:
@@ -259,6 +292,12 @@ def rank_layers(
         )
     out.sort(key=lambda e: e.channel_sqnr_db)
     return out
+
+
+def _channel_axis(ndim: int) -> int:
+    """The channel axis of an activation: axis 1 for images and attention maps (``[batch, channels or
+    heads, ...]``), the last axis for token tensors (``[batch, sequence, hidden]``, whose axis 1 varies)."""
+    return 1 if ndim >= 4 else ndim - 1
 
 
 def _channel_sqnr(signal: np.ndarray, noise: np.ndarray) -> float:

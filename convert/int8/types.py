@@ -69,6 +69,10 @@ LAYOUTS: Mapping[str, TargetLayout] = {
     "ort": TargetLayout("onnx-int8", "onnx", "ort-cpu", "model-int8{suffix}"),
     "openvino": TargetLayout("openvino-int8", "openvino", "openvino", "openvino-int8/model{suffix}"),
     "torch": TargetLayout("torch-int8", "torchscript", "torch", "model-int8{suffix}"),
+    "ort-dynamic": TargetLayout("onnx-int8-dynamic", "onnx", "ort-cpu", "model-int8-dynamic{suffix}"),
+    "openvino-weights": TargetLayout(
+        "openvino-int8-weights", "openvino", "openvino", "openvino-int8-weights/model{suffix}"
+    ),
 }
 
 
@@ -81,10 +85,16 @@ class Target(str, enum.Enum):
     """OpenVINO IR quantized by NNCF (variant ``openvino-int8``)."""
     TORCH = "torch"
     """PyTorch FX int8 saved as TorchScript (variant ``torch-int8``); needs the fp32 ``nn.Module``."""
+    ORT_DYNAMIC = "ort-dynamic"
+    """ONNX Runtime dynamic int8 for transformers (variant ``onnx-int8-dynamic``; no calibration)."""
+    OPENVINO_WEIGHTS = "openvino-weights"
+    """OpenVINO with int8 weights from NNCF weight compression (variant ``openvino-int8-weights``)."""
 
     @classmethod
     def parse(cls, values: str | Iterable[str | Target]) -> tuple[Target, ...]:
         """``"ort"``, ``"ort,openvino"``, ``"all"`` or a list of those → targets, in order, without repeats.
+        ``all`` is the three calibrated targets (``ort``, ``openvino``, ``torch``); name the transformer
+        recipes (``ort-dynamic``, ``openvino-weights``) explicitly.
 
         Raises:
             InvalidInputError: An unknown name.
@@ -94,10 +104,11 @@ class Target(str, enum.Enum):
         for item in items:
             text = item.value if isinstance(item, Target) else str(item).strip().lower()
             try:
-                found = list(cls) if text == "all" else [cls(text)]
+                found = [cls.ORT, cls.OPENVINO, cls.TORCH] if text == "all" else [cls(text)]
             except ValueError as exc:
                 raise InvalidInputError(
-                    f"unknown target {text!r}: expected ort, openvino, torch or all"
+                    f"unknown target {text!r}: expected ort, openvino, torch, ort-dynamic, openvino-weights "
+                    "or all"
                 ) from exc
             out.extend(t for t in found if t not in out)
         return tuple(out)
@@ -366,6 +377,7 @@ class QuantizeReport:
     max_accuracy_drop: float | None
     committed: bool
     reference: str = ""
+    routes: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -384,6 +396,7 @@ class QuantizeReport:
             "holdout": self.holdout,
             "int8_outlook": self.outlook.to_dict(),
             "targets": [t.to_dict() for t in self.targets],
+            **({"routes": self.routes} if self.routes else {}),
         }
 
     def validation(self, rep: TargetReport) -> dict[str, Any]:

@@ -1,10 +1,15 @@
-"""Add validated static int8 variants to an artifact: ONNX Runtime (QDQ), OpenVINO (NNCF) and PyTorch.
+"""Add validated int8 variants to an artifact: ONNX Runtime (QDQ, or dynamic for transformers), OpenVINO
+(NNCF, or int8 weights) and PyTorch.
 
 :func:`quantize` takes an artifact with an ``onnx-fp32`` variant and a calibration set, and for each target
 calibrates, quantizes, validates against the fp32 reference on data held out from calibration, and — when
 an accuracy budget is given and missed — repairs the model by keeping its worst layers in float. All new
 variants are written in one atomic update of the artifact: if any target misses the budget, nothing is
 written and :class:`~infership.convert.int8.types.AccuracyBudgetError` (carrying the full report) is raised.
+
+Text models (an artifact with a tokenizer, from ``hf:PATH``) get transformer defaults: targets ``ort-dynamic``
+and ``openvino``, NNCF's transformer model type (SmoothQuant), the MatMul-only static preset for ``ort``, and
+calibration from text (``.txt`` / ``.tsv`` files or lists of strings, tokenized with the artifact's tokenizer).
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ from typing import Any
 
 import numpy as np
 from infership.calibration.dataset import CalibrationSet
+from infership.calibration.text import from_texts
 from infership.runtime.artifact import Artifact, ArtifactWriter
 from infership.runtime.errors import ArtifactError, InvalidInputError
 from infership.runtime.manifest import Manifest
+from infership.runtime.routing import RouteTable, with_routes
 from infership.runtime.tasks import Task, judge_for
+from infership.runtime.text import TextEncoder
 
 from ..resolve import check_task
 from . import build
@@ -30,6 +38,8 @@ from . import evaluate as ev
 from .openvino import NNCF_RANGE_FOR_METHOD, NncfQuantConfig
 from .ort import CalibrationMethod, OrtQuantConfig
 from .outlook import int8_outlook
+from .routes import measure_routes
+from .transformer import OrtDynamicConfig
 from .types import (
     HOLDOUT_FRACTION,
     INT8,
@@ -48,14 +58,15 @@ __all__ = ["quantize"]
 
 def quantize(
     artifact: str | os.PathLike[str] | Artifact,
-    calibration: CalibrationSet | str,
+    calibration: CalibrationSet | str | Sequence[str],
     *,
-    targets: str | Iterable[str | Target] = (Target.ORT, Target.OPENVINO),
+    targets: str | Iterable[str | Target] | None = None,
     method: CalibrationMethod | str | None = None,
     ort_config: OrtQuantConfig | None = None,
     nncf_config: NncfQuantConfig | None = None,
+    dynamic_config: OrtDynamicConfig | None = None,
     samples: int | None = 128,
-    holdout: CalibrationSet | str | None = None,
+    holdout: CalibrationSet | str | Sequence[str] | None = None,
     holdout_fraction: float = HOLDOUT_FRACTION,
     holdout_samples: int | None = None,
     max_accuracy_drop: float | None = None,
@@ -65,6 +76,7 @@ def quantize(
     torch_model: Any = None,
     latency_runs: int = 20,
     task: Task | str | None = None,
+    routes: bool = True,
     progress: bool = False,
 ) -> QuantizeReport:
     """Calibrate, quantize, validate and (if needed) repair int8 variants, and add them to the artifact.
@@ -73,14 +85,20 @@ def quantize(
         artifact: Artifact directory (or loaded :class:`Artifact`) with an ``onnx-fp32`` variant.
         calibration: A :class:`CalibrationSet`, or a source string for
             :func:`infership.calibration.from_spec`: a ``.npy``/``.npz`` file or a folder of them, an image
-            folder (read through the artifact's preprocessing), ``FILE.py:FUNCTION`` / ``MODULE:FUNCTION``
-            returning the data, or ``SCHEME:ARGUMENT`` for a registered source (``numpy:PATH``,
-            ``images:FOLDER``, or one added with :func:`~infership.calibration.register_source`).
-        targets: ``ort``, ``openvino``, ``torch`` (or ``all``).
+            folder (read through the artifact's preprocessing), a ``.txt``/``.tsv`` file of texts (through
+            the artifact's tokenizer), ``FILE.py:FUNCTION`` / ``MODULE:FUNCTION`` returning the data, or
+            ``SCHEME:ARGUMENT`` for a registered source (``numpy:PATH``, ``images:FOLDER``, ``text:PATH``,
+            or one added with :func:`~infership.calibration.register_source`); or a list of strings for an
+            artifact that takes text.
+        targets: ``ort``, ``openvino``, ``torch`` (or ``all``), ``ort-dynamic``, ``openvino-weights``.
+            Default: ``ort-dynamic,openvino`` for transformer text models, else ``ort,openvino``.
         method: Calibration method for both runtimes (MinMax ↔ NNCF ``minmax`` range, Percentile ↔
             ``mean_quantile``, Entropy ↔ ``histogram``). Default: MinMax, or the method of ``ort_config``.
-        ort_config: ONNX Runtime options (default :meth:`OrtQuantConfig.cpu_vnni`).
-        nncf_config: NNCF options (default :meth:`NncfQuantConfig.cpu` with the range matching ``method``).
+        ort_config: ONNX Runtime options (default :meth:`OrtQuantConfig.cpu_vnni`; for transformer text models
+            :meth:`OrtQuantConfig.transformer`).
+        nncf_config: NNCF options (default :meth:`NncfQuantConfig.cpu` with the range matching ``method``;
+            for transformer text models :meth:`NncfQuantConfig.transformer_model`).
+        dynamic_config: ``ort-dynamic`` options (default :meth:`OrtDynamicConfig.blockwise`).
         samples: Calibration samples drawn from the calibration set (``None``: all).
         holdout: Held-out validation data; default: ``holdout_fraction`` of the calibration set, split off
             before sampling, so validation never sees a calibration sample.
@@ -96,6 +114,10 @@ def quantize(
         task: Set the artifact's task (``tensor`` or ``classification``) before anything is judged; it
             decides the figures and the loss the budget is checked against, and is recorded in the
             manifest with the new variants. Default: the artifact's own task.
+        routes: For an artifact that takes text, with a budget: time the int8 variants that meet it at
+            sequence lengths 8 to 512 and record which serves which lengths
+            (:mod:`infership.convert.int8.routes`), so ``Predictor.load(path, precision="int8")`` routes
+            each batch by its length.
         progress: Show progress bars (calibration, NNCF) on the console.
 
     Returns:
@@ -118,6 +140,9 @@ def quantize(
         # Judged by this task from here on, and committed with the new variants.
         art = Artifact(art.root, replace(art.manifest, task=wanted), derived=art.derived)
     manifest = art.manifest
+    text = is_transformer_text(manifest)
+    if targets is None:
+        targets = (Target.ORT_DYNAMIC, Target.OPENVINO) if text else (Target.ORT, Target.OPENVINO)
     chosen = Target.parse(targets)
     if not chosen:
         raise InvalidInputError("no target given: expected ort, openvino, torch or all")
@@ -134,10 +159,20 @@ def quantize(
     art.verify(fp32)
     src = art.path_of(fp32.files[0])
 
-    def as_set(data: CalibrationSet | str) -> CalibrationSet:
+    encoder = TextEncoder(manifest.tokenizer, art.root) if manifest.tokenizer is not None else None
+
+    def as_set(data: CalibrationSet | str | Sequence[str]) -> CalibrationSet:
         if isinstance(data, CalibrationSet):
             return data
-        return from_spec(str(data), preprocessing=manifest.preprocessing, class_names=manifest.labels)
+        if isinstance(data, (list, tuple)):
+            if encoder is None:
+                raise InvalidInputError(
+                    "texts were given, but the artifact has no tokenizer to read them with"
+                )
+            return from_texts(list(data), encoder)
+        return from_spec(
+            str(data), preprocessing=manifest.preprocessing, class_names=manifest.labels, tokenizer=encoder
+        )
 
     cset = as_set(calibration).bind(manifest.inputs)  # refuses mismatching data before any work
     if holdout is None:
@@ -147,7 +182,7 @@ def quantize(
     calib = pool.sample(samples) if samples is not None else pool
     if holdout_samples is not None:
         held = held.sample(holdout_samples)
-    ort_cfg, nncf_cfg = _configs(method, ort_config, nncf_config)
+    ort_cfg, nncf_cfg = _configs(method, ort_config, nncf_config, transformer=text)
     if Target.ORT in chosen:
         outlook = int8_outlook(
             activation_type=ort_cfg.activation_type.value,
@@ -179,6 +214,10 @@ def quantize(
                 built.append(build.build_ort(ctx, ort_cfg))
             elif target is Target.OPENVINO:
                 built.append(build.build_openvino(ctx, nncf_cfg))
+            elif target is Target.ORT_DYNAMIC:
+                built.append(build.build_ort_dynamic(ctx, dynamic_config or OrtDynamicConfig.blockwise()))
+            elif target is Target.OPENVINO_WEIGHTS:
+                built.append(build.build_openvino_weights(ctx))
             else:
                 built.append(build.build_torch(ctx, torch_model))
         reports = tuple(r for r, _ in built)
@@ -205,7 +244,10 @@ def quantize(
                 "targets that pass (--target).",
                 report,
             )
-        _commit(art, built, report)
+        table = measure_routes(ctx, built) if routes else None
+        if table is not None:
+            report = replace(report, routes=table.to_dict())
+        _commit(art, built, report, table)
     return replace(report, committed=True)
 
 
@@ -238,12 +280,24 @@ def _configs(
     method: CalibrationMethod | str | None,
     ort_config: OrtQuantConfig | None,
     nncf_config: NncfQuantConfig | None,
+    *,
+    transformer: bool = False,
 ) -> tuple[OrtQuantConfig, NncfQuantConfig]:
-    ort_cfg = ort_config or OrtQuantConfig.cpu_vnni()
+    ort_cfg = ort_config or (OrtQuantConfig.transformer() if transformer else OrtQuantConfig.cpu_vnni())
     if method is not None:
         ort_cfg = replace(ort_cfg, method=choice(CalibrationMethod, method, "calibration method"))
-    nncf_cfg = nncf_config or NncfQuantConfig.cpu(activation_range=NNCF_RANGE_FOR_METHOD[ort_cfg.method])
-    return ort_cfg, nncf_cfg
+    if nncf_config is not None:
+        return ort_cfg, nncf_config
+    if transformer:  # NNCF's transformer type picks its own ranges (SmoothQuant) unless a method was asked
+        extra = {"activation_range": NNCF_RANGE_FOR_METHOD[ort_cfg.method]} if method is not None else {}
+        return ort_cfg, NncfQuantConfig.transformer_model(**extra)
+    return ort_cfg, NncfQuantConfig.cpu(activation_range=NNCF_RANGE_FOR_METHOD[ort_cfg.method])
+
+
+def is_transformer_text(manifest: Manifest) -> bool:
+    """Whether the artifact is a transformer that takes text (it carries a tokenizer): it gets the
+    transformer int8 defaults."""
+    return manifest.tokenizer is not None
 
 
 def variant_fields(rep: TargetReport, report: QuantizeReport) -> dict[str, Any]:
@@ -261,9 +315,16 @@ def variant_fields(rep: TargetReport, report: QuantizeReport) -> dict[str, Any]:
     }
 
 
-def _commit(art: Artifact, built: Sequence[tuple[TargetReport, list[Path]]], report: QuantizeReport) -> None:
+def _commit(
+    art: Artifact,
+    built: Sequence[tuple[TargetReport, list[Path]]],
+    report: QuantizeReport,
+    table: RouteTable | None,
+) -> None:
     with ArtifactWriter.update(art) as writer:
         for rep, files in built:
             names = [writer.add_file(f, rep.target.artifact_name(f)) for f in files]
             writer.put_variant(rep.variant_id, files=names, **variant_fields(rep, report))
+        if table is not None:
+            writer.set_manifest(extra=with_routes(writer.manifest, INT8, table).extra)
         writer.commit()

@@ -228,6 +228,7 @@ class OrtTensorrtBackend(OrtCudaBackend):
     provider = _TRT
     extra_keys = OrtCudaBackend.extra_keys | {
         "shape_ranges",
+        "dim_ranges",
         "max_batch",
         "opt_batch",
         "trt_max_workspace_size",
@@ -294,31 +295,70 @@ def _trt_major() -> int | None:
 def trt_profile(
     artifact: Artifact, options: BackendOptions
 ) -> dict[str, tuple[list[int], list[int], list[int]]]:
-    """Min/opt/max shapes per input for TensorRT's optimisation profile.
+    """Min/opt/max shapes per input for TensorRT's optimisation profile, covering every dynamic axis.
 
-    Taken from ``extra["shape_ranges"]`` (``{input: [min, opt, max]}``) where given; otherwise the
-    manifest's dynamic batch axis gets 1 / ``opt_batch`` (1) / ``max_batch`` (32). Any other dynamic axis
-    needs an explicit range, since a guess would either waste memory or fail at run time.
+    ``extra["shape_ranges"]`` (``{input: [min, opt, max]}``) sets an input's shapes outright. Otherwise each
+    dynamic axis gets the range of its symbol, the same in every input that shares it (TensorRT requires
+    that): ``extra["dim_ranges"]`` (``{symbol: [min, opt, max]}``) where given; else the range the manifest
+    declares (``Manifest.dims``, e.g. ``{"sequence": (1, 512)}`` for text models), with opt at its maximum
+    for non-batch axes; else, for axis 0, 1 / ``opt_batch`` (1) / ``max_batch`` (32). A batch axis declared
+    unbounded takes ``max_batch``. Any other dynamic axis without a range raises: a guess would either waste
+    memory or fail at run time.
+
+    Raises:
+        BackendUnavailable: A dynamic axis has no range, or a range is not ``min <= opt <= max``.
     """
-    given = options.extra.get("shape_ranges") or {}
-    max_b = int(options.extra.get("max_batch", 32))
-    opt_b = int(options.extra.get("opt_batch", 1))
+    extra = options.extra
+    given = extra.get("shape_ranges") or {}
+    by_symbol = {str(k): [int(x) for x in v] for k, v in (extra.get("dim_ranges") or {}).items()}
+    declared = artifact.manifest.dims
+    max_b = int(extra.get("max_batch", 32))
+    opt_b = int(extra.get("opt_batch", 1))
+
+    def axis_range(spec_name: str, axis: int, symbol: str | None) -> list[int]:
+        if symbol is not None and symbol in by_symbol:
+            rng = by_symbol[symbol]
+        elif symbol is not None and symbol in declared:
+            lo, hi = declared[symbol]
+            lo = max(1, lo)
+            if axis == 0:
+                top = max_b if hi is None else min(hi, max_b)
+                rng = [lo, min(max(opt_b, lo), top), top]
+            elif hi is None:
+                rng = []
+            else:
+                rng = [lo, hi, hi]
+        elif axis == 0:
+            rng = [1, opt_b, max_b]
+        else:
+            rng = []
+        if not rng:
+            raise BackendUnavailable(
+                f"ort-trt: axis {axis} ({symbol or 'unnamed'}) of input {spec_name!r} has no declared range; "
+                f"pass extra={{'dim_ranges': {{'{symbol or spec_name}': [min, opt, max]}}}} or "
+                f"extra={{'shape_ranges': {{'{spec_name}': [min_shape, opt_shape, max_shape]}}}}"
+            )
+        if len(rng) != 3 or not 0 <= rng[0] <= rng[1] <= rng[2]:
+            raise BackendUnavailable(
+                f"ort-trt: range {rng} of axis {axis} of input {spec_name!r} is not [min, opt, max] with "
+                "min <= opt <= max"
+            )
+        return rng
+
     out: dict[str, tuple[list[int], list[int], list[int]]] = {}
     for spec in artifact.manifest.inputs:
         if spec.name in given:
             lo, opt, hi = (list(map(int, s)) for s in given[spec.name])
             out[spec.name] = (lo, opt, hi)
             continue
-        dyn = spec.dynamic_axes
-        if not dyn:
+        if not spec.dynamic_axes:
             continue
-        if set(dyn) != {0}:
-            raise BackendUnavailable(
-                f"ort-trt: input {spec.name!r} has dynamic axes {sorted(dyn)} beyond the batch; pass "
-                f"extra={{'shape_ranges': {{'{spec.name}': [min_shape, opt_shape, max_shape]}}}}"
-            )
-        rest = [int(d) for d in spec.shape[1:]]  # type: ignore[arg-type]
-        out[spec.name] = ([1, *rest], [opt_b, *rest], [max_b, *rest])
+        shapes: tuple[list[int], list[int], list[int]] = ([], [], [])
+        for axis, dim in enumerate(spec.shape):
+            rng = [dim] * 3 if isinstance(dim, int) else axis_range(spec.name, axis, dim)
+            for k in range(3):
+                shapes[k].append(int(rng[k]))
+        out[spec.name] = shapes
     return out
 
 

@@ -252,3 +252,52 @@ def test_output_names_never_collide_with_values_inside_the_graph(tmp_path: Path)
     emb, relu = sess.run(["embedding", "relu_out"], {"x": np.array([-1.0, 2.0], np.float32)})
     np.testing.assert_array_equal(emb, [0.0, -2.0])
     np.testing.assert_array_equal(relu, [0.0, 2.0])
+
+
+def test_tensorrt_profile_covers_every_dynamic_axis_from_the_declared_ranges(text_artifact: Path) -> None:
+    from dataclasses import replace
+
+    from infership.runtime import Artifact, BackendUnavailable
+    from infership.runtime.backend import BackendOptions
+    from infership.runtime.backends.ort import trt_profile
+
+    art = Artifact.load(text_artifact)
+    prof = trt_profile(art, BackendOptions(extra={"max_batch": 16}))
+    # batch 1 / opt_batch 1 / max_batch; sequence 1 / 64 / 64 from Manifest.dims, the same for every input
+    assert prof == {n: ([1, 1], [1, 64], [16, 64]) for n in ("input_ids", "attention_mask", "token_type_ids")}
+    tuned = trt_profile(art, BackendOptions(extra={"dim_ranges": {"sequence": [4, 32, 48]}, "opt_batch": 8}))
+    assert tuned["input_ids"] == ([1, 4], [8, 32], [32, 48])
+    unbounded = replace(art.manifest, dims={"batch": (1, None), "sequence": (1, None)})
+    with pytest.raises(BackendUnavailable, match="dim_ranges"):
+        trt_profile(Artifact(art.root, unbounded), BackendOptions())
+    with pytest.raises(BackendUnavailable, match="min <= opt <= max"):
+        trt_profile(art, BackendOptions(extra={"dim_ranges": {"sequence": [8, 4, 16]}}))
+
+
+def test_routes_send_each_batch_by_its_length(text_artifact: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from infership.runtime import Artifact, ArtifactWriter, Predictor
+    from infership.runtime.routing import Route, RouteTable, with_routes
+
+    copy = tmp_path / "routed"
+    shutil.copytree(text_artifact, copy)
+    art = Artifact.load(copy)
+    table = RouteTable("sequence", (Route(8, "onnx-fp32", "ort-cpu"), Route(None, "torch-fp32", "torch")))
+    with ArtifactWriter.update(art) as w:
+        w.set_manifest(extra=with_routes(w.manifest, "fp32", table).extra)
+        w.commit()
+    with Predictor.load(copy, precision="fp32") as p:
+        assert p.backend == "ort-cpu+torch"
+        session = p._session
+        short = p.prepare(["hello world"])
+        long = p.prepare(["the quick brown fox jumps over the lazy dog"])
+        assert session.route_for(short).backend == "ort-cpu"
+        assert session.route_for(long).backend == "torch"
+        np.testing.assert_allclose(
+            p.predict(["hello world", "the quick brown fox jumps over the lazy dog"])["embedding"],
+            Predictor.load(copy, backend="ort-cpu").predict(
+                ["hello world", "the quick brown fox jumps over the lazy dog"]
+            )["embedding"],
+            atol=1e-5,
+        )

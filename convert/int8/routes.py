@@ -1,0 +1,92 @@
+"""Which int8 variant serves which input length: measured, then recorded for the Predictor to route by.
+
+For an artifact that takes text, every int8 variant that met the accuracy budget is timed at batch 1 over a
+ladder of sequence lengths (:data:`LENGTHS`, capped at the tokenizer's maximum), interleaved — each round
+times every variant once, after a short rest, in a rotating order, so that drift on a busy machine and one
+runtime's spinning threads fall on every variant alike. The fastest variant at each length wins it; the
+boundary between two lengths won by different variants is their geometric middle. The table
+(:class:`~infership.runtime.routing.RouteTable`) goes into the manifest with the variants, and
+``Predictor.load(path, precision="int8")`` routes each batch by its length (:mod:`infership.runtime.routing`).
+
+Routes are written only when a budget was given: "fastest" is chosen among variants known to be accurate
+enough, never over accuracy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+from infership.runtime.hardware import cpu_info
+from infership.runtime.routing import Route, RouteTable
+from infership.runtime.text import TextEncoder
+
+from . import evaluate as ev
+from .types import QuantizeContext, TargetReport
+
+log = logging.getLogger(__name__)
+
+#: Sequence lengths (tokens, batch 1) every candidate is timed at.
+LENGTHS = (8, 16, 32, 64, 128, 256, 512)
+_ROUNDS = 5
+_CALLS = 5
+_REST_S = 0.05
+
+
+def measure_routes(
+    ctx: QuantizeContext, built: Sequence[tuple[TargetReport, list[Path]]], *, rounds: int = _ROUNDS
+) -> RouteTable | None:
+    """Time the passing int8 candidates at :data:`LENGTHS` and make the route table.
+
+    Returns:
+        The table, or ``None`` when the artifact takes no text, no budget was given, or fewer than one
+        candidate passed it.
+    """
+    m = ctx.artifact.manifest
+    passing = [(r, files) for r, files in built if r.passed]
+    if m.tokenizer is None or ctx.budget is None or not passing:
+        return None
+    encoder = TextEncoder(m.tokenizer, ctx.artifact.root)
+    lengths = [n for n in LENGTHS if n <= m.tokenizer.max_length] or [m.tokenizer.max_length]
+    feeds = {n: encoder.token_feeds([n]) for n in lengths}
+    times: dict[str, dict[int, list[float]]] = {r.variant_id: {n: [] for n in lengths} for r, _ in passing}
+    with ExitStack() as stack:
+        runners = {}
+        for rep, files in passing:
+            art = ev.candidate(
+                ctx, files, variant_id=rep.variant_id, format=rep.target.format, target=rep.backend
+            )
+            p = stack.enter_context(
+                ev.open_variant(art, backend=rep.backend, variant_id=rep.variant_id, scratch=ctx.tmp)
+            )
+            runners[rep.variant_id] = p
+            for f in feeds.values():
+                p.predict(f)  # first-call allocation and compilation, per shape
+        names = list(runners)
+        for rnd in range(rounds):
+            order = names[rnd % len(names) :] + names[: rnd % len(names)]
+            for n in lengths:
+                for vid in order:
+                    time.sleep(_REST_S)
+                    for _ in range(_CALLS):
+                        t0 = time.perf_counter()
+                        runners[vid].predict(feeds[n])
+                        times[vid][n].append((time.perf_counter() - t0) * 1e3)
+    medians = {vid: {n: float(np.median(v)) for n, v in per.items()} for vid, per in times.items()}
+    backends = {r.variant_id: r.backend for r, _ in passing}
+    winners = [min(medians, key=lambda vid, n=n: medians[vid][n]) for n in lengths]
+    routes: list[Route] = []
+    for i, (n, vid) in enumerate(zip(lengths, winners, strict=True)):
+        last = i == len(lengths) - 1
+        if not last and winners[i + 1] == vid:
+            continue
+        upper = None if last else int(math.sqrt(n * lengths[i + 1]))
+        routes.append(Route(upper, vid, backends[vid]))
+    measured = {vid: {f"sequence={n}": round(ms, 4) for n, ms in per.items()} for vid, per in medians.items()}
+    log.info("int8 routes by length: %s", [r.to_dict() for r in routes])
+    return RouteTable("sequence", tuple(routes), cpu_info().model, measured)

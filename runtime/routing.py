@@ -1,0 +1,184 @@
+"""Routing each batch by input length to the variant measured fastest for that length.
+
+No single int8 recipe wins every input length for a transformer: on a CPU, ONNX Runtime's dynamic int8 is
+fastest for short inputs at batch 1, OpenVINO's int8 for long inputs and large batches. ``quantize`` measures
+every validated int8 variant at several sequence lengths and records, per precision, which variant and
+backend is fastest up to which length (:data:`ROUTES_KEY` in ``Manifest.extra``)::
+
+    {"int8": {"symbol": "sequence",
+              "routes": [{"max": 24, "variant": "onnx-int8-dynamic", "backend": "ort-cpu"},
+                         {"max": null, "variant": "openvino-int8", "backend": "openvino"}],
+              "measured_ms": {...}, "cpu": "..."}}
+
+``Predictor.load(path, precision="int8")`` (backend ``auto``, no variant) then opens one session per route and
+runs each batch on the first route whose ``max`` holds the batch's size along ``symbol`` (all routes' variants
+passed the same accuracy budget). ``placement.details["routes"]`` says so. Explicit ``backend=`` or
+``variant=`` load one variant as always; routes recorded on another kind of CPU are not used.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from . import selection
+from .artifact import Artifact
+from .backend import BackendOptions, Placement, SessionBase
+from .errors import ArtifactError, BackendUnavailable, InferenceError, InvalidInputError
+from .hardware import cpu_info
+from .manifest import Manifest
+from .spec import TensorSpec
+
+log = logging.getLogger(__name__)
+
+#: Where routes live: ``Manifest.extra[ROUTES_KEY][precision]``.
+ROUTES_KEY = "routes"
+
+
+@dataclass(frozen=True)
+class Route:
+    """Batches whose size along the routing symbol is at most ``max`` (``None``: any) run ``variant`` on
+    ``backend``."""
+
+    max: int | None
+    variant: str
+    backend: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max": self.max, "variant": self.variant, "backend": self.backend}
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    """The routes of one precision: the symbol routed on, the routes in order, what they were measured on."""
+
+    symbol: str
+    routes: tuple[Route, ...]
+    cpu: str | None = None
+    measured_ms: Mapping[str, Any] | None = None
+
+    def pick(self, size: int) -> int:
+        """Index of the route for a batch of ``size`` along the symbol."""
+        for i, r in enumerate(self.routes):
+            if r.max is None or size <= r.max:
+                return i
+        return len(self.routes) - 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "symbol": self.symbol,
+            "routes": [r.to_dict() for r in self.routes],
+            "cpu": self.cpu,
+            "measured_ms": dict(self.measured_ms or {}),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RouteTable:
+        """Read :meth:`to_dict`.
+
+        Raises:
+            ArtifactError: A malformed record.
+        """
+        try:
+            routes = tuple(
+                Route(None if r["max"] is None else int(r["max"]), str(r["variant"]), str(r["backend"]))
+                for r in data["routes"]
+            )
+            table = cls(str(data["symbol"]), routes, data.get("cpu"), data.get("measured_ms"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"malformed routes record ({type(exc).__name__}: {exc})") from exc
+        if not routes:
+            raise ArtifactError("routes record lists no route")
+        return table
+
+
+def read_routes(manifest: Manifest, precision: str) -> RouteTable | None:
+    """The routes recorded for ``precision``, or ``None``."""
+    record = (manifest.extra.get(ROUTES_KEY) or {}).get(precision)
+    return RouteTable.from_dict(record) if record else None
+
+
+def with_routes(manifest: Manifest, precision: str, table: RouteTable) -> Manifest:
+    """A copy of ``manifest`` recording ``table`` for ``precision``."""
+    routes = {**(manifest.extra.get(ROUTES_KEY) or {}), precision: table.to_dict()}
+    return replace(manifest, extra={**manifest.extra, ROUTES_KEY: routes})
+
+
+class RoutedSession(SessionBase):
+    """Several sessions of one artifact; each batch runs on the route its length selects."""
+
+    def __init__(self, table: RouteTable, opened: Sequence[selection.Opened], inputs: Sequence[TensorSpec],
+                 outputs: Sequence[TensorSpec]) -> None:  # fmt: skip
+        self._table = table
+        self._opened = list(opened)
+        self.inputs = tuple(inputs)
+        self.outputs = tuple(outputs)
+        self._axis = _axis_of(table.symbol, self.inputs)
+        self.placement = Placement(
+            backend="+".join(dict.fromkeys(o.backend for o in opened)),
+            device=opened[0].placement.device,
+            providers=tuple(dict.fromkeys(p for o in opened for p in o.placement.providers)),
+            details={"routes": [r.to_dict() for r in table.routes], "selection": "routes by length"},
+        )
+
+    def route_for(self, feeds: Mapping[str, Any]) -> selection.Opened:
+        """The opened variant a batch runs on."""
+        name, axis = self._axis
+        value = feeds[name]
+        size = int(value.shape[axis]) if getattr(value, "ndim", 0) > axis else 1
+        return self._opened[self._table.pick(size)]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not self._opened:
+            raise InferenceError("the session is closed")
+        return self.route_for(feeds).session.run(feeds)
+
+    def close(self) -> None:
+        opened, self._opened = self._opened, []
+        for o in opened:
+            o.session.close()
+
+
+def _axis_of(symbol: str, inputs: Sequence[TensorSpec]) -> tuple[str, int]:
+    for spec in inputs:
+        for axis, dim in enumerate(spec.shape):
+            if dim == symbol:
+                return spec.name, axis
+    raise ArtifactError(f"routes are keyed by {symbol!r}, which no input has")
+
+
+def open_routed(
+    artifact: Artifact, request: selection.Request, base: BackendOptions
+) -> selection.Opened | None:
+    """The routed session for ``request`` when the artifact records routes for its precision and the
+    request leaves the choice to infership (``auto``, no variant, no autotune); else ``None``.
+
+    Routes recorded on another CPU model are not used (logged). A route that cannot open here (its
+    backend unavailable) leaves the whole table unused: the fixed order applies, as without routes.
+    """
+    if request.backend != "auto" or request.variant is not None or request.autotune or not request.precision:
+        return None
+    table = read_routes(artifact.manifest, request.precision)
+    if table is None:
+        return None
+    here = cpu_info().model
+    if table.cpu and here and table.cpu != here:
+        log.info("routes measured on %r, this CPU is %r: not used", table.cpu, here)
+        return None
+    opened: list[selection.Opened] = []
+    try:
+        for route in table.routes:
+            req = replace(request, backend=route.backend, variant=route.variant)
+            opened.append(selection.open_on(artifact, route.backend, req, base))
+    except (BackendUnavailable, ArtifactError, InvalidInputError) as exc:
+        for o in opened:
+            o.session.close()
+        log.warning("routes for %s not used: %s", request.precision, exc)
+        return None
+    m = artifact.manifest
+    session = RoutedSession(table, opened, m.inputs, m.outputs)
+    return selection.Opened(session.placement.backend, opened[0].variant, session, base, session.placement)

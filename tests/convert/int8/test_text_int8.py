@@ -1,0 +1,171 @@
+"""int8 for text models: calibration from text, the transformer recipes, the embedding judge, routes by length.
+
+A tiny random-weight BERT (tests/convert/text_models.py) exported with its tokenizer; sentences made from its
+vocabulary. Accuracy figures of a random model mean little: the tests check that the figures are the task's
+(cosine and nearest-neighbour agreement), that recipes build what they say, and that routes are measured,
+recorded and followed.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.convert.text_models import WORDS, tiny_bert_folder
+
+pytest.importorskip("transformers")
+
+
+def sentences(n: int, *, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 40))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def text_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from infership.convert import build_artifact
+
+    root = tmp_path_factory.mktemp("int8text")
+    folder = tiny_bert_folder(root / "hf", seed=3)
+    out = root / "art"
+    build_artifact(f"hf:{folder}", out, fp16=False, openvino=False, torch_program=False, samples=2)
+    return out
+
+
+@pytest.fixture
+def artifact(text_artifact: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "art"
+    shutil.copytree(text_artifact, copy)
+    return copy
+
+
+def test_text_calibration_file_is_tokenized_batched_by_length_and_described(
+    text_artifact: Path, tmp_path: Path
+):
+    from infership.calibration import from_spec
+    from infership.runtime import Artifact, InvalidInputError
+    from infership.runtime.text import TextEncoder
+
+    m = Artifact.load(text_artifact).manifest
+    enc = TextEncoder(m.tokenizer, text_artifact)
+    path = tmp_path / "calib.txt"
+    texts = sentences(40, seed=0)
+    path.write_text("\n".join(texts) + "\n\n")
+    cset = from_spec(str(path), tokenizer=enc, batch_size=8).bind(m.inputs)
+    widths = [b["input_ids"].shape[1] for b in cset]
+    assert widths == sorted(widths)  # shortest first: each batch pads only to its own longest
+    lengths = cset.describe()["lengths"]
+    assert lengths["count"] == 40 and lengths["min"] >= 3 and lengths["max"] <= 42
+    assert sum(lengths["buckets"].values()) == 40
+    assert len(cset) == 40 and cset.split(0.5)[1].describe()["lengths"]["count"] == 40  # source-wide record
+    with pytest.raises(InvalidInputError, match="no tokenizer"):
+        from_spec(str(path))
+
+
+def test_labelled_text_file(text_artifact: Path, tmp_path: Path):
+    from infership.calibration import from_spec
+    from infership.runtime import Artifact, InvalidInputError
+    from infership.runtime.text import TextEncoder
+
+    m = Artifact.load(text_artifact).manifest
+    enc = TextEncoder(m.tokenizer, text_artifact)
+    path = tmp_path / "labelled.tsv"
+    path.write_text("0\tthe cat sat\ncat_b\ta dog ran on the mat\n")
+    cset = from_spec(str(path), tokenizer=enc, class_names=["cat_a", "cat_b"])
+    labels = np.concatenate([b.labels for b in cset.batches()])
+    assert sorted(labels.tolist()) == [0, 1]
+    path.write_text("dog\tthe cat sat\n")
+    with pytest.raises(InvalidInputError, match="unknown label"):
+        from_spec(str(path), tokenizer=enc, class_names=["cat_a"])
+
+
+def test_transformer_recipes_are_judged_by_the_embedding_task(artifact: Path):
+    from infership.convert.int8 import quantize
+    from infership.runtime import Artifact, Predictor
+
+    report = quantize(
+        artifact,
+        sentences(60, seed=1),
+        holdout=sentences(40, seed=2),
+        targets="ort-dynamic,openvino-weights,openvino",
+        samples=30,
+        latency_runs=3,
+        routes=False,
+    )
+    m = Artifact.load(artifact).manifest
+    ids = {v.id for v in m.variants}
+    assert {"onnx-int8-dynamic", "openvino-int8-weights", "openvino-int8"} <= ids
+    for rep in report.targets:
+        assert rep.metrics.task == "embedding"
+        assert rep.metrics.top1_agreement is not None and rep.metrics.top5_containment is not None
+        assert rep.metrics.cosine_mean is not None and rep.metrics.cosine_mean > 0.9
+    dyn = m.variant("onnx-int8-dynamic")
+    step = next(s for s in dyn.steps if s.name == "quantize_dynamic")
+    assert step.params["mode"] == "blockwise" and step.result["quantized_ops"]["MatMulNBits"] > 0
+    assert step.result["quantized_ops"]["QAttention"] == 2  # fused Attention → QAttention
+    nncf = next(s for s in m.variant("openvino-int8").steps if s.name == "nncf.quantize")
+    assert nncf.params["transformer"] is True  # transformer default for a text artifact
+    assert m.variant("openvino-int8").calibration["lengths"]["count"] > 0
+    with Predictor.load(artifact, variant="onnx-int8-dynamic", backend="ort-cpu") as p:
+        assert p.predict(["hello world", "a cat sat on the mat"])["embedding"].shape == (2, 32)
+
+
+def test_per_channel_dynamic_recipe(artifact: Path):
+    from infership.convert.int8 import quantize
+    from infership.convert.int8.transformer import OrtDynamicConfig
+    from infership.runtime import Artifact
+
+    quantize(
+        artifact,
+        sentences(20, seed=1),
+        holdout=sentences(20, seed=2),
+        targets="ort-dynamic",
+        dynamic_config=OrtDynamicConfig.per_channel(),
+        latency_runs=3,
+    )
+    step = next(
+        s
+        for s in Artifact.load(artifact).manifest.variant("onnx-int8-dynamic").steps
+        if s.name == "quantize_dynamic"
+    )
+    assert step.params["mode"] == "per-channel"
+    assert step.result["quantized_ops"]["MatMulNBits"] == 0
+    assert (
+        step.result["quantized_ops"]["DynamicQuantizeMatMul"] + step.result["quantized_ops"]["MatMulInteger"]
+        > 0
+    )
+
+
+def test_budget_writes_routes_that_the_predictor_follows(artifact: Path):
+    from infership.convert.int8 import quantize
+    from infership.runtime import Artifact, Predictor
+    from infership.runtime.routing import read_routes
+
+    report = quantize(
+        artifact,
+        sentences(20, seed=1),
+        holdout=sentences(30, seed=2),
+        targets="ort-dynamic,openvino-weights",
+        max_accuracy_drop=100.0,
+        latency_runs=3,
+    )
+    table = read_routes(Artifact.load(artifact).manifest, "int8")
+    assert table is not None and report.routes == table.to_dict()
+    assert table.routes[-1].max is None
+    assert set(table.measured_ms) == {"onnx-int8-dynamic", "openvino-int8-weights"}
+    assert set(table.measured_ms["onnx-int8-dynamic"]) == {
+        "sequence=8",
+        "sequence=16",
+        "sequence=32",
+        "sequence=64",
+    }
+    with Predictor.load(artifact, precision="int8") as p:
+        assert p.placement.details["routes"] == [r.to_dict() for r in table.routes]
+        out = p.predict(sentences(3, seed=5))["embedding"]
+    assert out.shape == (3, 32) and np.isfinite(out).all()
+    with Predictor.load(artifact, precision="int8", backend="ort-cpu") as p:  # explicit backend: no routes
+        assert "routes" not in p.placement.details
