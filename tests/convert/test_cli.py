@@ -240,5 +240,5 @@ def test_every_example_command_in_the_help_and_docs_parses():
                 if parts and (docs.parent / parts[0]).is_file():
                     load_callable(f"{docs.parent / parts[0]}:{parts[1]}")
                     functions += 1
-    assert seen == {"export --help": 7, "quantize --help": 4, "docs/converters.md": 1, "docs/int8.md": 4}
+    assert seen == {"export --help": 7, "quantize --help": 5, "docs/converters.md": 1, "docs/int8.md": 4}
     assert functions == 10  # data.py:train, data.py:test (twice) and model.py:build_model, in help and docs
