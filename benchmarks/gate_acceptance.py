@@ -42,12 +42,16 @@ EXIT_NAMES = {0: "ok", 1: "regression", 2: "not comparable", 3: "inconclusive", 
 
 
 def raw_ratio(base: Path, wide: Path, *, blocks: int = 20, calls: int = 15) -> float:
-    """Median latency of ``wide`` over ``base`` with plain ONNX Runtime sessions (default options), measured
+    """Median latency of ``wide`` over ``base`` with plain ONNX Runtime sessions (the recipe's thread count), measured
     in alternating blocks with a rest before each: the true cost of the larger input on this machine."""
     import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    if "--threads" in RECIPE:  # the same thread count as the gate's runs
+        options.intra_op_num_threads = int(RECIPE[RECIPE.index("--threads") + 1])
+
     def session(art: Path) -> tuple[Any, dict[str, np.ndarray]]:
-        sess = ort.InferenceSession(str(art / "model.onnx"), providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(art / "model.onnx"), options, providers=["CPUExecutionProvider"])
         inp = sess.get_inputs()[0]
         shape = [1 if not isinstance(d, int) else d for d in inp.shape]
         return sess, {inp.name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
