@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.infership-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-ray lint bench clean
+.PHONY: install demo test lint bench gate-study gate-acceptance ci-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -39,6 +39,17 @@ test: lint
 # max(5 %, 20 µs) over the raw runtime call on a backend; the figures go to runs/bench/wrapper_overhead.json.
 bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-only $(PYTEST_ARGS)
+
+# The CI gate's error rates on this machine (rewrites the table in docs/bench.md), its acceptance runs
+# (over an hour: A/A and a real +14 % slowdown, 20 pairs each), and the docs' CI jobs run here.
+gate-study: $(STAMP)
+	$(BIN)/python benchmarks/gate_study.py --write-doc
+
+gate-acceptance: $(STAMP)
+	$(BIN)/python benchmarks/gate_acceptance.py --pairs 20 --stored-pairs 10
+
+ci-check: $(STAMP)
+	examples/ci/check.sh
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
