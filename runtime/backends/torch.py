@@ -201,12 +201,14 @@ class TorchSession(SessionBase):
         """The model's outputs in the manifest's order; every one a tensor, as many as it lists."""
         torch = self._torch
         if isinstance(out, torch.Tensor):
-            values: tuple[Any, ...] = (out,)
-        elif isinstance(out, Mapping):
+            if len(self._out_names) != 1:
+                raise InferenceError(f"model returned 1 output, the manifest lists {len(self._out_names)}")
+            return (out,)  # the common case, checked without more work
+        if isinstance(out, Mapping):
             missing = [n for n in self._out_names if n not in out]
             if missing:
                 raise InferenceError(f"model returned outputs {sorted(map(str, out))}, missing {missing}")
-            values = tuple(out[n] for n in self._out_names)
+            values: tuple[Any, ...] = tuple(out[n] for n in self._out_names)
         elif isinstance(out, (tuple, list)):
             values = tuple(out)
         else:
