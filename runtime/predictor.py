@@ -111,6 +111,7 @@ class Predictor:
         self._input_set = frozenset(self._input_names)
         self._single = self.inputs[0] if len(self.inputs) == 1 else None
         self._shared_dims = _shared_dims(self.inputs)
+        self._output_set = frozenset(s.name for s in self.outputs)
         tok = artifact.manifest.tokenizer
         # Strings are text when the artifact carries a tokenizer for all its inputs (loaded on first use).
         self._text = (
@@ -254,12 +255,16 @@ class Predictor:
         Raises:
             InvalidInputError: Names, rank, dtype or a fixed dimension do not match (the message says
                 what was expected and what was given).
-            InferenceError: The runtime failed.
+            InferenceError: The runtime failed, or returned other outputs than the model declares.
         """
         feeds = self.prepare(inputs)
-        if self._chunk is None:
-            return self._session.run(feeds)
-        return self._run_chunked(feeds)
+        out = self._session.run(feeds) if self._chunk is None else self._run_chunked(feeds)
+        if out.keys() != self._output_set:  # any backend, third-party ones too: never fewer outputs
+            raise InferenceError(
+                f"backend {self.backend!r} returned outputs {sorted(map(str, out))}; the model declares "
+                f"{sorted(self._output_set)}"
+            )
+        return out
 
     __call__ = predict
 

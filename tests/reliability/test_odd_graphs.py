@@ -157,3 +157,18 @@ def test_unknown_rank_round_trips_through_the_manifest(tmp_path: Path):
     spec = art.manifest.inputs[0]
     assert not spec.ranked and spec.shape_str() == "[any rank]"
     assert '"shape": null' in (tmp_path / "art" / "manifest.json").read_text()
+
+
+def test_a_backend_returning_fewer_outputs_is_an_error(tmp_path: Path):
+    from tests.builders import build_fake_artifact
+
+    art = build_fake_artifact(tmp_path / "fake", input_shape=("batch", 3), num_outputs=4)
+
+    def partial(feeds, outputs):
+        return {}
+
+    with Predictor.load(art, backend="fake", extra={"fn": partial}) as p:
+        with pytest.raises(
+            InferenceError, match="returned outputs \\[\\]; the model declares \\['logits'\\]"
+        ):
+            p.predict(np.ones((2, 3), np.float32))
