@@ -117,7 +117,7 @@ def run_model(name: str, spec: dict[str, Any], args: argparse.Namespace) -> list
     for objective in args.objectives:
         load_before = os.getloadavg()
         rep = optimize(
-            root, objective=objective, time_budget_s=args.budget, calibration=spec["calibration"],
+            root, objective=objective, time_budget_s=args.budget, calibration=spec["calibration"], quantize=False,
             validation=spec["validation"], max_accuracy_drop=args.max_accuracy_drop,
             batch_sizes=args.batch, explain=objective == "latency",
         )  # fmt: skip

@@ -48,6 +48,11 @@ def add_optimize(sub: Any) -> None:
         help="make the int8 variants the artifact lacks from this data first (its held-out part judges "
         "unvalidated candidates)",
     )
+    p.add_argument(
+        "--no-quantize",
+        action="store_true",
+        help="make no int8 variants; --calibration only judges candidates",
+    )
     p.add_argument("--validation", metavar="SOURCE", help="judge unvalidated candidates on this data instead")
     p.add_argument(
         "--max-accuracy-drop",
@@ -122,7 +127,8 @@ def _run_optimize(args: argparse.Namespace) -> int:
 
         report = optimize(
             args.artifact, objective=args.objective, time_budget_s=args.time_budget,
-            latency_budget_ms=args.latency_budget_ms, calibration=args.calibration, validation=args.validation,
+            latency_budget_ms=args.latency_budget_ms, calibration=args.calibration, quantize=not args.no_quantize,
+            validation=args.validation,
             max_accuracy_drop=args.max_accuracy_drop,
             backends=[b.strip() for b in args.backend.split(",")] if args.backend else None,
             batch_sizes=[int(b) for b in args.batch.split(",")] if args.batch else None,

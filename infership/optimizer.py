@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIME_BUDGET_S = 300.0
 DEFAULT_MAX_ACCURACY_DROP = 1.0
+#: The least share of the time budget the search gets when making int8 variants took the rest.
+MIN_SEARCH_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ def optimize(
     time_budget_s: float = DEFAULT_TIME_BUDGET_S,
     latency_budget_ms: float | None = None,
     calibration: str | None = None,
+    quantize: bool = True,
     validation: str | None = None,
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
     backends: Sequence[str] | None = None,
@@ -131,6 +134,7 @@ def optimize(
         latency_budget_ms: The p99 bound of ``latency-budget``.
         calibration: Data source (anything :func:`infership.calibration.from_spec` reads): int8 variants
             the artifact lacks are made from it first, and its held-out part judges unvalidated candidates.
+        quantize: Make the missing int8 variants from ``calibration`` (``False``: only judge with it).
         validation: Data to judge candidates on instead of calibration's held-out part.
         max_accuracy_drop: The accuracy budget in points of the task's loss.
         backends: Only these backends (default: every one that runs here).
@@ -157,7 +161,7 @@ def optimize(
     root = os.fspath(artifact)
     notes: list[str] = []
     quantized: list[dict[str, Any]] = []
-    if calibration is not None:
+    if calibration is not None and quantize:
         if progress:
             progress(0.0, time_budget_s, "making int8 variants")
         quantized = make_int8(root, calibration, budget=max_accuracy_drop)
@@ -170,9 +174,13 @@ def optimize(
         raise InvalidInputError(f"no backend here can run a variant of {art.manifest.name!r}")
     spent = time.perf_counter() - t0
     search_budget = time_budget_s - spent
-    if search_budget < 0.25 * time_budget_s:
-        notes.append(f"making int8 variants took {spent:.0f} s of the {time_budget_s:.0f} s budget")
-        search_budget = 0.25 * time_budget_s
+    if search_budget < MIN_SEARCH_SHARE * time_budget_s:
+        # Quantizing cannot be interrupted; the search still gets a short look, and the overrun is said.
+        notes.append(
+            f"making int8 variants took {spent:.0f} s of the {time_budget_s:.0f} s budget; the search had "
+            f"{MIN_SEARCH_SHARE * time_budget_s:.0f} s"
+        )
+        search_budget = MIN_SEARCH_SHARE * time_budget_s
     search = Search(
         art, [Trial(c) for c in _ordered(cands)], objective=objective, bound=latency_budget_ms,
         checks=checks, shapes=shapes or {}, budget_s=search_budget, progress=progress,

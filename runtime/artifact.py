@@ -37,7 +37,7 @@ from .errors import ArtifactError, ArtifactLocked
 from .integrity import check_relpath, confined, is_trusted, read_regular, record_trusted, sha256_file
 from .manifest import MANIFEST_NAME, FileEntry, Manifest, Step, Variant
 from .onnxfile import bare_onnx_files, read_onnx_specs
-from .verification import Wait, check_files, check_hashes, start_hashing
+from .verification import DONE, Wait, check_files, check_hashes, start_hashing
 
 __all__ = ["Artifact", "ArtifactWriter", "file_entry", "read_onnx_specs", "sha256_file"]
 
@@ -183,13 +183,14 @@ class Artifact:
 
         Returns:
             ``wait()``, which raises :class:`IntegrityError` when a hash differs; call it before the
-            session opened meanwhile is used.
+            session opened meanwhile is used (:class:`~infership.runtime.verification.VerifiedOnFirstRun`
+            does). :data:`~infership.runtime.verification.DONE` when nothing is pending.
 
         Raises:
             IntegrityError: A path or size does not match (see :meth:`verify`).
         """
         if variant.id in self._verified:
-            return lambda: None
+            return DONE
         files = check_files(self.root, variant)
         background = variant.format not in PROGRAM_FORMATS
         return start_hashing(

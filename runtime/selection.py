@@ -32,6 +32,7 @@ from .errors import ArtifactError, BackendUnavailable, InvalidInputError
 from .manifest import Variant
 from .spec import TensorSpec, random_array
 from .timing import median_ms
+from .verification import DONE, VerifiedOnFirstRun
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +165,8 @@ def open_on(artifact: Artifact, name: str, request: Request, base: BackendOption
     device = base.device or be.default_device
     be.check(device)
     variant = select_variant(artifact, be.formats, request.precision, request.variant, name)
-    # The files' hashes are checked while the runtime opens them (a cold-start saving as large as the
-    # hashing); a mismatch is raised, and the session closed, before the caller gets it.
+    # Large model files are hashed in the background while the runtime opens them, off the load's critical
+    # path; the session's first run waits for the hash and refuses a file that does not match.
     verified = artifact.verify_started(variant)
     opts = replace(base, device=device, precision=variant.precision)
     try:
@@ -173,11 +174,8 @@ def open_on(artifact: Artifact, name: str, request: Request, base: BackendOption
     except BaseException:
         verified()  # a file that does not match explains a failed open better than the runtime's message
         raise
-    try:
-        verified()
-    except BaseException:
-        session.close()
-        raise
+    if verified is not DONE:
+        session = VerifiedOnFirstRun(session, verified)
     placement = session.placement
     ignored = ignored_options(be, base)
     if ignored:

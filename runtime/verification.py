@@ -2,11 +2,12 @@
 
 Loading a variant checks every file: a regular file inside the artifact (:func:`~.integrity.confined`), of
 the recorded size, with the recorded sha256. The first two checks are cheap and run before the runtime
-touches anything. Hashing a large model costs about as much as a runtime takes to parse it, so for model
-formats the hash runs in a background thread *while* the runtime opens the file (both release the GIL),
-and the load waits for it before it returns: a file that does not match is refused, its session closed,
-before the first ``predict``. Program formats (``torch.export``, TorchScript) are hashed before they are
-opened, because opening them runs their code.
+touches anything. Hashing a large model costs about a third of what a runtime takes to open it, so for
+model formats the hash runs in a background thread while the runtime opens the file and after ``load``
+returns (both release the GIL); the session is wrapped (:class:`VerifiedOnFirstRun`) so that its first
+run waits for the hash: a file that does not match is refused — :class:`IntegrityError`, the session
+closed — before any output is produced, on that call and every later one. Program formats
+(``torch.export``, TorchScript) are hashed before they are opened, because opening them runs their code.
 
 The manifest still decides what is loaded; no file stamp (mtime, inode) is trusted in place of the hash.
 """
@@ -14,8 +15,9 @@ The manifest still decides what is loaded; no file stamp (mtime, inode) is trust
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import IntegrityError
 from .integrity import confined, sha256_file
@@ -26,6 +28,14 @@ BACKGROUND_MIN_BYTES = 1 << 20
 
 Wait = Callable[[], None]
 """``wait()``: returns once the files were found to match, else raises :class:`IntegrityError`."""
+
+
+def _done() -> None:
+    """The files were checked already."""
+
+
+#: The ``wait()`` of files checked already (nothing pending).
+DONE: Wait = _done
 
 
 def check_files(root: Path, variant: Variant) -> list[tuple[FileEntry, Path]]:
@@ -74,7 +84,7 @@ def start_hashing(
     if not background or sum(e.size for e, _ in files) < BACKGROUND_MIN_BYTES:
         check_hashes(variant, files)
         on_success()
-        return lambda: None
+        return DONE
     failure: list[Exception] = []
     matched: list[bool] = []
 
@@ -98,3 +108,48 @@ def start_hashing(
         on_success()
 
     return wait
+
+
+class VerifiedOnFirstRun:
+    """A session whose first ``run`` waits for its files' background hash check (see the module docstring).
+
+    Once the hashes matched, ``run`` is the wrapped session's own method (set on the instance), so later
+    calls cost nothing extra. If they did not match, the session is closed and every call raises the
+    :class:`IntegrityError`.
+    """
+
+    def __init__(self, session: Any, wait: Wait) -> None:
+        self._inner = session
+        self._wait = wait
+        self._lock = threading.Lock()
+        self._failure: IntegrityError | None = None
+        self._checked = False
+        self.inputs = session.inputs
+        self.outputs = session.outputs
+        self.placement = session.placement
+        self.accepts_device_tensors = session.accepts_device_tensors
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        if not self._checked:
+            with self._lock:
+                if not self._checked:
+                    try:
+                        self._wait()
+                    except IntegrityError as exc:
+                        self._failure = exc
+                        self._inner.close()
+                    else:
+                        self.run = self._inner.run  # type: ignore[method-assign]
+                    self._checked = True
+        if self._failure is not None:
+            raise self._failure
+        return self._inner.run(feeds)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __enter__(self) -> VerifiedOnFirstRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,8 +1,8 @@
 """Hashing off the load's critical path keeps tamper and staleness detection (runtime.verification).
 
 The saving itself is measured by ``benchmarks/cold_start.py``; here: every way a file can differ from the
-manifest is still refused by ``Predictor.load``, on the background path (model files over the threshold)
-as on the direct one, and program files are hashed before the runtime opens them.
+manifest is still refused — a large model's hash before its first output, paths and sizes at load — and
+program files are hashed before the runtime opens them.
 """
 
 from __future__ import annotations
@@ -64,16 +64,25 @@ def _flip(path: Path, offset_from_end: int = 4096) -> None:
 
 @pytest.mark.parametrize(("backend", "variant", "file"), [("ort-cpu", "onnx-fp32", "model.onnx"),
                                                          ("openvino", "openvino-fp32", "ir/model.bin")])  # fmt: skip
-def test_a_tampered_model_is_refused_on_the_background_path(
+def test_a_tampered_model_is_refused_before_any_output(
     big: Path, tmp_path: Path, backend: str, variant: str, file: str
 ) -> None:
+    from infership.runtime.verification import VerifiedOnFirstRun
+
     art = tmp_path / "art"
     shutil.copytree(big, art)
+    x = np.ones((1, 512), np.float32)
     with Predictor.load(art, backend=backend, variant=variant) as p:  # intact: loads and runs
-        assert p.predict(np.ones((1, 512), np.float32))["y"].shape == (1, 1024)
+        assert isinstance(p._session, VerifiedOnFirstRun)
+        assert p.predict(x)["y"].shape == (1, 1024)
+        inner = p._session._inner
+        assert p._session.run.__self__ is inner  # verified: later calls go straight to the runtime's session
     _flip(art / file)
-    with pytest.raises(IntegrityError, match="sha256 of .* the manifest says"):
-        Predictor.load(art, backend=backend, variant=variant)
+    p = Predictor.load(art, backend=backend, variant=variant)  # the hash is still running, or done
+    for _ in range(2):  # the first call and every later one
+        with pytest.raises(IntegrityError, match="sha256 of .* the manifest says"):
+            p.predict(x)
+    p.close()
 
 
 def test_paths_and_sizes_are_checked_before_the_runtime_opens_anything(big: Path, tmp_path: Path) -> None:
