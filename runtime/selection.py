@@ -26,7 +26,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 
 from . import registry
-from .artifact import Artifact
+from .artifact import PROGRAM_FORMATS, Artifact
 from .backend import Backend, BackendOptions, Placement, Session
 from .errors import ArtifactError, BackendUnavailable, InvalidInputError
 from .manifest import Variant
@@ -143,6 +143,9 @@ def _open_planned(artifact: Artifact, request: Request, base: BackendOptions) ->
     from .profile import default_plan
 
     def runnable(variant_id: str) -> list[tuple[str, str | None]]:
+        v = artifact.manifest.variant(variant_id)
+        if v.format in PROGRAM_FORMATS and not artifact.program_trusted(v):
+            return []  # a program built elsewhere runs only when the caller asks for it
         return auto_candidates(artifact, replace(request, variant=variant_id))
 
     plan = default_plan(artifact.manifest, hint=base.hint, device=request.device, runnable=runnable)

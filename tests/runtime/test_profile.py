@@ -241,3 +241,19 @@ def test_profile_that_cannot_open_falls_back_to_the_fixed_order_with_a_log_line(
         with Predictor.load(art) as p:
             assert p.placement.details.get("selection") != "from profile"
     assert "could not open" in caplog.text and "using the fixed order" in caplog.text
+
+
+def test_rule_never_opens_a_program_this_installation_did_not_build(art: Path, monkeypatch) -> None:
+    """A validated torch int8 program built elsewhere is not the rule's to run (it would need trust)."""
+    a = Artifact.load(art)
+    w = ArtifactWriter.update(a)
+    rel = w.add_file(art / "model.pt2", "other.pt2", move=False)
+    w.put_variant("torch-int8", format="torch-export", precision="int8", files=[rel],
+                  validation=_validation(backend="torch", latency_ms=0.001))  # fmt: skip
+    w.commit()
+    monkeypatch.setattr(Artifact, "program_trusted", lambda self, v: False)
+    with Predictor.load(art) as p:
+        assert p.variant.precision == "fp32" and p.placement.details.get("selection") != "rule: int8"
+    monkeypatch.undo()
+    with Predictor.load(art) as p:  # trusted (this installation wrote it): the rule may open it
+        assert (p.backend, p.variant.id) == ("torch", "torch-int8")
