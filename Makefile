@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.infership-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bench gate-study gate-acceptance ci-check clean
+.PHONY: install demo test lint bench gate-study gate-acceptance ci-check optimize-suite cold-start clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -50,6 +50,13 @@ gate-acceptance: $(STAMP)
 
 ci-check: $(STAMP)
 	examples/ci/check.sh
+
+# The chosen path against the peers per model and objective, and load time against the raw runtime.
+optimize-suite: $(STAMP)
+	$(BIN)/python benchmarks/optimize_suite.py
+
+cold-start: $(STAMP)
+	$(BIN)/python benchmarks/cold_start.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache

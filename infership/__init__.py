@@ -64,6 +64,9 @@ _EXPORTS: dict[str, str] = {
     "CalibrationMethod": "infership.convert",
     # calibration
     "CalibrationSet": "infership.calibration",
+    # the fastest path, measured
+    "optimize": "infership.optimizer",
+    "OptimizeReport": "infership.optimizer",
     # the main job
     "PipelineConfig": "infership.pipeline",
     "run_pipeline": "infership.pipeline",
