@@ -3,7 +3,7 @@ SIGKILL at instrumented points leave the previous artifact or results loadable a
 run removes what the interrupted one left behind.
 
 The kill points come from the ``INFERSHIP_FAULT`` hook (:mod:`infership.runtime.atomic`). ``make test``
-runs a few kill points per command; ``INFERSHIP_FAULTS=all`` (``make fuzz``) runs every point, plus kills
+runs one kill point per command; ``INFERSHIP_FAULTS=all`` (``make fuzz``) runs every point, plus kills
 after a few seconds at whatever the command is doing then.
 """
 
@@ -196,11 +196,15 @@ def _intact(art: Path, allowed: set[bytes]) -> None:
     )
 
 
-EXPORT_POINTS = ["writer.staged#2", "replace_dir.exchanged"]
-EXPORT_POINTS += ["writer.staged#1", "writer.commit", "atomic.before_replace", 4.0] if ALL else []
-QUANTIZE_POINTS = ["writer.moved#1", "writer.committed"]
+EXPORT_POINTS = ["replace_dir.exchanged"]
+EXPORT_POINTS += (
+    ["writer.staged#1", "writer.staged#2", "writer.commit", "atomic.before_replace", 4.0] if ALL else []
+)
+QUANTIZE_POINTS = ["writer.moved#1"]
 QUANTIZE_POINTS += (
-    ["writer.staged#1", "atomic.before_replace#1", "atomic.before_replace#2", 3.0] if ALL else []
+    ["writer.staged#1", "atomic.before_replace#1", "atomic.before_replace#2", "writer.committed", 3.0]
+    if ALL
+    else []
 )
 
 
