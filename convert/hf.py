@@ -199,6 +199,7 @@ def load_hf(
 
 
 # ---------------------------------------------------------------------------------------------- modules
+# The wrapper classes are made inside functions so that importing this module does not import torch.
 def _embedding_model(torch: Any, base: Any, pooling: Pooling, normalize: bool, types: bool) -> Any:
     """The encoder with pooling (and normalisation) in the graph: ``forward(input_ids, attention_mask[,
     token_type_ids]) -> embedding``."""
