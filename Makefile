@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.infership-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bench gate-study gate-acceptance ci-check optimize-suite cold-start clean
+.PHONY: install demo test lint bench gate-study gate-acceptance ci-check optimize-suite cold-start fuzz soak audit clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -57,6 +57,18 @@ optimize-suite: $(STAMP)
 
 cold-start: $(STAMP)
 	$(BIN)/python benchmarks/cold_start.py
+
+# Thousands of fuzzed cases per input boundary and every kill point; the tally goes to runs/reliability/fuzz.json.
+fuzz: $(STAMP)
+	INFERSHIP_FUZZ=fuzz INFERSHIP_FAULTS=all INFERSHIP_FUZZ_REPORT=runs/reliability/fuzz.json $(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
+
+# Long load (minutes): 8 threads x 10,000 calls, 1,000 load/close cycles, RSS over 100,000 calls; runs/reliability/soak.json.
+soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py
+
+# Known vulnerabilities in the installed dependencies (needs network access to PyPI/OSV; fails offline).
+audit: $(STAMP)
+	$(BIN)/pip-audit --strict --skip-editable --desc on
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache

@@ -9,12 +9,15 @@ from .backend import Backend, BackendOptions, PerformanceHint, Placement, Sessio
 from .batching import BatchingPredictor
 from .errors import (
     ArtifactError,
+    ArtifactLocked,
     BackendUnavailable,
     ConversionError,
     InferenceError,
     InfershipError,
     IntegrityError,
     InvalidInputError,
+    StorageError,
+    UntrustedProgram,
     ValidationError,
 )
 from .figures import Agreement, Better, FigureInfo, Unit, figure_info
@@ -31,6 +34,7 @@ __all__ = [
     "Agreement",
     "Artifact",
     "ArtifactError",
+    "ArtifactLocked",
     "ArtifactWriter",
     "Backend",
     "BackendFallbackWarning",
@@ -54,9 +58,11 @@ __all__ = [
     "Preprocessing",
     "Session",
     "Step",
+    "StorageError",
     "Task",
     "TensorSpec",
     "Unit",
+    "UntrustedProgram",
     "ValidationError",
     "Variant",
     "backend_names",

@@ -40,7 +40,8 @@ class BackendOptions:
         inter_op_threads: Threads across operators (``None``: runtime default).
         hint: Latency or throughput optimisation (OpenVINO performance hint).
         num_streams: Parallel inference streams / requests (OpenVINO); ``None`` lets the hint decide.
-        cache_dir: Where compiled blobs and engine caches go; default is under the artifact.
+        cache_dir: Where compiled blobs and engine caches go; default: the user's cache directory
+            (`$XDG_CACHE_HOME/infership`), keyed by the model's hash, outside the artifact.
         io_binding: ORT CUDA/TensorRT only: bind inputs/outputs to device memory (default on).
         extra: Backend-specific options, passed through unchanged and recorded.
     """
