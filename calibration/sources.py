@@ -50,6 +50,9 @@ class ArraySource:
         for i, part in enumerate(parts):
             if list(part) != keys:
                 raise InvalidInputError(f"numpy part {i} holds arrays {list(part)}, the first holds {keys}")
+            scalars = sorted(k for k, v in part.items() if np.ndim(v) == 0)
+            if scalars:
+                raise InvalidInputError(f"expected samples along axis 0 in {scalars}, got a scalar")
             lengths = {k: (len(v) if np.ndim(v) else 0) for k, v in part.items()}
             if len(set(lengths.values())) != 1:
                 raise InvalidInputError(f"arrays must share their first (sample) axis, got lengths {lengths}")
@@ -112,6 +115,8 @@ def from_numpy(
     Raises:
         InvalidInputError: A file is missing or unreadable, arrays disagree in length, or labels are malformed.
     """
+    if isinstance(data, np.generic) or (isinstance(data, np.ndarray) and data.ndim == 0):
+        raise InvalidInputError(f"expected samples along axis 0, got a scalar ({data!r})")
     if isinstance(data, np.ndarray):
         parts: list[Mapping[str, np.ndarray]] = [{input_name or UNNAMED: data}]
         desc: dict[str, Any] = {"kind": "arrays", "shapes": {input_name or "input": list(data.shape)}}

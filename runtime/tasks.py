@@ -191,7 +191,7 @@ class ClassificationJudge:
             "top5_containment": round(float(np.mean(np.any(top5 == top_ref[:, None], axis=1))), 6),
         }
         if labels is not None:
-            lab = _labels(labels, len(ref))
+            lab = _labels(labels, len(ref), ref.shape[1])
             acc_ref = float((top_ref == lab).mean() * 100.0)
             acc = float((top_cand == lab).mean() * 100.0)
             figures.update(
@@ -205,7 +205,8 @@ class ClassificationJudge:
         if not outputs:
             raise InvalidInputError("nothing to score: no outputs given")
         pred = np.concatenate([self.predictions(o) for o in outputs])
-        return round(float((pred == _labels(labels, len(pred))).mean() * 100.0), 4)
+        first = outputs[0][next(iter(outputs[0]))]
+        return round(float((pred == _labels(labels, len(pred), np.shape(first)[1])).mean() * 100.0), 4)
 
     def predictions(self, outputs: Outputs) -> np.ndarray:
         name = next(iter(outputs))
@@ -321,10 +322,16 @@ def _scores(a: np.ndarray, name: str) -> np.ndarray:
     return a
 
 
-def _labels(labels: np.ndarray, n: int) -> np.ndarray:
+def _labels(labels: np.ndarray, n: int, classes: int) -> np.ndarray:
     lab = np.asarray(labels).reshape(-1)
     if lab.shape != (n,):
         raise InvalidInputError(f"expected {n} labels (one per sample), got shape {list(np.shape(labels))}")
+    if lab.dtype.kind not in "iu":
+        raise InvalidInputError(f"expected integer class labels, got dtype {lab.dtype}")
+    if lab.size and (lab.min() < 0 or lab.max() >= classes):
+        raise InvalidInputError(
+            f"expected class labels in [0, {classes}), got values from {lab.min()} to {lab.max()}"
+        )
     return lab
 
 
@@ -362,6 +369,10 @@ def _elementwise(reference: Sequence[Outputs], candidate: Sequence[Outputs], tas
             acc.add(ra, ca)
         if not acc.rows:
             raise InvalidInputError(f"nothing to compare for output {name!r}: every batch is empty")
+        if acc.elements and not acc.compared:
+            raise InvalidInputError(
+                f"nothing to compare for output {name!r}: the reference holds no finite value (NaN/Inf only)"
+            )
         per_output[name] = acc.figures(task)
     return _worst(per_output, task)
 
@@ -398,6 +409,8 @@ class _Accumulator:
         self.noise = 0.0
         self.rows = 0
         self.nonfinite = 0
+        self.elements = 0
+        self.compared = 0
         self.bad = False
 
     def add(self, ref: np.ndarray, cand: np.ndarray) -> None:
@@ -406,6 +419,8 @@ class _Accumulator:
         finite_ref, finite_cand = np.isfinite(r), np.isfinite(c)
         self.nonfinite += int(np.count_nonzero(finite_ref & ~finite_cand))
         mask = finite_ref & finite_cand
+        self.elements += int(r.size)
+        self.compared += int(np.count_nonzero(finite_ref))
         # Non-finite values agree only where both sides hold the same one (masked logits of -inf...).
         same_nonfinite = ~finite_ref & ((np.isnan(r) & np.isnan(c)) | (r == c))
         if not (mask | same_nonfinite).all():

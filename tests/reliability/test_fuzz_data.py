@@ -92,7 +92,6 @@ def test_calibration_and_validation_data(predictor, case, batch_size, tally):
         assert label_kind == "valid", f"an accuracy ({accuracy}) was computed from {label_kind} labels"
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/tasks.py _labels does not check the range (fix reported)")
 @pytest.mark.parametrize("labels", [[0, 1, 2, 7], [-1, 0, 0, 0]])
 def test_labels_out_of_range_are_refused(labels):
     judge = judge_for(Task.CLASSIFICATION)
@@ -101,7 +100,6 @@ def test_labels_out_of_range_are_refused(labels):
         judge.score(outputs, np.array(labels))
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/tasks.py masks a non-finite reference away (fix reported)")
 def test_a_reference_with_nothing_finite_is_not_perfect_agreement():
     judge = judge_for(Task.CLASSIFICATION)
     nan = [{"logits": np.full((2, CLASSES), np.nan, np.float32)}]
@@ -115,9 +113,6 @@ def test_a_reference_with_nothing_finite_is_not_perfect_agreement():
     )
 
 
-@pytest.mark.xfail(
-    strict=True, reason="calibration/sources.py ArraySource calls len() on a 0-d array (fix reported)"
-)
 def test_a_scalar_array_is_refused():
     from infership.calibration import from_numpy
 
