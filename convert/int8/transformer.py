@@ -120,9 +120,7 @@ def quantize_dynamic_model(src: Path, dst: Path, config: OrtDynamicConfig) -> St
     try:
         with contextlib.redirect_stdout(chatter), _quiet("onnxruntime.quantization"):
             if config.mode is DynamicMode.BLOCKWISE:
-                from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-                nbits = MatMulNBitsQuantizer(
+                nbits = _nbits_quantizer()(
                     str(src),
                     bits=8,
                     block_size=config.block_size,
@@ -213,6 +211,21 @@ def compress_openvino_weights(onnx_path: Path, out_xml: Path) -> Step:
         result={"int8_weights": int8},
         seconds=round(time.perf_counter() - start, 3),
     )
+
+
+def _nbits_quantizer() -> Any:
+    """ONNX Runtime's ``MatMulNBitsQuantizer``. Its module calls ``logging.basicConfig(level=INFO)`` when
+    first imported, which would make every library's INFO records print in the user's program: the root
+    logger's handlers and level are put back as they were."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    return MatMulNBitsQuantizer
 
 
 def _op_counts(path: Path, ops: tuple[str, ...]) -> dict[str, int]:

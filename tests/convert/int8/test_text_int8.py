@@ -175,3 +175,19 @@ def test_route_timings_only_grow_with_length():
     from infership.convert.int8.routes import monotone
 
     assert monotone({64: 3.0, 8: 1.0, 32: 1.5, 16: 2.0}) == {8: 1.0, 16: 2.0, 32: 2.0, 64: 3.0}
+
+
+def test_blockwise_recipe_leaves_the_programs_logging_alone():
+    import subprocess
+    import sys
+
+    code = (
+        "import logging\n"
+        "from infership.convert.int8.transformer import _nbits_quantizer\n"
+        "_nbits_quantizer()\n"
+        "root = logging.getLogger()\n"
+        "print(root.handlers, logging.getLevelName(root.level))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[] WARNING"
