@@ -17,7 +17,12 @@ from .openvino import NncfQuantConfig, quantize_openvino
 from .ort import OrtQuantConfig, calibrate, preprocess_model, quantizable_op_types, quantize_qdq
 from .repair import openvino_quantizers, ort_quantizers, rank_layers, repair
 from .torch import quantize_torch, trace_fp32
-from .transformer import OrtDynamicConfig, compress_openvino_weights, quantize_dynamic_model
+from .transformer import (
+    OrtDynamicConfig,
+    compress_openvino_weights,
+    dynamic_quantizers,
+    quantize_dynamic_model,
+)
 from .types import Evaluation, QuantizeContext, RepairResult, RepairStep, Target, TargetReport
 
 log = logging.getLogger(__name__)
@@ -213,17 +218,26 @@ def _fused_graph(ctx: QuantizeContext) -> tuple[Path, list[Step], str]:
 
 
 def build_ort_dynamic(ctx: QuantizeContext, config: OrtDynamicConfig) -> tuple[TargetReport, list[Path]]:
-    """ONNX Runtime dynamic int8 on the fused graph (no calibration), validated like the others."""
+    """ONNX Runtime dynamic int8 on the fused graph (no calibration), validated, and repaired by keeping the
+    nodes whose activations the dynamic quantizer hurts most in float."""
     src, steps, fp32_id = _fused_graph(ctx)
-    path = ctx.tmp / f"{Target.ORT_DYNAMIC.value}-0.onnx"
-    steps.append(quantize_dynamic_model(src, path, config))
-    result = ev.evaluate(ctx, Target.ORT_DYNAMIC, [path])
-    fp32_latency = ev.latency_ms(ctx, ctx.artifact, backend=result.backend, variant_id=fp32_id)
-    record = _unrepaired(
-        ctx, result, "repair is not available for dynamic int8 (no calibrated ranges to rank)"
+    made: list[Built] = []
+
+    def requantize(excluded: tuple[str, ...]) -> Built:
+        path = ctx.tmp / f"{Target.ORT_DYNAMIC.value}-{len(made)}.onnx"
+        made.append(([path], quantize_dynamic_model(src, path, config.excluding(nodes=excluded))))
+        return made[-1]
+
+    def rank(model: Built) -> Any:
+        return rank_layers(src, dynamic_quantizers(src, config), ctx.rank_set)
+
+    (files, qstep), result, backend = _repaired(
+        ctx, Target.ORT_DYNAMIC, requantize, rank, config.exclude_nodes
     )
-    excluded = config.exclude_nodes
-    return _report(ctx, Target.ORT_DYNAMIC, steps, record, excluded, fp32_latency, result.backend), [path]
+    steps.append(qstep)
+    excluded = tuple(qstep.params["exclude_nodes"])
+    fp32_latency = ev.latency_ms(ctx, ctx.artifact, backend=backend, variant_id=fp32_id)
+    return _report(ctx, Target.ORT_DYNAMIC, steps, result, excluded, fp32_latency, backend), files
 
 
 def build_openvino_weights(ctx: QuantizeContext) -> tuple[TargetReport, list[Path]]:

@@ -169,6 +169,65 @@ def quantize_dynamic_model(src: Path, dst: Path, config: OrtDynamicConfig) -> St
     )
 
 
+def dynamic_quantizers(graph_path: Path, config: OrtDynamicConfig) -> dict[str, Any]:
+    """Tensor → how the dynamic recipe quantizes it, for ranking layers (:func:`~.repair.rank_layers`).
+
+    Dynamic int8 has no calibrated ranges, but its activation quantizer is fully determined by the
+    activation itself, so the error it introduces at each tensor is measured exactly as for static int8: on
+    the fp32 activation. ``MatMulNBits`` (``blockwise``) quantizes each row per block of ``block_size``
+    values, symmetric int8; ``QAttention`` and ``per-channel`` MatMuls quantize the whole tensor to uint8
+    with its own min/max. Each tensor maps to the nodes that quantize it (what excluding it means).
+    """
+    import onnx
+
+    from .repair import TensorQuantizer
+
+    graph = onnx.load(str(graph_path), load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    consumers: dict[str, list[str]] = {}
+    kinds: dict[str, str] = {}
+    for node in graph.node:
+        quantized = node.op_type == "Attention" and config.attention
+        quantized = quantized or (
+            node.op_type == "MatMul" and len(node.input) > 1 and node.input[1] in weights
+        )
+        if not quantized or not node.input[0]:
+            continue
+        consumers.setdefault(node.input[0], []).append(node.name)
+        blockwise = config.mode is DynamicMode.BLOCKWISE and node.op_type == "MatMul"
+        kinds[node.input[0]] = "block" if blockwise and kinds.get(node.input[0]) != "tensor" else "tensor"
+    out = {}
+    for tensor, nodes in consumers.items():
+        fq = _block_fake_quant(config.block_size) if kinds[tensor] == "block" else _tensor_fake_quant
+        out[tensor] = TensorQuantizer(fq, tuple(nodes))
+    return out
+
+
+def _block_fake_quant(block: int) -> Any:
+    def fq(x: Any) -> Any:
+        import numpy as np
+
+        k = x.shape[-1]
+        pad = (-k) % block
+        xp = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, pad)]) if pad else x
+        blocks = xp.reshape(*xp.shape[:-1], -1, block)
+        scale = np.abs(blocks).max(axis=-1, keepdims=True) / 127.0
+        scale = np.where(scale == 0, 1.0, scale)
+        q = np.clip(np.rint(blocks / scale), -127, 127) * scale
+        return q.reshape(xp.shape)[..., :k].astype(np.float32)
+
+    return fq
+
+
+def _tensor_fake_quant(x: Any) -> Any:
+    import numpy as np
+
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    scale = (hi - lo) / 255.0 or 1.0
+    zero = np.rint(-lo / scale)
+    return ((np.clip(np.rint(x / scale) + zero, 0, 255) - zero) * scale).astype(np.float32)
+
+
 def compress_openvino_weights(onnx_path: Path, out_xml: Path) -> Step:
     """NNCF weight compression (int8 asymmetric, per output channel) of the fp32 ONNX model, saved as IR.
 

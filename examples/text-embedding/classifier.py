@@ -9,7 +9,8 @@ text defaults, and int8's labels are compared with fp32's on the held-out senten
 
     .venv/bin/python examples/text-embedding/classifier.py [--workdir runs/text-classifier] [--held-out 1200]
 
-Prints fp32 and int8 accuracy and their label agreement, and writes ``<workdir>/classifier.json``.
+Prints int8's label agreement with fp32 (the budget: at least 99.5 %) and both accuracies, and writes
+``<workdir>/classifier.json``.
 """
 
 from __future__ import annotations
@@ -113,18 +114,19 @@ def main(argv: list[str] | None = None) -> int:
         fine_tune(train_t, train_y, hf)
     art = args.workdir / "artifact"
     build_artifact(f"hf:{hf}", art, task="text-classification", fp16=False, overwrite=True)
-    report = quantize(art, train_t[:300], holdout=str(held_file), max_accuracy_drop=0.5, max_repair_steps=8)
+    # Judged without the labels, so the budget is label disagreement with fp32 (0.5 points: agreement
+    # >= 99.5 %) rather than accuracy, which label flips in both directions can leave unchanged.
+    report = quantize(art, train_t[:300], holdout=held_t, max_accuracy_drop=0.5, max_repair_steps=10)
     out = {"held_out": len(held_t), "train": len(train_t), "targets": {}}
     for t in report.targets:
         m = t.metrics
         out["targets"][t.variant_id] = {
             "label_agreement": m.top1_agreement,
-            "accuracy_fp32": m.accuracy_reference,
-            "accuracy_int8": m.accuracy,
+            "excluded_nodes": len(t.excluded_nodes),
             "passed": t.passed,
         }
-        print(f"{t.variant_id}: label agreement {100 * m.top1_agreement:.2f}%, accuracy fp32 "
-              f"{m.accuracy_reference:.2f}% → int8 {m.accuracy:.2f}%")  # fmt: skip
+        print(f"{t.variant_id}: label agreement {100 * m.top1_agreement:.2f}% "
+              f"({len(t.excluded_nodes)} node(s) kept in float)")  # fmt: skip
     with Predictor.load(art, precision="int8") as p8, Predictor.load(art) as p32:
         got8 = np.concatenate(
             [p8.predict(held_t[i : i + 32])["logits"].argmax(1) for i in range(0, len(held_t), 32)]

@@ -191,3 +191,27 @@ def test_blockwise_recipe_leaves_the_programs_logging_alone():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[] WARNING"
+
+
+def test_dynamic_recipe_ranks_the_tensors_its_quantizers_hurt(text_artifact: Path):
+    from infership.calibration import from_texts
+    from infership.convert.int8.repair import rank_layers
+    from infership.convert.int8.transformer import OrtDynamicConfig, dynamic_quantizers
+    from infership.runtime import Artifact
+    from infership.runtime.text import TextEncoder
+
+    art = Artifact.load(text_artifact)
+    fused = art.root / art.manifest.variant("onnx-fp32-fused").files[0].path
+    quantizers = dynamic_quantizers(fused, OrtDynamicConfig.blockwise(block_size=16))
+    owners = {n for q in quantizers.values() for n in q.nodes}
+    assert any(n.startswith("Attention") for n in owners)
+    assert any(n.endswith("output/dense/MatMul") for n in owners)
+    x = np.linspace(-3, 3, 64, dtype=np.float32).reshape(2, 32)
+    block = next(q for q in quantizers.values() if not any(n.startswith("Attention") for n in q.nodes))
+    assert 0 < np.abs(block.fake_quant(x) - x).max() < 3 / 127 + 1e-6  # per-block symmetric int8 steps
+    cset = from_texts(sentences(8, seed=4), TextEncoder(art.manifest.tokenizer, art.root)).bind(
+        art.manifest.inputs
+    )
+    ranking = rank_layers(fused, quantizers, cset.with_batch_size(2))
+    assert ranking and all(e.nodes for e in ranking)
+    assert [e.channel_sqnr_db for e in ranking] == sorted(e.channel_sqnr_db for e in ranking)
