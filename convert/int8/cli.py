@@ -26,7 +26,8 @@ source (numpy:PATH, images:FOLDER, text:PATH, ...), or FILE.py:FUNCTION returnin
 Text models (exported from hf:PATH) default to --target ort-dynamic,openvino and NNCF's transformer preset;
 with --max-accuracy-drop, the int8 variants that meet it are timed at sequence lengths 8..512 and
 Predictor.load(ARTIFACT, precision='int8') routes each batch to the fastest for its length.
-Exit status: 0 written; 1 error, or the accuracy budget was missed (nothing written).
+Exit status: 0 written (with --keep-passing: the targets within budget); 1 error, or the accuracy budget was
+missed (nothing written).
 """
 
 _ORT_PRESETS = ("cpu-vnni", "cpu-avx2", "tensorrt", "transformer")
@@ -96,6 +97,11 @@ def add_quantize(sub: Any) -> None:
     )
     g.add_argument(
         "--max-repair-steps", type=int, default=5, help="most exclusion steps per target (default 5)"
+    )
+    g.add_argument(
+        "--keep-passing",
+        action="store_true",
+        help="write the targets that meet the budget when others miss it (default: write nothing)",
     )
 
     g = p.add_argument_group("ONNX Runtime")
@@ -260,6 +266,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
             nncf_config=nncf_config,
             dynamic_config=dynamic_config,
             routes=not args.no_routes,
+            keep_passing=args.keep_passing,
             samples=args.samples or None,
             holdout=source(args.holdout) if args.holdout else None,
             holdout_fraction=args.holdout_fraction,
@@ -356,9 +363,12 @@ def _show(console: Any, report: Any, as_json: bool) -> None:
         console.print(f"int8 routes by {report.routes['symbol']} length: {routes}", highlight=False)
     if report.committed:
         console.print(
-            f"written to {report.artifact}: " + ", ".join(t.variant_id for t in report.targets),
+            f"written to {report.artifact}: " + ", ".join(t.variant_id for t in report.targets if t.passed),
             highlight=False,
         )
+        missed = [t.variant_id for t in report.targets if not t.passed]
+        if missed:
+            console.print(f"[yellow]left out (over budget):[/] {', '.join(missed)}", highlight=False)
 
 
 def _num(value: float | None, fmt: str) -> str:

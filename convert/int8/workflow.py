@@ -77,6 +77,7 @@ def quantize(
     latency_runs: int = 20,
     task: Task | str | None = None,
     routes: bool = True,
+    keep_passing: bool = False,
     progress: bool = False,
 ) -> QuantizeReport:
     """Calibrate, quantize, validate and (if needed) repair int8 variants, and add them to the artifact.
@@ -118,6 +119,8 @@ def quantize(
             sequence lengths 8 to 512 and record which serves which lengths
             (:mod:`infership.convert.int8.routes`), so ``Predictor.load(path, precision="int8")`` routes
             each batch by its length.
+        keep_passing: When some targets miss the budget and others meet it, write those that meet it (the
+            report still lists every target, with ``passed``) instead of writing nothing.
         progress: Show progress bars (calibration, NNCF) on the console.
 
     Returns:
@@ -128,7 +131,8 @@ def quantize(
         InvalidInputError: Before any work: calibration data that does not fit the model, bad options, a
             ``task`` the model's outputs cannot serve, or a budget the task gives no figure for (``tensor``:
             no class scores to agree on, no accuracy to drop).
-        AccuracyBudgetError: A target missed ``max_accuracy_drop`` (nothing written).
+        AccuracyBudgetError: A target missed ``max_accuracy_drop`` (nothing written), or every target did
+            with ``keep_passing``.
         ConversionError: A runtime failed while calibrating, quantizing or running.
     """
     from infership.calibration import from_spec
@@ -232,7 +236,7 @@ def quantize(
             reference=ctx.ref.describe(),
         )
         failed = [r for r in reports if not r.passed]
-        if failed:
+        if failed and not (keep_passing and len(failed) < len(reports)):
             detail = "; ".join(
                 f"{r.target.value}: drop {_points(r)} points"
                 + (f" after excluding {len(r.excluded_nodes)} node(s)" if r.excluded_nodes else "")
@@ -240,14 +244,19 @@ def quantize(
             )
             raise AccuracyBudgetError(
                 f"int8 misses the accuracy budget of {max_accuracy_drop} points ({detail}); nothing was written. "
-                "Raise --max-accuracy-drop, allow more repair steps, try another --method, or build only the "
-                "targets that pass (--target).",
+                "Raise --max-accuracy-drop, allow more repair steps, try another --method, or keep the "
+                "targets that pass (--keep-passing, or --target).",
                 report,
             )
-        table = measure_routes(ctx, built) if routes else None
+        if failed:
+            log.warning(
+                "kept the targets within budget; left out: %s", ", ".join(r.target.value for r in failed)
+            )
+        kept = [(r, files) for r, files in built if r.passed]
+        table = measure_routes(ctx, kept) if routes else None
         if table is not None:
             report = replace(report, routes=table.to_dict())
-        _commit(art, built, report, table)
+        _commit(art, kept, report, table)
     return replace(report, committed=True)
 
 
