@@ -132,6 +132,12 @@ def add_quantize(sub: Any) -> None:
     )
     g.add_argument("--block-size", type=int, default=128, help="blockwise block size (default 128)")
     g.add_argument(
+        "--no-dynamic-attention",
+        action="store_true",
+        help="keep fused Attention in float: slower, but every row's result independent of the other rows "
+        "of its batch (QAttention quantizes the whole batch's hidden states with one dynamic scale)",
+    )
+    g.add_argument(
         "--no-routes",
         action="store_true",
         help="do not time the variants by sequence length nor record routes (text models)",
@@ -256,7 +262,9 @@ def _run_quantize(args: argparse.Namespace) -> int:
     targets = Target.parse(args.target) if args.target else None
     ort_config, nncf_config = _configs(args, text=text)
     dynamic = {"blockwise": OrtDynamicConfig.blockwise, "per-channel": OrtDynamicConfig.per_channel}
-    dynamic_config = dynamic[args.dynamic_mode](block_size=args.block_size)
+    dynamic_config = dynamic[args.dynamic_mode](
+        block_size=args.block_size, attention=not args.no_dynamic_attention
+    )
     try:
         report = quantize(
             art,

@@ -91,6 +91,16 @@ def fine_tune(texts: list[str], labels: list[int], out: Path, *, seed: int = 0) 
             shutil.copy(src / name, out / name)
 
 
+def _has_int8(art: Path) -> bool:
+    """Whether an earlier run already exported and quantized (delete the folder to start over)."""
+    from infership.runtime import Artifact, ArtifactError
+
+    try:
+        return any(v.precision == "int8" for v in Artifact.load(art).manifest.variants)
+    except ArtifactError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path, default=Path("runs/text-classifier"))
@@ -113,23 +123,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fine-tuning on {len(train_t)} sentences ...", flush=True)
         fine_tune(train_t, train_y, hf)
     art = args.workdir / "artifact"
-    build_artifact(f"hf:{hf}", art, task="text-classification", fp16=False, overwrite=True)
-    # Judged without the labels, so the budget is label disagreement with fp32 (0.5 points: agreement
-    # >= 99.5 %) rather than accuracy, which label flips in both directions can leave unchanged.
-    report = quantize(
-        art, train_t[:300], holdout=held_t, max_accuracy_drop=0.5, max_repair_steps=10, keep_passing=True
-    )
     out = {"held_out": len(held_t), "train": len(train_t), "targets": {}}
-    for t in report.targets:
-        m = t.metrics
-        out["targets"][t.variant_id] = {
-            "label_agreement": m.top1_agreement,
-            "excluded_nodes": len(t.excluded_nodes),
-            "passed": t.passed,
-        }
-        print(f"{t.variant_id}: label agreement {100 * m.top1_agreement:.2f}% "
-              f"({len(t.excluded_nodes)} node(s) kept in float)")  # fmt: skip
-    with Predictor.load(art, precision="int8") as p8, Predictor.load(art) as p32:
+    if not _has_int8(art):
+        build_artifact(f"hf:{hf}", art, task="text-classification", fp16=False, overwrite=True)
+        # Judged without the labels, so the budget is label disagreement with fp32 (0.5 points: agreement
+        # >= 99.5 %) rather than accuracy, which label flips in both directions can leave unchanged.
+        report = quantize(
+            art, train_t[:300], holdout=held_t, max_accuracy_drop=0.5, max_repair_steps=10, keep_passing=True
+        )
+        for t in report.targets:
+            m = t.metrics
+            out["targets"][t.variant_id] = {
+                "label_agreement": m.top1_agreement,
+                "excluded_nodes": len(t.excluded_nodes),
+                "passed": t.passed,
+            }
+            print(f"{t.variant_id}: label agreement {100 * m.top1_agreement:.2f}% "
+                  f"({len(t.excluded_nodes)} node(s) kept in float)")  # fmt: skip
+    with Predictor.load(art, precision="int8") as p8, Predictor.load(art, precision="fp32") as p32:
         got8 = np.concatenate(
             [p8.predict(held_t[i : i + 32])["logits"].argmax(1) for i in range(0, len(held_t), 32)]
         )
