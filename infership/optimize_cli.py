@@ -109,6 +109,7 @@ def _run_optimize(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from infership.calibration import parse_named_shape
+    from infership.convert.int8.cli import torch_model_from_args
     from infership.optimizer import optimize
 
     shapes = {}
@@ -133,7 +134,7 @@ def _run_optimize(args: argparse.Namespace) -> int:
             backends=[b.strip() for b in args.backend.split(",")] if args.backend else None,
             batch_sizes=[int(b) for b in args.batch.split(",")] if args.batch else None,
             shapes=shapes, device=args.device, write=not args.no_write, peers=args.peers,
-            torch_model=_torch_model(args), explain=not args.no_explain, progress=progress,
+            torch_model=torch_model_from_args(args), explain=not args.no_explain, progress=progress,
         )  # fmt: skip
     print_report(console, report, top=args.top)
     if args.json:
@@ -210,22 +211,6 @@ def _print_peers(console: Any, peers: Any) -> None:
     console.print(t)
     if peers.ratio is not None:
         console.print(f"chosen path: {peers.ratio:.2f}x the best peer ({peers.best_peer})", highlight=False)
-
-
-def _torch_model(args: argparse.Namespace) -> Any:
-    if args.torch_model is None:
-        if args.torch_weights:
-            from infership.runtime.errors import InvalidInputError
-
-            raise InvalidInputError(
-                "--torch-weights needs --torch-model (the architecture to load them into)"
-            )
-        return None
-    from infership.convert import load_model_source
-
-    if args.torch_weights:
-        return load_model_source(args.torch_weights, arch=args.torch_model).model
-    return load_model_source(args.torch_model).model
 
 
 def _run_explain(args: argparse.Namespace) -> int:

@@ -217,7 +217,9 @@ def _configs(args: argparse.Namespace, *, text: bool = False) -> tuple[Any, Any]
     return ort_config, nncf_factory[preset](**nncf_changes)
 
 
-def _torch_model(args: argparse.Namespace) -> Any:
+def torch_model_from_args(args: argparse.Namespace) -> Any:
+    """The fp32 ``nn.Module`` named by ``--torch-model`` (and ``--torch-weights``), or ``None``; shared by
+    the commands that take these flags."""
     if args.torch_model is None:
         if args.torch_weights:
             from infership.runtime.errors import InvalidInputError
@@ -283,7 +285,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
             repair=not args.no_repair,
             max_repair_steps=args.max_repair_steps,
             task=args.task,
-            torch_model=_torch_model(args) if targets and Target.TORCH in targets else None,
+            torch_model=torch_model_from_args(args) if targets and Target.TORCH in targets else None,
             progress=not args.no_progress and not args.json,
         )
     except AccuracyBudgetError as exc:
