@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from importlib import metadata
@@ -37,6 +36,7 @@ from infership.runtime import (
     Task,
 )
 from infership.runtime.artifact import read_onnx_specs
+from infership.runtime.atomic import scratch_dir
 
 from . import resolve, text, variants
 from .checking import Checker, Rejected, reference_outputs, summary
@@ -195,7 +195,7 @@ def build_artifact(
         text_options=text_options,
     )
 
-    with tempfile.TemporaryDirectory(prefix="infership-build-") as tmp_name:
+    with scratch_dir("build") as tmp_name:
         tmp = Path(tmp_name)
         tokenizer, encoder = None, None
         if src.text is not None:

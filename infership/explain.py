@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from infership.runtime import Artifact, Predictor, registry
+from infership.runtime.atomic import scratch_dir
 from infership.runtime.errors import BackendUnavailable, InferenceError, InvalidInputError
 from infership.runtime.profile import usable_cpus
 from infership.runtime.timing import median_ms
@@ -235,7 +235,7 @@ def _profile(art: Artifact, backend: str, variant_id: str) -> list[OpTime]:
     else:
         import onnxruntime as ort
 
-        with tempfile.TemporaryDirectory(prefix="infership-explain-") as tmp:
+        with scratch_dir("explain") as tmp:
             so = ort.SessionOptions()
             so.enable_profiling = True
             so.profile_file_prefix = os.path.join(tmp, "ort")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from infership.runtime import Artifact, Predictor
+from infership.runtime.atomic import scratch_dir
 from infership.runtime.errors import InfershipError
 from infership.runtime.tasks import judge_for
 from infership.runtime.timing import time_calls
@@ -162,7 +162,7 @@ def compare_peers(
         The :class:`PeersReport`.
     """
     batch = 1 if objective == "latency" else chosen.batch_size
-    with tempfile.TemporaryDirectory(prefix="infership-peers-") as tmp:
+    with scratch_dir("peers") as tmp:
         calib = _calibration(art, calibration)
         module = _torch_module(art, torch_model)
         builders: list[tuple[str, str, Callable[[], _Side]]] = [

@@ -4,7 +4,6 @@ table, and the report (the bench report with the accuracy table on top), written
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -119,9 +118,11 @@ def write_pipeline_report(
     """Write the bench report with the accuracy-and-speed table on top into ``report_dir``, replacing the
     previous report only once the new one is complete."""
     from infership.bench.report import write_report
-    from infership.runtime.atomic import replace_dir
+    from infership.runtime.atomic import make_temp, remove_stale_temporaries, replace_dir
 
-    tmp = Path(tempfile.mkdtemp(prefix=".report.", dir=report_dir.parent))
+    # Named after this process, so a later run removes what a killed one left next to the report.
+    remove_stale_temporaries(report_dir.parent, "report")
+    tmp = make_temp(report_dir.parent, "report", folder=True)
     try:
         md = write_report(results, tmp, title=f"infership pipeline: {model_name}")
         headers, body = summary_table(rows)

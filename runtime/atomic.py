@@ -23,6 +23,8 @@ import sys
 import tempfile
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import ArtifactLocked, InvalidInputError, StorageError
@@ -125,6 +127,31 @@ def make_temp(directory: Path, name: str, *, folder: bool = False) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     os.close(fd)
     return Path(tmp)
+
+
+@contextmanager
+def scratch_dir(name: str) -> Iterator[Path]:
+    """A private scratch folder in the system temporary directory, removed on exit.
+
+    Unlike :class:`tempfile.TemporaryDirectory`, a process killed inside the block does not leave its
+    scratch behind for good: the folder is named ``.infership-NAME.PID.XXXX.tmp`` and every new scratch of
+    the same name first removes those whose process is gone (exports and quantizations stage whole models
+    there, so an abandoned one can hold gigabytes).
+
+    Args:
+        name: Which step the scratch belongs to (``"build"``, ``"int8"``...).
+
+    Yields:
+        The folder's path.
+    """
+    base = Path(tempfile.gettempdir())
+    label = f"infership-{name}"
+    remove_stale_temporaries(base, label)
+    path = make_temp(base, label, folder=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _umask() -> int:

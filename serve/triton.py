@@ -24,14 +24,13 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from infership.runtime.artifact import Artifact
-from infership.runtime.atomic import replace_dir
+from infership.runtime.atomic import make_temp, remove_stale_temporaries, replace_dir
 from infership.runtime.errors import ArtifactError, InvalidInputError
 from infership.runtime.manifest import Manifest, Variant
 from infership.runtime.spec import TensorSpec
@@ -324,7 +323,8 @@ def write_triton_repository(
         if target.exists() and not overwrite:
             raise InvalidInputError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
         art.verify(variant)
-        stage = Path(tempfile.mkdtemp(prefix=f".{model}.", dir=root))
+        remove_stale_temporaries(root, model)  # what a killed writer of this model left
+        stage = make_temp(root, model, folder=True)
         try:
             _copy_files(art, variant, stage / "1")
             (stage / "config.pbtxt").write_text(text, encoding="utf-8")

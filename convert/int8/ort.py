@@ -17,7 +17,6 @@ import io
 import logging
 import os
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from infership.calibration.dataset import CalibrationSet
+from infership.runtime.atomic import scratch_dir
 from infership.runtime.errors import ConversionError, InvalidInputError
 from infership.runtime.manifest import Step
 
@@ -392,7 +392,7 @@ def quantize_qdq(model_path: Path, out_path: Path, calibration: Calibration, con
     check_exclusions(model_path, config)
     qtype = {IntType.INT8: QuantType.QInt8, IntType.UINT8: QuantType.QUInt8}
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="infership-qdq-") as tmp:
+    with scratch_dir("qdq") as tmp:
         cache = Path(tmp) / "ranges.json"
         save_tensors_data(calibration.ranges, cache)
         try:

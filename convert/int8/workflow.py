@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 from infership.calibration.dataset import CalibrationSet
 from infership.calibration.text import from_texts
 from infership.runtime.artifact import Artifact, ArtifactWriter
+from infership.runtime.atomic import scratch_dir
 from infership.runtime.errors import ArtifactError, InvalidInputError
 from infership.runtime.manifest import Manifest
 from infership.runtime.routing import RouteTable, with_routes
@@ -197,7 +197,7 @@ def quantize(
         outlook = int8_outlook()
     log.info("calibration: %d samples; held out: %d samples", len(calib), len(held))
 
-    with tempfile.TemporaryDirectory(prefix="infership-int8-") as tmp:
+    with scratch_dir("int8") as tmp:
         ctx = QuantizeContext(
             artifact=art,
             src=src,
