@@ -167,6 +167,10 @@ def build_artifact(
         ArtifactError: ``output_dir`` exists and ``overwrite`` is False.
     """
     out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise ArtifactError(
+            f"output {out} exists and is not a folder: an artifact is a folder; give a new path"
+        )
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ArtifactError(f"{out} exists and is not empty (pass overwrite=True / --force to replace it)")
     wanted_task = Task.parse(task) if task is not None else None

@@ -75,8 +75,8 @@ class PipelineConfig:
         if isinstance(self.labels, list):
             object.__setattr__(self, "labels", tuple(self.labels))
         if self.input_shape is not None:
-            object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
-        object.__setattr__(self, "batch_sizes", tuple(int(b) for b in self.batch_sizes))
+            object.__setattr__(self, "input_shape", _positive_ints(self.input_shape, "input_shape"))
+        object.__setattr__(self, "batch_sizes", _positive_ints(self.batch_sizes, "batch_sizes"))
         if self.duration_s <= 0:
             raise InvalidInputError(f"duration_s must be > 0, got {self.duration_s}")
         if self.task is not None:
@@ -150,3 +150,17 @@ def _rebase(v: str, base: Path) -> str:
     if not Path(path).is_absolute():
         path = str((base / path).resolve())
     return path + sep + rest
+
+
+def _positive_ints(values: Any, what: str) -> tuple[int, ...]:
+    """``values`` as whole numbers ≥ 1, or a clear error naming the setting and the value given."""
+    out = []
+    for v in values:
+        try:
+            n = int(v)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"{what}: expected whole numbers >= 1, got {v!r} in {values!r}") from None
+        if n < 1 or (isinstance(v, float) and v != n):
+            raise InvalidInputError(f"{what}: expected whole numbers >= 1, got {v!r} in {values!r}")
+        out.append(n)
+    return tuple(out)
