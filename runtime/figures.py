@@ -18,8 +18,11 @@ The figures of :class:`Agreement` (a candidate model's outputs against a referen
 - ``confident_top1_agreement``: the same over samples where the reference's softmax confidence exceeds
   :data:`CONFIDENT` (``confident_samples`` of them): near-ties flip under tiny errors and say little.
 - ``top5_containment``: share of samples whose reference top class is in the candidate's top 5.
+- ``pixel_agreement``: share of pixels whose class agrees (segmentation: argmax over the class axis).
+- ``miou_agreement``: mean over classes of the IoU between the candidate's class map and the reference's.
 - ``accuracy_reference`` / ``accuracy``: task accuracy in percent of the reference and the candidate, when
-  labels exist; ``accuracy_drop``: their difference in points (lower is better).
+  labels exist (segmentation: mIoU against ground-truth masks); ``accuracy_drop``: their difference in
+  points (lower is better).
 """
 
 from __future__ import annotations
@@ -122,6 +125,12 @@ class Agreement:
     top5_containment: float | None = _fig(
         Unit.FRACTION, Better.HIGHER, "share of samples whose reference top class is in the candidate's top 5"
     )
+    pixel_agreement: float | None = _fig(
+        Unit.FRACTION, Better.HIGHER, "share of pixels whose class agrees (segmentation)"
+    )
+    miou_agreement: float | None = _fig(
+        Unit.FRACTION, Better.HIGHER, "mean IoU of the candidate's class map against the reference's"
+    )
     accuracy_reference: float | None = _fig(Unit.PERCENT, Better.HIGHER, "reference's task accuracy")
     accuracy: float | None = _fig(Unit.PERCENT, Better.HIGHER, "candidate's task accuracy")
     accuracy_drop: float | None = _fig(Unit.POINTS, Better.LOWER, "accuracy_reference - accuracy")
@@ -130,11 +139,14 @@ class Agreement:
     @property
     def loss_points(self) -> float | None:
         """The loss an accuracy budget is checked against, in points: ``accuracy_drop`` when labels were
-        given, else the top-1 disagreement ``100 · (1 - top1_agreement)``; ``None`` when neither applies."""
+        given, else the top-1 disagreement ``100 · (1 - top1_agreement)`` (segmentation: the pixel
+        disagreement ``100 · (1 - pixel_agreement)``); ``None`` when none applies."""
         if self.accuracy_drop is not None:
             return self.accuracy_drop
         if self.top1_agreement is not None:
             return round(100.0 * (1.0 - self.top1_agreement), 4)
+        if self.pixel_agreement is not None:
+            return round(100.0 * (1.0 - self.pixel_agreement), 4)
         return None
 
     def to_dict(self) -> dict[str, Any]:

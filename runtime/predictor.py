@@ -268,6 +268,27 @@ class Predictor:
 
     __call__ = predict
 
+    def segment(self, images: Any, *, output: str | None = None, unseen: int = 0) -> list[np.ndarray]:
+        """Class masks of raw images, one per image at its original size (segmentation artifacts).
+
+        The recorded resize and crop are undone on the class scores (bilinear), then each pixel takes its
+        top class; see :func:`infership.runtime.segmentation.segment`.
+
+        Args:
+            images: An image or a list: file paths, PIL images, HW/HWC uint8 arrays.
+            output: The output holding ``[batch, classes, H, W]`` scores (default: ``out``, else the first).
+            unseen: Class of pixels cropped away by the preprocessing.
+
+        Returns:
+            A ``[height, width]`` uint8 mask per image (int32 beyond 256 classes).
+
+        Raises:
+            InvalidInputError: No recorded preprocessing, an item is not an image, or no class-score output.
+        """
+        from .segmentation import segment
+
+        return segment(self, images, output=output, unseen=unseen)
+
     def prepare(self, inputs: Any) -> dict[str, np.ndarray]:
         """Check and convert ``inputs`` into feeds exactly as :meth:`predict` does, without running.
 

@@ -14,6 +14,10 @@ Adding a task is one :class:`Judge` here and one :class:`Task` member.
   the same one under the candidate as under the reference, ``top5_containment`` the share whose reference
   nearest neighbour is among the candidate's five nearest.
 
+- ``segmentation``: per-pixel class scores ``[batch, classes, H, W]`` (a torchvision segmenter's ``out``;
+  ``aux`` is ignored): element-wise figures plus pixel agreement and mIoU of the class maps against the
+  reference, and mIoU in percent against ground-truth masks (:mod:`infership.runtime.segmentation`).
+
 Hugging Face's task names are accepted as aliases (:data:`TASK_ALIASES`: ``feature-extraction`` is
 ``embedding``, ``text-classification`` is ``classification``...).
 """
@@ -21,6 +25,7 @@ Hugging Face's task names are accepted as aliases (:data:`TASK_ALIASES`: ``featu
 from __future__ import annotations
 
 import enum
+import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
@@ -40,6 +45,7 @@ class Task(str, enum.Enum):
     TENSOR = "tensor"
     CLASSIFICATION = "classification"
     EMBEDDING = "embedding"
+    SEGMENTATION = "segmentation"
 
     @classmethod
     def parse(cls, value: str | Task) -> Task:
@@ -70,6 +76,8 @@ TASK_ALIASES: Mapping[str, str] = {
     "sequence-classification": "classification",
     "sentiment-analysis": "classification",
     "image-classification": "classification",
+    "image-segmentation": "segmentation",
+    "semantic-segmentation": "segmentation",
 }
 
 
@@ -80,12 +88,16 @@ def infer_task(
 
     Classification when the first output is ``[batch, classes]`` (a fixed number ≥ 2) and either class names
     are given (as many as classes) or the model takes images (``images``: it has image preprocessing) and has
-    that one output. A ``[batch, N]`` output alone is not enough: an embedding has that shape too, and judging
+    that one output. Segmentation when the first output is ``[batch, classes, H, W]`` and class names are
+    given, one per channel (without them a ``[batch, C, H, W]`` map may be an image or features: set the task).
+    A ``[batch, N]`` output alone is not enough: an embedding has that shape too, and judging
     it by its argmax would be meaningless.
     """
     if not outputs:
         return Task.TENSOR
     first = outputs[0]
+    if labels is not None and first.rank == 4 and first.shape[1] == len(labels) and len(labels) >= 2:
+        return Task.SEGMENTATION  # class names for the channels of a [batch, classes, H, W] map
     classes = first.shape[1] if first.rank == 2 and isinstance(first.shape[1], int) else None
     if classes is None or classes < 2:
         return Task.TENSOR
@@ -307,10 +319,25 @@ _JUDGES: dict[Task, Judge] = {
     Task.EMBEDDING: EmbeddingJudge(),
 }
 
+#: Judges living in their own module, ``"module:Class"``: imported on first use (they import this module).
+_JUDGE_MODULES: dict[Task, str] = {
+    Task.SEGMENTATION: "infership.runtime.segmentation:SegmentationJudge",
+}
+
 
 def judge_for(task: Task | str) -> Judge:
     """The :class:`Judge` of ``task``."""
-    return _JUDGES[Task.parse(task)]
+    wanted = Task.parse(task)
+    if wanted not in _JUDGES:
+        module, _, name = _JUDGE_MODULES[wanted].partition(":")
+        _JUDGES[wanted] = getattr(importlib.import_module(module), name)()
+    return _JUDGES[wanted]
+
+
+def class_map(scores: np.ndarray) -> np.ndarray:
+    """The class index at every position of class scores laid out ``[batch, classes, ...]`` (logits of a
+    segmenter: ``[batch, classes, H, W]`` → ``[batch, H, W]``); ties go to the lower class."""
+    return np.asarray(scores).argmax(axis=1)
 
 
 def _scores(a: np.ndarray, name: str) -> np.ndarray:
