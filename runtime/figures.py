@@ -20,6 +20,10 @@ The figures of :class:`Agreement` (a candidate model's outputs against a referen
 - ``top5_containment``: share of samples whose reference top class is in the candidate's top 5.
 - ``pixel_agreement``: share of pixels whose class agrees (segmentation: argmax over the class axis).
 - ``miou_agreement``: mean over classes of the IoU between the candidate's class map and the reference's.
+- ``detections_matched``: share of detections matched to the reference's (same label, IoU ≥ 0.5) over the
+  reference's plus the candidate's extra ones; ``box_iou_min`` / ``box_iou_mean`` of matched boxes,
+  ``score_diff_max``, ``label_agreement`` (detection, :mod:`infership.runtime.detection`); ``map50`` /
+  ``map50_95``: COCO-style mAP in percent against ground-truth boxes.
 - ``accuracy_reference`` / ``accuracy``: task accuracy in percent of the reference and the candidate, when
   labels exist (segmentation: mIoU against ground-truth masks); ``accuracy_drop``: their difference in
   points (lower is better).
@@ -131,6 +135,24 @@ class Agreement:
     miou_agreement: float | None = _fig(
         Unit.FRACTION, Better.HIGHER, "mean IoU of the candidate's class map against the reference's"
     )
+    detections_matched: float | None = _fig(
+        Unit.FRACTION, Better.HIGHER, "share of detections matched to the reference's by IoU and label"
+    )
+    detections_reference: int | None = _fig(Unit.COUNT, Better.NEITHER, "reference detections compared")
+    detections_candidate: int | None = _fig(
+        Unit.COUNT, Better.NEITHER, "candidate detections above the compare threshold"
+    )
+    box_iou_min: float | None = _fig(Unit.FRACTION, Better.HIGHER, "worst IoU of a matched detection's box")
+    box_iou_mean: float | None = _fig(Unit.FRACTION, Better.HIGHER, "mean IoU of matched detections' boxes")
+    score_diff_max: float | None = _fig(Unit.ABSOLUTE, Better.LOWER, "largest score difference of a match")
+    label_agreement: float | None = _fig(
+        Unit.FRACTION, Better.HIGHER, "share of box-matched detections whose labels agree"
+    )
+    score_threshold: float | None = _fig(
+        Unit.ABSOLUTE, Better.NEITHER, "reference score from which detections are compared"
+    )
+    map50: float | None = _fig(Unit.PERCENT, Better.HIGHER, "mAP at IoU 0.5 against ground truth")
+    map50_95: float | None = _fig(Unit.PERCENT, Better.HIGHER, "mAP averaged over IoU 0.50:0.05:0.95")
     accuracy_reference: float | None = _fig(Unit.PERCENT, Better.HIGHER, "reference's task accuracy")
     accuracy: float | None = _fig(Unit.PERCENT, Better.HIGHER, "candidate's task accuracy")
     accuracy_drop: float | None = _fig(Unit.POINTS, Better.LOWER, "accuracy_reference - accuracy")
@@ -140,13 +162,16 @@ class Agreement:
     def loss_points(self) -> float | None:
         """The loss an accuracy budget is checked against, in points: ``accuracy_drop`` when labels were
         given, else the top-1 disagreement ``100 · (1 - top1_agreement)`` (segmentation: the pixel
-        disagreement ``100 · (1 - pixel_agreement)``); ``None`` when none applies."""
+        disagreement ``100 · (1 - pixel_agreement)``; detection: the unmatched share
+        ``100 · (1 - detections_matched)``); ``None`` when none applies."""
         if self.accuracy_drop is not None:
             return self.accuracy_drop
         if self.top1_agreement is not None:
             return round(100.0 * (1.0 - self.top1_agreement), 4)
         if self.pixel_agreement is not None:
             return round(100.0 * (1.0 - self.pixel_agreement), 4)
+        if self.detections_matched is not None:
+            return round(100.0 * (1.0 - self.detections_matched), 4)
         return None
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,6 +18,10 @@ Adding a task is one :class:`Judge` here and one :class:`Task` member.
   ``aux`` is ignored): element-wise figures plus pixel agreement and mIoU of the class maps against the
   reference, and mIoU in percent against ground-truth masks (:mod:`infership.runtime.segmentation`).
 
+- ``detection``: flat, data-dependent detections ``boxes [N, 4]``, ``scores [N]``, ``labels [N]``,
+  ``batch_index [N]`` (an exported torchvision detector): detections matched by IoU against the reference,
+  and mAP against ground-truth boxes (:mod:`infership.runtime.detection`).
+
 Hugging Face's task names are accepted as aliases (:data:`TASK_ALIASES`: ``feature-extraction`` is
 ``embedding``, ``text-classification`` is ``classification``...).
 """
@@ -46,6 +50,7 @@ class Task(str, enum.Enum):
     CLASSIFICATION = "classification"
     EMBEDDING = "embedding"
     SEGMENTATION = "segmentation"
+    DETECTION = "detection"
 
     @classmethod
     def parse(cls, value: str | Task) -> Task:
@@ -78,6 +83,7 @@ TASK_ALIASES: Mapping[str, str] = {
     "image-classification": "classification",
     "image-segmentation": "segmentation",
     "semantic-segmentation": "segmentation",
+    "object-detection": "detection",
 }
 
 
@@ -322,6 +328,7 @@ _JUDGES: dict[Task, Judge] = {
 #: Judges living in their own module, ``"module:Class"``: imported on first use (they import this module).
 _JUDGE_MODULES: dict[Task, str] = {
     Task.SEGMENTATION: "infership.runtime.segmentation:SegmentationJudge",
+    Task.DETECTION: "infership.runtime.detection:DetectionJudge",
 }
 
 

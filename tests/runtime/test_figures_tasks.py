@@ -67,9 +67,9 @@ def test_infer_task():
         [logits, TensorSpec("z", "float32", ("batch", 4))], labels=[str(i) for i in range(10)]
     ) is (Task.CLASSIFICATION)
     with pytest.raises(
-        InvalidInputError, match="unknown task 'detection'; expected one of: tensor, classification"
+        InvalidInputError, match="unknown task 'keypoints'; expected one of: tensor, classification"
     ):
-        Task.parse("detection")
+        Task.parse("keypoints")
 
 
 def test_classification_compare_and_score():
