@@ -126,10 +126,12 @@ def add_export(sub: Any) -> None:
         type=_task,
         metavar="|".join(t.value for t in Task),
         help="what the model does, recorded in the manifest; decides how outputs are compared "
-        "(classification adds top-1 agreement; embedding adds nearest-neighbour agreement; tensor: "
+        "(classification adds top-1 agreement; embedding adds nearest-neighbour agreement; segmentation "
+        "adds pixel agreement and mIoU of the class maps of [batch, classes, H, W] scores; tensor: "
         "element-wise only); Hugging Face names such as feature-extraction and text-classification are "
         "accepted. Default: embedding for hf: models; classification for one [batch, N] output with N "
-        "--labels, or with --preprocess; else tensor",
+        "--labels, or with --preprocess; segmentation for a [batch, N, H, W] output with N --labels; "
+        "else tensor",
     )
     g.add_argument("--samples", type=int, default=4, help="random input batches to check on (default 4)")
     g.add_argument("--seed", type=int, default=0)

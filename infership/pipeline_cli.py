@@ -29,8 +29,9 @@ def add_pipeline(sub: Any) -> None:
     p.add_argument("--preprocess", dest="preprocessing", help="preprocessing preset attached to the artifact")
     p.add_argument(
         "--task",
-        choices=["tensor", "classification"],
-        help="what the model does, deciding how outputs are judged (default: inferred where obvious)",
+        metavar="TASK",
+        help="what the model does, deciding how outputs are judged: tensor, classification, embedding, "
+        "segmentation... (see `infership export --help`; default: inferred where obvious)",
     )
     p.add_argument(
         "--calibration",
