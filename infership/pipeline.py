@@ -397,7 +397,7 @@ def _step_accuracy(config: PipelineConfig, art_dir: Path) -> dict[str, Any]:
             entry["vs_torch_fp32"] = {k: v for k, v in agreement.to_dict().items() if k != "outputs"}
             if agreement.top1_agreement is not None:
                 entry["agreement_with_torch_fp32"] = round(100.0 * agreement.top1_agreement, 2)
-            elif agreement.pixel_agreement is not None:  # segmentation: the share of pixels whose class agrees
+            elif agreement.pixel_agreement is not None:  # segmentation: pixels whose class agrees
                 entry["agreement_with_torch_fp32"] = round(100.0 * agreement.pixel_agreement, 2)
         if labels is not None:
             score = judge.score(outputs, labels)
