@@ -120,6 +120,25 @@ def add_measure_options(
         type=hw,
         help="raw random image size HxW (or N for a square) with --include-preprocessing",
     )
+    record(
+        "--seq-len",
+        metavar="N[,N...]",
+        help="text encoders: sequence lengths in tokens to sweep, e.g. 8,32,128 (token batches made with the "
+        "artifact's tokenizer; runs keyed sequence=N)",
+    )
+    record(
+        "--replay",
+        metavar="FILE",
+        help="text encoders: a text file, one text per line; batches follow its texts' token lengths (runs "
+        "keyed sequence=replay)",
+    )
+    record(
+        "--padding",
+        default="longest",
+        metavar="longest|max_length|bucket",
+        help="text encoders: pad each batch to its longest row (default), to the tokenizer's maximum, or up "
+        "to the next bucket of 8, 16, 32... tokens; several (comma-separated) are swept",
+    )
     record("--pool", type=int, default=16, help="distinct inputs to rotate (default: 16)")
     record(
         "--target-qps", type=float, help="server scenario arrival rate (default: half the warm-up throughput)"
@@ -191,6 +210,9 @@ def config_from_args(args: argparse.Namespace, *, artifact: str | None = None) -
         seed=args.seed,
         validation=args.validation,
         reference=not getattr(args, "no_reference", False),
+        seq_lens=parse_list(args.seq_len, cast=int) if args.seq_len else (),
+        replay=args.replay,
+        padding=parse_list(args.padding),
     )
 
 

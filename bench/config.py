@@ -18,7 +18,7 @@ from typing import Any
 
 from infership.runtime.errors import InvalidInputError
 
-from .inputs import DEFAULT_POOL_SIZE
+from .inputs import DEFAULT_POOL_SIZE, parse_padding
 from .scenarios import Scenario, StopRule
 
 
@@ -65,10 +65,18 @@ class BenchConfig:
             (:mod:`infership.bench.validation`).
         reference: Time the reference workload (:mod:`infership.bench.reference`, a few ms) before every
             round, so a later comparison can take the machine's speed out.
+        seq_lens: Text encoders: sequence lengths to sweep, in tokens (each a run per batch size, keyed
+            ``sequence=N``); the inputs are token batches made with the artifact's tokenizer.
+        replay: Text encoders: a text file (one text per line) whose texts' token lengths the batches
+            follow, in file order (runs keyed ``sequence=replay``); with ``seq_lens``, one more point.
+        padding: How each token batch is padded (swept when several): ``longest`` (to its longest row,
+            what ``Predictor.predict`` does with texts), ``max_length`` (to the tokenizer's maximum) or
+            ``bucket`` (up to the next of 8, 16, 32, ... tokens).
 
     Raises:
         InvalidInputError: An empty list, a batch size or concurrency below 1, an unknown scenario or hint,
-            ``rounds < 1``, or stop options that contradict each other.
+            ``rounds < 1``, stop options that contradict each other, a sequence length below 1, an unknown
+            padding, or token options mixed with ``shapes`` / ``inputs`` / ``include_preprocessing``.
     """
 
     artifact: str | os.PathLike[str]
@@ -101,6 +109,9 @@ class BenchConfig:
     seed: int = 0
     validation: str | None = None
     reference: bool = True
+    seq_lens: tuple[int, ...] = ()
+    replay: str | os.PathLike[str] | None = None
+    padding: tuple[str, ...] = ("longest",)
 
     def __post_init__(self) -> None:
         for name in ("backends", "precisions", "batch_sizes", "concurrency", "scenarios"):
@@ -118,6 +129,42 @@ class BenchConfig:
         if self.hint not in (None, "latency", "throughput"):
             raise InvalidInputError(f"hint must be 'latency', 'throughput' or None, got {self.hint!r}")
         self.stop_rule()  # validates the stop options
+        self._check_tokens()
+
+    def _check_tokens(self) -> None:
+        seq = tuple(dict.fromkeys(int(n) for n in self.seq_lens))
+        padding = tuple(dict.fromkeys(parse_padding(p) for p in self.padding))
+        if not padding:
+            raise InvalidInputError("BenchConfig.padding is empty: give at least one value")
+        object.__setattr__(self, "seq_lens", seq)
+        object.__setattr__(self, "padding", padding)
+        if any(n < 1 for n in seq):
+            raise InvalidInputError(f"sequence lengths must be >= 1, got {list(seq)}")
+        if not self.token_inputs:
+            if padding != ("longest",):
+                raise InvalidInputError(
+                    "padding applies to token inputs: give sequence lengths or a replay file"
+                )
+            return
+        mixed = [n for n, v in (("shapes", self.shapes), ("inputs", self.inputs)) if v]
+        mixed += ["include_preprocessing"] if self.include_preprocessing else []
+        if mixed:
+            raise InvalidInputError(
+                f"sequence lengths / replay make the inputs (token batches); give them without {', '.join(mixed)}"
+            )
+
+    @property
+    def token_inputs(self) -> bool:
+        """Whether the inputs are token batches (sequence lengths or a replay file were given)."""
+        return bool(self.seq_lens) or self.replay is not None
+
+    def token_shapes(self) -> tuple[TokenShape | None, ...]:
+        """The token shapes the sweep runs (``(None,)`` without token inputs): each sequence length, then the
+        replay file, each at every padding."""
+        if not self.token_inputs:
+            return (None,)
+        points: list[int | None] = [*self.seq_lens, *([None] if self.replay is not None else [])]
+        return tuple(TokenShape(n, pad) for n in points for pad in self.padding)
 
     @property
     def effective_warmup_s(self) -> float:
@@ -140,6 +187,7 @@ class BenchConfig:
         d["artifact"] = os.fspath(self.artifact)
         d["scenarios"] = [s.value for s in self.scenarios]
         d["shapes"] = {k: list(v) for k, v in self.shapes.items()}
+        d["replay"] = None if self.replay is None else os.fspath(self.replay)
         d["inputs"] = {
             k: (os.fspath(v) if isinstance(v, (str, os.PathLike)) else "<array>")
             for k, v in self.inputs.items()
@@ -148,25 +196,41 @@ class BenchConfig:
 
 
 @dataclass(frozen=True)
+class TokenShape:
+    """One shape bucket of a text encoder's sweep: rows of ``sequence`` tokens (``None``: the replay
+    file's lengths), padded by ``padding``."""
+
+    sequence: int | None
+    padding: str = "longest"
+
+    def describe(self) -> str:
+        pad = "" if self.padding == "longest" else f" padding={self.padding}"
+        return f"sequence={'replay' if self.sequence is None else self.sequence}{pad}"
+
+
+@dataclass(frozen=True)
 class PlannedRun:
-    """One run of a sweep, before it is measured."""
+    """One run of a sweep, before it is measured (``tokens``: its shape bucket, for text encoders)."""
 
     backend: str
     precision: str
     scenario: Scenario
     batch_size: int
     concurrency: int
+    tokens: TokenShape | None = None
 
     @property
     def hint(self) -> str:
         return "throughput" if self.scenario is Scenario.OFFLINE else "latency"
 
     def describe(self) -> str:
-        return f"{self.backend} {self.precision} {self.scenario.value} b{self.batch_size} c{self.concurrency}"
+        out = f"{self.backend} {self.precision} {self.scenario.value} b{self.batch_size} c{self.concurrency}"
+        return out + (f" {self.tokens.describe()}" if self.tokens is not None else "")
 
 
 def plan_runs(config: BenchConfig) -> list[PlannedRun]:
-    """Every (backend, precision, scenario, batch size, concurrency) the sweep will run, in order.
+    """Every (backend, precision, scenario, batch size, concurrency, token shape) the sweep will run, in
+    order.
 
     Single-stream is one query at a time by definition, so it runs once per batch size at concurrency 1.
     """
@@ -175,9 +239,10 @@ def plan_runs(config: BenchConfig) -> list[PlannedRun]:
         for precision in config.precisions:
             for scenario in config.scenarios:
                 conc = (1,) if scenario is Scenario.SINGLE_STREAM else config.concurrency
-                for b in config.batch_sizes:
-                    for c in dict.fromkeys(conc):
-                        out.append(PlannedRun(backend, precision, scenario, int(b), int(c)))
+                for tokens in config.token_shapes():
+                    for b in config.batch_sizes:
+                        for c in dict.fromkeys(conc):
+                            out.append(PlannedRun(backend, precision, scenario, int(b), int(c), tokens))
     return out
 
 

@@ -41,12 +41,18 @@ Progress = Callable[[int, int, str], None]
 _OVERHEAD_STOP = StopRule(duration_s=0.3, max_duration_s=0.3, min_queries=50, max_queries=5000)
 
 
-def _pool(predictor: Predictor, config: BenchConfig, batch_size: int) -> InputPool:
-    """The input pool ``config`` asks for (see :func:`~infership.bench.runner.make_pool`)."""
+def _pool(
+    predictor: Predictor, config: BenchConfig, batch_size: int, run: PlannedRun | None = None
+) -> InputPool:
+    """The input pool ``config`` asks for (see :func:`~infership.bench.runner.make_pool`); token batches
+    of ``run``'s shape bucket (default: the sweep's first)."""
+    tokens = run.tokens if run is not None else config.token_shapes()[0]
     return make_pool(
         predictor, batch_size=batch_size, size=config.pool_size, seed=config.seed, shapes=config.shapes,
         inputs=config.inputs, include_preprocessing=config.include_preprocessing,
-        image_size=config.image_size,
+        image_size=config.image_size, sequence=tokens.sequence if tokens else None,
+        replay=config.replay if tokens and tokens.sequence is None else None,
+        padding=tokens.padding if tokens else "longest",
     )  # fmt: skip
 
 
@@ -219,7 +225,7 @@ def _measure_round(
 ) -> Measurement:
     pool = entry.pools.get(index)
     if pool is None:
-        pool = entry.pools[index] = _pool(entry.predictor, config, p.batch_size)
+        pool = entry.pools[index] = _pool(entry.predictor, config, p.batch_size, p)
     if entry.cold_start is None:
         entry.cold_start = ColdStart(entry.load_ms, first_inference_ms(entry.predictor, pool[0]))
     # Later rounds of an automatic server rate keep the first round's rate: one run, one load.

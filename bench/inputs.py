@@ -4,7 +4,8 @@ Random tensors follow the model's input specs: the batch axis takes the sweep's 
 axes need an explicit shape (``shapes={"x": (1, 3, 224, 224)}``; the batch entry is replaced). Real data
 comes from arrays (``.npy``, or an ``.npz`` holding one array) whose axis 0 indexes samples. With
 ``include_preprocessing`` each call feeds raw HWC uint8 images, so the artifact's preprocessing is inside the
-timed call.
+timed call. Text encoders take token batches (:func:`token_pool`): rows of one sequence length for a sweep
+point, or the token lengths of real texts to replay, padded as a deployment would pad them.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Any
 
 import numpy as np
 from infership.calibration import load_array_file
+from infership.calibration.text import DEFAULT_BUCKETS, length_summary, replay_lengths, token_batches
 from infership.runtime.errors import InvalidInputError
 from infership.runtime.manifest import Preprocessing
 from infership.runtime.spec import TensorSpec, random_array
+from infership.runtime.text import TextEncoder
 
 DEFAULT_POOL_SIZE = 16
 # A pool never holds more than this many bytes of tensors (batch 64 of 3x224x224 float32 is 38 MB).
@@ -31,15 +34,23 @@ class InputPool:
 
     Args:
         items: What each timed call passes to ``Predictor.predict`` (a mapping, or a list of raw images).
-        source: ``"random"`` or ``"npy"``.
-        shapes: Input name → shape of one call's tensor (raw image shape, batch first, with preprocessing).
+        source: ``"random"``, ``"npy"``, ``"tokens"`` (rows of one sequence length) or ``"replay"`` (the
+            token lengths of real texts).
+        shapes: Input name → shape of one call's tensor (raw image shape, batch first, with preprocessing;
+            the widest batch when token batches differ in width).
         include_preprocessing: Whether the items are raw images.
+        key: Parts added to the key of the runs fed from this pool (``sequence=128``, ``padding=bucket``),
+            so compare and the CI gate match runs of the same shape bucket only.
+        tokens: For token batches: the sequence length (or ``"replay"``), the padding, and the row lengths'
+            distribution.
     """
 
     items: tuple[Any, ...]
     source: str
     shapes: dict[str, list[int]]
     include_preprocessing: bool
+    key: tuple[str, ...] = ()
+    tokens: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -217,6 +228,90 @@ def image_pool(
     distinct = max(1, min(size, -(-n // batch_size)))
     items = [[data[(b * batch_size + i) % n] for i in range(batch_size)] for b in range(distinct)]
     return InputPool(tuple(items), source, {pre.input: [batch_size, *data.shape[1:]]}, True)
+
+
+#: How a batch of token rows is padded: to its longest row (what ``Predictor.predict`` does with texts), to
+#: the tokenizer's maximum length (what a fixed-shape export does), or up to the next bucket of 8, 16, 32...
+#: tokens (the shapes a static-shape runtime compiles: OpenVINO reshaped per bucket, TensorRT profiles).
+PADDINGS = ("longest", "max_length", "bucket")
+#: The most distinct batches a replay pool holds (each a different slice of the texts' lengths).
+REPLAY_POOL_MAX = 512
+
+
+def parse_padding(value: str) -> str:
+    """A padding strategy of :data:`PADDINGS` (``buckets`` is read as ``bucket``).
+
+    Raises:
+        InvalidInputError: An unknown strategy.
+    """
+    v = value.strip().lower().replace("-", "_")
+    v = "bucket" if v == "buckets" else v
+    if v not in PADDINGS:
+        raise InvalidInputError(f"padding must be one of {', '.join(PADDINGS)}; got {value!r}")
+    return v
+
+
+def token_pool(
+    encoder: TextEncoder,
+    *,
+    batch_size: int,
+    sequence: int | None = None,
+    replay: str | os.PathLike[str] | None = None,
+    padding: str = "longest",
+    size: int = DEFAULT_POOL_SIZE,
+    seed: int = 0,
+) -> InputPool:
+    """Token batches for a text encoder: every row ``sequence`` tokens long (a sweep point), or rows whose
+    lengths are those of the texts in ``replay`` (one per line, tokenized with the artifact's tokenizer, in
+    file order), padded by ``padding``.
+
+    A replay pool holds enough batches to go through the file once (up to :data:`REPLAY_POOL_MAX`, and
+    within :data:`POOL_BYTES_LIMIT`), so the timed calls follow the texts' real length distribution.
+
+    Args:
+        encoder: The artifact's tokenizer (ids below its vocabulary, its padding id and side, its maximum).
+        batch_size: Rows per call.
+        sequence: Tokens per row.
+        replay: A ``.txt`` file of texts (or ``.tsv``, ``label<TAB>text``) instead of ``sequence``.
+        padding: One of :data:`PADDINGS`.
+        size: Distinct batches (for ``sequence``; a replay pool holds at least this many).
+        seed: Seed of the random token ids.
+
+    Returns:
+        The :class:`InputPool`, keyed ``sequence=N`` or ``sequence=replay`` (and ``padding=...`` unless
+        padded to the longest row).
+
+    Raises:
+        InvalidInputError: Neither or both of ``sequence`` and ``replay``, a length outside
+            1..max_length, an unknown padding, or an unreadable replay file.
+    """
+    _check_counts(batch_size, size)
+    padding = parse_padding(padding)
+    if (sequence is None) == (replay is None):
+        raise InvalidInputError("token inputs need a sequence length or a replay file (one of them)")
+    if replay is not None:
+        lengths = [int(n) for n in replay_lengths(replay, encoder)]
+        per_batch = batch_size * encoder.max_length * 8 * len(encoder.record.inputs)
+        count = max(size, min(REPLAY_POOL_MAX, -(-len(lengths) // batch_size)))
+        count = max(2, min(count, POOL_BYTES_LIMIT // max(per_batch, 1)))
+        label: str | int = "replay"
+    else:
+        lengths, count, label = [int(sequence)], size, int(sequence)  # type: ignore[arg-type]
+    # "max_length" is one bucket, closed by the tokenizer's maximum; "bucket" the edges 8, 16, 32, ...
+    strategy = "longest" if padding == "longest" else "buckets"
+    edges = DEFAULT_BUCKETS if padding == "bucket" else ()
+    items = token_batches(
+        encoder, lengths, batch_size=batch_size, count=count, strategy=strategy, buckets=edges, seed=seed
+    )
+    used = np.asarray([lengths[i % len(lengths)] for i in range(count * batch_size)])
+    tokens: dict[str, Any] = {"sequence": label, "padding": padding}
+    if replay is not None:
+        tokens["replay"] = os.fspath(replay)
+    tokens["lengths"] = length_summary(used)
+    widest = max(items, key=lambda feeds: next(iter(feeds.values())).shape[1])
+    shapes = {name: list(a.shape) for name, a in widest.items()}
+    key = (f"sequence={label}",) + (() if padding == "longest" else (f"padding={padding}",))
+    return InputPool(tuple(items), "replay" if replay else "tokens", shapes, False, key=key, tokens=tokens)
 
 
 def _check_counts(batch_size: int, size: int) -> None:

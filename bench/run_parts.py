@@ -45,6 +45,8 @@ class RunSettings:
         input_shapes: Input name → shape of one timed call's tensor (raw image shape with preprocessing).
         warmup_queries: Queries run before measuring (not in the samples).
         warmup_s: Their wall time in seconds.
+        tokens: Token batches (text encoders): the sequence length or ``"replay"`` (with the file), the
+            padding, and the distribution of the rows' lengths; ``None`` for other inputs.
     """
 
     intra_op_threads: int | None
@@ -58,9 +60,13 @@ class RunSettings:
     input_shapes: dict[str, list[int]]
     warmup_queries: int
     warmup_s: float
+    tokens: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.tokens is None:
+            del out["tokens"]  # results of other inputs read as before
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunSettings:
@@ -76,6 +82,7 @@ class RunSettings:
             input_shapes={str(k): [int(d) for d in v] for k, v in dict(data["input_shapes"]).items()},
             warmup_queries=int(data["warmup_queries"]),
             warmup_s=float(data["warmup_s"]),
+            tokens=dict(data["tokens"]) if data.get("tokens") else None,
         )
 
 

@@ -3,6 +3,7 @@ the predictor's metadata, placement, settings and the variant's validation figur
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -10,8 +11,9 @@ import numpy as np
 from infership.runtime.backend import PerformanceHint
 from infership.runtime.errors import InvalidInputError
 from infership.runtime.predictor import Predictor
+from infership.runtime.text import TextEncoder
 
-from .inputs import DEFAULT_POOL_SIZE, InputPool, array_pool, image_pool, random_pool
+from .inputs import DEFAULT_POOL_SIZE, InputPool, array_pool, image_pool, random_pool, token_pool
 from .results import ColdStart, RunResult, RunSettings, ServerOutcome
 from .scenarios import Measurement, Scenario, StopRule, run_scenario
 from .stats import summarize
@@ -27,9 +29,13 @@ def make_pool(
     inputs: Mapping[str, Any] | None = None,
     include_preprocessing: bool = False,
     image_size: tuple[int, int] | None = None,
+    sequence: int | None = None,
+    replay: str | os.PathLike[str] | None = None,
+    padding: str = "longest",
 ) -> InputPool:
     """The distinct inputs to rotate through ``predictor`` at ``batch_size``: raw images through the
-    artifact's preprocessing, real samples, or random tensors from the input specs.
+    artifact's preprocessing, token batches made with the artifact's tokenizer, real samples, or random
+    tensors from the input specs.
 
     Args:
         predictor: The loaded predictor (its specs and manifest decide the feeds).
@@ -41,13 +47,23 @@ def make_pool(
             ``include_preprocessing``, raw uint8 images for the preprocessed input.
         include_preprocessing: Feed raw HWC uint8 images so the artifact's preprocessing is timed too.
         image_size: Random raw image (height, width) with ``include_preprocessing``.
+        sequence: Token batches of rows this many tokens long (text encoders).
+        replay: Token batches following the lengths of the texts in this file (text encoders).
+        padding: How token batches are padded (:data:`~infership.bench.inputs.PADDINGS`).
 
     Returns:
         The :class:`~infership.bench.inputs.InputPool`.
 
     Raises:
-        InvalidInputError: Preprocessing asked for an artifact without it, or inputs that do not fit.
+        InvalidInputError: Preprocessing asked for an artifact without it, token inputs for an artifact
+            without a tokenizer, or inputs that do not fit.
     """
+    if sequence is not None or replay is not None:
+        encoder = text_encoder(predictor)
+        return token_pool(
+            encoder, batch_size=batch_size, sequence=sequence, replay=replay, padding=padding, size=size,
+            seed=seed,
+        )  # fmt: skip
     if include_preprocessing:
         pre = predictor.manifest.preprocessing
         if pre is None:
@@ -60,7 +76,30 @@ def make_pool(
         )  # fmt: skip
     if inputs:
         return array_pool(predictor.inputs, inputs, batch_size=batch_size, size=size)
-    return random_pool(predictor.inputs, batch_size=batch_size, shapes=shapes, size=size, seed=seed)
+    try:
+        return random_pool(predictor.inputs, batch_size=batch_size, shapes=shapes, size=size, seed=seed)
+    except InvalidInputError as exc:
+        if predictor.manifest.tokenizer is None or shapes:
+            raise
+        raise InvalidInputError(f"{exc} — or, for this text encoder, --seq-len N or --replay FILE") from exc
+
+
+def text_encoder(predictor: Predictor) -> TextEncoder:
+    """The tokenizer of ``predictor``'s artifact, for token batches.
+
+    Raises:
+        InvalidInputError: The artifact has no token inputs (no tokenizer recorded for all its inputs).
+    """
+    m = predictor.manifest
+    tok = m.tokenizer
+    names = sorted(s.name for s in predictor.inputs)
+    if tok is None or sorted(tok.inputs) != names:
+        raise InvalidInputError(
+            f"sequence lengths / replay need token inputs: artifact {m.name!r} has inputs {names} and "
+            + ("no tokenizer" if tok is None else f"a tokenizer for {sorted(tok.inputs)}")
+            + " (use --shape or --inputs for its tensors)"
+        )
+    return TextEncoder(tok, predictor.artifact.root)
 
 
 def run_benchmark(
@@ -159,10 +198,11 @@ def result_from_measurement(
         input_shapes=pool.shapes,
         warmup_queries=m.warmup_queries,
         warmup_s=m.warmup_s,
+        tokens=pool.tokens,
     )
     summary = summarize(m.latencies_ms)
     server = None
-    key_extra: list[str] = []
+    key_extra: list[str] = list(pool.key)
     if pool.include_preprocessing:
         key_extra.append("preprocessing")
     if scenario is Scenario.SERVER:
