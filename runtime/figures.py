@@ -18,6 +18,9 @@ The figures of :class:`Agreement` (a candidate model's outputs against a referen
 - ``confident_top1_agreement``: the same over samples where the reference's softmax confidence exceeds
   :data:`CONFIDENT` (``confident_samples`` of them): near-ties flip under tiny errors and say little.
 - ``top5_containment``: share of samples whose reference top class is in the candidate's top 5.
+- ``neighbour_agreement``: share of samples whose nearest other sample of the compared set (by cosine) is
+  the same under the candidate as under the reference (embedding: what a search index would notice; also
+  reported as ``top1_agreement``, which budgets read).
 - ``pixel_agreement``: share of pixels whose class agrees (segmentation: argmax over the class axis).
 - ``miou_agreement``: mean over classes of the IoU between the candidate's class map and the reference's.
 - ``detections_matched``: share of detections matched to the reference's (same label, IoU ≥ 0.5) over the
@@ -129,6 +132,9 @@ class Agreement:
     top5_containment: float | None = _fig(
         Unit.FRACTION, Better.HIGHER, "share of samples whose reference top class is in the candidate's top 5"
     )
+    neighbour_agreement: float | None = _fig(
+        Unit.FRACTION, Better.HIGHER, "share of samples whose nearest neighbour by cosine agrees (embedding)"
+    )
     pixel_agreement: float | None = _fig(
         Unit.FRACTION, Better.HIGHER, "share of pixels whose class agrees (segmentation)"
     )
@@ -168,6 +174,8 @@ class Agreement:
             return self.accuracy_drop
         if self.top1_agreement is not None:
             return round(100.0 * (1.0 - self.top1_agreement), 4)
+        if self.neighbour_agreement is not None:
+            return round(100.0 * (1.0 - self.neighbour_agreement), 4)
         if self.pixel_agreement is not None:
             return round(100.0 * (1.0 - self.pixel_agreement), 4)
         if self.detections_matched is not None:

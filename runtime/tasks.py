@@ -10,9 +10,10 @@ Adding a task is one :class:`Judge` here and one :class:`Task` member.
   against integer class labels.
 - ``embedding``: the first output holds one vector per sample ``[batch, dim]`` (sentence or image
   embeddings): element-wise figures, the cosine of each sample's vectors, and retrieval agreement over the
-  whole compared set — ``top1_agreement`` is the share of samples whose nearest other sample (by cosine) is
-  the same one under the candidate as under the reference, ``top5_containment`` the share whose reference
-  nearest neighbour is among the candidate's five nearest.
+  whole compared set — ``neighbour_agreement`` (also reported as ``top1_agreement``, which budgets read) is
+  the share of samples whose nearest other sample (by cosine) is the same one under the candidate as under
+  the reference, ``top5_containment`` the share whose reference nearest neighbour is among the candidate's
+  five nearest.
 
 - ``segmentation``: per-pixel class scores ``[batch, classes, H, W]`` (a torchvision segmenter's ``out``;
   ``aux`` is ignored): element-wise figures plus pixel agreement and mIoU of the class maps against the
@@ -246,7 +247,8 @@ class EmbeddingJudge:
 
     Retrieval agreement is what a search index built on the vectors would notice: for every sample, its
     nearest other sample of the compared set by cosine similarity, under the reference and under the
-    candidate. ``top1_agreement`` is the share of samples whose nearest neighbour is the same, and
+    candidate. ``neighbour_agreement`` (and ``top1_agreement``) is the share of samples whose nearest
+    neighbour is the same, and
     ``top5_containment`` the share whose reference nearest neighbour is among the candidate's five nearest.
     Compare at least a few hundred samples: with few, neighbours are far apart and agreement says little.
     """
@@ -274,9 +276,11 @@ class EmbeddingJudge:
         if len(ref) < 2 or not (np.isfinite(ref).all() and np.isfinite(cand).all()):
             return base
         near_ref, near_cand = _neighbours(ref, 1)[:, 0], _neighbours(cand, min(5, len(ref) - 1))
+        agree = round(float(np.mean(near_ref == near_cand[:, 0])), 6)
         return replace(
             base,
-            top1_agreement=round(float(np.mean(near_ref == near_cand[:, 0])), 6),
+            neighbour_agreement=agree,
+            top1_agreement=agree,
             top5_containment=round(float(np.mean(np.any(near_cand == near_ref[:, None], axis=1))), 6),
         )
 

@@ -190,3 +190,27 @@ def test_cli_sweeps_sequence_lengths_and_paddings(text_artifact: Path, tmp_path:
     assert data["config"]["seq_lens"] == [8, 16]
     table = printed.getvalue()
     assert "tokens" in table and "sequence=16" in table
+
+
+def test_neighbour_agreement_is_a_declared_figure_the_embedding_judge_reports() -> None:
+    from infership.runtime.figures import Agreement, Better, Unit, figure_info
+    from infership.runtime.tasks import Task, judge_for
+
+    info = figure_info("neighbour_agreement")
+    assert info is not None and (info.unit, info.better) == (Unit.FRACTION, Better.HIGHER)
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(40, 8))
+    cand = ref + rng.normal(scale=0.4, size=ref.shape)  # noisy enough that some neighbours change
+
+    def nearest(v: np.ndarray) -> np.ndarray:
+        unit = v / np.linalg.norm(v, axis=1, keepdims=True)
+        sims = unit @ unit.T
+        np.fill_diagonal(sims, -np.inf)
+        return np.argsort(-sims, axis=1)[:, 0]
+
+    expected = float(np.mean(nearest(ref) == nearest(cand)))
+    assert 0.0 < expected < 1.0
+    agreement = judge_for(Task.EMBEDDING).compare([{"embedding": ref}], [{"embedding": cand}])
+    assert agreement.neighbour_agreement == pytest.approx(expected) == agreement.top1_agreement
+    assert Agreement.from_dict(agreement.to_dict()).neighbour_agreement == agreement.neighbour_agreement
+    assert Agreement(task="embedding", neighbour_agreement=0.97).loss_points == 3.0
