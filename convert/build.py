@@ -37,8 +37,9 @@ from infership.runtime import (
 )
 from infership.runtime.artifact import read_onnx_specs
 from infership.runtime.atomic import scratch_dir
+from infership.runtime.statistics import REFERENCE_KEY, reference_statistics
 
-from . import resolve, text, variants
+from . import detection, resolve, text, variants
 from .checking import Checker, Rejected, reference_outputs, summary
 from .export import Exporter, capture_program, export_batch, export_onnx
 from .hf import is_hf_source
@@ -201,7 +202,7 @@ def build_artifact(
 
     with scratch_dir("build") as tmp_name:
         tmp = Path(tmp_name)
-        tokenizer, encoder = None, None
+        tokenizer, encoder, detector = None, None, None
         if src.text is not None:
             text.refuse_for_text(
                 preprocessing=preprocessing, dynamic_axes=dynamic_axes, input_dtypes=input_dtypes
@@ -228,6 +229,12 @@ def build_artifact(
             }
         else:
             examples = example_tensors(example_inputs, input_shapes, input_dtypes, seed=seed)
+            detector = detection.adapt(src, examples)
+            # A detector's list[dict] outputs become flat named outputs, its batch fixed (convert/detection.py).
+            if detector is not None:
+                src, dynamic_batch = detector, detection.fixed_batch(dynamic_batch)
+                wanted_task = wanted_task or Task.DETECTION
+                output_names = output_names or list(detection.OUTPUTS)
             in_names = resolve.input_names(input_names, src, len(examples))
             axes = resolve.resolve_axes(src, in_names, examples, dynamic_batch, dynamic_axes)
         if output_names is None and src.text is not None:
@@ -237,6 +244,7 @@ def build_artifact(
         tick("export to ONNX")
         program, capture_step = src.program, None
         want_program = torch_program or Exporter.parse(exporter) is not Exporter.TORCHSCRIPT
+        want_program = want_program and detector is None  # torch.export cannot capture NMS: TorchScript kept
         if src.program is None and src.kind != "torchscript" and want_program:
             program, capture_step = capture_program(
                 src.model, traced, input_names=in_names, dynamic_axes=axes
@@ -253,8 +261,14 @@ def build_artifact(
             opset=opset,
             exporter=exporter,
             program=program,
-            auto_order=text.EXPORT_ORDER if src.text is not None else (Exporter.DYNAMO, Exporter.TORCHSCRIPT),
+            auto_order=text.EXPORT_ORDER
+            if src.text is not None
+            else detection.EXPORT_ORDER
+            if detector is not None
+            else (Exporter.DYNAMO, Exporter.TORCHSCRIPT),
         )
+        if detector is not None:
+            detection.declare_outputs(raw, out_names)
         inputs, outputs = read_onnx_specs(raw)
         pre = resolve.resolve_preprocessing(preprocessing, inputs)
         label_names = resolve.resolve_labels(labels, outputs)
@@ -380,6 +394,10 @@ def build_artifact(
             extra["notes"] = notes
         if src.text is not None:
             extra.update(text.pooling_note(src.text))
+        if real:  # real inputs and PyTorch's outputs on them: what serving compares live traffic with
+            extra[REFERENCE_KEY] = reference_statistics(
+                real, refs[-len(real) :], task=base.task, source="export validation data"
+            )
         manifest = replace(base, versions=_versions(), extra=extra)
         with ArtifactWriter.create(out, manifest, overwrite=overwrite) as writer:
             if tokenizer is not None:

@@ -227,7 +227,7 @@ class Monitor:
         elif not reference or not reference.get("inputs"):
             self.drift_off_reason = (
                 f"the artifact records no reference statistics (manifest.extra[{REFERENCE_KEY!r}]); "
-                "artifacts built or quantized by this version of infership record them"
+                "`infership quantize` records them, and `infership export` when given validation data"
             )
         else:
             self.drift = DriftMonitor(reference, task=manifest.task or Task.TENSOR, window=window)

@@ -26,9 +26,10 @@ from infership.calibration.dataset import CalibrationSet
 from infership.calibration.text import from_texts
 from infership.runtime.artifact import Artifact, ArtifactWriter
 from infership.runtime.atomic import scratch_dir
-from infership.runtime.errors import ArtifactError, InvalidInputError
+from infership.runtime.errors import ArtifactError, InfershipError, InvalidInputError
 from infership.runtime.manifest import Manifest
 from infership.runtime.routing import RouteTable, with_routes
+from infership.runtime.statistics import REFERENCE_KEY, reference_statistics
 from infership.runtime.tasks import Task, judge_for
 from infership.runtime.text import TextEncoder
 
@@ -256,7 +257,8 @@ def quantize(
         table = measure_routes(ctx, kept) if routes else None
         if table is not None:
             report = replace(report, routes=table.to_dict())
-        _commit(art, kept, report, table)
+        stats = _reference_statistics(art, held, ctx.ref.outputs)
+        _commit(art, kept, report, table, stats)
     return replace(report, committed=True)
 
 
@@ -329,11 +331,33 @@ def _commit(
     built: Sequence[tuple[TargetReport, list[Path]]],
     report: QuantizeReport,
     table: RouteTable | None,
+    stats: dict[str, Any] | None = None,
 ) -> None:
     with ArtifactWriter.update(art) as writer:
         for rep, files in built:
             names = [writer.add_file(f, rep.target.artifact_name(f)) for f in files]
             writer.put_variant(rep.variant_id, files=names, **variant_fields(rep, report))
+        if stats is not None:
+            writer.set_manifest(extra={**writer.manifest.extra, REFERENCE_KEY: stats})
         if table is not None:
             writer.set_manifest(extra=with_routes(writer.manifest, INT8, table).extra)
         writer.commit()
+
+
+def _reference_statistics(
+    art: Artifact, held: CalibrationSet, outputs: Sequence[Any]
+) -> dict[str, Any] | None:
+    """What serving compares live traffic with (drift monitoring): the held-out inputs and the fp32
+    reference's outputs on them. A failure here must not cost the quantization: logged, not raised."""
+    try:
+        info = held.describe()
+        what = ", ".join(f"{k}={v}" for k, v in info.items() if isinstance(v, (str, int, float)))
+        return reference_statistics(
+            (b.feeds for b in held.batches()),
+            outputs,
+            task=art.manifest.task,
+            source=f"held-out data ({what})",
+        )
+    except InfershipError as exc:
+        log.warning("no reference statistics recorded (drift monitoring stays off): %s", exc)
+        return None

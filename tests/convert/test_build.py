@@ -63,6 +63,26 @@ def digits(tmp_path_factory):
     return model, art
 
 
+def test_export_records_reference_statistics_from_its_validation_data(digits, tmp_path):
+    from infership.runtime.statistics import REFERENCE_KEY
+
+    model, art = digits
+    ref = art.manifest.extra[REFERENCE_KEY]
+    assert ref["samples"] == 24 and ref["source"] == "export validation data"
+    real = load_digits_images(24)
+    assert ref["inputs"]["x"]["mean"] == pytest.approx(float(real.mean()), rel=1e-3)
+    assert len(ref["outputs"][art.manifest.outputs[0].name]["classes"]) == 10
+    # Without real data nothing is recorded: random check inputs say nothing about production traffic.
+    plain = build_artifact(model, tmp_path / "plain", input_shapes=[(1, 1, 8, 8)], fp16=False, openvino=False)
+    assert REFERENCE_KEY not in plain.manifest.extra
+
+
+def load_digits_images(n: int) -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    return (load_digits().images[:n] / 16.0).astype(np.float32)[:, None]
+
+
 def test_digits_artifact_has_every_variant_checked(digits):
     _, art = digits
     m = art.manifest

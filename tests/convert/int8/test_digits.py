@@ -66,6 +66,21 @@ def test_manifest_records_steps_calibration_and_validation(quantized):
     assert [Path(f.path).suffix for f in ov_v.files] == [".xml", ".bin"]
 
 
+def test_quantize_records_reference_statistics_for_drift_monitoring(quantized):
+    from infership.runtime.monitoring import Monitor
+    from infership.runtime.statistics import REFERENCE_KEY
+
+    root, _ = quantized
+    manifest = Artifact.load(root).manifest
+    ref = manifest.extra[REFERENCE_KEY]
+    assert ref["samples"] == 360 and "held-out" in ref["source"]
+    (name,) = ref["inputs"]
+    assert 0.0 <= ref["inputs"][name]["mean"] <= 16.0  # the digits' pixel values, as the model sees them
+    classes = next(iter(ref["outputs"].values()))["classes"]
+    assert len(classes) == 10 and abs(sum(classes) - 1.0) < 1e-6 and max(classes) < 0.2  # ten balanced digits
+    assert Monitor(manifest).drift is not None
+
+
 @pytest.mark.parametrize("backend", ["ort-cpu", "openvino"])
 def test_predictor_loads_int8_and_reproduces_the_recorded_accuracy(quantized, backend):
     root, report = quantized
