@@ -21,13 +21,14 @@ from .errors import (
     ValidationError,
 )
 from .figures import Agreement, Better, FigureInfo, Unit, figure_info
-from .manifest import SCHEMA_VERSION, FileEntry, Manifest, Preprocessing, Step, Variant
+from .manifest import SCHEMA_VERSION, FileEntry, Manifest, Preprocessing, Step, Tokenizer, Variant
 from .monitoring import Monitor, MonitoredPredictor
 from .predictor import BackendFallbackWarning, Predictor
 from .registry import backend_names, backend_status, get_backend, register_backend
 from .spec import TensorSpec
 from .statistics import reference_statistics
 from .tasks import Task, infer_task, judge_for
+from .text import TextEncoder
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -61,6 +62,8 @@ __all__ = [
     "StorageError",
     "Task",
     "TensorSpec",
+    "TextEncoder",
+    "Tokenizer",
     "Unit",
     "UntrustedProgram",
     "ValidationError",

@@ -214,3 +214,14 @@ def test_neighbour_agreement_is_a_declared_figure_the_embedding_judge_reports() 
     assert agreement.neighbour_agreement == pytest.approx(expected) == agreement.top1_agreement
     assert Agreement.from_dict(agreement.to_dict()).neighbour_agreement == agreement.neighbour_agreement
     assert Agreement(task="embedding", neighbour_agreement=0.97).loss_points == 3.0
+
+
+def test_the_text_runtime_is_public(encoder) -> None:
+    import infership.runtime as runtime
+
+    import infership
+
+    for name in ("TextEncoder", "Tokenizer", "Task"):
+        assert name in runtime.__all__ and name in infership.__all__
+        assert getattr(infership, name) is getattr(runtime, name)
+    assert isinstance(encoder, infership.TextEncoder) and isinstance(encoder.record, infership.Tokenizer)
