@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -204,3 +206,24 @@ def test_segment_needs_recorded_preprocessing(tmp_path):
         pytest.raises(InvalidInputError, match="preprocess"),
     ):
         p.segment(_photo(16, 16, 0))
+
+
+def test_the_example_unet_exports_from_its_file_with_the_task_inferred_from_class_names(tmp_path):
+    from infership.convert import build_artifact
+
+    root = Path(__file__).resolve().parents[2]
+    art = build_artifact(
+        f"{root}/examples/segmentation/unet.py:build_unet",
+        tmp_path / "unet",
+        num_classes=3,
+        input_shapes=[(1, 3, 32, 32)],
+        preprocessing="unit",
+        labels=["background", "cat", "dog"],
+        fp16=False,
+        openvino=False,
+    )
+    assert art.manifest.task is Task.SEGMENTATION
+    assert art.manifest.variant("onnx-fp32").validation["pixel_agreement"] == 1.0
+    with Predictor.load(art.root, backend="ort-cpu") as p:
+        (mask,) = p.segment(_photo(40, 56, 5))
+    assert mask.shape == (40, 56) and mask.max() < 3
