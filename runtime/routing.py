@@ -12,8 +12,10 @@ backend is fastest up to which length (:data:`ROUTES_KEY` in ``Manifest.extra``)
 
 ``Predictor.load(path, precision="int8")`` (backend ``auto``, no variant) then opens one session per route and
 runs each batch on the first route whose ``max`` holds the batch's size along ``symbol`` (all routes' variants
-passed the same accuracy budget). ``placement.details["routes"]`` says so. Explicit ``backend=`` or
-``variant=`` load one variant as always; routes recorded on another kind of CPU are not used.
+passed the same accuracy budget). ``placement.details["routes"]`` says so. ``Predictor.load(path)`` with no
+precision does the same when its default would open the rule's int8 variant (not when a deployment profile
+decides). Explicit ``backend=`` or ``variant=`` load one variant as always; routes recorded on another kind
+of CPU are not used.
 """
 
 from __future__ import annotations
@@ -157,12 +159,27 @@ def open_routed(
     """The routed session for ``request`` when the artifact records routes for its precision and the
     request leaves the choice to infership (``auto``, no variant, no autotune); else ``None``.
 
+    Without a precision either, the default load would open the rule's validated int8 variant
+    (:func:`~infership.runtime.selection.planned`): when routes are recorded for that variant's precision,
+    they choose per batch instead (all their variants passed the same budget). A deployment profile measured
+    for this machine is not overridden: it decides alone.
+
     Routes recorded on another CPU model are not used (logged). A route that cannot open here (its
     backend unavailable) leaves the whole table unused: the fixed order applies, as without routes.
     """
-    if request.backend != "auto" or request.variant is not None or request.autotune or not request.precision:
+    if request.backend != "auto" or request.variant is not None or request.autotune:
         return None
-    table = read_routes(artifact.manifest, request.precision)
+    precision, chosen = request.precision, dict[str, str]()
+    if precision is None:
+        if not artifact.manifest.extra.get(ROUTES_KEY):
+            return None  # nothing to consult: leave the default choice to selection
+        plan = selection.planned(artifact, request, base)
+        if plan is None or plan.profile is not None:
+            return None
+        precision = artifact.manifest.variant(plan.variant).precision
+        chosen = {"selection": f"{plan.source}, routes by length", "selection_reason": plan.reason}
+        request = replace(request, precision=precision)
+    table = read_routes(artifact.manifest, precision)
     if table is None:
         return None
     here = cpu_info().model
@@ -181,4 +198,5 @@ def open_routed(
         return None
     m = artifact.manifest
     session = RoutedSession(table, opened, m.inputs, m.outputs)
-    return selection.Opened(session.placement.backend, opened[0].variant, session, base, session.placement)
+    placement = replace(session.placement, details={**session.placement.details, **chosen})
+    return selection.Opened(session.placement.backend, opened[0].variant, session, base, placement)

@@ -22,6 +22,7 @@ import platform
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from .manifest import Variant
 from .spec import TensorSpec, random_array
 from .timing import median_ms
 from .verification import DONE, VerifiedOnFirstRun
+
+if TYPE_CHECKING:
+    from .profile import Plan
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +140,10 @@ def open_best(artifact: Artifact, request: Request, base: BackendOptions) -> Ope
     raise BackendUnavailable(f"no backend could run {artifact.root}: {detail}")
 
 
-def _open_planned(artifact: Artifact, request: Request, base: BackendOptions) -> Opened | None:
-    """No backend, precision or variant asked for: open the deployment profile's choice for this machine,
-    else the rule's validated int8 variant (:mod:`infership.runtime.profile`); ``None``: fp32 in the fixed
-    order. A planned choice that cannot open here is logged and the fixed order applies."""
+def planned(artifact: Artifact, request: Request, base: BackendOptions) -> Plan | None:
+    """What a load without backend, precision or variant plans to open: the deployment profile's choice
+    for this machine, else the rule's validated int8 variant (:mod:`infership.runtime.profile`); ``None``:
+    fp32 in the fixed order."""
     from .profile import default_plan
 
     def runnable(variant_id: str) -> list[tuple[str, str | None]]:
@@ -148,7 +152,13 @@ def _open_planned(artifact: Artifact, request: Request, base: BackendOptions) ->
             return []  # a program built elsewhere runs only when the caller asks for it
         return auto_candidates(artifact, replace(request, variant=variant_id))
 
-    plan = default_plan(artifact.manifest, hint=base.hint, device=request.device, runnable=runnable)
+    return default_plan(artifact.manifest, hint=base.hint, device=request.device, runnable=runnable)
+
+
+def _open_planned(artifact: Artifact, request: Request, base: BackendOptions) -> Opened | None:
+    """No backend, precision or variant asked for: open :func:`planned`'s choice. A planned choice that
+    cannot open here is logged and the fixed order applies."""
+    plan = planned(artifact, request, base)
     if plan is None:
         return None
     try:

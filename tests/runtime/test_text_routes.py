@@ -1,0 +1,93 @@
+"""Routes by length consulted by the default load: ``Predictor.load(path)`` with no precision, whose rule
+would open one validated int8 variant, runs each batch on the route its length selects instead.
+
+The int8 variants here are the tiny BERT's fp32 ONNX file recorded as int8 with passing validation figures:
+what is tested is the choice, not quantization (tests/convert/int8/test_text_int8.py measures real routes).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.convert.text_models import SENTENCES, tiny_bert_folder
+
+pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+
+SHORT, LONG = "hello world", "the quick brown fox jumps over the lazy dog"
+
+
+def _int8_validation(ms: float) -> dict:
+    return {"passed": True, "loss_points": 0.5, "max_accuracy_drop": 3.0, "latency_ms": ms,
+            "fp32_latency_ms": 10.0, "backend": "ort-cpu"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def int8_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A text artifact with two "int8" variants the default rule accepts, and no routes yet."""
+    from infership.convert import build_artifact
+    from infership.runtime import Artifact, ArtifactWriter
+
+    root = tmp_path_factory.mktemp("routes")
+    out = root / "bert"
+    build_artifact(
+        f"hf:{tiny_bert_folder(root / 'hf')}", out, task="feature-extraction", fp16=False, openvino=False,
+        optimize=False, torch_program=False, validation_data=list(SENTENCES),
+    )  # fmt: skip
+    art = Artifact.load(out)
+    model = art.manifest.variant("onnx-fp32").files[0].path
+    with ArtifactWriter.update(art) as w:
+        for vid, ms in (("onnx-int8-short", 1.0), ("onnx-int8-long", 2.0)):
+            w.put_variant(
+                vid, format="onnx", precision="int8", files=[model], validation=_int8_validation(ms)
+            )
+        w.commit()
+    return out
+
+
+def _with_routes(src: Path, dest: Path) -> Path:
+    from infership.runtime import Artifact, ArtifactWriter
+    from infership.runtime.routing import Route, RouteTable, with_routes
+
+    shutil.copytree(src, dest)
+    art = Artifact.load(dest)
+    table = RouteTable(
+        "sequence", (Route(8, "onnx-int8-short", "ort-cpu"), Route(None, "onnx-int8-long", "openvino"))
+    )
+    with ArtifactWriter.update(art) as w:
+        w.set_manifest(extra=with_routes(w.manifest, "int8", table).extra)
+        w.commit()
+    return dest
+
+
+def test_default_load_without_routes_opens_the_rules_int8_variant(int8_artifact: Path) -> None:
+    from infership.runtime import Predictor
+
+    with Predictor.load(int8_artifact) as p:
+        assert p.variant.id == "onnx-int8-short" and p.backend == "ort-cpu"
+        assert p.placement.details["selection"] == "rule: int8"
+
+
+def test_default_load_consults_the_routes_of_the_rules_precision(int8_artifact: Path, tmp_path: Path) -> None:
+    from infership.runtime import Predictor
+
+    routed = _with_routes(int8_artifact, tmp_path / "routed")
+    with Predictor.load(routed) as p:
+        assert p.backend == "ort-cpu+openvino"
+        details = p.placement.details
+        assert [r["variant"] for r in details["routes"]] == ["onnx-int8-short", "onnx-int8-long"]
+        assert details["selection"] == "rule: int8, routes by length"
+        assert "onnx-int8-short passed its accuracy budget" in details["selection_reason"]
+        session = p._session
+        assert session.route_for(p.prepare([SHORT])).backend == "ort-cpu"
+        assert session.route_for(p.prepare([LONG])).backend == "openvino"
+        got = p.predict([SHORT, LONG])["embedding"]
+    with Predictor.load(routed, precision="fp32", backend="ort-cpu") as ref:
+        np.testing.assert_allclose(got, ref.predict([SHORT, LONG])["embedding"], atol=1e-4)
+    # an explicit choice still loads one variant
+    with Predictor.load(routed, variant="onnx-int8-long") as p:
+        assert "routes" not in p.placement.details
