@@ -103,7 +103,9 @@ class _OrtBackendBase:
         if options.inter_op_threads is not None:
             so.inter_op_num_threads = options.inter_op_threads
             so.execution_mode = ort.ExecutionMode.ORT_PARALLEL
-        record = bool(options.extra.get("record_placement", True))
+        # Where nodes ran matters on a GPU provider (a silent CPU fallback is refused below); on the CPU
+        # provider every node runs there, and recording it costs a few percent of the load: opt-in only.
+        record = bool(options.extra.get("record_placement", self.provider != _CPU))
         if record:
             so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
         for k, v in dict(options.extra.get("session_config", {})).items():

@@ -73,9 +73,11 @@ def test_no_warning_when_first_choice_runs(tiny_artifact):
 
 
 def test_placement_reports_node_counts(tiny_artifact):
-    with Predictor.load(tiny_artifact, backend="ort-cpu") as p:
+    with Predictor.load(tiny_artifact, backend="ort-cpu", extra={"record_placement": True}) as p:
         counts = p.placement.node_counts
     assert counts is not None and counts.get("CPUExecutionProvider", 0) > 0
+    with Predictor.load(tiny_artifact, backend="ort-cpu") as p:  # off by default on the CPU (load time)
+        assert p.placement.node_counts is None
 
 
 def test_auto_picks_per_documented_rule(tiny_artifact):
