@@ -60,9 +60,20 @@ def load_scenes(split: str, count: int, *, size: int = SIZE, start: int = 0) -> 
     images, _, masks = scenes.stack(made)
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, images=images, masks=masks)
+    objects = np.asarray([len(s.labels) for s in made])
+    np.savez_compressed(tmp, images=images, masks=masks, objects=objects)
     tmp.replace(path)
     return images, masks
+
+
+def count_objects(split: str, count: int, *, size: int = SIZE, start: int = 0) -> int:
+    """How many digits the scenes of :func:`load_scenes` hold."""
+    load_scenes(split, count, size=size, start=start)
+    with np.load(CACHE / f"{split}-{start}-{count}-{size}.npz") as f:
+        if "objects" in f:
+            return int(f["objects"].sum())
+    made = scenes.make_scenes(count, size=size, split=split, start=start)
+    return sum(len(s.labels) for s in made)
 
 
 class SceneSource:

@@ -227,3 +227,43 @@ def test_the_example_unet_exports_from_its_file_with_the_task_inferred_from_clas
     with Predictor.load(art.root, backend="ort-cpu") as p:
         (mask,) = p.segment(_photo(40, 56, 5))
     assert mask.shape == (40, 56) and mask.max() < 3
+
+
+class _MaskSource:
+    """Images with masks as labels (the array sources take one label per sample only)."""
+
+    def __init__(self, n: int) -> None:
+        rng = np.random.default_rng(7)
+        self.x = np.stack([preprocess_image(_photo(32, 48, 10 + i), PRE) for i in range(n)])
+        self.masks = rng.integers(0, 4, size=(n, 32, 48)).astype(np.int64)
+        self.has_labels = True
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def read(self, indices):
+        idx = list(indices)
+        return {"x": self.x[idx]}, self.masks[idx]
+
+    def describe(self):
+        return {"kind": "test masks"}
+
+
+def test_int8_is_validated_by_mask_agreement_and_miou(segmenter, tmp_path):
+    import shutil
+
+    from infership.calibration import CalibrationSet
+    from infership.convert.int8 import quantize
+
+    _, art = segmenter
+    root = tmp_path / "copy"
+    shutil.copytree(art.root, root)
+    data = CalibrationSet(_MaskSource(24), batch_size=8)
+    report = quantize(
+        root, data, holdout=data, targets=["ort"], samples=16, max_accuracy_drop=50.0, routes=False
+    )
+    (target,) = report.targets
+    metrics = target.metrics
+    assert metrics.task == "segmentation" and metrics.pixel_agreement > 0.5
+    assert metrics.accuracy is not None and metrics.accuracy_drop is not None  # mIoU against the masks
+    assert metrics.loss_points == metrics.accuracy_drop
