@@ -223,7 +223,7 @@ def _compare_planned(
         if mismatch:
             return RunComparison(key, Verdict.NOT_COMPARABLE, reasons=(mismatch,)), None
         records = _validation_records(config, base, cand)
-        pools = [_pool(pred, sweep, p.batch_size) for pred in (base, cand)]
+        pools = [_pool(pred, sweep, p) for pred in (base, cand)]
         parts, pairs_note = _measure_pairs(config, p, (base, cand), pools, thresholds, progress, label)
     row = _judge(parts, thresholds, records, pairs_note)
     if config.confirm and row.verdict is Verdict.REGRESSION:
@@ -258,7 +258,8 @@ def _key(p: PlannedRun, pred: Predictor | None) -> str:
     model = pred.manifest.name if pred is not None else "?"
     backend = pred.backend if pred is not None else p.backend
     device = pred.placement.device if pred is not None else "?"
-    return f"{model}/{backend}@{device}/{p.precision}/{p.scenario.value}/b{p.batch_size}/c{p.concurrency}"
+    key = f"{model}/{backend}@{device}/{p.precision}/{p.scenario.value}/b{p.batch_size}/c{p.concurrency}"
+    return key + (f"/{p.tokens.describe().replace(' ', '/')}" if p.tokens is not None else "")
 
 
 def _mismatch(base: Predictor, cand: Predictor) -> str:
@@ -273,10 +274,14 @@ def _mismatch(base: Predictor, cand: Predictor) -> str:
     )
 
 
-def _pool(pred: Predictor, sweep: BenchConfig, batch_size: int) -> InputPool:
+def _pool(pred: Predictor, sweep: BenchConfig, p: PlannedRun) -> InputPool:
+    tokens = p.tokens  # text encoders: the run's shape bucket (sequence length or replay, padding)
     return make_pool(
-        pred, batch_size=batch_size, size=sweep.pool_size, seed=sweep.seed, shapes=sweep.shapes,
+        pred, batch_size=p.batch_size, size=sweep.pool_size, seed=sweep.seed, shapes=sweep.shapes,
         inputs=sweep.inputs, include_preprocessing=sweep.include_preprocessing, image_size=sweep.image_size,
+        sequence=tokens.sequence if tokens else None,
+        replay=sweep.replay if tokens and tokens.sequence is None else None,
+        padding=tokens.padding if tokens else "longest",
     )  # fmt: skip
 
 

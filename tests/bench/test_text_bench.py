@@ -225,3 +225,18 @@ def test_the_text_runtime_is_public(encoder) -> None:
         assert name in runtime.__all__ and name in infership.__all__
         assert getattr(infership, name) is getattr(runtime, name)
     assert isinstance(encoder, infership.TextEncoder) and isinstance(encoder.record, infership.Tokenizer)
+
+
+def test_ab_measures_each_shape_bucket_on_both_sides(text_artifact: Path) -> None:
+    from infership.bench import BenchConfig
+    from infership.bench.ab import ABConfig, run_ab
+    from infership.bench.rule import Thresholds
+
+    sweep = BenchConfig(artifact=text_artifact, backends=("ort-cpu",), seq_lens=(4, 16), intra_op_threads=1,
+                        duration_s=0.2, max_duration_s=0.4, warmup_queries=1)  # fmt: skip
+    out = run_ab(ABConfig(baseline=text_artifact, sweep=sweep, block_s=0.05, rest_s=0.0, confirm=False),
+                 thresholds=Thresholds(max_slowdown=0.5))  # fmt: skip
+    keys = [row.key for row in out.comparison.rows]
+    assert keys == [f"bert/ort-cpu@cpu/fp32/single-stream/b1/c1/sequence={n}" for n in (4, 16)]
+    shapes = [r.settings.input_shapes["input_ids"] for r in out.candidate.runs]
+    assert shapes == [[1, 4], [1, 16]] == [r.settings.input_shapes["input_ids"] for r in out.baseline.runs]
