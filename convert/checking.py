@@ -155,7 +155,8 @@ class Checker:
             )
         )
         val = check.to_dict()
-        real_rows = sum(_rows(r) for r in self.refs[len(self.refs) - self.n_real :]) if self.n_real else 0
+        # Rows counted on the inputs: a detector's outputs have as many rows as detections, not images.
+        real_rows = sum(_rows(f) for f in self.feeds[len(self.feeds) - self.n_real :]) if self.n_real else 0
         val.update(reference="torch eager (the source model)", backend=backend, real_samples=real_rows)
         val["random_samples"] = val["samples"] - real_rows
         val["shapes"] = [{k: list(v.shape) for k, v in f.items()} for f in self.feeds[:8]]

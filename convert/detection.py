@@ -170,7 +170,8 @@ def fixed_batch(dynamic_batch: bool | None) -> bool:
 
 
 def declare_outputs(path: str | os.PathLike[str], output_names: list[str]) -> None:
-    """Name the detections axis of the exported graph's outputs :data:`DETECTIONS_DIM`.
+    """Name the detections axis of the exported graph's outputs :data:`DETECTIONS_DIM` (and fix the boxes'
+    second axis to 4, which the exporter leaves symbolic).
 
     Args:
         path: The exported ONNX file, rewritten in place.
@@ -186,4 +187,7 @@ def declare_outputs(path: str | os.PathLike[str], output_names: list[str]) -> No
             if len(dims):
                 dims[0].ClearField("dim_value")
                 dims[0].dim_param = DETECTIONS_DIM
+            if vi.name == output_names[0] and len(dims) == 2:  # boxes: four coordinates each
+                dims[1].ClearField("dim_param")
+                dims[1].dim_value = 4
     onnx.save(model, os.fspath(Path(path)))

@@ -38,6 +38,9 @@ class Tolerance:
         min_top1: Smallest top-1 agreement allowed; only for tasks with a top class (classification: a
             ``tensor`` comparison judged with it is refused). ``None`` reports it without gating on it
             (random inputs give near-ties that flip under tiny errors).
+        min_matched: Detection only (outputs of data-dependent size, where element-wise limits do not
+            apply): smallest share of detections matched to the reference's (``detections_matched``).
+        min_box_iou: Detection only: smallest IoU of a matched detection's box with the reference's.
 
     Raises:
         InvalidInputError: A value out of its range.
@@ -47,6 +50,8 @@ class Tolerance:
     rtol: float = 1e-3
     min_cosine: float = 0.9999
     min_top1: float | None = None
+    min_matched: float = 0.99
+    min_box_iou: float = 0.99
 
     def __post_init__(self) -> None:
         for name in ("atol", "rtol"):
@@ -56,6 +61,9 @@ class Tolerance:
             raise InvalidInputError(f"Tolerance.min_cosine must be in [-1, 1], got {self.min_cosine}")
         if self.min_top1 is not None and not 0.0 <= self.min_top1 <= 1.0:
             raise InvalidInputError(f"Tolerance.min_top1 must be in [0, 1], got {self.min_top1}")
+        for name in ("min_matched", "min_box_iou"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InvalidInputError(f"Tolerance.{name} must be in [0, 1], got {getattr(self, name)}")
 
     @classmethod
     def fp32(cls) -> Tolerance:
@@ -67,13 +75,13 @@ class Tolerance:
         """Default for fp16 graphs checked against fp32 (11-bit mantissa). Judged mainly by cosine: in a deep
         network the largest single error can be a sizeable fraction of the output scale while the outputs as a
         whole stay close (docs/converters.md)."""
-        return cls(atol=1e-3, rtol=5e-2, min_cosine=0.999)
+        return cls(atol=1e-3, rtol=5e-2, min_cosine=0.999, min_matched=0.9, min_box_iou=0.95)
 
     @classmethod
     def bf16(cls) -> Tolerance:
         """For graphs a runtime executes in bfloat16 (8-bit mantissa; OpenVINO's default on CPUs with
         AVX512_BF16 or AMX for non-fp32 variants): wider still than :meth:`fp16`."""
-        return cls(atol=1e-2, rtol=0.2, min_cosine=0.99)
+        return cls(atol=1e-2, rtol=0.2, min_cosine=0.99, min_matched=0.8, min_box_iou=0.9)
 
     def judge(self, agreement: Agreement) -> tuple[str, ...]:
         """Why ``agreement`` misses this tolerance, one reason per figure and output; empty if it does not.
@@ -90,6 +98,8 @@ class Tolerance:
             InvalidInputError: ``min_top1`` is set and the record has no top-1 agreement (its task, such as
                 ``tensor``, has no top class): the limit would silently check nothing.
         """
+        if agreement.task == Task.DETECTION.value:
+            return self._judge_detections(agreement)
         if self.min_top1 is not None and agreement.top1_agreement is None:
             raise InvalidInputError(
                 f"Tolerance.min_top1={self.min_top1} needs a top-1 agreement, and task {agreement.task!r} gives "
@@ -114,6 +124,18 @@ class Tolerance:
         top1 = agreement.top1_agreement
         if self.min_top1 is not None and top1 is not None and top1 < self.min_top1:
             out.append(f"top1_agreement {top1:.4f} < {self.min_top1}")
+        return tuple(out)
+
+    def _judge_detections(self, agreement: Agreement) -> tuple[str, ...]:
+        # Detections have data-dependent counts: matched share and box IoU replace element-wise limits.
+        out: list[str] = []
+        if agreement.nonfinite:
+            out.append(f"{agreement.nonfinite} NaN/Inf value(s) in boxes or scores")
+        matched = agreement.detections_matched
+        if matched is None or matched < self.min_matched:
+            out.append(f"detections_matched {_g(matched)} < {self.min_matched}")
+        if agreement.box_iou_min is not None and agreement.box_iou_min < self.min_box_iou:
+            out.append(f"box_iou_min {agreement.box_iou_min:.4g} < {self.min_box_iou}")
         return tuple(out)
 
     def to_dict(self) -> dict[str, Any]:

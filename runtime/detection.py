@@ -47,6 +47,9 @@ SCORE_THRESHOLD = 0.5
 SCORE_MARGIN = 0.1
 #: IoU at which two detections are the same object when comparing with a reference.
 MATCH_IOU = 0.5
+#: A score shared by more detections of one image than this, under :data:`SCORE_THRESHOLD`, marks an
+#: untrained model's output: which of those detections it keeps, and in which order, is arbitrary.
+MAX_TIED = 5  # such images are left out of the comparison (both sides)
 #: IoU thresholds of COCO's mAP@0.5:0.95.
 COCO_IOUS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 
@@ -70,8 +73,19 @@ class Detections:
 
     def above(self, threshold: float) -> Detections:
         """The detections scoring at least ``threshold``."""
-        keep = self.scores >= threshold
+        return self.where(self.scores >= threshold)
+
+    def where(self, keep: np.ndarray) -> Detections:
+        """The detections where ``keep`` is true."""
         return Detections(self.boxes[keep], self.scores[keep], self.labels[keep])
+
+
+def _untrained(d: Detections) -> bool:
+    """Whether more than :data:`MAX_TIED` of ``d``'s detections share one score (to 5 decimals) under
+    :data:`SCORE_THRESHOLD`: an untrained model's output, whose choice and order of boxes is arbitrary."""
+    rounded = np.round(d.scores.astype(np.float64), 5)
+    values, counts = np.unique(rounded, return_counts=True)
+    return bool(np.any((counts > MAX_TIED) & (values < SCORE_THRESHOLD)))
 
 
 # ---------------------------------------------------------------------------------------------- splitting
@@ -137,7 +151,9 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
     inter = w * h
     union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    # Empty boxes (x1 == x2, which untrained detectors return) are the same box where they coincide.
+    same = np.all(np.abs(a[:, None, :] - b[None, :, :]) <= 1e-3, axis=2)
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), same.astype(np.float64))
 
 
 def _greedy(ref: Detections, cand: Detections, *, per_label: bool, min_iou: float) -> list[tuple[int, int]]:
@@ -296,6 +312,9 @@ class DetectionJudge:
             nonfinite += int(np.count_nonzero(~np.isfinite(c.boxes))) + int(
                 np.count_nonzero(~np.isfinite(c.scores))
             )
+            # Ties an untrained model makes (hundreds of equal scores) are left out on both sides.
+            if _untrained(r):
+                continue
             rr, cc = r.above(threshold), c.above(low)
             reference_count += len(rr)
             candidate_count += len(c.above(threshold))

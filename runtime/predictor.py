@@ -289,6 +289,25 @@ class Predictor:
 
         return segment(self, images, output=output, unseen=unseen)
 
+    def detect(self, images: Any, *, score_threshold: float = 0.5) -> list[Any]:
+        """Detections of raw images, one :class:`~infership.runtime.detection.Detections` per image (detection
+        artifacts), boxes in the original image's pixels (the recorded resize and crop undone); see
+        :func:`infership.runtime.detection.detect`.
+
+        Args:
+            images: An image or a list: file paths, PIL images, HWC uint8 arrays.
+            score_threshold: Detections scoring under this are left out.
+
+        Returns:
+            Per image: ``boxes [n, 4]`` (``x1, y1, x2, y2``), ``scores [n]``, ``labels [n]``.
+
+        Raises:
+            InvalidInputError: Not a detection artifact, no recorded preprocessing, or an unreadable image.
+        """
+        from .detection import detect
+
+        return detect(self, images, score_threshold=score_threshold)
+
     def prepare(self, inputs: Any) -> dict[str, np.ndarray]:
         """Check and convert ``inputs`` into feeds exactly as :meth:`predict` does, without running.
 

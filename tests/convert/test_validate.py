@@ -132,7 +132,7 @@ def test_structure_mismatches_raise():
     with pytest.raises(InvalidInputError, match="batches"):
         compare_outputs([ref, ref], [ref])
     with pytest.raises(InvalidInputError, match="tensor, classification"):
-        compare_outputs(ref, ref, task="detection")
+        compare_outputs(ref, ref, task="keypoints")
 
 
 def test_extra_failures_fail_the_check():

@@ -1,0 +1,202 @@
+"""Detectors export with flat, data-dependent outputs, are judged as detections, and run on every backend."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from infership.runtime import InvalidInputError, Predictor, Preprocessing, Task, judge_for
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchvision")
+
+_SCENES = Path(__file__).resolve().parents[2] / "examples" / "scenes.py"
+SIZE = 128
+
+
+def _scenes():
+    name = "infership_example_scenes"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, _SCENES)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def tiny_faster_rcnn():
+    """A torchvision Faster R-CNN on a three-layer backbone: seconds to export, decisive enough scores
+    (its class scores spread) that the comparison has detections to match."""
+    from torch import nn
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.ops import MultiScaleRoIAlign
+
+    class Backbone(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(
+                nn.Conv2d(3, 16, 3, 2, 1),
+                nn.ReLU(),
+                nn.Conv2d(16, 32, 3, 2, 1),
+                nn.ReLU(),
+                nn.Conv2d(32, 32, 3, 2, 1),
+            )
+            self.out_channels = 32
+
+        def forward(self, x):
+            return torch.relu(self.body(x))
+
+    torch.manual_seed(0)
+    model = FasterRCNN(
+        Backbone(),
+        rpn_anchor_generator=AnchorGenerator(sizes=((16, 32, 64),), aspect_ratios=((0.5, 1.0, 2.0),)),
+        box_roi_pool=MultiScaleRoIAlign(["0"], 7, 2),
+        box_head=TwoMLPHead(32 * 49, 64),
+        box_predictor=FastRCNNPredictor(64, 11),
+        min_size=SIZE,
+        max_size=SIZE,
+        rpn_pre_nms_top_n_test=200,
+        rpn_post_nms_top_n_test=50,
+        box_detections_per_img=20,
+    )
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.weight.normal_(0, 0.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def detector_artifact(tmp_path_factory: pytest.TempPathFactory):
+    from infership.convert import build_artifact
+
+    scenes = _scenes()
+    out = tmp_path_factory.mktemp("detector") / "art"
+    return build_artifact(
+        tiny_faster_rcnn(),
+        out,
+        input_shapes=[(1, 3, SIZE, SIZE)],
+        preprocessing=Preprocessing(input="images", resize=(SIZE, SIZE)),
+        validation_data=[s.image for s in scenes.make_scenes(3, size=SIZE, split="holdout")],
+        fp16=False,
+        openvino=importlib.util.find_spec("openvino") is not None,
+        torch_program=True,
+        samples=1,
+    )
+
+
+def test_detector_outputs_are_named_and_data_dependent(detector_artifact) -> None:
+    manifest = detector_artifact.manifest
+    assert manifest.task is Task.DETECTION
+    shapes = {o.name: (o.shape, o.dtype) for o in manifest.outputs}
+    assert shapes == {
+        "boxes": (("detections", 4), "float32"),
+        "scores": (("detections",), "float32"),
+        "labels": (("detections",), "int64"),
+        "batch_index": (("detections",), "int64"),
+    }
+    assert manifest.inputs[0].shape == (1, 3, SIZE, SIZE)
+
+
+def test_every_variant_matches_pytorch_as_detections(detector_artifact) -> None:
+    ids = {v.id for v in detector_artifact.manifest.variants}
+    assert {"onnx-fp32", "torch-fp32"} <= ids
+    if importlib.util.find_spec("openvino"):
+        assert "openvino-fp32" in ids
+    for variant in detector_artifact.manifest.variants:
+        if variant.precision != "fp32":
+            continue
+        val = variant.validation
+        assert val["passed"] and val["task"] == "detection", variant.id
+        assert val["detections_reference"] > 0, "the check compared real detections, not an empty set"
+        assert val["detections_matched"] == 1.0
+        assert val["box_iou_min"] >= 0.99
+        assert val["real_samples"] == 3 and val["random_samples"] == 2
+
+
+@pytest.mark.parametrize("backend", ["ort-cpu", "openvino", "torch"])
+def test_detect_gives_boxes_in_original_pixels(detector_artifact, backend: str) -> None:
+    if backend == "openvino" and not importlib.util.find_spec("openvino"):
+        pytest.skip("openvino is not installed")
+    scenes = _scenes()
+    images = [scenes.make_scene(i, size=(96, 200), split="holdout").image for i in range(2)]
+    with Predictor.load(detector_artifact.root, backend=backend) as p:
+        found = p.detect(images, score_threshold=0.0)
+        assert len(found) == 2
+        for image, d in zip(images, found, strict=True):
+            assert len(d) > 0 and d.boxes.shape == (len(d), 4)
+            assert (d.boxes[:, [0, 2]] <= image.shape[1]).all() and (
+                d.boxes[:, [1, 3]] <= image.shape[0]
+            ).all()
+        # The same detections as predict() on the resized image, with x scaled by 200/128 and y by 96/128.
+        raw = p.predict([images[0]])
+    kept = raw["scores"] >= 0.0
+    np.testing.assert_allclose(found[0].boxes[:, 0], raw["boxes"][kept, 0] * 200 / SIZE, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(found[0].boxes[:, 3], raw["boxes"][kept, 3] * 96 / SIZE, rtol=1e-5, atol=1e-3)
+
+
+def test_backends_agree_with_each_other(detector_artifact) -> None:
+    scenes = _scenes()
+    feeds = [scenes.make_scene(i, size=SIZE, split="holdout").image for i in range(3)]
+    with Predictor.load(detector_artifact.root, backend="torch") as p:
+        ref = [p.predict([f]) for f in feeds]
+    with Predictor.load(detector_artifact.root, backend="ort-cpu") as p:
+        cand = [p.predict([f]) for f in feeds]
+    a = judge_for(Task.DETECTION).compare(ref, cand)
+    assert a.detections_matched == 1.0 and a.box_iou_min >= 0.99
+
+
+def test_detect_refuses_other_artifacts(tiny_artifact) -> None:
+    with (
+        Predictor.load(tiny_artifact, backend="ort-cpu") as p,
+        pytest.raises(InvalidInputError, match="detection"),
+    ):
+        p.detect(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_dynamic_batch_is_refused(tmp_path: Path) -> None:
+    from infership.convert import build_artifact
+
+    with pytest.raises(InvalidInputError, match="fixed batch"):
+        build_artifact(
+            tiny_faster_rcnn(), tmp_path / "a", input_shapes=[(1, 3, SIZE, SIZE)], dynamic_batch=True
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "size", "options"),
+    [
+        ("ssdlite320_mobilenet_v3_large", 320, {}),
+        ("retinanet_resnet50_fpn", 128, {"min_size": 128, "max_size": 128, "score_thresh": 0.0}),
+    ],
+)
+def test_torchvision_detectors_export(tmp_path: Path, name: str, size: int, options: dict) -> None:
+    from infership.convert import build_artifact
+    from torchvision.models import detection
+
+    torch.manual_seed(0)
+    model = getattr(detection, name)(weights=None, weights_backbone=None, num_classes=11, **options).eval()
+    scenes = _scenes()
+    art = build_artifact(
+        model,
+        tmp_path / name,
+        input_shapes=[(1, 3, size, size)],
+        preprocessing=Preprocessing(input="images", resize=(size, size)),
+        validation_data=[scenes.make_scene(0, size=size).image],
+        fp16=False,
+        openvino=False,
+        torch_program=False,
+        simplify=False,
+        samples=1,
+    )
+    assert art.manifest.task is Task.DETECTION
+    assert [o.name for o in art.manifest.outputs] == ["boxes", "scores", "labels", "batch_index"]
+    val = next(v for v in art.manifest.variants if v.id == "onnx-fp32").validation
+    assert val["passed"]
+    with Predictor.load(art.root, backend="ort-cpu") as p:
+        (found,) = p.detect([scenes.make_scene(1, size=size).image], score_threshold=0.0)
+    assert found.boxes.shape[1] == 4
