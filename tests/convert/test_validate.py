@@ -143,7 +143,14 @@ def test_extra_failures_fail_the_check():
 
 def test_tolerance_presets_and_checks():
     assert Tolerance.fp16().rtol > Tolerance.fp32().rtol
-    assert Tolerance.fp32().to_dict() == {"atol": 1e-4, "rtol": 1e-3, "min_cosine": 0.9999, "min_top1": None}
+    assert Tolerance.fp32().to_dict() == {
+        "atol": 1e-4,
+        "rtol": 1e-3,
+        "min_cosine": 0.9999,
+        "min_top1": None,
+        "min_matched": 0.99,
+        "min_box_iou": 0.99,
+    }
     assert Tolerance.from_dict(Tolerance.bf16().to_dict()) == Tolerance.bf16()
     with pytest.raises(InvalidInputError, match="atol"):
         Tolerance(atol=-1)
