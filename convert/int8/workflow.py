@@ -54,6 +54,9 @@ from .types import (
 
 log = logging.getLogger(__name__)
 
+#: The op types ONNX Runtime quantizes in a detector unless told otherwise: the backbone and heads.
+DETECTOR_OP_TYPES = ("Conv", "MatMul", "Gemm")
+
 __all__ = ["quantize"]
 
 
@@ -188,6 +191,9 @@ def quantize(
     if holdout_samples is not None:
         held = held.sample(holdout_samples)
     ort_cfg, nncf_cfg = _configs(method, ort_config, nncf_config, transformer=text)
+    if manifest.task is Task.DETECTION and ort_cfg.op_types is None:
+        # Detectors: backbone and heads in int8; box decoding, NMS and score filtering stay float.
+        ort_cfg = replace(ort_cfg, op_types=DETECTOR_OP_TYPES)
     if Target.ORT in chosen:
         outlook = int8_outlook(
             activation_type=ort_cfg.activation_type.value,
