@@ -271,7 +271,8 @@ def build_artifact(
             detection.declare_outputs(raw, out_names)
         inputs, outputs = read_onnx_specs(raw)
         pre = resolve.resolve_preprocessing(preprocessing, inputs)
-        label_names = resolve.resolve_labels(labels, outputs)
+        # A detector's labels name the values of its labels output, not a class axis to count them against.
+        label_names = resolve.resolve_labels(labels, outputs if detector is None else outputs[1:2])
         resolve.check_task(wanted_task, outputs)
         # The task is settled (given, or inferred from the outputs, labels and preprocessing) before any
         # check: checks judge by it.

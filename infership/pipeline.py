@@ -391,7 +391,8 @@ def _step_accuracy(config: PipelineConfig, art_dir: Path) -> dict[str, Any]:
             continue
         if (backend, precision) == ("torch", "fp32"):
             reference = outputs
-        entry["samples"] = int(sum(len(next(iter(o.values()))) for o in outputs))
+        # Counted on the inputs: a detector's outputs have a row per detection, not per image.
+        entry["samples"] = int(sum(b.size for b in batches))
         if reference is not None:
             agreement = judge.compare(reference, outputs)
             entry["vs_torch_fp32"] = {k: v for k, v in agreement.to_dict().items() if k != "outputs"}
@@ -399,6 +400,8 @@ def _step_accuracy(config: PipelineConfig, art_dir: Path) -> dict[str, Any]:
                 entry["agreement_with_torch_fp32"] = round(100.0 * agreement.top1_agreement, 2)
             elif agreement.pixel_agreement is not None:  # segmentation: pixels whose class agrees
                 entry["agreement_with_torch_fp32"] = round(100.0 * agreement.pixel_agreement, 2)
+            elif agreement.detections_matched is not None:  # detection: detections matched by IoU and label
+                entry["agreement_with_torch_fp32"] = round(100.0 * agreement.detections_matched, 2)
         if labels is not None:
             score = judge.score(outputs, labels)
             if score is not None:
