@@ -10,7 +10,8 @@ concurrent callers). :func:`candidates` lists them for this machine:
   OpenVINO also runs fp32 in bf16 where the CPU has bf16 instructions (then measured for accuracy too).
   torch programs only when this installation built them (the optimizer never widens trust).
 - **Settings**: ONNX Runtime intra-op threads, spinning on/off, graph optimisation level, sequential or
-  parallel execution; OpenVINO performance hint, streams, threads and inference precision; torch threads.
+  parallel execution; OpenVINO performance hint, streams, threads, inference precision and, for a model
+  with a dynamic batch, that batch compiled as fixed (``static_batch``); torch threads.
 - **Batch and callers**: ``latency`` measures batch 1, one caller; ``throughput`` and ``latency-budget``
   measure batches of 1, 8 and 32 (or the given sizes) with one caller or one per stream / CPU.
 """
@@ -91,6 +92,8 @@ class Candidate:
             parts.append("nospin")
         if extra.get("graph_optimization_level"):
             parts.append(str(extra["graph_optimization_level"]))
+        if extra.get("static_batch"):
+            parts.append("static")
         parts.append(f"b{self.batch_size}×{self.concurrency}")
         return " ".join(parts)
 
@@ -195,10 +198,15 @@ def candidates(
                     if compute:
                         s["extra"] = {**s.get("extra", {}), "inference_precision": compute}
                     for b in batches:
-                        out.append(
-                            Candidate(
-                                backend, v.id, v.precision, s, batch_size=b, concurrency=callers,
-                                device="cuda" if gpu and backend == "torch" else None, compute=compute,
-                            )
-                        )  # fmt: skip
+                        shapes = [s]
+                        if backend == "openvino" and first is not None and not isinstance(first, int):
+                            # the dynamic batch compiled as fixed at b: planned once, often faster
+                            shapes.append({**s, "extra": {**s.get("extra", {}), "static_batch": b}})
+                        for settings_b in shapes:
+                            out.append(
+                                Candidate(
+                                    backend, v.id, v.precision, settings_b, batch_size=b, concurrency=callers,
+                                    device="cuda" if gpu and backend == "torch" else None, compute=compute,
+                                )
+                            )  # fmt: skip
     return list({c.key: c for c in out}.values())

@@ -256,3 +256,24 @@ def test_peers_are_measured_interleaved_and_judged(
     assert eager.throughput and eager.counts
     int8 = [p for p in tp.peers if p.precision == "int8"]
     assert int8 and all(not p.counts and "no calibration data" in p.note for p in int8)
+
+
+def test_openvino_candidates_include_the_batch_compiled_as_fixed(quantized: Path) -> None:
+    from infership.optimize_space import candidates
+
+    art = Artifact.load(quantized)
+    found = [c for c in candidates(art, objective="throughput", backends=["openvino"], batch_sizes=[1, 8])]
+    static = [c for c in found if c.settings.get("extra", {}).get("static_batch")]
+    assert static and all(c.settings["extra"]["static_batch"] == c.batch_size for c in static)
+    assert len(static) * 2 == len(found), "each OpenVINO setting is measured both ways"
+    assert "static" in static[0].describe()
+    c = next(c for c in static if c.batch_size == 8)
+    x = np.random.default_rng(0).standard_normal((20, *art.manifest.inputs[0].shape[1:])).astype(np.float32)
+    with Predictor.load(art, backend="openvino", variant=c.variant, **c.load_options()) as fixed:
+        with Predictor.load(art, backend="openvino", variant=c.variant) as dynamic:
+            # 20 rows run as 8 + 8 + 4 padded to 8: the same rows as the dynamic model's one call
+            a, b = fixed.predict(x), dynamic.predict(x)
+            assert a.keys() == b.keys()
+            for name in a:
+                np.testing.assert_allclose(a[name], b[name], atol=1e-4)
+        assert fixed.placement.details["static_batch"] == "8"

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -48,7 +49,7 @@ class OpenVinoBackend:
     formats: tuple[str, ...] = ("openvino", "onnx")
     default_device = "CPU"
     honours = frozenset({"intra_op_threads", "hint", "num_streams", "cache_dir"})
-    extra_keys = frozenset({"config", "inference_precision"})
+    extra_keys = frozenset({"config", "inference_precision", "static_batch"})
 
     def __init__(self) -> None:
         self._core: Any = None
@@ -134,6 +135,18 @@ class OpenVinoBackend:
             Exception
         ) as exc:  # OpenVINO raises RuntimeError subclasses with C++ messages: translated below
             raise ArtifactError(f"OpenVINO cannot read {files[0].name}: {str(exc).strip()[:400]}") from exc
+        static_batch = _static_batch(options.extra.get("static_batch"), artifact.manifest.inputs)
+        if static_batch is not None:
+            # A dynamic batch compiled as a fixed one: the CPU plugin then plans its memory and kernels
+            # once, which is faster for that batch. The Predictor splits (and pads) other batches to it.
+            try:
+                model.reshape(
+                    {s.name: _with_batch(model, s.name, static_batch) for s in artifact.manifest.inputs}
+                )
+            except Exception as exc:  # OpenVINO's C++ errors: translated
+                raise InvalidInputError(
+                    f"openvino: cannot fix the batch of {variant.id!r} to {static_batch}: {str(exc).strip()[:300]}"
+                ) from exc
         try:
             compiled = core.compile_model(model, device, config)
         except Exception as exc:  # as above
@@ -150,8 +163,15 @@ class OpenVinoBackend:
                 details[prop.lower()] = str(compiled.get_property(prop))
             except Exception:  # noqa: BLE001 - not every device plugin reports every property
                 continue
+        if static_batch is not None:
+            details["static_batch"] = str(static_batch)
         placement = Placement(backend=self.name, device=device, providers=devices, details=details)
-        return OpenVinoSession(compiled, artifact, placement)
+        session = OpenVinoSession(compiled, artifact, placement)
+        if static_batch is not None:
+            session.inputs = tuple(
+                replace(s, shape=(static_batch, *s.shape[1:])) for s in session.inputs
+            )  # the Predictor reads the session's batch to split and pad calls
+        return session
 
 
 class OpenVinoSession(SessionBase):
@@ -207,3 +227,29 @@ class OpenVinoSession(SessionBase):
     def close(self) -> None:
         self._compiled = None
         self._local = threading.local()
+
+
+def _static_batch(value: Any, inputs: Sequence[TensorSpec]) -> int | None:
+    """``extra["static_batch"]`` checked: a whole number >= 1 for a model whose inputs all have a batch
+    axis; ``None`` when not asked for, or when the model's batch is fixed already (to that number)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(f"openvino: static_batch must be a whole number >= 1, got {value!r}")
+    if not inputs or any(not s.ranked or not s.shape for s in inputs):
+        raise InvalidInputError("openvino: static_batch needs every input to have a batch axis (axis 0)")
+    fixed = {s.batch_size for s in inputs}
+    if fixed == {value}:
+        return None
+    if fixed != {None}:
+        raise InvalidInputError(
+            f"openvino: static_batch={value} for a model whose batch is fixed already ({sorted(map(str, fixed))})"
+        )
+    return value
+
+
+def _with_batch(model: Any, name: str, batch: int) -> Any:
+    ov = _import_ov()
+    shape = model.input(name).get_partial_shape()
+    dims = [ov.Dimension(batch)] + [shape[i] for i in range(1, shape.rank.get_length())]
+    return ov.PartialShape(dims)

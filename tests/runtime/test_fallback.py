@@ -17,7 +17,7 @@ import pytest
 from infership.runtime import Artifact, BackendOptions, get_backend
 from infership.runtime.hardware import no_gpu_reason
 
-from infership import BackendFallbackWarning, BackendUnavailable, Predictor
+from infership import BackendFallbackWarning, BackendUnavailable, InvalidInputError, Predictor
 
 needs_no_gpu = pytest.mark.skipif(
     no_gpu_reason() is None, reason="this machine has a GPU; the test is about lacking one"
@@ -202,3 +202,12 @@ def test_autotune_warns_about_a_candidate_that_fails_to_open(tiny_artifact, monk
     with p:
         assert set(p.placement.details["autotune_ms"]) == {"ort-cpu", "openvino"}
         assert p.placement.fallback_from == "fails-to-open"
+
+
+def test_openvino_static_batch_is_checked(tiny_artifact):
+    for bad in (0, -1, 1.5, True, "8"):
+        with pytest.raises(InvalidInputError, match="static_batch must be a whole number"):
+            Predictor.load(tiny_artifact, backend="openvino", extra={"static_batch": bad})
+    with Predictor.load(tiny_artifact, backend="openvino", extra={"static_batch": 2}) as p:
+        out = p.predict(np.zeros((3, 3, 16, 16), np.float32))  # 2 + 1 padded to 2
+        assert next(iter(out.values())).shape[0] == 3
