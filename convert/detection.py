@@ -23,8 +23,10 @@ first and keeps the PyTorch program as TorchScript.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -106,7 +108,11 @@ class DetectorExport(_module_base()):  # type: ignore[misc]
     def forward(self, images: Any) -> tuple[Any, Any, Any, Any]:
         import torch
 
-        results = self.detector(list(images.unbind(0)))
+        if torch.jit.is_tracing():
+            with _nms_without_branch():
+                results = self.detector(list(images.unbind(0)))
+        else:
+            results = self.detector(list(images.unbind(0)))
         boxes = torch.cat([r["boxes"].reshape(-1, 4) for r in results])
         scores = torch.cat([r["scores"].reshape(-1) for r in results])
         labels = torch.cat([r["labels"].reshape(-1).to(torch.int64) for r in results])
@@ -114,6 +120,33 @@ class DetectorExport(_module_base()):  # type: ignore[misc]
             [torch.full_like(r["labels"].reshape(-1), i, dtype=torch.int64) for i, r in enumerate(results)]
         )
         return boxes, scores, labels, index
+
+
+@contextlib.contextmanager
+def _nms_without_branch() -> Iterator[None]:
+    """While tracing, torchvision's per-class NMS without its ``if boxes.numel() == 0`` branch.
+
+    That branch is scripted into the traced graph as an ONNX ``If``, which NNCF cannot quantize around
+    (it fails extracting the branches). The offset trick it guards works on empty inputs too once the
+    largest coordinate is taken over the boxes and 0, so the graph computes the same detections, branch-free.
+    """
+    import torch
+    import torchvision.ops.boxes as box_ops
+
+    def coordinate_trick(boxes: Any, scores: Any, idxs: Any, iou_threshold: float) -> Any:
+        max_coordinate = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()
+        offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
+        return box_ops.nms(boxes + offsets[:, None], scores, iou_threshold)
+
+    original = getattr(box_ops, "_batched_nms_coordinate_trick", None)
+    if original is None:  # another torchvision: leave it as it is
+        yield
+        return
+    box_ops._batched_nms_coordinate_trick = coordinate_trick
+    try:
+        yield
+    finally:
+        box_ops._batched_nms_coordinate_trick = original
 
 
 def adapt(src: ModelSource, examples: tuple | None = None) -> ModelSource | None:

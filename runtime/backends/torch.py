@@ -128,7 +128,7 @@ class TorchBackend:
                 module = program.module()
                 module.to(device)
             else:
-                module = torch.jit.load(os.fspath(path), map_location=device)
+                module = _jit_load(torch, path, device)
                 module.eval()
         except Exception as exc:  # torch raises many unrelated types for a bad file: translated below
             if sets_threads:
@@ -140,6 +140,19 @@ class TorchBackend:
             backend=self.name, device=str(device), providers=(f"torch {torch.__version__} {device}",)
         )
         return TorchSession(module, artifact, placement, device, holds_threads=sets_threads)
+
+
+def _jit_load(torch: Any, path: Any, device: Any) -> Any:
+    try:
+        return torch.jit.load(os.fspath(path), map_location=device)
+    except RuntimeError as exc:
+        # A traced detector calls torchvision's operators (torchvision::nms, roi_align), which exist only
+        # once torchvision is imported: import it then, and only then (it costs a second on every load).
+        if "torchvision::" not in str(exc):
+            raise
+        import torchvision  # noqa: F401
+
+        return torch.jit.load(os.fspath(path), map_location=device)
 
 
 class TorchSession(SessionBase):

@@ -99,6 +99,12 @@ def test_detector_outputs_are_named_and_data_dependent(detector_artifact) -> Non
         "batch_index": (("detections",), "int64"),
     }
     assert manifest.inputs[0].shape == (1, 3, SIZE, SIZE)
+    import onnx
+
+    graph = onnx.load(str(detector_artifact.root / "model.onnx")).graph
+    ops = {n.op_type for n in graph.node}
+    assert "NonMaxSuppression" in ops
+    assert "If" not in ops, "per-class NMS is traced branch-free (NNCF cannot quantize around If)"
 
 
 def test_every_variant_matches_pytorch_as_detections(detector_artifact) -> None:
@@ -155,6 +161,40 @@ def test_detect_refuses_other_artifacts(tiny_artifact) -> None:
         pytest.raises(InvalidInputError, match="detection"),
     ):
         p.detect(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_int8_detector_judged_by_detections(detector_artifact) -> None:
+    from infership.calibration import CalibrationSet
+    from infership.convert.int8 import quantize
+
+    scenes = _scenes()
+    data_py = Path(__file__).resolve().parents[2] / "examples" / "detection" / "data.py"
+    spec = importlib.util.spec_from_file_location("infership_example_detection_data", data_py)
+    data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(data)
+    pre = detector_artifact.manifest.preprocessing
+
+    def scene_set(split: str, count: int) -> CalibrationSet:
+        made = scenes.make_scenes(count, size=SIZE, split=split)
+        images, targets, _ = scenes.stack(made)
+        return CalibrationSet(data.SceneSource(images, targets, pre, split), batch_size=1)
+
+    targets = ["ort", "openvino"] if importlib.util.find_spec("openvino") else ["ort"]
+    report = quantize(
+        detector_artifact,
+        scene_set("train", 8),
+        holdout=scene_set("holdout", 6),
+        targets=targets,
+        latency_runs=2,
+    )
+    for rep in report.targets:
+        assert rep.metrics.task == "detection"
+        assert rep.metrics.detections_reference > 0 and rep.metrics.detections_matched is not None
+        assert rep.metrics.accuracy_reference is not None  # mAP against the scenes' boxes
+    variants = {
+        v.id: v for v in Predictor.load(detector_artifact.root, backend="ort-cpu").artifact.manifest.variants
+    }
+    assert "onnx-int8" in variants
 
 
 def test_dynamic_batch_is_refused(tmp_path: Path) -> None:
