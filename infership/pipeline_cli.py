@@ -113,8 +113,9 @@ def _run_pipeline(args: argparse.Namespace) -> int:
         title=f"{result.artifact}",
         title_justify="left",
         caption_justify="left",
-        caption="acc: top-1 on held-out data · agree: same top-1 as torch fp32 · p50/p99: batch 1, "
-        "single stream · speedup: torch fp32 p50 / p50 · items/s: best offline throughput",
+        caption=_ACC_CAPTION.get(_task_of(result.artifact), _ACC_CAPTION["classification"])
+        + " · p50/p99: batch 1, single stream · speedup: torch fp32 p50 / p50 · items/s: best offline "
+        "throughput",
     )
     for row in body:
         table.add_row(*row)
@@ -123,3 +124,16 @@ def _run_pipeline(args: argparse.Namespace) -> int:
         out.print(f"[dim]not run here: {label}: {why}[/]", highlight=False)
     out.print(f"report: {result.report}  ·  results: {config.output / 'bench.json'}", highlight=False)
     return 0
+
+
+#: What the table's accuracy and agreement columns mean, per task.
+_ACC_CAPTION = {
+    "classification": "acc: top-1 on held-out data · agree: same top-1 as torch fp32",
+    "segmentation": "acc: mIoU % on held-out masks · agree: pixels of the same class as torch fp32",
+}
+
+
+def _task_of(artifact: Any) -> str:
+    from infership.runtime import Artifact
+
+    return Artifact.load(artifact).manifest.task.value
