@@ -207,8 +207,9 @@ def compare_outputs(
         candidate: The same structure from the model under test; every reference output must be present.
         tolerance: What counts as agreeing; defaults to :meth:`Tolerance.fp32`.
         task: How the outputs are compared (:class:`~infership.runtime.tasks.Task`): ``tensor``
-            (element-wise figures only, the default) or ``classification`` (top-1 agreement, confident
-            top-1 agreement and top-5 containment of the first output's class scores as well).
+            (element-wise figures only, the default), ``classification`` (top-1 agreement, confident
+            top-1 agreement and top-5 containment of the first output's class scores as well),
+            ``segmentation`` (pixel agreement and mIoU of the class maps as well), or another task's judge.
 
     Returns:
         The :class:`Check`: figures, tolerance and verdict.
