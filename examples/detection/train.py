@@ -12,7 +12,7 @@ Transfer learning the usual way, offline and in a few minutes on two CPU cores:
 Writes ``runs/detection/detector.pt`` (a state_dict) for ``pipeline.toml``; ``model.py:build_model``
 rebuilds the architecture. Usage::
 
-    python examples/detection/train.py            # about 5 minutes on 2 cores
+    python examples/detection/train.py            # about 15 minutes on 2 cores (--minutes: the budget)
     python examples/detection/train.py --quick    # a smoke run (seconds; useless accuracy)
 """
 
@@ -93,15 +93,21 @@ def pretrain_backbone(images, targets, *, epochs: int, seed: int) -> dict[str, t
 
 
 def train_detector(
-    model, images, targets, *, steps: int, lr: float, batch: int, seed: int, what: str
+    model, images, targets, *, steps: int, seconds: float, lr: float, batch: int, seed: int, what: str
 ) -> None:
+    """SGD for ``steps`` steps or ``seconds``, whichever ends first; warm-up then cosine decay over the
+    budget (by elapsed share), so a slow or busy machine trains fewer steps on the same schedule."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     rng = np.random.default_rng(seed)
     model.train()
     t0 = time.perf_counter()
     for step in range(steps):
+        done = max(step / steps, (time.perf_counter() - t0) / seconds)
+        if done >= 1.0:
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, done / 0.05) * 0.5 * (1.0 + np.cos(np.pi * done))
         idx = rng.choice(len(images), size=batch, replace=False)
         x = [torch.from_numpy(images[i].transpose(2, 0, 1).astype(np.float32) / 255.0) for i in idx]
         t = [
@@ -113,8 +119,7 @@ def train_detector(
         opt.zero_grad()
         loss.backward()
         opt.step()
-        sched.step()
-        if step % 50 == 0 or step == steps - 1:
+        if step % 50 == 0:
             parts = " ".join(f"{k.removeprefix('loss_')} {float(v.detach()):.3f}" for k, v in losses.items())
             print(
                 f"{what} step {step + 1}/{steps}: loss {float(loss):.3f} ({parts}) {time.perf_counter() - t0:.0f}s"
@@ -125,27 +130,33 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: a few steps of each stage")
     parser.add_argument("--scenes", type=int, default=800, help="training scenes")
-    parser.add_argument("--head-steps", type=int, default=200)
-    parser.add_argument("--full-steps", type=int, default=250)
+    parser.add_argument("--head-steps", type=int, default=2000)
+    parser.add_argument("--full-steps", type=int, default=4000)
+    parser.add_argument("--minutes", type=float, default=12.0, help="time for the detector stages")
     parser.add_argument("--output", type=Path, default=OUT)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     torch.set_num_threads(2)
     if args.quick:
-        args.scenes, args.head_steps, args.full_steps = 16, 2, 2
+        args.scenes, args.head_steps, args.full_steps, args.minutes = 16, 2, 2, 1.0
     t0 = time.perf_counter()
     images, targets = data.load_scenes("train", args.scenes)
     print(f"{len(images)} training scenes, {sum(len(t['labels']) for t in targets)} digits")
 
-    backbone = pretrain_backbone(images, targets, epochs=1 if args.quick else 3, seed=0)
+    backbone = pretrain_backbone(images, targets, epochs=1 if args.quick else 5, seed=0)
     model = model_py.build_model()
     model.backbone.body.load_state_dict(backbone)
     for p in model.backbone.body.parameters():
         p.requires_grad_(False)
-    train_detector(model, images, targets, steps=args.head_steps, lr=0.02, batch=2, seed=1, what="head")
+    head_s, full_s = 60 * args.minutes * 0.35, 60 * args.minutes * 0.65
+    train_detector(
+        model, images, targets, steps=args.head_steps, seconds=head_s, lr=0.02, batch=4, seed=1, what="head"
+    )
     for p in model.parameters():
         p.requires_grad_(True)
-    train_detector(model, images, targets, steps=args.full_steps, lr=0.01, batch=2, seed=2, what="all")
+    train_detector(
+        model, images, targets, steps=args.full_steps, seconds=full_s, lr=0.01, batch=4, seed=2, what="all"
+    )
 
     model.eval()
     args.output.parent.mkdir(parents=True, exist_ok=True)
