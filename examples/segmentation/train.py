@@ -201,11 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", choices=["lraspp", "unet"], default="lraspp")
     parser.add_argument("--out", type=Path, help="checkpoint (default runs/segmentation/<model>.pt)")
     parser.add_argument("--steps", type=int, default=Recipe.finetune_steps, help="fine-tuning steps")
+    parser.add_argument(
+        "--backbone-steps", type=int, default=Recipe.backbone_steps, help="backbone (digit classifier) steps"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = args.out or HERE.parents[1] / "runs" / "segmentation" / f"{args.model}.pt"
-    recipe = Recipe(finetune_steps=args.steps)
+    recipe = Recipe(finetune_steps=args.steps, backbone_steps=args.backbone_steps)
     start = time.perf_counter()
     model = train_lraspp(recipe) if args.model == "lraspp" else train_unet(recipe)
     out.parent.mkdir(parents=True, exist_ok=True)
