@@ -55,7 +55,7 @@ def main_output(outputs: Outputs) -> str:
     shapes = {n: list(np.shape(v)) for n, v in outputs.items()}
     raise InvalidInputError(
         f"task 'segmentation' expects class scores [batch, classes, H, W] (two classes or more) in an output, "
-        f"got {shapes}"
+        f"got {shapes}; a binary model with one logit channel can return torch.cat([-x, x], 1) instead"
     )
 
 
