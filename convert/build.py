@@ -234,6 +234,8 @@ def build_artifact(
             if detector is not None:
                 src, dynamic_batch = detector, detection.fixed_batch(dynamic_batch)
                 wanted_task = wanted_task or Task.DETECTION
+                # Simplifiers fold the detector's box shapes wrongly (it passes random inputs, fails photos).
+                simplifier = Simplifier.NONE
                 output_names = output_names or list(detection.OUTPUTS)
             in_names = resolve.input_names(input_names, src, len(examples))
             axes = resolve.resolve_axes(src, in_names, examples, dynamic_batch, dynamic_axes)

@@ -109,7 +109,7 @@ class DetectorExport(_module_base()):  # type: ignore[misc]
         import torch
 
         if torch.jit.is_tracing():
-            with _nms_without_branch():
+            with _nms_without_branch(), _decode_without_inferred_sizes():
                 results = self.detector(list(images.unbind(0)))
         else:
             results = self.detector(list(images.unbind(0)))
@@ -147,6 +147,31 @@ def _nms_without_branch() -> Iterator[None]:
         yield
     finally:
         box_ops._batched_nms_coordinate_trick = original
+
+
+@contextlib.contextmanager
+def _decode_without_inferred_sizes() -> Iterator[None]:
+    """While tracing, torchvision's box decoding without ``reshape(n, -1, 4)``.
+
+    A ``-1`` cannot be inferred from zero rows, so the traced graph failed at run time on an image for which
+    the detector proposes no region. The number of boxes per row is read from the tensor instead.
+    """
+    from torchvision.models.detection import _utils
+
+    def decode(self: Any, rel_codes: Any, boxes: Any) -> Any:
+        import torch
+
+        concat_boxes = torch.cat(list(boxes), dim=0)
+        rel_codes = rel_codes.reshape(concat_boxes.shape[0], rel_codes.shape[-1])
+        pred_boxes = self.decode_single(rel_codes, concat_boxes)
+        return pred_boxes.reshape(concat_boxes.shape[0], pred_boxes.shape[-1] // 4, 4)
+
+    original = _utils.BoxCoder.decode
+    _utils.BoxCoder.decode = decode
+    try:
+        yield
+    finally:
+        _utils.BoxCoder.decode = original
 
 
 def adapt(src: ModelSource, examples: tuple | None = None) -> ModelSource | None:
