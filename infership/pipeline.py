@@ -354,7 +354,8 @@ def _holdout_set(config: PipelineConfig, art_dir: Path) -> Any:
     cset = from_spec(spec, preprocessing=m.preprocessing, class_names=m.labels)
     if config.holdout is None:
         _, cset = cset.split(1.0 - HOLDOUT_FRACTION)
-    return cset.bind(m.inputs).with_batch_size(64)
+    # A model with a fixed batch (a detector: one image a run) is fed batches of that size.
+    return cset.bind(m.inputs).with_batch_size(m.inputs[0].batch_size or 64)
 
 
 def _step_accuracy(config: PipelineConfig, art_dir: Path) -> dict[str, Any]:
