@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.infership-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bench gate-study gate-acceptance ci-check optimize-suite cold-start fuzz soak audit clean
+.PHONY: install demo test lint bench bench-text gate-study gate-acceptance ci-check optimize-suite cold-start fuzz soak audit clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -54,6 +54,14 @@ ci-check: $(STAMP)
 # The chosen path against the peers per model and objective, and load time against the raw runtime.
 optimize-suite: $(STAMP)
 	$(BIN)/python benchmarks/optimize_suite.py
+
+# The sentence encoder against the raw tools (docs/text.md), then infership bench by sequence length, replayed
+# real sentence lengths and padding (docs/benchmarks.md).
+bench-text: $(STAMP)
+	$(BIN)/python benchmarks/text_encoder.py
+	$(BIN)/python -c "import sys; sys.path.insert(0, 'examples/text-embedding'); import corpus; print('\n'.join(corpus.split(corpus.python_docs(), held_out=320, seed=0)[1]))" > runs/bench/held_out.txt
+	$(BIN)/infership bench runs/bench/text_encoder/minilm --precision fp32,int8 --seq-len 8,128 --replay runs/bench/held_out.txt --batch 1,16 --threads 2 --duration 4 --rounds 2 --json runs/bench/text_bench.json
+	$(BIN)/infership bench runs/bench/text_encoder/minilm --precision int8 --replay runs/bench/held_out.txt --padding longest,bucket,max_length --batch 16 --threads 2 --duration 4 --rounds 2 --min-queries 10 --json runs/bench/text_bench_padding.json
 
 cold-start: $(STAMP)
 	$(BIN)/python benchmarks/cold_start.py

@@ -116,14 +116,7 @@ def _print_results(results: Any) -> None:
     from .report import overhead_line, summary_table
 
     console = _console()
-    headers, rows = summary_table(results)
-    if any(r.settings.tokens for r in results.runs):
-        # Text encoders: the shape bucket each run measured (sequence=N, padding), next to its batch size.
-        headers = (headers[0], "tokens", *headers[1:])
-        shape = [
-            " ".join(k for k in r.key_extra if k.startswith(("sequence=", "padding="))) for r in results.runs
-        ]
-        rows = [(row[0], s or "-", *row[1:]) for s, row in zip(shape, rows, strict=True)]
+    headers, rows = summary_table(results)  # a text encoder's runs are labelled by their shape bucket
     table = Table(*headers, title=f"infership bench · fingerprint {results.fingerprint}")
     for row in rows:
         table.add_row(*row)

@@ -42,9 +42,11 @@ def _ms(v: float) -> str:
 
 
 def run_label(run: RunResult) -> str:
-    """``backend@device precision`` (+ ``+pre`` when preprocessing was timed)."""
+    """``backend@device precision`` (+ ``+pre`` when preprocessing was timed, + the shape bucket such as
+    ``sequence=128`` and a padding other than the default, so that runs of one sweep stay apart)."""
     extra = " +pre" if run.settings.include_preprocessing else ""
-    return f"{run.backend}@{run.device} {run.precision}{extra}"
+    bucket = [k for k in run.key_extra if k.startswith(("sequence=", "padding="))]
+    return f"{run.backend}@{run.device} {run.precision}{extra}" + "".join(f" {k}" for k in bucket)
 
 
 def summary_table(results: BenchResults) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:

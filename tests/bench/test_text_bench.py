@@ -189,7 +189,7 @@ def test_cli_sweeps_sequence_lengths_and_paddings(text_artifact: Path, tmp_path:
     assert data["runs"][1]["settings"]["input_shapes"]["input_ids"] == [1, MAX_LENGTH]
     assert data["config"]["seq_lens"] == [8, 16]
     table = printed.getvalue()
-    assert "tokens" in table and "sequence=16" in table
+    assert "sequence=16" in table and "padding=max_length" in table  # runs labelled by shape bucket
 
 
 def test_neighbour_agreement_is_a_declared_figure_the_embedding_judge_reports() -> None:
