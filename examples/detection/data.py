@@ -28,7 +28,7 @@ from infership.runtime.preprocess import preprocess_image
 
 SIZE = 160  # scene and model input side, pixels
 CALIBRATION_SCENES = 128
-HOLDOUT_SCENES = 200  # held-out scenes: about 500 digits
+HOLDOUT_SCENES = 130  # held-out scenes: 320 digits
 CACHE = Path(__file__).resolve().parents[2] / "runs" / "detection" / "scenes"
 
 

@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--full-steps", type=int, default=4000)
     parser.add_argument("--minutes", type=float, default=12.0, help="time for the detector stages")
     parser.add_argument("--output", type=Path, default=OUT)
+    parser.add_argument("--resume", type=Path, help="continue training this checkpoint (all layers)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     torch.set_num_threads(2)
@@ -143,6 +144,24 @@ def main(argv: list[str] | None = None) -> None:
     images, targets = data.load_scenes("train", args.scenes)
     print(f"{len(images)} training scenes, {sum(len(t['labels']) for t in targets)} digits")
 
+    if args.resume is not None:
+        model = model_py.build_model()
+        model.load_state_dict(torch.load(args.resume))
+        train_detector(
+            model,
+            images,
+            targets,
+            steps=args.full_steps,
+            seconds=60 * args.minutes,
+            lr=0.01,
+            batch=4,
+            seed=3,
+            what="more",
+        )
+        model.eval()
+        torch.save(model.state_dict(), args.output)
+        print(f"wrote {args.output} in {time.perf_counter() - t0:.0f}s")
+        return
     backbone = pretrain_backbone(images, targets, epochs=1 if args.quick else 5, seed=0)
     model = model_py.build_model()
     model.backbone.body.load_state_dict(backbone)
