@@ -37,7 +37,7 @@ from infership.runtime.errors import ArtifactError, BackendUnavailable, InvalidI
 from infership.runtime.predictor import Predictor
 
 from .compare import Comparison, RunComparison
-from .config import BenchConfig, PlannedRun, plan_runs
+from .config import AUTO, BenchConfig, PlannedRun, plan_runs
 from .figures_gate import compare_figures, regression_reason
 from .harness import applies_hint, load_options
 from .inputs import InputPool
@@ -199,7 +199,7 @@ def _compare_planned(
         errors: list[str] = []
         for art in (base_art, cand_art):
             try:
-                pred = Predictor.load(art, backend=p.backend, precision=p.precision, **options)
+                pred = Predictor.load(art, backend=p.backend, precision=_precision(p), **options)
             except (BackendUnavailable, ArtifactError) as exc:
                 loaded.append(None)
                 errors.append(str(exc))
@@ -231,7 +231,7 @@ def _compare_planned(
         # a stretch of interference that favoured one side (or one load's unlucky memory placement) is
         # diluted by the fresh pairs, while a real slowdown shows in both.
         with ExitStack() as stack:
-            fresh = [stack.enter_context(Predictor.load(a, backend=p.backend, precision=p.precision, **options))
+            fresh = [stack.enter_context(Predictor.load(a, backend=p.backend, precision=_precision(p), **options))
                      for a in (base_art, cand_art)]  # fmt: skip
             more, _ = _measure_pairs(config, p, (fresh[0], fresh[1]), pools, thresholds, progress, label,
                                      pairs=len(parts[0]))  # fmt: skip
@@ -254,11 +254,16 @@ def _compare_planned(
     return replace(row, key=runs[1].key), (runs[0], runs[1])
 
 
+def _precision(p: PlannedRun) -> str | None:
+    return None if p.precision == AUTO else p.precision  # auto: what Predictor.load opens by default
+
+
 def _key(p: PlannedRun, pred: Predictor | None) -> str:
     model = pred.manifest.name if pred is not None else "?"
     backend = pred.backend if pred is not None else p.backend
     device = pred.placement.device if pred is not None else "?"
-    key = f"{model}/{backend}@{device}/{p.precision}/{p.scenario.value}/b{p.batch_size}/c{p.concurrency}"
+    precision = pred.variant.precision if pred is not None else p.precision
+    key = f"{model}/{backend}@{device}/{precision}/{p.scenario.value}/b{p.batch_size}/c{p.concurrency}"
     return key + (f"/{p.tokens.describe().replace(' ', '/')}" if p.tokens is not None else "")
 
 

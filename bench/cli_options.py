@@ -80,7 +80,12 @@ def add_measure_options(
         help="backends, e.g. ort-cpu,openvino (default: auto, the first that can run here in the Predictor's "
         "fixed preference order: an order, not a measurement)",
     )
-    record("--precision", default="fp32", help="variant precisions, e.g. fp32,int8 (default: fp32)")
+    record(
+        "--precision",
+        default="auto",
+        help="variant precisions, e.g. fp32,int8 (default: auto, what Predictor.load opens without one: the "
+        "deployment profile for this machine, else a validated int8 variant on the CPU, else fp32)",
+    )
     record("--batch", default="1", help="batch sizes (default: 1)")
     record(
         "--concurrency",

@@ -21,6 +21,9 @@ from infership.runtime.errors import InvalidInputError
 from .inputs import DEFAULT_POOL_SIZE, parse_padding
 from .scenarios import Scenario, StopRule
 
+#: The precision meaning "what ``Predictor.load`` opens when given none" (profile, rule, else fp32).
+AUTO = "auto"
+
 
 @dataclass(frozen=True, kw_only=True)
 class BenchConfig:
@@ -32,7 +35,9 @@ class BenchConfig:
             fixed preference order (on an x86 CPU ``openvino``, then ``ort-cpu``, then ``torch``; see
             :mod:`infership.runtime.selection`): an order, not a measurement. To compare backends, list
             them.
-        precisions: Variant precisions to load (``fp32``, ``fp16``, ``int8``).
+        precisions: Variant precisions to load (``fp32``, ``fp16``, ``int8``), or ``auto`` (the default):
+            what ``Predictor.load`` opens without a precision — the deployment profile for this machine, else
+            the documented rule (a validated int8 variant on the CPU), else fp32. Results name what ran.
         batch_sizes: Items per call.
         concurrency: Parallel callers (offline, server) or streams (multi-stream); single-stream always
             runs at 1.
@@ -81,7 +86,7 @@ class BenchConfig:
 
     artifact: str | os.PathLike[str]
     backends: tuple[str, ...] = ("auto",)
-    precisions: tuple[str, ...] = ("fp32",)
+    precisions: tuple[str, ...] = ("auto",)
     batch_sizes: tuple[int, ...] = (1,)
     concurrency: tuple[int, ...] = (1,)
     scenarios: tuple[Scenario, ...] = (Scenario.SINGLE_STREAM,)

@@ -60,7 +60,7 @@ def test_bench_writes_results_and_prints_a_table(bench_json: Path) -> None:
     # the table is printed (rich, to stdout) with one row per run and the skipped backend named
     out = bench_json.with_suffix(".stdout.txt").read_text()
     assert f"fingerprint {data['fingerprint']}" in out
-    assert out.count("ort-cpu") >= len(keys) and "skipped nope fp32" in out
+    assert out.count("ort-cpu") >= len(keys) and "skipped nope auto" in out
 
 
 def test_compare_same_file_is_no_regression_and_says_what_it_could_detect(
@@ -160,7 +160,7 @@ def test_report_renders_markdown_html_and_plots(bench_json: Path, tmp_path: Path
     assert "## Comparison with the baseline: no regression" in md or (
         "## Comparison with the baseline: inconclusive" in md  # 0.2-second runs may be too noisy to decide
     )
-    assert "Harness overhead per query" in md and "nope fp32" in md
+    assert "Harness overhead per query" in md and "nope auto" in md
     for png in ("latency_cdf.png", "latency_box.png", "throughput_vs_batch.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({png})" in md

@@ -65,10 +65,11 @@ def test_rounds_interleave_runs_and_record_round_sizes(tiny_artifact: Path) -> N
                          warmup_queries=2, warmup_s=0.0)  # fmt: skip
     seen: list[str] = []
     results = run_sweep(config, progress=lambda d, t, s: seen.append(s))
-    assert seen[:3] == ["ort-cpu fp32 single-stream b1 c1 (round 1/3)",
-                        "ort-cpu fp32 single-stream b2 c1 (round 1/3)",
-                        "ort-cpu fp32 single-stream b1 c1 (round 2/3)"]  # fmt: skip
+    assert seen[:3] == ["ort-cpu auto single-stream b1 c1 (round 1/3)",
+                        "ort-cpu auto single-stream b2 c1 (round 1/3)",
+                        "ort-cpu auto single-stream b1 c1 (round 2/3)"]  # fmt: skip
     for run in results.runs:
+        assert run.precision == "fp32"  # auto on a named backend: what Predictor.load opens there (fp32)
         assert len(run.rounds) == 3 and sum(run.rounds) == len(run.samples_ms)
         assert min(run.rounds) >= 2  # min_queries split over the rounds
         assert run.stability.windows == 3  # stability = do the rounds agree
