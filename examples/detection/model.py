@@ -26,5 +26,9 @@ def build_model() -> Any:
         box_detections_per_img=20,  # at most four digits a scene
         rpn_pre_nms_top_n_test=300,
         rpn_post_nms_top_n_test=100,
+        # Few proposals in training too: the box head's first layer is 12,544 × 1,024, per proposal.
+        rpn_pre_nms_top_n_train=300,
+        rpn_post_nms_top_n_train=128,
+        box_batch_size_per_image=64,
     )
     return model.eval()
