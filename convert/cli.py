@@ -285,7 +285,7 @@ def _print_summary(console: Any, artifact: Any) -> None:
     console.print(f"[bold]{escape(m.name)}[/] → {escape(str(artifact.root))}", highlight=False)
     console.print(f"  inputs: {ins}\n  outputs: {outs}", highlight=False, markup=False)
     console.print(f"  task: {m.task.value}", highlight=False, markup=False)
-    table = Table(Column("variant", no_wrap=True), "size", "checked on", "max_rel_err", "cosine_min", "top1")
+    table = Table(Column("variant", no_wrap=True), "size", "checked on", "max_rel_err", "cosine_min", "agree")
     for v in m.variants:
         val = v.validation or {}
         table.add_row(
@@ -294,7 +294,8 @@ def _print_summary(console: Any, artifact: Any) -> None:
             str(val.get("backend", "-")),
             _fmt(val.get("max_rel_err")),
             _fmt(val.get("cosine_min"), 6),
-            _fmt(val.get("top1_agreement")),
+            # the task's agreement: top-1 (classification), pixels (segmentation), detections matched
+            _fmt(next((val[k] for k in _AGREEMENT if val.get(k) is not None), None)),
         )
     console.print(table)
     for s in m.extra.get("skipped", ()):
@@ -302,6 +303,10 @@ def _print_summary(console: Any, artifact: Any) -> None:
             f"[yellow]left out {s['variant']}:[/] {escape(s['reason'])}", highlight=False, soft_wrap=True
         )
     console.print(f"details: infership info {artifact.root}", highlight=False, soft_wrap=True)
+
+
+#: Validation figures shown in the export table's "agree" column, the first one a record has.
+_AGREEMENT = ("top1_agreement", "pixel_agreement", "detections_matched")
 
 
 def _task(text: str) -> Any:
