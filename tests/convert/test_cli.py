@@ -177,7 +177,7 @@ def test_bad_task_names_the_choices(tmp_path, capsys):
             "--input-shape",
             "1x3x32x32",
             "--task",
-            "detection",
+            "pose-estimation",
         )
     err = capsys.readouterr().err
     assert info.value.code == 2 and "--task" in err and "tensor" in err and "classification" in err
