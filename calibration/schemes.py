@@ -11,7 +11,8 @@
   file of texts (one per line; ``label<TAB>text``) tokenized with the artifact's tokenizer (``text:PATH``
   names one explicitly).
 * ``FILE.py:FUNCTION`` or ``MODULE:FUNCTION`` — a function returning a ``CalibrationSet`` or
-  ``(inputs, labels)`` arrays (``inputs`` alone for unlabelled data). It is called with those of
+  ``(inputs, labels)`` arrays (``inputs`` alone for unlabelled data; labels are class indices ``[n]`` or
+  masks ``[n, H, W]``). It is called with those of
   ``preprocessing=``, ``class_names=`` and ``batch_size=`` that it declares.
 
 A factory is called as ``factory(argument, preprocessing=..., class_names=..., batch_size=...)`` (and
@@ -333,7 +334,7 @@ def _call(fn: Callable[..., Any], spec: str, options: Mapping[str, Any]) -> Cali
         "spec": spec,
         "shapes": {k or "input": list(v.shape) for k, v in arrays.items()},
     }
-    labels = None if labels is None else to_numpy(labels)
+    # ArraySource converts and checks the labels (class indices [n] or masks [n, H, W]).
     source = ArraySource([arrays], labels=labels, description=desc)
     return CalibrationSet(source, batch_size=int(options["batch_size"]))
 

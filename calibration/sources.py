@@ -21,16 +21,32 @@ from .dataset import UNNAMED, CalibrationSet
 
 
 def _check_labels(labels: Any, n: int, what: str) -> np.ndarray | None:
+    """Labels as one integer array with the samples along axis 0: class indices ``[n]``, or masks
+    ``[n, H, W]`` (any trailing shape, the same for every sample). Per-sample lists of different lengths
+    (detection boxes) are not labels of this kind."""
     if labels is None:
         return None
-    arr = np.asarray(labels)
-    if arr.ndim != 1 or len(arr) != n:
+    try:
+        arr = to_numpy(labels)
+    except ValueError as exc:  # numpy refuses ragged nesting: samples whose labels differ in shape
         raise InvalidInputError(
-            f"{what}: labels must be a 1-D array of {n} class indices, got shape {list(arr.shape)}"
+            f"{what}: labels must be one array with the samples along axis 0 (class indices [n] or masks "
+            f"[n, H, W]); got per-sample labels of different shapes ({exc})"
+        ) from exc
+    if arr.ndim == 0:
+        raise InvalidInputError(
+            f"{what}: labels must hold one entry per sample along axis 0 ({n} samples), got a scalar"
+        )
+    if len(arr) != n:
+        raise InvalidInputError(
+            f"{what}: the inputs hold {n} samples but the labels {len(arr)} (labels shape "
+            f"{list(arr.shape)}); labels need one entry per sample along axis 0: class indices [{n}] or "
+            f"masks [{n}, H, W]"
         )
     if arr.dtype.kind not in "iu":
         raise InvalidInputError(f"{what}: labels must be integer class indices, got {arr.dtype.name}")
-    return arr.astype(np.int64, copy=False)
+    # Masks keep their integer type (uint8 masks would take eight times the memory as int64).
+    return arr.astype(np.int64, copy=False) if arr.ndim == 1 else arr
 
 
 # ---------------------------------------------------------------------------------------------- arrays
@@ -98,11 +114,13 @@ def from_numpy(
     Every array holds samples along axis 0. ``.npy`` files are memory-mapped, so only the batches read
     are in memory; ``.npz`` members are loaded whole on first use (numpy cannot map them). Several files,
     or a directory of them, are concatenated in sorted order. In an ``.npz``, a key named ``labels``,
-    ``label``, ``y`` or ``targets`` holds class indices instead of an input.
+    ``label``, ``y`` or ``targets`` holds labels instead of an input: class indices ``[n]``, or masks
+    ``[n, H, W]`` for a segmenter.
 
     Args:
         data: The arrays or files.
-        labels: Class index per sample (for task accuracy during validation).
+        labels: One label per sample along axis 0, for task accuracy during validation: class indices
+            ``[n]``, or integer masks ``[n, H, W]``; batches slice them with the inputs.
         input_name: Name of the model input a single unnamed array feeds (default: the model's only input).
         batch_size: Samples per batch.
         description: The provenance :meth:`CalibrationSet.describe` records (in the manifest) instead of the
@@ -133,6 +151,11 @@ def from_numpy(
         if labels is None and any(lab is not None for lab in file_labels):
             if any(lab is None for lab in file_labels):
                 raise InvalidInputError("some .npz files hold labels and some do not")
+            shapes = {np.shape(lab)[1:] for lab in file_labels}
+            if len(shapes) > 1:
+                raise InvalidInputError(
+                    f"the .npz files' labels differ in shape per sample: {sorted(list(t) for t in shapes)}"
+                )
             labels = np.concatenate(file_labels)
         desc = {
             "kind": "numpy",
