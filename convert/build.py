@@ -241,7 +241,8 @@ def build_artifact(
             axes = resolve.resolve_axes(src, in_names, examples, dynamic_batch, dynamic_axes)
         if output_names is None and src.text is not None:
             output_names = [src.text.output_name]
-        out_names = resolve.output_names(output_names, src, examples)
+        # The task is checked on the torch outputs here, before the export work.
+        out_names = resolve.output_names(output_names, src, examples, task=wanted_task)
         traced = export_batch(examples, axes, in_names)
         tick("export to ONNX")
         program, capture_step = src.program, None
@@ -275,7 +276,6 @@ def build_artifact(
         pre = resolve.resolve_preprocessing(preprocessing, inputs)
         # A detector's labels name the values of its labels output, not a class axis to count them against.
         label_names = resolve.resolve_labels(labels, outputs if detector is None else outputs[1:2])
-        resolve.check_task(wanted_task, outputs)
         # The task is settled (given, or inferred from the outputs, labels and preprocessing) before any
         # check: checks judge by it.
         base = Manifest(

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from infership.runtime import ConversionError, InvalidInputError, Preprocessing, Task, TensorSpec
+from infership.runtime.segmentation import AUX_OUTPUTS
 
 from .preprocessing import PreprocessingRequest, check_labels, check_preprocessing, read_labels
 from .simplify import Simplifier
@@ -32,7 +33,16 @@ def input_names(given: Sequence[str] | None, src: ModelSource, n: int) -> list[s
     return ["input"] if n == 1 else [f"input{i}" for i in range(n)]
 
 
-def output_names(given: Sequence[str] | None, src: ModelSource, examples: tuple) -> list[str]:
+def output_names(
+    given: Sequence[str] | None, src: ModelSource, examples: tuple, *, task: Task | None = None
+) -> list[str]:
+    """The graph's output names, from the model's outputs on the example inputs; ``task`` is checked
+    against those outputs (:func:`check_task`) here, before any export work.
+
+    Raises:
+        ConversionError: The model fails on the examples or returns something other than tensors.
+        InvalidInputError: ``task`` cannot be served by the model's outputs.
+    """
     import torch
 
     try:
@@ -51,11 +61,12 @@ def output_names(given: Sequence[str] | None, src: ModelSource, examples: tuple)
         default = ["output"]
     names = list(given) if given is not None else default
     try:
-        name_outputs(result, names)
+        named = name_outputs(result, names)
     except ConversionError as exc:
         raise ConversionError(
             f"model outputs: {exc} (a tensor, a tuple/list of tensors or a dict of tensors is expected)"
         ) from exc
+    check_task(task, torch_output_specs(named))
     return names
 
 
@@ -134,8 +145,12 @@ def check_task(task: Task | None, outputs: Sequence[TensorSpec]) -> None:
     Raises:
         InvalidInputError: ``classification`` for a model whose first output is not ``[batch, classes]``
             with a fixed number of classes of at least two, or a dynamic one (a single score has no top
-            class to agree on).
+            class to agree on); ``segmentation`` for one without class scores ``[batch, classes, H, W]``
+            (two classes or more, or a dynamic count) in its main output, the one the judge reads: ``out``
+            when there is one, else the first that is not auxiliary.
     """
+    if task is Task.SEGMENTATION:
+        _check_segmentation(outputs)
     if task is not Task.CLASSIFICATION:
         return
     first = outputs[0] if outputs else None
@@ -146,3 +161,27 @@ def check_task(task: Task | None, outputs: Sequence[TensorSpec]) -> None:
             "task 'classification' needs class scores [batch, classes] with two or more classes in the first "
             f"output; it is {got}"
         )
+
+
+def _check_segmentation(outputs: Sequence[TensorSpec]) -> None:
+    by_name = {s.name: s for s in outputs}
+    main = by_name.get("out") or next((s for s in outputs if s.name not in AUX_OUTPUTS), None)
+    classes = main.shape[1] if main is not None and main.rank == 4 else None
+    if main is not None and main.rank == 4 and not (isinstance(classes, int) and classes < 2):
+        return
+    got = f"{main.name!r} is {main.shape_str()}" if main is not None else "the model has no output"
+    raise InvalidInputError(
+        "task 'segmentation' needs class scores [batch, classes, H, W] with two or more classes in the first "
+        f"output (or one named 'out'); {got}. A binary segmenter with one logit channel x can return "
+        "torch.cat([-x, x], dim=1) instead: two-class logits whose per-pixel top class is x > 0"
+    )
+
+
+def torch_output_specs(result: Mapping[str, Any]) -> list[TensorSpec]:
+    """Specs of the torch model's named outputs on the example inputs (axis 0 as ``batch``), so a task can be
+    checked before any export work."""
+    specs = []
+    for name, value in result.items():
+        shape = tuple(int(d) for d in value.shape)
+        specs.append(TensorSpec(name, value.dtype.name, ("batch", *shape[1:]) if shape else ()))
+    return specs
