@@ -232,13 +232,15 @@ def read_labels(path: str | os.PathLike[str]) -> tuple[str, ...]:
 
 
 def check_labels(labels: Sequence[str], outputs: Sequence[TensorSpec]) -> None:
-    """Check that the number of labels matches a ``[batch, classes]`` first output, when it has a fixed size.
+    """Check that the number of labels matches the classes of the first output, when it has a fixed count:
+    axis 1 of ``[batch, classes]`` scores, or channel 1 of ``[batch, classes, H, W]`` per-pixel scores (a
+    segmenter).
 
     Raises:
         ConversionError: The counts differ.
     """
     first = outputs[0]
-    if first.rank == 2 and isinstance(first.shape[1], int) and first.shape[1] != len(labels):
+    if first.rank in (2, 4) and isinstance(first.shape[1], int) and first.shape[1] != len(labels):
         raise ConversionError(
             f"{len(labels)} labels given but output {first.name!r} has {first.shape[1]} classes (shape {first.shape_str()})"
         )
