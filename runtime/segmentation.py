@@ -212,20 +212,36 @@ def segment(
             "use predict() with tensors instead"
         )
     items = list(images) if isinstance(images, (list, tuple)) else [images]
-    opened = [_open(item, "L" if pre.channels == "L" else "RGB") for item in items]
-    geometry = [_geometry(img.size, pre) for img in opened]
+    mode = "L" if pre.channels == "L" else "RGB"
     masks: list[np.ndarray] = []
-    start = 0
-    while start < len(opened):
-        end = start + 1
-        while end < len(opened) and end - start < batch_size and geometry[end].input == geometry[start].input:
-            end += 1
-        out = predictor.predict(opened[start:end])
+    batch: list[Any] = []
+    shapes: list[_Geometry] = []
+
+    def flush() -> None:
+        out = predictor.predict(batch)
         name = output or main_output(out)
+        if name not in out:
+            raise InvalidInputError(f"segment(output={name!r}): the model's outputs are {sorted(out)}")
         scores = np.asarray(out[name])
-        for i in range(end - start):
-            masks.append(_to_original(scores[i], geometry[start + i], unseen))
-        start = end
+        if scores.ndim != 4:
+            raise InvalidInputError(
+                f"segment(output={name!r}) expects class scores [batch, classes, H, W], got {list(scores.shape)}"
+            )
+        masks.extend(_to_original(scores[i], g, unseen) for i, g in enumerate(shapes))
+        batch.clear()
+        shapes.clear()
+
+    # Images are opened batch by batch (a long list never sits decoded in memory at once); a batch holds
+    # images of one input geometry, up to batch_size.
+    for item in items:
+        img = _open(item, mode)
+        geo = _geometry(img.size, pre)
+        if batch and (len(batch) >= batch_size or geo.input != shapes[0].input):
+            flush()
+        batch.append(img)
+        shapes.append(geo)
+    if batch:
+        flush()
     return masks
 
 
@@ -277,7 +293,7 @@ def _weights(n: int, resized: int, offset: int, crop: int, out: int) -> tuple[np
     (half-pixel centres, clamped at the edges, like ``F.interpolate(..., align_corners=False)``), and which
     original pixels fall inside the crop the model saw."""
     centre = (np.arange(n) + 0.5) * (resized / n) - offset  # in the cropped input's pixels
-    seen = (centre >= 0) & (centre <= crop)
+    seen = (centre >= 0) & (centre < crop)
     src = np.clip(centre * (out / crop) - 0.5, 0.0, out - 1)
     lo = np.floor(src).astype(np.int64)
     hi = np.minimum(lo + 1, out - 1)

@@ -174,6 +174,21 @@ def test_masks_at_the_original_size_agree_with_torch(segmenter, backend):
         assert len(np.unique(expected)) > 1  # the test can fail: several classes to place
 
 
+def test_segment_batches_and_refuses_an_unknown_output(segmenter):
+    from infership.runtime.segmentation import segment
+
+    _, art = segmenter
+    images = [_photo(60, 90, 1), _photo(45, 50, 2), _photo(60, 90, 3)]
+    with Predictor.load(art.root, backend="ort-cpu") as p:
+        one_by_one = [segment(p, img, batch_size=1)[0] for img in images]
+        together = segment(p, images, batch_size=2)  # 60x90 twice in one batch, 45x50 on its own
+        with pytest.raises(InvalidInputError, match="the model's outputs are"):
+            p.segment(images[0], output="nope")
+    assert len(together) == 3
+    for a, b in zip(one_by_one, together, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_recorded_crop_is_undone_and_unseen_pixels_get_the_fill(segmenter, tmp_path):
     from infership.convert import build_artifact
 
