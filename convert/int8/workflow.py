@@ -354,7 +354,9 @@ def _reference_statistics(
     art: Artifact, held: CalibrationSet, outputs: Sequence[Any]
 ) -> dict[str, Any] | None:
     """What serving compares live traffic with (drift monitoring): the held-out inputs and the fp32
-    reference's outputs on them. A failure here must not cost the quantization: logged, not raised."""
+    reference's outputs on them (a calibration set yields the same batches on every pass, so the inputs
+    read again here are those the reference ran on). A failure here must not cost the quantization:
+    logged, not raised."""
     try:
         info = held.describe()
         what = ", ".join(f"{k}={v}" for k, v in info.items() if isinstance(v, (str, int, float)))
@@ -364,6 +366,8 @@ def _reference_statistics(
             task=art.manifest.task,
             source=f"held-out data ({what})",
         )
-    except InfershipError as exc:
+    # Statistics are an aid to monitoring: outputs they cannot summarise (refused, or shaped in a way the
+    # summaries do not expect) must not cost the int8 variants just validated; the warning says why.
+    except (InfershipError, ValueError, TypeError) as exc:
         log.warning("no reference statistics recorded (drift monitoring stays off): %s", exc)
         return None
