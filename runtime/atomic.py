@@ -29,6 +29,11 @@ from pathlib import Path
 
 from .errors import ArtifactLocked, InvalidInputError, StorageError
 
+try:
+    import fcntl
+except ImportError:  # Windows: scratch folders are recognised by their process id alone
+    fcntl = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
 
 #: The environment variable read by :func:`fault`.
@@ -109,6 +114,8 @@ def remove_stale_temporaries(directory: Path, name: str) -> list[Path]:
             continue
         path = Path(entry.path)
         if entry.is_dir(follow_symlinks=False):
+            if _held(path):  # a live process elsewhere (another PID namespace) still works in it
+                continue
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
@@ -148,10 +155,34 @@ def scratch_dir(name: str) -> Iterator[Path]:
     label = f"infership-{name}"
     remove_stale_temporaries(base, label)
     path = make_temp(base, label, folder=True)
+    # Held for the folder's life: a process id alone can mislead where several PID namespaces (containers)
+    # share one temporary directory; a lock is released by the kernel only when its holder is gone.
+    fd = os.open(path, os.O_RDONLY) if fcntl is not None else None
     try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+        if fd is not None:
+            os.close(fd)
+
+
+def _held(folder: Path) -> bool:
+    """Whether a live process holds ``folder``'s scratch lock (see :func:`scratch_dir`)."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock taken here
+    return False
 
 
 def _umask() -> int:

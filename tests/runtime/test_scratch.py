@@ -49,3 +49,30 @@ def _env() -> dict[str, str]:
     import os
 
     return dict(os.environ)
+
+
+def test_a_scratch_still_locked_is_kept_even_when_its_process_id_looks_dead(tmpdir_env: Path):
+    # Another PID namespace (a container sharing TMPDIR) makes a live process's id look dead here: the
+    # folder's lock, held by a live process, decides. Simulated: a live child holds the lock of a folder
+    # named after a process id that does not exist.
+    import os
+
+    stale_name = tmpdir_env / ".infership-build.999999999.abcd.tmp"
+    stale_name.mkdir()
+    code = (
+        "import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDONLY)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(30)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(stale_name)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with scratch_dir("build"):
+            assert stale_name.exists(), "a folder in use by a live process was removed"
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    with scratch_dir("build"):
+        assert not stale_name.exists(), "once its holder is gone, the next run removes it"
+    assert os.listdir(tmpdir_env) == []
