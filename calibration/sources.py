@@ -340,7 +340,7 @@ class TorchDatasetSource:
             self._has_labels = len(self) > 0 and self._split(self._ds[0])[1] is not None
         return self._has_labels
 
-    def _split(self, item: Any) -> tuple[dict[str, np.ndarray], int | None]:
+    def _split(self, item: Any) -> tuple[dict[str, np.ndarray], int | np.ndarray | None]:
         label = None
         if isinstance(item, (tuple, list)):
             if len(item) != 2:
@@ -348,7 +348,7 @@ class TorchDatasetSource:
                     f"torch dataset items must be x, (x, label) or a dict; got a {len(item)}-tuple"
                 )
             item, label = item
-            label = int(label)
+            label = _item_label(label)
         if isinstance(item, Mapping):
             return {str(k): self._array(v) for k, v in item.items()}, label
         return {self._name or UNNAMED: self._array(item)}, label
@@ -366,9 +366,7 @@ class TorchDatasetSource:
         items = [self._split(self._ds[int(i)]) for i in indices]
         keys = list(items[0][0])
         feeds = {k: np.stack([it[0][k] for it in items]) for k in keys}
-        got = [it[1] for it in items]
-        labels = None if any(g is None for g in got) else np.asarray(got, dtype=np.int64)
-        return feeds, labels
+        return feeds, _stack_labels([it[1] for it in items])
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "torch-dataset", "type": type(self._ds).__name__, "items": len(self)}
@@ -390,7 +388,8 @@ def from_torch(
     re-read from a given index: its first ``samples`` items are materialized in memory.
 
     Args:
-        data: The dataset or loader. Items: a tensor, ``(input, label)``, or a dict name → tensor.
+        data: The dataset or loader. Items: a tensor, ``(input, label)``, or a dict name → tensor; a label
+            is a class index or an integer mask ``[H, W]`` (a tensor, array or PIL image).
         samples: Required for iterable-style data: how many items to take.
         preprocessing: Applied to items that are PIL images or HWC uint8 arrays.
         input_name: The model input a single unnamed tensor feeds (default: the model's only input).
@@ -420,7 +419,7 @@ def from_torch(
             "to take its first N items"
         )
     reader = TorchDatasetSource([], preprocessing=preprocessing, input_name=input_name)
-    items: list[tuple[dict[str, np.ndarray], int | None]] = []
+    items: list[tuple[dict[str, np.ndarray], int | np.ndarray | None]] = []
     for item in data if dataset is None else dataset:
         items.append(reader._split(item))
         if len(items) >= samples:
@@ -429,7 +428,31 @@ def from_torch(
         raise InvalidInputError(f"{type(target).__name__} yielded no items")
     keys = list(items[0][0])
     arrays = {k: np.stack([it[0][k] for it in items]) for k in keys}
-    got = [it[1] for it in items]
-    labels = None if any(g is None for g in got) else np.asarray(got, dtype=np.int64)
+    labels = _stack_labels([it[1] for it in items])
     desc = {"kind": "torch-iterable", "type": type(target).__name__, "items": len(items)}
     return CalibrationSet(ArraySource([arrays], labels=labels, description=desc), batch_size=bs)
+
+
+def _item_label(value: Any) -> int | np.ndarray:
+    """A torch dataset item's label: a class index, or an integer mask (a tensor, array or PIL image)."""
+    arr = np.asarray(value) if type(value).__module__.startswith("PIL.") else to_numpy(value)
+    if arr.ndim == 0:
+        return int(arr)
+    if arr.dtype.kind not in "iu":
+        raise InvalidInputError(
+            f"torch dataset labels must be class indices or integer masks, got a {arr.dtype.name} array "
+            f"of shape {list(arr.shape)}"
+        )
+    return arr
+
+
+def _stack_labels(got: Sequence[int | np.ndarray | None]) -> np.ndarray | None:
+    """One batch's labels stacked along axis 0 (``None`` unless every item has one)."""
+    if any(g is None for g in got):
+        return None
+    shapes = {np.shape(g) for g in got}
+    if len(shapes) > 1:
+        raise InvalidInputError(
+            f"torch dataset labels differ in shape between items: {sorted(list(t) for t in shapes)}"
+        )
+    return np.stack(got) if shapes != {()} else np.asarray(got, dtype=np.int64)

@@ -67,3 +67,34 @@ def test_float_ragged_and_mismatched_masks_are_refused(tmp_path):
     np.savez(tmp_path / "b.npz", x=X[6:], labels=MASKS[6:, :8])
     with pytest.raises(InvalidInputError, match="labels differ in shape per sample"):
         from_numpy(tmp_path)
+
+
+class _Pairs:
+    """A map-style dataset of (image tensor, mask tensor) pairs, as torchvision's segmentation sets give."""
+
+    def __init__(self, masks):
+        self.masks = masks
+
+    def __len__(self):
+        return len(X)
+
+    def __getitem__(self, i):
+        import torch
+
+        return torch.from_numpy(X[i]), self.masks[i]
+
+
+def test_a_torch_dataset_of_images_and_masks():
+    import torch
+    from infership.calibration import from_torch
+
+    batches = _batches(from_torch(_Pairs(torch.from_numpy(MASKS.astype(np.int64))), batch_size=5))
+    assert [b.labels.shape for b in batches] == [(5, 16, 16), (5, 16, 16), (2, 16, 16)]
+    np.testing.assert_array_equal(np.concatenate([b.labels for b in batches]), MASKS)
+    streamed = _batches(from_torch(iter(_Pairs(MASKS)), samples=7, batch_size=4))
+    assert [b.labels.shape for b in streamed] == [(4, 16, 16), (3, 16, 16)]
+    with pytest.raises(InvalidInputError, match="class indices or integer masks, got a float32"):
+        _batches(from_torch(_Pairs(MASKS.astype(np.float32))))
+    ragged = [MASKS[0]] * 11 + [MASKS[0, :8]]
+    with pytest.raises(InvalidInputError, match="labels differ in shape between items"):
+        _batches(from_torch(_Pairs(ragged), batch_size=12))
