@@ -191,7 +191,7 @@ def test_fixed_batch_and_two_input_artifacts(static_artifact, two_io_artifact, t
         "extra": rng.standard_normal((40, 4)).astype(np.float32),
     }
     with pytest.raises(InvalidInputError, match="expected one of: tensor, classification"):
-        quantize(root, from_numpy(data), task="detection")
+        quantize(root, from_numpy(data), task="pose-estimation")
     report = quantize(root, from_numpy(data), max_accuracy_drop=100.0, task="classification")
     assert [t.variant_id for t in report.targets] == ["onnx-int8", "openvino-int8"]
     assert all(
