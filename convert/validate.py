@@ -132,7 +132,12 @@ class Tolerance:
         if agreement.nonfinite:
             out.append(f"{agreement.nonfinite} NaN/Inf value(s) in boxes or scores")
         matched = agreement.detections_matched
-        if matched is None or matched < self.min_matched:
+        if matched is None and self.min_matched > 0:  # a caller may waive it: min_matched=0
+            out.append(
+                "no detection to compare: the reference found nothing in these inputs (random inputs rarely "
+                "hold objects for a trained detector); check on real images (validation_data / --validation-data)"
+            )
+        elif matched is not None and matched < self.min_matched:
             out.append(f"detections_matched {_g(matched)} < {self.min_matched}")
         if agreement.box_iou_min is not None and agreement.box_iou_min < self.min_box_iou:
             out.append(f"box_iou_min {agreement.box_iou_min:.4g} < {self.min_box_iou}")

@@ -112,6 +112,8 @@ class Predictor:
         self._single = self.inputs[0] if len(self.inputs) == 1 else None
         self._shared_dims = _shared_dims(self.inputs)
         self._output_set = frozenset(s.name for s in self.outputs)
+        # Outputs whose axis 0 counts detections, not input rows (runtime/detection.py): joined, not sliced.
+        self._ragged = frozenset(s.name for s in self.outputs if s.shape[:1] == ("detections",))
         tok = artifact.manifest.tokenizer
         # Strings are text when the artifact carries a tokenizer for all its inputs (loaded on first use).
         self._text = (
@@ -439,7 +441,14 @@ class Predictor:
                 piece = {k: _pad_rows(a, chunk - real) for k, a in piece.items()}
             out = self._session.run(piece)
             rows = chunk if static else real
+            if self._ragged:
+                from .detection import offset_run
+
+                out = offset_run(out, start=start, images=real)
             for k, v in out.items():
+                if k in self._ragged:
+                    parts.setdefault(k, []).append(v)
+                    continue
                 if v.shape[:1] != (rows,):
                     # Not batch-first (a constant, a pooled summary): splitting would return a wrong answer.
                     raise InferenceError(

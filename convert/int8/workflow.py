@@ -277,8 +277,9 @@ def _check_budget_figure(manifest: Manifest, budget: float | None) -> None:
     if budget is None:
         return
     judge = judge_for(manifest.task)
+    # ones, not zeros: a detector's probe must hold detections (score 1) for its judge to compare any
     probe = {
-        s.name: np.zeros([d if isinstance(d, int) else 2 for d in s.shape], s.dtype) for s in manifest.outputs
+        s.name: np.ones([d if isinstance(d, int) else 2 for d in s.shape], s.dtype) for s in manifest.outputs
     }
     if judge.compare([probe], [probe]).loss_points is None:
         raise InvalidInputError(

@@ -128,6 +128,18 @@ def test_compare_identical_and_perturbed() -> None:
     assert r.loss_points == pytest.approx(75.0)
 
 
+def test_nothing_compared_is_not_agreement() -> None:
+    from infership.convert.validate import Tolerance
+
+    judge = judge_for(Task.DETECTION)
+    empty = [_out(np.zeros((0, 4)), [], [])]
+    a = judge.compare(empty, empty)
+    assert a.detections_reference == 0 and a.detections_matched is None
+    (reason,) = Tolerance.fp32().judge(a)
+    assert "no detection to compare" in reason
+    assert Tolerance(min_matched=0.0).judge(a) == ()  # waived only when the caller says so
+
+
 def test_compare_excuses_a_score_that_crosses_the_threshold() -> None:
     judge = judge_for(Task.DETECTION)
     ref = [_out([[0, 0, 10, 10]], [0.505], [1])]
