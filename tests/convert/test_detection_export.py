@@ -266,3 +266,20 @@ def test_an_accuracy_budget_applies_to_detectors(detector_artifact) -> None:
     from infership.convert.int8.workflow import _check_budget_figure
 
     _check_budget_figure(detector_artifact.manifest, 1.0)  # detections give a loss figure: no refusal
+
+
+def test_without_real_images_the_export_says_its_check_compared_nothing(tmp_path: Path) -> None:
+    from infership.convert import build_artifact
+
+    art = build_artifact(
+        tiny_faster_rcnn(),
+        tmp_path / "art",
+        input_shapes=[(1, 3, SIZE, SIZE)],
+        fp16=False,
+        openvino=False,
+        torch_program=False,
+        samples=1,
+    )
+    notes = art.manifest.extra.get("notes", [])
+    assert any("random inputs only" in n for n in notes), notes
+    assert art.manifest.variant("onnx-fp32").validation["passed"]
