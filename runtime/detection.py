@@ -437,17 +437,12 @@ def to_original(boxes: np.ndarray, height: int, width: int, pre: Any) -> np.ndar
     return out
 
 
-def _size(image: Any) -> tuple[int, int]:
-    if isinstance(image, np.ndarray):
-        return int(image.shape[0]), int(image.shape[1])
-    if hasattr(image, "size") and not isinstance(image, (str, bytes)):  # a PIL image: (width, height)
-        w, h = image.size
-        return int(h), int(w)
-    from PIL import Image
+def _open_image(image: Any, pre: Any) -> Any:
+    """The image opened once (a path read, an array or PIL image checked) by the preprocessing's reader, so
+    an unreadable or unsupported item is an :class:`InvalidInputError` before the model runs."""
+    from .preprocess import _open
 
-    with Image.open(image) as img:
-        w, h = img.size
-    return int(h), int(w)
+    return _open(image, "L" if getattr(pre, "channels", "RGB") == "L" else "RGB")
 
 
 def detect(predictor: Any, images: Any, *, score_threshold: float = SCORE_THRESHOLD) -> list[Detections]:
@@ -482,7 +477,8 @@ def detect(predictor: Any, images: Any, *, score_threshold: float = SCORE_THRESH
         raise InvalidInputError("detect() on raw images needs the artifact's preprocessing (resize, scale)")
     out = []
     for item in items:
-        height, width = _size(item)
-        found = split_detections(predictor.predict([item]), images=1)[0].above(score_threshold)
+        img = _open_image(item, pre)
+        width, height = img.size  # PIL: (width, height)
+        found = split_detections(predictor.predict([img]), images=1)[0].above(score_threshold)
         out.append(Detections(to_original(found.boxes, height, width, pre), found.scores, found.labels))
     return out

@@ -283,3 +283,15 @@ def test_without_real_images_the_export_says_its_check_compared_nothing(tmp_path
     notes = art.manifest.extra.get("notes", [])
     assert any("random inputs only" in n for n in notes), notes
     assert art.manifest.variant("onnx-fp32").validation["passed"]
+
+
+def test_detect_refuses_unreadable_images_clearly(detector_artifact, tmp_path: Path) -> None:
+    (tmp_path / "not-an-image.png").write_text("hello")
+    with Predictor.load(detector_artifact.root, backend="ort-cpu") as p:
+        for bad, match in [
+            (str(tmp_path / "missing.png"), "cannot read image"),
+            (str(tmp_path / "not-an-image.png"), "cannot read image"),
+            (np.zeros((4, 8, 8, 3), np.uint8), "HWC or HW uint8 image array"),
+        ]:
+            with pytest.raises(InvalidInputError, match=match):
+                p.detect(bad)
