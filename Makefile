@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.infership-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bench bench-text gate-study gate-acceptance ci-check optimize-suite cold-start fuzz soak audit clean
+.PHONY: install demo demo-detection demo-segmentation test lint bench bench-text gate-study gate-acceptance ci-check optimize-suite cold-start fuzz soak audit clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +25,20 @@ $(DEMO)/digits.pt: examples/digits/train.py examples/digits/model.py | $(STAMP)
 
 demo: $(STAMP) $(DEMO)/digits.pt
 	$(BIN)/infership pipeline --config examples/digits/pipeline.toml
+
+# The other examples (docs/detection.md, docs/segmentation.md): digits on scikit-image photos, fine-tuned
+# offline (tens of minutes on 2 CPUs), then the same pipeline, then fp32 against int8 on held-out scenes.
+demo-detection: $(STAMP)
+	$(BIN)/python examples/detection/train.py --minutes 14
+	cp runs/detection/detector.pt runs/detection/stage1.pt
+	$(BIN)/python examples/detection/train.py --resume runs/detection/stage1.pt --minutes 8
+	$(BIN)/infership pipeline --config examples/detection/pipeline.toml
+	$(BIN)/python examples/detection/evaluate.py runs/detection/pipeline/artifact --json runs/detection/evaluate.json
+
+demo-segmentation: $(STAMP)
+	$(BIN)/python examples/segmentation/train.py
+	$(BIN)/infership pipeline --config examples/segmentation/pipeline.toml
+	$(BIN)/python examples/segmentation/evaluate.py runs/segmentation/pipeline/artifact
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
