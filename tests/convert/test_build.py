@@ -415,7 +415,9 @@ def test_classification_needs_two_or_more_classes():
 
 def test_a_bad_task_is_a_clear_error(tmp_path):
     with pytest.raises(InvalidInputError, match="expected one of: tensor, classification"):
-        build_artifact(models.digits_cnn(), tmp_path / "bad", input_shapes=[(1, 1, 8, 8)], task="pose-estimation")
+        build_artifact(
+            models.digits_cnn(), tmp_path / "bad", input_shapes=[(1, 1, 8, 8)], task="pose-estimation"
+        )
     with pytest.raises(InvalidInputError, match=r"classification.*\[batch, classes\]"):
         build_artifact(
             models.fully_conv(),
