@@ -199,7 +199,7 @@ def test_real_runs_same_setup_passes_induced_slowdown_fails(tiny_artifact) -> No
     from infership.runtime import Predictor
 
     with Predictor.load(tiny_artifact, backend="ort-cpu", intra_op_threads=1) as p:
-        base, same, slow = _interleaved([p, p, _Slowed(p, 0.002)])
+        base, same, slow = _interleaved([p, p, _Slowed(p, 0.002)], chunks=8)
 
     def wrap(run: Any) -> BenchResults:
         return BenchResults(runs=(run,), environment={}, fingerprint="same-machine")
@@ -207,7 +207,12 @@ def test_real_runs_same_setup_passes_induced_slowdown_fails(tiny_artifact) -> No
     assert base.key == same.key == slow.key
     # Tail latency of a ~50 µs model on a busy 2-core machine is scheduler noise: gate p99 loosely here.
     ok = compare_results(wrap(base), wrap(same), thresholds=Thresholds(max_p99_slowdown=3.0, job_drift=0))
-    assert ok.exit_code == 0, ok.rows[0].reasons
+    # Never a false alarm. On a machine noisier than the threshold the rule answers "inconclusive" (exit 3,
+    # saying what it could have detected) rather than guess: that is the documented outcome, not a pass.
+    assert ok.exit_code in (0, 3), ok.rows[0].reasons
+    assert ok.rows[0].verdict is not Verdict.REGRESSION
+    if ok.exit_code == 3:
+        assert "could only detect" in " ".join(ok.rows[0].reasons)
     bad = compare_results(wrap(base), wrap(slow), thresholds=Thresholds(max_p99_slowdown=3.0, job_drift=0))
     assert bad.exit_code == 1
     assert bad.rows[0].verdict is Verdict.REGRESSION
