@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidInputError
-from .figures import Agreement
+from .figures import Agreement, accuracy_figures
 from .tasks import Task
 
 Outputs = Mapping[str, np.ndarray]
@@ -366,9 +366,7 @@ class DetectionJudge:
             cand_map = average_precision(cand_images, targets)
             if ref_map is not None and cand_map is not None:
                 figures.update(
-                    accuracy_reference=ref_map,
-                    accuracy=cand_map,
-                    accuracy_drop=round(ref_map - cand_map, 4),
+                    accuracy_figures(ref_map, cand_map),
                     map50=cand_map,
                     map50_95=average_precision(cand_images, targets, iou_thresholds=COCO_IOUS),
                 )

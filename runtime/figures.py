@@ -241,6 +241,16 @@ def figure_info(name: str) -> FigureInfo | None:
     return FIGURES.get(ALIASES.get(leaf, leaf))
 
 
+def accuracy_figures(reference: float, candidate: float) -> dict[str, float]:
+    """``accuracy_reference``, ``accuracy`` and ``accuracy_drop`` (points) of a candidate scored on the same
+    labels as its reference, rounded as every judge records them."""
+    return {
+        "accuracy_reference": round(reference, 4),
+        "accuracy": round(candidate, 4),
+        "accuracy_drop": round(reference - candidate, 4),
+    }
+
+
 def sqnr_db(signal: float, noise: float) -> float:
     """``10·log10(signal / noise)`` from sums of squares, capped at ±:data:`SQNR_CAP_DB`."""
     if noise <= 0.0:

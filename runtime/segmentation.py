@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidInputError
-from .figures import Agreement
+from .figures import Agreement, accuracy_figures
 from .manifest import Preprocessing
 from .preprocess import _open
 from .tasks import Task, _elementwise, class_map
@@ -99,11 +99,7 @@ class SegmentationJudge:
         }
         if labels is not None:
             acc_ref, acc = 100.0 * _miou(truth_ref), 100.0 * _miou(truth_cand)
-            figures.update(
-                accuracy_reference=round(acc_ref, 4),
-                accuracy=round(acc, 4),
-                accuracy_drop=round(acc_ref - acc, 4),
-            )
+            figures.update(accuracy_figures(acc_ref, acc))
         return replace(base, **figures)
 
     def score(self, outputs: Sequence[Outputs], labels: np.ndarray) -> float | None:

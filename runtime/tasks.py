@@ -38,7 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .errors import InvalidInputError
-from .figures import CONFIDENT, Agreement, sqnr_db
+from .figures import CONFIDENT, Agreement, accuracy_figures, sqnr_db
 from .spec import TensorSpec
 
 Outputs = Mapping[str, np.ndarray]
@@ -213,11 +213,7 @@ class ClassificationJudge:
             lab = _labels(labels, len(ref), ref.shape[1])
             acc_ref = float((top_ref == lab).mean() * 100.0)
             acc = float((top_cand == lab).mean() * 100.0)
-            figures.update(
-                accuracy_reference=round(acc_ref, 4),
-                accuracy=round(acc, 4),
-                accuracy_drop=round(acc_ref - acc, 4),
-            )
+            figures.update(accuracy_figures(acc_ref, acc))
         return replace(base, **figures)
 
     def score(self, outputs: Sequence[Outputs], labels: np.ndarray) -> float | None:
