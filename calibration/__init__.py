@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "unregister_source": "infership.calibration.schemes",
     "registered_sources": "infership.calibration.schemes",
     "load_callable": "infership.calibration.schemes",
+    "import_file": "infership.calibration.schemes",
     "split_callable": "infership.calibration.schemes",
     "parse_shape": "infership.calibration.parsing",
     "parse_named_shape": "infership.calibration.parsing",
@@ -58,6 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .parsing import parse_hw, parse_named_shape, parse_shape  # noqa: F401
     from .schemes import (  # noqa: F401
         from_spec,
+        import_file,
         load_callable,
         register_source,
         registered_sources,

@@ -26,6 +26,7 @@ import importlib
 import importlib.util
 import inspect
 import logging
+import os
 import re
 import sys
 import threading
@@ -259,6 +260,16 @@ def load_callable(spec: str) -> Callable[..., Any]:
     if not callable(obj):
         raise InvalidInputError(f"{spec!r}: expected a function {attr!r} in {target}, found none")
     return obj
+
+
+def import_file(path: str | os.PathLike[str]) -> Any:
+    """A Python file imported as a module, once per resolved path: the same module a ``FILE.py:FUNCTION``
+    source of that file gets (scripts that are not in a package use it to load their siblings).
+
+    Raises:
+        InvalidInputError: The file is missing or cannot be imported.
+    """
+    return _import_file(Path(path), os.fspath(path))
 
 
 # ---------------------------------------------------------------------------------------------- internals

@@ -14,14 +14,12 @@ object array), judged by the detection task (mAP).
 from __future__ import annotations
 
 import functools
-import importlib.util
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from infership.calibration import CalibrationSet
+from infership.calibration import CalibrationSet, import_file
 from infership.runtime import Preprocessing
 from infership.runtime.detection import input_geometry
 from infership.runtime.preprocess import preprocess_image
@@ -32,19 +30,7 @@ HOLDOUT_SCENES = 130  # held-out scenes: 320 digits
 CACHE = Path(__file__).resolve().parents[2] / "runs" / "detection" / "scenes"
 
 
-def _scenes_module() -> Any:
-    """``examples/scenes.py``, loaded by path under a unique name (examples/ is not a package)."""
-    name = "infership_example_scenes"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scenes.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-scenes = _scenes_module()
+scenes = import_file(Path(__file__).resolve().parents[1] / "scenes.py")  # examples/ is not a package
 CLASS_NAMES: tuple[str, ...] = tuple(scenes.CLASS_NAMES)
 
 

@@ -13,13 +13,12 @@ ONNX Runtime's profiler. Prints the load average before and after: timings on a 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from infership.calibration import import_file
 from infership.runtime import Artifact, Predictor, judge_for
 from infership.runtime.detection import (
     COCO_IOUS,
@@ -35,14 +34,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def _data():
-    key = "infership_example_detection_data"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, HERE / "data.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
+    return import_file(HERE / "data.py")  # examples/ is not a package
 
 
 def _loadavg() -> str:

@@ -19,29 +19,19 @@ rebuilds the architecture. Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from infership.calibration import import_file
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE.parents[1] / "runs" / "detection" / "detector.pt"
 
 
-def _load(name: str, path: Path):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-data = _load("infership_example_detection_data", HERE / "data.py")
-model_py = _load("infership_example_detection_model", HERE / "model.py")
+data = import_file(HERE / "data.py")  # examples/ is not a package
+model_py = import_file(HERE / "model.py")
 
 
 def crops(images: np.ndarray, targets: list[dict], rng: np.random.Generator, side: int = 64):

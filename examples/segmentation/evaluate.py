@@ -12,12 +12,11 @@ timings on a busy machine are noisy.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
+from infership.calibration import import_file
 from infership.runtime import Predictor, judge_for
 from infership.runtime.errors import ArtifactError, BackendUnavailable
 from infership.runtime.timing import median_ms
@@ -26,14 +25,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def _data():
-    key = "infership_example_segmentation_data"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, HERE / "data.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
+    return import_file(HERE / "data.py")  # examples/ is not a package
 
 
 def _loadavg() -> str:

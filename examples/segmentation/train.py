@@ -18,8 +18,6 @@ scratch in one stage.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,20 +27,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
+from infership.calibration import import_file
 
 HERE = Path(__file__).resolve().parent
 
 
 def _sibling(name: str) -> ModuleType:
-    """A module of this folder, loaded by path under a unique name (examples/ is not a package)."""
-    key = f"infership_example_segmentation_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, HERE / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
+    """A module of this folder (examples/ is not a package)."""
+    return import_file(HERE / f"{name}.py")
 
 
 data = _sibling("data")

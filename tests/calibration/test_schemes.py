@@ -282,3 +282,17 @@ class TestDigitsExample:
         module = data_module()
         assert load_callable(f"{DATA_PY}:train").__module__ == module.__name__
         assert from_digits is module.from_digits and load_digits_split is module.load_split
+
+
+def test_import_file_is_the_module_file_sources_get(tmp_path):
+    import sys
+
+    from infership.calibration import import_file, load_callable
+
+    script = tmp_path / "helpers.py"
+    script.write_text("def make():\n    return 3\n")
+    module = import_file(script)
+    assert module.make() == 3 and import_file(str(script)) is module
+    assert sys.modules[load_callable(f"{script}:make").__module__] is module  # imported once
+    with pytest.raises(InvalidInputError, match="not found"):
+        import_file(tmp_path / "missing.py")
