@@ -177,12 +177,9 @@ def _held(folder: Path) -> bool:
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
+        return not _try_lock(fd)  # the write locks' own non-blocking attempt
     finally:
         os.close(fd)  # closing releases a lock taken here
-    return False
 
 
 def _umask() -> int:
