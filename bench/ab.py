@@ -37,7 +37,7 @@ from infership.runtime.errors import ArtifactError, BackendUnavailable, InvalidI
 from infership.runtime.predictor import Predictor
 
 from .compare import Comparison, RunComparison
-from .config import AUTO, BenchConfig, PlannedRun, plan_runs
+from .config import BenchConfig, PlannedRun, load_precision, plan_runs
 from .figures_gate import compare_figures, regression_reason
 from .harness import applies_hint, load_options
 from .inputs import InputPool
@@ -199,7 +199,9 @@ def _compare_planned(
         errors: list[str] = []
         for art in (base_art, cand_art):
             try:
-                pred = Predictor.load(art, backend=p.backend, precision=_precision(p), **options)
+                pred = Predictor.load(
+                    art, backend=p.backend, precision=load_precision(p.precision), **options
+                )
             except (BackendUnavailable, ArtifactError) as exc:
                 loaded.append(None)
                 errors.append(str(exc))
@@ -231,7 +233,7 @@ def _compare_planned(
         # a stretch of interference that favoured one side (or one load's unlucky memory placement) is
         # diluted by the fresh pairs, while a real slowdown shows in both.
         with ExitStack() as stack:
-            fresh = [stack.enter_context(Predictor.load(a, backend=p.backend, precision=_precision(p), **options))
+            fresh = [stack.enter_context(Predictor.load(a, backend=p.backend, precision=load_precision(p.precision), **options))
                      for a in (base_art, cand_art)]  # fmt: skip
             more, _ = _measure_pairs(config, p, (fresh[0], fresh[1]), pools, thresholds, progress, label,
                                      pairs=len(parts[0]))  # fmt: skip
@@ -252,10 +254,6 @@ def _compare_planned(
         lost = f"p99 bound {cand_srv.latency_bound_ms:g} ms met by the baseline, missed by the candidate"
         row = replace(row, verdict=Verdict.REGRESSION, reasons=(lost, *row.reasons))
     return replace(row, key=runs[1].key), (runs[0], runs[1])
-
-
-def _precision(p: PlannedRun) -> str | None:
-    return None if p.precision == AUTO else p.precision  # auto: what Predictor.load opens by default
 
 
 def _key(p: PlannedRun, pred: Predictor | None) -> str:

@@ -25,6 +25,12 @@ from .scenarios import Scenario, StopRule
 AUTO = "auto"
 
 
+def load_precision(precision: str) -> str | None:
+    """``Predictor.load``'s ``precision`` for a planned one: ``None`` for :data:`AUTO` (production's default
+    load), else the precision itself."""
+    return None if precision == AUTO else precision
+
+
 @dataclass(frozen=True, kw_only=True)
 class BenchConfig:
     """What to measure. Every field is keyword-only.

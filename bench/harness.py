@@ -25,7 +25,7 @@ from infership.runtime.predictor import Predictor
 from infership.runtime.registry import get_backend
 from infership.runtime.timing import timed
 
-from .config import AUTO, BenchConfig, PlannedRun, plan_runs
+from .config import BenchConfig, PlannedRun, load_precision, plan_runs
 from .inputs import InputPool
 from .reference import reference_ms
 from .results import BenchResults, ColdStart, RunResult, SkippedRun
@@ -60,7 +60,7 @@ def load_timed(
     artifact: Artifact | str | os.PathLike[str], backend: str, precision: str, options: Mapping[str, Any]
 ) -> tuple[Predictor, float]:
     """``Predictor.load`` timed with the one latency timer; returns the predictor and milliseconds."""
-    chosen = None if precision == AUTO else precision  # auto: exactly what production's default load opens
+    chosen = load_precision(precision)
     predictor, ms = timed(lambda: Predictor.load(artifact, backend=backend, precision=chosen, **options))
     return predictor, ms
 
