@@ -4,15 +4,21 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.infership-installed
 PYTEST_ARGS ?=
+# The extras `make install` puts in the venv: `all` has the CPU build of ONNX Runtime; `all-gpu,dev` on a GPU machine.
+EXTRAS  ?= all,dev
+# A dropped connection to the package index is retried (and a large wheel resumed) instead of failing the job.
+PIP     := $(BIN)/python -m pip install -q --retries 10 --resume-retries 10
 
 .PHONY: install demo demo-detection demo-segmentation test lint bench bench-text gate-study gate-acceptance ci-check optimize-suite cold-start fuzz soak audit clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --retries 10 --upgrade pip
 	# Pinned: installs from local disk here; an unpinned torch pulls several GB.
-	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e ".[all,dev]"
+	$(PIP) torch==2.14.1 torchvision==0.29.1
+	# The two ONNX Runtime builds share one module: drop the one not asked for before installing the other.
+	$(BIN)/python -m pip uninstall -q -y $(if $(findstring all-gpu,$(EXTRAS)),onnxruntime,onnxruntime-gpu)
+	$(PIP) -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -77,4 +77,6 @@ def test_no_extra_installs_both_onnxruntime_builds():
     for name in extras:
         both = {"onnxruntime", "onnxruntime-gpu"} <= expand(name)
         assert not both, f"extra {name!r} installs both onnxruntime and onnxruntime-gpu"
-    assert "onnxruntime-gpu" in expand("all")
+    assert "onnxruntime" in expand("all") and "onnxruntime-gpu" not in expand("all")
+    assert "onnxruntime-gpu" in expand("all-gpu") and "onnxruntime" not in expand("all-gpu")
+    assert expand("all") - {"onnxruntime"} == expand("all-gpu") - {"onnxruntime-gpu"}
