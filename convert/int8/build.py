@@ -18,7 +18,9 @@ from .ort import OrtQuantConfig, calibrate, preprocess_model, quantizable_op_typ
 from .repair import openvino_quantizers, ort_quantizers, rank_layers, repair
 from .torch import quantize_torch, trace_fp32
 from .transformer import (
+    DynamicMode,
     OrtDynamicConfig,
+    choose_blockwise,
     compress_openvino_weights,
     dynamic_quantizers,
     quantize_dynamic_model,
@@ -221,6 +223,9 @@ def build_ort_dynamic(ctx: QuantizeContext, config: OrtDynamicConfig) -> tuple[T
     """ONNX Runtime dynamic int8 on the fused graph (no calibration), validated, and repaired by keeping the
     nodes whose activations the dynamic quantizer hurts most in float."""
     src, steps, fp32_id = _fused_graph(ctx)
+    if config.mode is DynamicMode.MIXED and not config.blockwise_nodes:
+        config, chosen = choose_blockwise(src, config, ctx.rank_set)
+        steps.append(chosen)
     made: list[Built] = []
 
     def requantize(excluded: tuple[str, ...]) -> Built:

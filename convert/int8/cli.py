@@ -125,12 +125,22 @@ def add_quantize(sub: Any) -> None:
     g = p.add_argument_group("ONNX Runtime dynamic (target ort-dynamic, transformers)")
     g.add_argument(
         "--dynamic-mode",
-        choices=["blockwise", "per-channel"],
-        default="blockwise",
-        help="blockwise: MatMulNBits int8 with activations quantized per block (accurate); per-channel: "
-        "quantize_dynamic, one scale per activation tensor (Optimum's recipe). Default blockwise",
+        choices=["mixed", "blockwise", "per-channel"],
+        default="mixed",
+        help="mixed: per-channel where one scale per activation tensor keeps the MatMul input's SQNR "
+        "(--mixed-sqnr-db), blockwise elsewhere; blockwise: MatMulNBits int8 with activations quantized per "
+        "block (accurate, slower on short inputs); per-channel: quantize_dynamic, one scale per activation "
+        "tensor (Optimum's recipe). Default mixed",
     )
     g.add_argument("--block-size", type=int, default=128, help="blockwise block size (default 128)")
+    g.add_argument(
+        "--mixed-sqnr-db",
+        type=float,
+        default=30.0,
+        metavar="DB",
+        help="mixed mode: MatMuls whose input SQNR under one scale per tensor is below DB go blockwise "
+        "(default 30)",
+    )
     g.add_argument(
         "--no-dynamic-attention",
         action="store_true",
@@ -263,9 +273,14 @@ def _run_quantize(args: argparse.Namespace) -> int:
     text = is_transformer_text(m)
     targets = Target.parse(args.target) if args.target else None
     ort_config, nncf_config = _configs(args, text=text)
-    dynamic = {"blockwise": OrtDynamicConfig.blockwise, "per-channel": OrtDynamicConfig.per_channel}
+    dynamic = {
+        "mixed": OrtDynamicConfig.mixed,
+        "blockwise": OrtDynamicConfig.blockwise,
+        "per-channel": OrtDynamicConfig.per_channel,
+    }
+    extra = {"mixed_sqnr_db": args.mixed_sqnr_db} if args.dynamic_mode == "mixed" else {}
     dynamic_config = dynamic[args.dynamic_mode](
-        block_size=args.block_size, attention=not args.no_dynamic_attention
+        block_size=args.block_size, attention=not args.no_dynamic_attention, **extra
     )
     try:
         report = quantize(

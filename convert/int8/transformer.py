@@ -9,12 +9,17 @@ avoid fixed activation ranges altogether:
   ``onnx-int8-dynamic``), on the graph with ONNX Runtime's transformer fusions
   (:mod:`infership.convert.optimize`):
 
-  - ``blockwise`` (default): every weight MatMul becomes ``MatMulNBits`` with 8-bit weights and
-    ``accuracy_level=4`` — int8 products (VNNI) with the activations quantized on the fly **per block of
-    ``block_size`` values of each row**, so an outlier channel costs precision only to its own block; the fused
-    ``Attention`` nodes become ``QAttention`` (one dynamic quantization of the hidden state for Q, K and V).
+  - ``blockwise``: every weight MatMul becomes ``MatMulNBits`` with 8-bit weights and ``accuracy_level=4`` —
+    int8 products (VNNI) with the activations quantized on the fly **per block of ``block_size`` values of
+    each row**, so an outlier channel costs precision only to its own block; the fused ``Attention`` nodes
+    become ``QAttention`` (one dynamic quantization of the hidden state for Q, K and V).
   - ``per-channel``: ``quantize_dynamic`` with per-channel weights — Optimum's CPU recipe: one dynamic scale
     per activation tensor. Fast, but the least accurate on encoders with outlier channels.
+  - ``mixed`` (default): each weight MatMul gets the cheaper ``per-channel`` quantizer where its input keeps
+    ``mixed_sqnr_db`` (30 dB) under one uint8 scale for the whole tensor — measured on calibration inputs
+    (:func:`choose_blockwise`) — and ``blockwise`` where outlier channels make one scale too coarse (on a
+    sentence encoder: the FFN inputs; the attention output projections stay per tensor). As accurate as
+    ``blockwise`` and close to ``per-channel``'s speed at short inputs, where ``MatMulNBits`` costs most.
 
   ``quantize_dynamic`` on the fused graph needs ``extra_options={"DefaultTensorType": FLOAT}`` (the fused ops
   have no type information for their weights otherwise: "Unable to find data type for weight_name").
@@ -49,6 +54,8 @@ class DynamicMode(str, enum.Enum):
     """``MatMulNBits`` (8-bit weights, int8 compute): activations quantized per block of each row."""
     PER_CHANNEL = "per-channel"
     """``quantize_dynamic``: per-channel weights, one dynamic scale per activation tensor."""
+    MIXED = "mixed"
+    """``per-channel`` where one scale per tensor keeps the input's SQNR, ``blockwise`` elsewhere."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,25 +68,41 @@ class OrtDynamicConfig:
             Smaller blocks are more accurate, larger ones faster.
         attention: Quantize fused ``Attention`` nodes (``QAttention``) too.
         exclude_nodes: Node names of the fused graph left in float.
+        mixed_sqnr_db: ``mixed`` mode: a MatMul whose input's SQNR under one uint8 scale for the whole
+            tensor is below this (dB, on calibration inputs) is quantized ``blockwise``.
+        blockwise_nodes: ``mixed`` mode: the MatMuls quantized ``blockwise`` (the rest ``per-channel``);
+            :func:`choose_blockwise` fills it in from calibration inputs.
         preset: Name of the preset this config came from (recorded).
     """
 
-    mode: DynamicMode = DynamicMode.BLOCKWISE
+    mode: DynamicMode = DynamicMode.MIXED
     block_size: int = 128
     attention: bool = True
     exclude_nodes: tuple[str, ...] = ()
+    mixed_sqnr_db: float = 30.0
+    blockwise_nodes: tuple[str, ...] = ()
     preset: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", choice(DynamicMode, self.mode, "dynamic int8 mode"))
         object.__setattr__(self, "exclude_nodes", tuple(self.exclude_nodes))
+        object.__setattr__(self, "blockwise_nodes", tuple(self.blockwise_nodes))
         if self.block_size not in (16, 32, 64, 128, 256):
             raise InvalidInputError(f"block_size must be 16, 32, 64, 128 or 256, got {self.block_size}")
+        if isinstance(self.mixed_sqnr_db, bool) or not isinstance(self.mixed_sqnr_db, (int, float)):
+            raise InvalidInputError(f"mixed_sqnr_db must be a number of dB, got {self.mixed_sqnr_db!r}")
+        if self.blockwise_nodes and self.mode is not DynamicMode.MIXED:
+            raise InvalidInputError(f"blockwise_nodes is for the mixed mode, not {self.mode.value!r}")
+
+    @classmethod
+    def mixed(cls, **changes: Any) -> OrtDynamicConfig:
+        """The default: per-channel where the input allows one scale per tensor, blockwise elsewhere."""
+        return cls(**{"preset": "mixed", "mode": DynamicMode.MIXED, **changes})
 
     @classmethod
     def blockwise(cls, **changes: Any) -> OrtDynamicConfig:
-        """The accurate default: blockwise activations (block 128), ``QAttention``."""
-        return cls(**{"preset": "blockwise", **changes})
+        """Blockwise activations (block 128) for every MatMul, ``QAttention``."""
+        return cls(**{"preset": "blockwise", "mode": DynamicMode.BLOCKWISE, **changes})
 
     @classmethod
     def per_channel(cls, **changes: Any) -> OrtDynamicConfig:
@@ -96,64 +119,119 @@ class OrtDynamicConfig:
         d = asdict(self)
         d["mode"] = self.mode.value
         d["exclude_nodes"] = list(self.exclude_nodes)
+        d["blockwise_nodes"] = list(self.blockwise_nodes)
         return d
 
 
+def weight_matmuls(graph_path: Path) -> list[str]:
+    """Names of the MatMul nodes of ``graph_path`` whose second input is a weight (what dynamic int8 quantizes)."""
+    import onnx
+
+    graph = onnx.load(str(graph_path), load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    return [
+        n.name for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in weights
+    ]
+
+
+def choose_blockwise(graph_path: Path, config: OrtDynamicConfig, cset: Any) -> tuple[OrtDynamicConfig, Step]:
+    """Resolve ``mixed`` mode: measure on ``cset`` (a bound :class:`~infership.calibration.CalibrationSet`)
+    each weight MatMul input's SQNR under one uint8 scale for the whole tensor, and quantize ``blockwise``
+    those below ``config.mixed_sqnr_db``. Returns the config with ``blockwise_nodes`` set, and a step that
+    records every input's figure."""
+    from .repair import TensorQuantizer, rank_layers
+
+    start = time.perf_counter()
+    graph = _load_graph(graph_path)
+    by_input: dict[str, list[str]] = {}
+    matmuls = set(weight_matmuls(graph_path))
+    for node in graph.node:
+        if node.name in matmuls and node.name not in config.exclude_nodes and node.input[0]:
+            by_input.setdefault(node.input[0], []).append(node.name)
+    quantizers = {t: TensorQuantizer(_tensor_fake_quant, tuple(nodes)) for t, nodes in by_input.items()}
+    ranking = rank_layers(graph_path, quantizers, cset)
+    figures = {n: round(e.sqnr_db, 2) for e in ranking for n in e.nodes}
+    chosen = tuple(n for e in ranking if e.sqnr_db < config.mixed_sqnr_db for n in e.nodes)
+    step = Step(
+        "choose_blockwise",
+        params={"threshold_db": config.mixed_sqnr_db, "measure": "input SQNR, one uint8 scale per tensor"},
+        result={
+            "blockwise": list(chosen),
+            "per_channel": len(figures) - len(chosen),
+            "input_sqnr_db": figures,
+        },
+        seconds=round(time.perf_counter() - start, 3),
+    )
+    return replace(config, blockwise_nodes=chosen), step
+
+
+def _load_graph(path: Path) -> Any:
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False).graph
+
+
 def quantize_dynamic_model(src: Path, dst: Path, config: OrtDynamicConfig) -> Step:
-    """Write the dynamic int8 model of ``src`` (best: the fused graph) to ``dst``.
+    """Write the dynamic int8 model of ``src`` (best: the fused graph) to ``dst``. In ``mixed`` mode the
+    MatMuls of ``config.blockwise_nodes`` are quantized blockwise and the others per-channel
+    (:func:`choose_blockwise` picks them).
 
     Raises:
-        InvalidInputError: ``config`` excludes nodes the graph does not have.
+        InvalidInputError: ``config`` excludes (or quantizes blockwise) nodes the graph does not have.
         ConversionError: ONNX Runtime's quantizer failed, or quantized nothing.
     """
-    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    graph = onnx.load(str(src), load_external_data=False).graph
+    graph = _load_graph(src)
     names = {n.name for n in graph.node}
-    missing = [n for n in config.exclude_nodes if n not in names]
+    missing = [n for n in config.exclude_nodes + config.blockwise_nodes if n not in names]
     if missing:
-        raise InvalidInputError(f"nodes to exclude {missing} are not in the graph being quantized")
+        raise InvalidInputError(f"nodes to exclude or quantize blockwise {missing} are not in the graph")
     start = time.perf_counter()
+    import onnx
+
     float_type = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+    excluded = list(config.exclude_nodes)
+    if config.mode is DynamicMode.BLOCKWISE:
+        blockwise, per_tensor_ops = None, ["Attention"] if config.attention else []
+    elif config.mode is DynamicMode.MIXED and config.blockwise_nodes:
+        blockwise = set(config.blockwise_nodes)
+        per_tensor_ops = ["MatMul", "Attention"] if config.attention else ["MatMul"]
+    else:  # per-channel, or mixed with nothing to quantize blockwise
+        blockwise, per_tensor_ops = set(), ["MatMul", "Attention"] if config.attention else ["MatMul"]
+    if not any(n.op_type == "Attention" for n in graph.node) and "Attention" in per_tensor_ops:
+        per_tensor_ops.remove("Attention")
     chatter = io.StringIO()
     try:
         with contextlib.redirect_stdout(chatter), _quiet("onnxruntime.quantization"):
-            if config.mode is DynamicMode.BLOCKWISE:
+            source = str(src)
+            middle = dst.with_name(dst.stem + ".nbits.onnx")
+            if blockwise is None or blockwise:
+                # blockwise is None: every weight MatMul; else only those named.
+                skip = [] if blockwise is None else [n for n in weight_matmuls(src) if n not in blockwise]
                 nbits = _nbits_quantizer()(
                     str(src),
                     bits=8,
                     block_size=config.block_size,
                     is_symmetric=True,
                     accuracy_level=4,  # int8 products; activations quantized per block on the fly
-                    nodes_to_exclude=list(config.exclude_nodes),
+                    nodes_to_exclude=excluded + skip,
                 )
                 nbits.process()
-                if config.attention and any(n.op_type == "Attention" for n in graph.node):
-                    middle = dst.with_name(dst.stem + ".nbits.onnx")
-                    nbits.model.save_model_to_file(str(middle), False)
-                    quantize_dynamic(
-                        str(middle),
-                        str(dst),
-                        per_channel=True,
-                        weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["Attention"],
-                        nodes_to_exclude=list(config.exclude_nodes),
-                        extra_options=float_type,
-                    )
-                    middle.unlink(missing_ok=True)
-                else:
-                    nbits.model.save_model_to_file(str(dst), False)
-            else:
+                target = middle if per_tensor_ops else dst
+                nbits.model.save_model_to_file(str(target), False)
+                source = str(middle)
+            if per_tensor_ops:
                 quantize_dynamic(
-                    str(src),
+                    source,
                     str(dst),
                     per_channel=True,
                     weight_type=QuantType.QInt8,
-                    op_types_to_quantize=["MatMul", "Attention"] if config.attention else ["MatMul"],
-                    nodes_to_exclude=list(config.exclude_nodes),
+                    op_types_to_quantize=per_tensor_ops,
+                    nodes_to_exclude=excluded + sorted(blockwise or ()),
                     extra_options=float_type,
                 )
+            middle.unlink(missing_ok=True)
     except Exception as exc:  # the quantizers raise assertion, key and native errors
         raise ConversionError(
             f"dynamic int8 ({config.mode.value}) failed: {type(exc).__name__}: {exc}"
@@ -175,8 +253,8 @@ def dynamic_quantizers(graph_path: Path, config: OrtDynamicConfig) -> dict[str, 
     Dynamic int8 has no calibrated ranges, but its activation quantizer is fully determined by the
     activation itself, so the error it introduces at each tensor is measured exactly as for static int8: on
     the fp32 activation. ``MatMulNBits`` (``blockwise``) quantizes each row per block of ``block_size``
-    values, symmetric int8; ``QAttention`` and ``per-channel`` MatMuls quantize the whole tensor to uint8
-    with its own min/max. Each tensor maps to the nodes that quantize it (what excluding it means).
+    values, symmetric int8; ``QAttention`` and ``per-channel`` MatMuls (in ``mixed`` mode, those not in
+    ``blockwise_nodes``) quantize the whole tensor to uint8 with its own min/max. Each tensor maps to the nodes that quantize it (what excluding it means).
     """
     import onnx
 
@@ -194,7 +272,9 @@ def dynamic_quantizers(graph_path: Path, config: OrtDynamicConfig) -> dict[str, 
         if not quantized or not node.input[0]:
             continue
         consumers.setdefault(node.input[0], []).append(node.name)
-        blockwise = config.mode is DynamicMode.BLOCKWISE and node.op_type == "MatMul"
+        blockwise = node.op_type == "MatMul" and (
+            config.mode is DynamicMode.BLOCKWISE or node.name in config.blockwise_nodes
+        )
         kinds[node.input[0]] = "block" if blockwise and kinds.get(node.input[0]) != "tensor" else "tensor"
     out = {}
     for tensor, nodes in consumers.items():

@@ -103,7 +103,7 @@ def quantize(
             :meth:`OrtQuantConfig.transformer`).
         nncf_config: NNCF options (default :meth:`NncfQuantConfig.cpu` with the range matching ``method``;
             for transformer text models :meth:`NncfQuantConfig.transformer_model`).
-        dynamic_config: ``ort-dynamic`` options (default :meth:`OrtDynamicConfig.blockwise`).
+        dynamic_config: ``ort-dynamic`` options (default :meth:`OrtDynamicConfig.mixed`).
         samples: Calibration samples drawn from the calibration set (``None``: all).
         holdout: Held-out validation data; default: ``holdout_fraction`` of the calibration set, split off
             before sampling, so validation never sees a calibration sample.
@@ -226,7 +226,7 @@ def quantize(
             elif target is Target.OPENVINO:
                 built.append(build.build_openvino(ctx, nncf_cfg))
             elif target is Target.ORT_DYNAMIC:
-                built.append(build.build_ort_dynamic(ctx, dynamic_config or OrtDynamicConfig.blockwise()))
+                built.append(build.build_ort_dynamic(ctx, dynamic_config or OrtDynamicConfig.mixed()))
             elif target is Target.OPENVINO_WEIGHTS:
                 built.append(build.build_openvino_weights(ctx))
             else:

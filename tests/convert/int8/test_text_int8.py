@@ -105,8 +105,18 @@ def test_transformer_recipes_are_judged_by_the_embedding_task(artifact: Path):
         assert rep.metrics.cosine_mean is not None and rep.metrics.cosine_mean > 0.9
     dyn = m.variant("onnx-int8-dynamic")
     step = next(s for s in dyn.steps if s.name == "quantize_dynamic")
-    assert step.params["mode"] == "blockwise" and step.result["quantized_ops"]["MatMulNBits"] > 0
-    assert step.result["quantized_ops"]["QAttention"] == 2  # fused Attention → QAttention
+    assert (
+        step.params["mode"] == "mixed"
+    )  # the default: blockwise only where one scale per tensor is too coarse
+    chosen = next(s for s in dyn.steps if s.name == "choose_blockwise")
+    assert chosen.params["threshold_db"] == 30.0
+    figures = chosen.result["input_sqnr_db"]
+    assert sorted(chosen.result["blockwise"]) == sorted(n for n, db in figures.items() if db < 30.0)
+    assert step.params["blockwise_nodes"] == chosen.result["blockwise"]
+    ops = step.result["quantized_ops"]
+    assert ops["MatMulNBits"] == len(chosen.result["blockwise"])
+    assert ops["MatMulNBits"] + ops["DynamicQuantizeMatMul"] + ops["MatMulInteger"] == len(figures)
+    assert ops["QAttention"] == 2  # fused Attention → QAttention
     nncf = next(s for s in m.variant("openvino-int8").steps if s.name == "nncf.quantize")
     assert nncf.params["transformer"] is True  # transformer default for a text artifact
     assert m.variant("openvino-int8").calibration["lengths"]["count"] > 0
@@ -215,3 +225,66 @@ def test_dynamic_recipe_ranks_the_tensors_its_quantizers_hurt(text_artifact: Pat
     ranking = rank_layers(fused, quantizers, cset.with_batch_size(2))
     assert ranking and all(e.nodes for e in ranking)
     assert [e.channel_sqnr_db for e in ranking] == sorted(e.channel_sqnr_db for e in ranking)
+
+
+def test_mixed_recipe_quantizes_blockwise_exactly_the_inputs_below_the_threshold(
+    text_artifact: Path, tmp_path: Path
+):
+    """The threshold decides each MatMul's quantizer from its measured input SQNR: above every input's
+    figure, all go blockwise; below every figure, all per-channel; in between, exactly those below it."""
+    import onnx
+    from infership.calibration import from_texts
+    from infership.convert.int8.transformer import (
+        OrtDynamicConfig,
+        choose_blockwise,
+        dynamic_quantizers,
+        quantize_dynamic_model,
+        weight_matmuls,
+    )
+    from infership.runtime import Artifact, InvalidInputError
+    from infership.runtime.text import TextEncoder
+
+    art = Artifact.load(text_artifact)
+    fused = art.root / art.manifest.variant("onnx-fp32-fused").files[0].path
+    cset = from_texts(sentences(8, seed=4), TextEncoder(art.manifest.tokenizer, art.root)).bind(
+        art.manifest.inputs
+    )
+    matmuls = weight_matmuls(fused)
+    assert matmuls
+    cset = cset.with_batch_size(2)
+    config, step = choose_blockwise(fused, OrtDynamicConfig.mixed(), cset)
+    figures = step.result["input_sqnr_db"]
+    assert set(figures) == set(matmuls) and all(np.isfinite(v) for v in figures.values())
+    values = sorted(set(figures.values()))
+    assert len(values) > 1
+    gap = int(np.argmax(np.diff(values)))
+    middle = (values[gap] + values[gap + 1]) / 2  # between two measured figures, clear of rounding
+    for threshold, expected in (
+        (1000.0, set(matmuls)),
+        (-1000.0, set()),
+        (middle, {n for n, db in figures.items() if db < middle}),
+    ):
+        config, step = choose_blockwise(fused, OrtDynamicConfig.mixed(mixed_sqnr_db=threshold), cset)
+        assert set(config.blockwise_nodes) == expected
+        out = tmp_path / f"q{threshold}.onnx"
+        ops = quantize_dynamic_model(fused, out, config).result["quantized_ops"]
+        assert ops["MatMulNBits"] == len(expected)
+        assert ops["DynamicQuantizeMatMul"] + ops["MatMulInteger"] == len(matmuls) - len(expected)
+        graph = onnx.load(str(out)).graph
+        assert not any(n.op_type == "MatMul" and n.name in matmuls for n in graph.node)  # nothing left float
+        assert not list(tmp_path.glob("*.nbits.onnx"))  # the intermediate model is removed
+        # The repair ranking models each input with the quantizer the mixed graph applies to it.
+        # small values in one block, an outlier channel in the next: per block they keep their precision
+        x = np.concatenate([np.linspace(-0.01, 0.01, 128), np.full(128, 100.0)]).astype(np.float32)[None]
+        for q in dynamic_quantizers(fused, config).values():
+            err = float(np.abs(q.fake_quant(x) - x)[0, :128].max())
+            if set(q.nodes) & set(matmuls):
+                assert (err < 1e-3) == bool(set(q.nodes) <= expected), (q.nodes, err)
+    with pytest.raises(InvalidInputError, match="mixed mode"):
+        OrtDynamicConfig.blockwise(blockwise_nodes=("x",))
+    with pytest.raises(InvalidInputError, match="not in the graph"):
+        quantize_dynamic_model(
+            fused, tmp_path / "bad.onnx", OrtDynamicConfig.mixed(blockwise_nodes=("nope",))
+        )
+    with pytest.raises(InvalidInputError, match="dB"):
+        OrtDynamicConfig.mixed(mixed_sqnr_db="30")
