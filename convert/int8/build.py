@@ -7,6 +7,7 @@ Each returns the target's report and the files to add to the artifact (written i
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from .transformer import (
     dynamic_quantizers,
     quantize_dynamic_model,
 )
-from .types import Evaluation, QuantizeContext, RepairResult, RepairStep, Target, TargetReport
+from .types import Evaluation, LayerError, QuantizeContext, RepairResult, RepairStep, Target, TargetReport
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,14 @@ log = logging.getLogger(__name__)
 Built = tuple[list[Path], Step]
 
 
-def _node_names(onnx_path: Path, op_types: set[str] | None = None) -> list[str]:
+def _graph_nodes(onnx_path: Path) -> Any:
     import onnx
 
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    return [n.name for n in graph.node if op_types is None or n.op_type in op_types]
+    return onnx.load(str(onnx_path), load_external_data=False).graph.node
+
+
+def _node_names(onnx_path: Path, op_types: set[str] | None = None) -> list[str]:
+    return [n.name for n in _graph_nodes(onnx_path) if op_types is None or n.op_type in op_types]
 
 
 def _report(
@@ -221,24 +225,50 @@ def _fused_graph(ctx: QuantizeContext) -> tuple[Path, list[Step], str]:
 
 def build_ort_dynamic(ctx: QuantizeContext, config: OrtDynamicConfig) -> tuple[TargetReport, list[Path]]:
     """ONNX Runtime dynamic int8 on the fused graph (no calibration), validated, and repaired by keeping the
-    nodes whose activations the dynamic quantizer hurts most in float."""
+    nodes whose activations the dynamic quantizer hurts most in float. In ``mixed`` mode the repair first
+    moves the MatMuls quantized per tensor to per-block int8, worst input first (still int8, a small cost),
+    and keeps nodes in float only after that."""
     src, steps, fp32_id = _fused_graph(ctx)
+    upgradable: list[LayerError] = []
     if config.mode is DynamicMode.MIXED and not config.blockwise_nodes:
         config, chosen = choose_blockwise(src, config, ctx.rank_set)
         steps.append(chosen)
+        figures = chosen.result["input_sqnr_db"]
+        per_tensor = sorted((db, n) for n, db in figures.items() if n not in config.blockwise_nodes)
+        inputs = {n.name: n.input[0] for n in _graph_nodes(src) if n.input}
+        upgradable = [LayerError(inputs[n], (n,), db, db) for db, n in per_tensor]
+    upgrades = {e.nodes[0] for e in upgradable}
     made: list[Built] = []
+
+    def split(excluded: tuple[str, ...]) -> OrtDynamicConfig:
+        to_block = tuple(n for n in excluded if n in upgrades)
+        to_float = tuple(n for n in excluded if n not in upgrades)
+        changed = config.excluding(nodes=to_float)
+        if to_block:
+            changed = replace(changed, blockwise_nodes=changed.blockwise_nodes + to_block)
+        return changed
 
     def requantize(excluded: tuple[str, ...]) -> Built:
         path = ctx.tmp / f"{Target.ORT_DYNAMIC.value}-{len(made)}.onnx"
-        made.append(([path], quantize_dynamic_model(src, path, config.excluding(nodes=excluded))))
+        made.append(([path], quantize_dynamic_model(src, path, split(excluded))))
         return made[-1]
 
     def rank(model: Built) -> Any:
-        return rank_layers(src, dynamic_quantizers(src, config), ctx.rank_set)
+        # mixed: per-block int8 for the per-tensor MatMuls first; float only once every MatMul is per block
+        blockwise = split(tuple(upgrades)) if upgrades else config
+        return upgradable + rank_layers(src, dynamic_quantizers(src, blockwise), ctx.rank_set)
 
     (files, qstep), result, backend = _repaired(
         ctx, Target.ORT_DYNAMIC, requantize, rank, config.exclude_nodes
     )
+    if upgrades:
+        moved = tuple(n for n in result.excluded if n in upgrades)
+        marked = tuple(
+            replace(s, action="blockwise") if s.excluded and set(s.excluded) <= upgrades else s
+            for s in result.steps
+        )
+        excluded_float = tuple(n for n in result.excluded if n not in upgrades)
+        result = replace(result, steps=marked, excluded=excluded_float, blockwise=moved)
     steps.append(qstep)
     excluded = tuple(qstep.params["exclude_nodes"])
     fp32_latency = ev.latency_ms(ctx, ctx.artifact, backend=backend, variant_id=fp32_id)

@@ -272,12 +272,16 @@ class RepairStep:
     channel_sqnr_db: float | None
     metrics: Agreement
     latency_ms: float
+    action: str = "float"
+    """What happened to ``excluded``: ``float`` (kept in float), or ``blockwise`` (dynamic int8's ``mixed``
+    mode: moved from one scale per tensor to per-block quantization, still int8)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; ``loss_points`` is what the budget is checked against."""
         loss = self.metrics.loss_points
         return {
             "step": self.step,
+            "action": self.action,
             "excluded": list(self.excluded),
             "tensor": self.tensor,
             "channel_sqnr_db": None if self.channel_sqnr_db is None else round(self.channel_sqnr_db, 2),
@@ -296,6 +300,8 @@ class RepairResult:
     within_budget: bool
     ranking: tuple[LayerError, ...] = field(default=())
     stopped: str = ""
+    blockwise: tuple[str, ...] = ()
+    """Nodes the repair moved to per-block int8 instead of float (dynamic int8's ``mixed`` mode)."""
 
     @property
     def final(self) -> RepairStep:
@@ -308,6 +314,7 @@ class RepairResult:
             "within_budget": self.within_budget,
             "stopped": self.stopped,
             "excluded_nodes": list(self.excluded),
+            **({"blockwise_nodes": list(self.blockwise)} if self.blockwise else {}),
             "steps": [s.to_dict() for s in self.steps],
             "worst_layers": [e.to_dict() for e in self.ranking[:5]],
         }

@@ -60,6 +60,7 @@ def tiny_bert_folder(
     max_positions: int = 64,
     sentence_transformers: bool = False,
     seed: int = 0,
+    outliers: float = 1.0,
 ) -> Path:
     """A saved tiny BERT (``AutoModel`` or ``AutoModelForSequenceClassification``) with its tokenizer.
 
@@ -70,6 +71,8 @@ def tiny_bert_folder(
         max_positions: ``max_position_embeddings`` (the longest sequence).
         sentence_transformers: Also write the sentence-transformers files (CLS pooling, Normalize).
         seed: Weight seed.
+        outliers: Scale of two hidden channels after each attention block's LayerNorm and of two FFN
+            channels (a trained encoder's outlier channels, which one int8 scale per tensor handles badly).
     """
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertModel
@@ -91,6 +94,11 @@ def tiny_bert_folder(
     )
     torch.manual_seed(seed)
     model = (BertForSequenceClassification if classifier else BertModel)(config).eval()
+    if outliers != 1.0:
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith(("attention.output.LayerNorm.weight", "intermediate.dense.weight")):
+                    param[:2] *= outliers
     model.save_pretrained(root)
     if sentence_transformers:
         (root / "modules.json").write_text(

@@ -288,3 +288,48 @@ def test_mixed_recipe_quantizes_blockwise_exactly_the_inputs_below_the_threshold
         )
     with pytest.raises(InvalidInputError, match="dB"):
         OrtDynamicConfig.mixed(mixed_sqnr_db="30")
+
+
+def test_mixed_repair_moves_matmuls_to_per_block_int8_before_keeping_anything_in_float(tmp_path: Path):
+    """An encoder with outlier channels, every MatMul starting per tensor (threshold below every figure) and
+    a budget it cannot meet: the repair moves MatMuls to blockwise int8, worst input first, and keeps a node
+    in float only once no MatMul is left per tensor; the record says which was done at each step."""
+    from infership.convert import build_artifact
+    from infership.convert.int8 import AccuracyBudgetError, quantize
+    from infership.convert.int8.transformer import OrtDynamicConfig
+
+    folder = tiny_bert_folder(tmp_path / "hf", seed=3, outliers=30.0)
+    art = tmp_path / "art"
+    build_artifact(f"hf:{folder}", art, fp16=False, openvino=False, torch_program=False, samples=2)
+    with pytest.raises(AccuracyBudgetError) as info:
+        quantize(
+            art,
+            sentences(40, seed=1),
+            holdout=sentences(40, seed=2),
+            targets="ort-dynamic",
+            dynamic_config=OrtDynamicConfig.mixed(mixed_sqnr_db=-1000.0),
+            max_accuracy_drop=0.0,
+            max_repair_steps=8,
+            latency_runs=2,
+            routes=False,
+        )
+    report = info.value.report.targets[0]
+    record = report.repair
+    assert record is not None and record.steps[0].metrics.loss_points > 0
+    chosen = next(s for s in report.steps if s.name == "choose_blockwise")
+    per_tensor = sorted(chosen.result["input_sqnr_db"].items(), key=lambda kv: kv[1])
+    assert chosen.result["blockwise"] == [] and len(per_tensor) == 6  # 2 layers x 3 weight MatMuls
+    actions = [s.action for s in record.steps[1:]]
+    assert actions and actions[0] == "blockwise"
+    moved = [n for s in record.steps[1:] if s.action == "blockwise" for n in s.excluded]
+    assert moved == [n for n, _ in per_tensor][: len(moved)]  # worst input first
+    assert tuple(moved) == record.blockwise
+    if "float" in actions:  # float only after every MatMul went per block, and never a MatMul
+        assert len(moved) == 6 and actions == ["blockwise"] * 6 + ["float"] * (len(actions) - 6)
+    assert not set(report.excluded_nodes) & set(moved)
+    assert set(record.excluded) == set(report.excluded_nodes)
+    quantized = next(s for s in report.steps if s.name == "quantize_dynamic")
+    assert quantized.params["blockwise_nodes"] == moved
+    assert quantized.result["quantized_ops"]["MatMulNBits"] == len(moved)
+    assert record.to_dict()["blockwise_nodes"] == moved
+    assert [s["action"] for s in record.to_dict()["steps"][1:]] == actions
