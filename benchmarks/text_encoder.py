@@ -50,7 +50,7 @@ HELD_OUT = 320
 CALIBRATION = 300
 THREADS = 2
 SHAPES = {"8 tok b1": ([8], 1), "128 tok b1": ([128], 1), "b32 x 70 tok": ([70], 32)}
-BUDGET_POINTS = 3.0  # nearest-neighbour disagreement allowed, in points (agreement >= 0.97)
+BUDGET_POINTS = 2.5  # nearest-neighbour disagreement allowed vs the fp32 ONNX, in points (agreement >= 0.975)
 
 
 def set_threads(n: int) -> None:
