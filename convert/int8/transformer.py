@@ -18,8 +18,10 @@ avoid fixed activation ranges altogether:
   - ``mixed`` (default): each weight MatMul gets the cheaper ``per-channel`` quantizer where its input keeps
     ``mixed_sqnr_db`` (30 dB) under one uint8 scale for the whole tensor — measured on calibration inputs
     (:func:`choose_blockwise`) — and ``blockwise`` where outlier channels make one scale too coarse (on a
-    sentence encoder: the FFN inputs; the attention output projections stay per tensor). As accurate as
-    ``blockwise`` and close to ``per-channel``'s speed at short inputs, where ``MatMulNBits`` costs most.
+    sentence encoder: the FFN inputs; the attention output projections stay per tensor). Held to the same
+    accuracy budget as the others (its repair moves MatMuls to ``blockwise`` before keeping anything in
+    float), it is faster than ``blockwise`` wherever inputs allow one scale per tensor — most at short
+    inputs, where ``MatMulNBits`` costs most.
 
   ``quantize_dynamic`` on the fused graph needs ``extra_options={"DefaultTensorType": FLOAT}`` (the fused ops
   have no type information for their weights otherwise: "Unable to find data type for weight_name").
@@ -125,9 +127,7 @@ class OrtDynamicConfig:
 
 def weight_matmuls(graph_path: Path) -> list[str]:
     """Names of the MatMul nodes of ``graph_path`` whose second input is a weight (what dynamic int8 quantizes)."""
-    import onnx
-
-    graph = onnx.load(str(graph_path), load_external_data=False).graph
+    graph = _load_graph(graph_path)
     weights = {i.name for i in graph.initializer}
     return [
         n.name for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in weights
@@ -254,7 +254,8 @@ def dynamic_quantizers(graph_path: Path, config: OrtDynamicConfig) -> dict[str, 
     activation itself, so the error it introduces at each tensor is measured exactly as for static int8: on
     the fp32 activation. ``MatMulNBits`` (``blockwise``) quantizes each row per block of ``block_size``
     values, symmetric int8; ``QAttention`` and ``per-channel`` MatMuls (in ``mixed`` mode, those not in
-    ``blockwise_nodes``) quantize the whole tensor to uint8 with its own min/max. Each tensor maps to the nodes that quantize it (what excluding it means).
+    ``blockwise_nodes``) quantize the whole tensor to uint8 with its own min/max. Each tensor maps to the
+    nodes that quantize it (what excluding it means).
     """
     import onnx
 
