@@ -154,7 +154,8 @@ def add_measure_options(
         "--validation",
         metavar="SRC",
         help="validation set to re-measure accuracy on with the artifact's task: an image folder (class "
-        "sub-folders), an .npz/.npy file (labels under 'labels' or 'y'), SCHEME:ARG or FILE.py:FUNCTION",
+        "sub-folders), an .npz/.npy file (labels under 'labels' or 'y'), for a text artifact a .txt (one text "
+        "per line) or .tsv (label<TAB>text) file, SCHEME:ARG or FILE.py:FUNCTION",
     )
     return added
 

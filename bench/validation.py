@@ -52,14 +52,19 @@ class ValidationRun:
         return sum(len(next(iter(o.values()))) for o in self.outputs) if self.outputs else 0
 
 
-def validation_set(spec: str, manifest: Manifest, *, batch_size: int = BATCH) -> CalibrationSet:
+def validation_set(
+    spec: str, manifest: Manifest, *, tokenizer: Any = None, batch_size: int = BATCH
+) -> CalibrationSet:
     """The validation set ``spec`` names, bound to ``manifest``'s inputs (images go through its
-    preprocessing; class folders map to its labels).
+    preprocessing; class folders map to its labels; texts — ``.txt``, labelled ``.tsv`` — are tokenized with
+    ``tokenizer``, the artifact's :class:`~infership.runtime.text.TextEncoder`).
 
     Raises:
         InvalidInputError: A source that cannot be read or does not fit the model's inputs.
     """
-    cset = from_spec(spec, preprocessing=manifest.preprocessing, class_names=manifest.labels)
+    cset = from_spec(
+        spec, preprocessing=manifest.preprocessing, class_names=manifest.labels, tokenizer=tokenizer
+    )
     return cset.bind(manifest.inputs).with_batch_size(batch_size)
 
 
@@ -70,7 +75,12 @@ def run_validation(predictor: Predictor, spec: str) -> ValidationRun:
         InvalidInputError: The source cannot be read, does not fit the inputs, or holds no sample.
         InferenceError: The runtime failed.
     """
-    cset = validation_set(spec, predictor.manifest)
+    tokenizer = None
+    if predictor.manifest.tokenizer is not None:
+        from infership.runtime.text import TextEncoder
+
+        tokenizer = TextEncoder(predictor.manifest.tokenizer, predictor.artifact.root)
+    cset = validation_set(spec, predictor.manifest, tokenizer=tokenizer)
     outputs: list[dict[str, np.ndarray]] = []
     labels: list[np.ndarray] = []
     for batch in cset.batches():

@@ -240,3 +240,38 @@ def test_ab_measures_each_shape_bucket_on_both_sides(text_artifact: Path) -> Non
     assert keys == [f"bert/ort-cpu@cpu/fp32/single-stream/b1/c1/sequence={n}" for n in (4, 16)]
     shapes = [r.settings.input_shapes["input_ids"] for r in out.candidate.runs]
     assert shapes == [[1, 4], [1, 16]] == [r.settings.input_shapes["input_ids"] for r in out.baseline.runs]
+
+
+def test_accuracy_is_re_measured_on_texts_with_the_artifacts_tokenizer(
+    text_artifact: Path, texts_file: Path, tmp_path: Path
+) -> None:
+    """`bench --validation texts.txt` and `compare --rerun ... --validation texts.txt` read the texts with the
+    artifact's tokenizer and judge them with the task's figures (embeddings: the sides' cosine and
+    nearest-neighbour agreement), measured, not copied from the manifest."""
+    import shutil
+
+    from infership.bench.ab import ABConfig, run_ab
+    from infership.bench.config import BenchConfig
+    from infership.bench.rule import Thresholds
+
+    from infership.cli import main
+
+    out = tmp_path / "bench.json"
+    rc = main(["bench", str(text_artifact), "--backend", "ort-cpu", "--seq-len", "8", *SHORT_ARGS, "--validation", str(texts_file),
+               "--json", str(out)])  # fmt: skip
+    assert rc == 0
+    record = json.loads(out.read_text())["runs"][0]["accuracy"]
+    assert record["samples"] == len(SENTENCES) and record["source"] == f"measured on {texts_file}"
+    copy = tmp_path / "copy"
+    shutil.copytree(text_artifact, copy)
+    sweep = BenchConfig(artifact=copy, backends=("ort-cpu",), intra_op_threads=1, seq_lens=(8,), duration_s=0.3,
+                        max_duration_s=0.6, warmup_queries=2, warmup_s=0.0)  # fmt: skip
+    result = run_ab(
+        ABConfig(baseline=text_artifact, sweep=sweep, block_s=0.1, rest_s=0.02, validation=str(texts_file)),
+        thresholds=Thresholds(max_slowdown=1.0),
+    )
+    figures = {f.metric: f for f in result.comparison.rows[0].figures}
+    assert figures["samples"].current == len(SENTENCES)
+    assert figures["cosine_mean"].current == pytest.approx(1.0, abs=1e-6)
+    assert figures["top1_agreement"].current == figures["neighbour_agreement"].current == 1.0
+    assert not any(f.regression for f in figures.values())
