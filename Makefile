@@ -2,10 +2,11 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-STAMP   := $(VENV)/.infership-installed
 PYTEST_ARGS ?=
 # The extras `make install` puts in the venv: `all` has the CPU build of ONNX Runtime; `all-gpu,dev` on a GPU machine.
 EXTRAS  ?= all,dev
+# One stamp per set of extras: asking for other extras reinstalls (and swaps the ONNX Runtime build).
+STAMP   := $(VENV)/.infership-installed-$(EXTRAS)
 # A dropped connection to the package index is retried (and a large wheel resumed) instead of failing the job.
 PIP     := $(BIN)/python -m pip install -q --retries 10 --resume-retries 10
 
@@ -19,6 +20,7 @@ $(STAMP): pyproject.toml
 	# The two ONNX Runtime builds share one module: drop the one not asked for before installing the other.
 	$(BIN)/python -m pip uninstall -q -y $(if $(findstring all-gpu,$(EXTRAS)),onnxruntime,onnxruntime-gpu)
 	$(PIP) -e ".[$(EXTRAS)]"
+	rm -f $(VENV)/.infership-installed*
 	touch $(STAMP)
 
 install: $(STAMP)
