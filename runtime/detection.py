@@ -32,6 +32,7 @@ import numpy as np
 
 from .errors import InvalidInputError
 from .figures import Agreement, accuracy_figures
+from .preprocess import open_image
 from .tasks import Task
 
 Outputs = Mapping[str, np.ndarray]
@@ -435,14 +436,6 @@ def to_original(boxes: np.ndarray, height: int, width: int, pre: Any) -> np.ndar
     return out
 
 
-def _open_image(image: Any, pre: Any) -> Any:
-    """The image opened once (a path read, an array or PIL image checked) by the preprocessing's reader, so
-    an unreadable or unsupported item is an :class:`InvalidInputError` before the model runs."""
-    from .preprocess import _open
-
-    return _open(image, "L" if getattr(pre, "channels", "RGB") == "L" else "RGB")
-
-
 def detect(predictor: Any, images: Any, *, score_threshold: float = SCORE_THRESHOLD) -> list[Detections]:
     """Run a detector on images, one at a time, and return each image's detections in its own pixels.
 
@@ -475,7 +468,8 @@ def detect(predictor: Any, images: Any, *, score_threshold: float = SCORE_THRESH
         raise InvalidInputError("detect() on raw images needs the artifact's preprocessing (resize, scale)")
     out = []
     for item in items:
-        img = _open_image(item, pre)
+        # opened once (an unreadable item is an InvalidInputError before the model runs)
+        img = open_image(item, pre)
         width, height = img.size  # PIL: (width, height)
         found = split_detections(predictor.predict([img]), images=1)[0].above(score_threshold)
         out.append(Detections(to_original(found.boxes, height, width, pre), found.scores, found.labels))

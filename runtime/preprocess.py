@@ -110,11 +110,19 @@ def _open(item: Any, mode: str):
         raise InvalidInputError(f"cannot convert the image to {mode}: {exc}") from exc
 
 
+def open_image(item: Any, pre: Preprocessing):
+    """An image (a path, PIL image or HW/HWC uint8 array) opened and converted to ``pre``'s channels.
+
+    Raises:
+        InvalidInputError: The item is unreadable or not an image.
+    """
+    return _open(item, "L" if pre.channels == "L" else "RGB")
+
+
 def preprocess_image(item: Any, pre: Preprocessing) -> np.ndarray:
     """One image → float32 array in the model's layout (CHW or HWC), without the batch axis."""
     Image = _pil()
-    mode = "L" if pre.channels == "L" else "RGB"
-    img = _open(item, mode)
+    img = open_image(item, pre)
     resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[
         pre.interpolation
     ]

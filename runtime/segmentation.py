@@ -26,7 +26,7 @@ import numpy as np
 from .errors import InvalidInputError
 from .figures import Agreement, accuracy_figures
 from .manifest import Preprocessing
-from .preprocess import _open
+from .preprocess import open_image
 from .tasks import Task, _elementwise, class_map
 
 Outputs = Mapping[str, np.ndarray]
@@ -208,7 +208,6 @@ def segment(
             "use predict() with tensors instead"
         )
     items = list(images) if isinstance(images, (list, tuple)) else [images]
-    mode = "L" if pre.channels == "L" else "RGB"
     masks: list[np.ndarray] = []
     batch: list[Any] = []
     shapes: list[_Geometry] = []
@@ -230,7 +229,7 @@ def segment(
     # Images are opened batch by batch (a long list never sits decoded in memory at once); a batch holds
     # images of one input geometry, up to batch_size.
     for item in items:
-        img = _open(item, mode)
+        img = open_image(item, pre)
         geo = _geometry(img.size, pre)
         if batch and (len(batch) >= batch_size or geo.input != shapes[0].input):
             flush()
