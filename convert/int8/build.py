@@ -34,14 +34,11 @@ log = logging.getLogger(__name__)
 Built = tuple[list[Path], Step]
 
 
-def _graph_nodes(onnx_path: Path) -> Any:
+def _node_names(onnx_path: Path, op_types: set[str] | None = None) -> list[str]:
     import onnx
 
-    return onnx.load(str(onnx_path), load_external_data=False).graph.node
-
-
-def _node_names(onnx_path: Path, op_types: set[str] | None = None) -> list[str]:
-    return [n.name for n in _graph_nodes(onnx_path) if op_types is None or n.op_type in op_types]
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return [n.name for n in graph.node if op_types is None or n.op_type in op_types]
 
 
 def _report(
@@ -231,12 +228,8 @@ def build_ort_dynamic(ctx: QuantizeContext, config: OrtDynamicConfig) -> tuple[T
     src, steps, fp32_id = _fused_graph(ctx)
     upgradable: list[LayerError] = []
     if config.mode is DynamicMode.MIXED and not config.blockwise_nodes:
-        config, chosen = choose_blockwise(src, config, ctx.rank_set)
+        config, chosen, upgradable = choose_blockwise(src, config, ctx.rank_set)
         steps.append(chosen)
-        figures = chosen.result["input_sqnr_db"]
-        per_tensor = sorted((db, n) for n, db in figures.items() if n not in config.blockwise_nodes)
-        inputs = {n.name: n.input[0] for n in _graph_nodes(src) if n.input}
-        upgradable = [LayerError(inputs[n], (n,), db, db) for db, n in per_tensor]
     upgrades = {e.nodes[0] for e in upgradable}
     made: list[Built] = []
 

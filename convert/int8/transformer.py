@@ -44,7 +44,7 @@ from typing import Any
 from infership.runtime.errors import ConversionError, InvalidInputError
 from infership.runtime.manifest import Step
 
-from .types import choice
+from .types import LayerError, choice
 
 log = logging.getLogger(__name__)
 
@@ -127,24 +127,33 @@ class OrtDynamicConfig:
 
 def weight_matmuls(graph_path: Path) -> list[str]:
     """Names of the MatMul nodes of ``graph_path`` whose second input is a weight (what dynamic int8 quantizes)."""
-    graph = _load_graph(graph_path)
+    return _weight_matmuls(_load_graph(graph_path))
+
+
+def _weight_matmuls(graph: Any) -> list[str]:
     weights = {i.name for i in graph.initializer}
     return [
         n.name for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in weights
     ]
 
 
-def choose_blockwise(graph_path: Path, config: OrtDynamicConfig, cset: Any) -> tuple[OrtDynamicConfig, Step]:
+def choose_blockwise(
+    graph_path: Path, config: OrtDynamicConfig, cset: Any
+) -> tuple[OrtDynamicConfig, Step, list[LayerError]]:
     """Resolve ``mixed`` mode: measure on ``cset`` (a bound :class:`~infership.calibration.CalibrationSet`)
     each weight MatMul input's SQNR under one uint8 scale for the whole tensor, and quantize ``blockwise``
-    those below ``config.mixed_sqnr_db``. Returns the config with ``blockwise_nodes`` set, and a step that
-    records every input's figure."""
+    those below ``config.mixed_sqnr_db``.
+
+    Returns:
+        The config with ``blockwise_nodes`` set; a step that records every input's figure; and the MatMuls
+        left per tensor, one entry each, lowest figure first (what the repair moves to ``blockwise``).
+    """
     from .repair import TensorQuantizer, rank_layers
 
     start = time.perf_counter()
     graph = _load_graph(graph_path)
     by_input: dict[str, list[str]] = {}
-    matmuls = set(weight_matmuls(graph_path))
+    matmuls = set(_weight_matmuls(graph))
     for node in graph.node:
         if node.name in matmuls and node.name not in config.exclude_nodes and node.input[0]:
             by_input.setdefault(node.input[0], []).append(node.name)
@@ -162,7 +171,16 @@ def choose_blockwise(graph_path: Path, config: OrtDynamicConfig, cset: Any) -> t
         },
         seconds=round(time.perf_counter() - start, 3),
     )
-    return replace(config, blockwise_nodes=chosen), step
+    per_tensor = sorted(
+        (
+            LayerError(e.tensor, (n,), figures[n], figures[n])
+            for e in ranking
+            for n in e.nodes
+            if n not in chosen
+        ),
+        key=lambda e: (e.sqnr_db, e.nodes[0]),
+    )
+    return replace(config, blockwise_nodes=chosen), step, per_tensor
 
 
 def _load_graph(path: Path) -> Any:
@@ -208,7 +226,7 @@ def quantize_dynamic_model(src: Path, dst: Path, config: OrtDynamicConfig) -> St
             middle = dst.with_name(dst.stem + ".nbits.onnx")
             if blockwise is None or blockwise:
                 # blockwise is None: every weight MatMul; else only those named.
-                skip = [] if blockwise is None else [n for n in weight_matmuls(src) if n not in blockwise]
+                skip = [] if blockwise is None else [n for n in _weight_matmuls(graph) if n not in blockwise]
                 nbits = _nbits_quantizer()(
                     str(src),
                     bits=8,

@@ -252,7 +252,7 @@ def test_mixed_recipe_quantizes_blockwise_exactly_the_inputs_below_the_threshold
     matmuls = weight_matmuls(fused)
     assert matmuls
     cset = cset.with_batch_size(2)
-    config, step = choose_blockwise(fused, OrtDynamicConfig.mixed(), cset)
+    config, step, _ = choose_blockwise(fused, OrtDynamicConfig.mixed(), cset)
     figures = step.result["input_sqnr_db"]
     assert set(figures) == set(matmuls) and all(np.isfinite(v) for v in figures.values())
     values = sorted(set(figures.values()))
@@ -264,8 +264,14 @@ def test_mixed_recipe_quantizes_blockwise_exactly_the_inputs_below_the_threshold
         (-1000.0, set()),
         (middle, {n for n, db in figures.items() if db < middle}),
     ):
-        config, step = choose_blockwise(fused, OrtDynamicConfig.mixed(mixed_sqnr_db=threshold), cset)
+        config, step, per_tensor = choose_blockwise(
+            fused, OrtDynamicConfig.mixed(mixed_sqnr_db=threshold), cset
+        )
         assert set(config.blockwise_nodes) == expected
+        # the rest, one entry per MatMul, lowest figure first: what the mixed repair moves to blockwise
+        assert [e.nodes[0] for e in per_tensor] == sorted(
+            set(matmuls) - expected, key=lambda n: (figures[n], n)
+        )
         out = tmp_path / f"q{threshold}.onnx"
         ops = quantize_dynamic_model(fused, out, config).result["quantized_ops"]
         assert ops["MatMulNBits"] == len(expected)
