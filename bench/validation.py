@@ -75,11 +75,9 @@ def run_validation(predictor: Predictor, spec: str) -> ValidationRun:
         InvalidInputError: The source cannot be read, does not fit the inputs, or holds no sample.
         InferenceError: The runtime failed.
     """
-    tokenizer = None
-    if predictor.manifest.tokenizer is not None:
-        from infership.runtime.text import TextEncoder
+    from infership.runtime.text import encoder_for
 
-        tokenizer = TextEncoder(predictor.manifest.tokenizer, predictor.artifact.root)
+    tokenizer = encoder_for(predictor.manifest, predictor.artifact.root)
     cset = validation_set(spec, predictor.manifest, tokenizer=tokenizer)
     outputs: list[dict[str, np.ndarray]] = []
     labels: list[np.ndarray] = []

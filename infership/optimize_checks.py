@@ -86,9 +86,12 @@ def held_out_data(
     if spec is None:
         return None
     from infership.calibration import from_spec
+    from infership.runtime.text import encoder_for
 
     m = art.manifest
-    data = from_spec(str(spec), preprocessing=m.preprocessing, class_names=m.labels).bind(m.inputs)
+    data = from_spec(
+        str(spec), preprocessing=m.preprocessing, class_names=m.labels, tokenizer=encoder_for(m, art.root)
+    ).bind(m.inputs)
     if validation is None:
         from infership.convert.int8 import HOLDOUT_FRACTION
 

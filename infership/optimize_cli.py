@@ -151,26 +151,11 @@ def print_report(console: Any, report: Any, *, top: int = 15) -> None:
     for q in report.quantized:
         console.print(f"int8 {q['target']}: {q['status']} ({q['detail']})", highlight=False)
     t = Table(title=f"{report.objective}: {len(report.trials)} candidates, {report.rounds} rounds")
-    for col in (
-        "candidate",
-        "status",
-        "rounds",
-        "p50 ms",
-        "p99 ms",
-        "items/s",
-        "load ms",
-        "first ms",
-        "accuracy",
-    ):
+    for col in TRIAL_COLUMNS:
         t.add_column(col, justify="left" if col in ("candidate", "status", "accuracy") else "right")
     rows = report.trials if top <= 0 else report.trials[:top]
     for tr in rows:
-        d = tr.to_dict()
-        acc = d["accuracy"] + (f" {d['loss_points']:.2f}" if isinstance(d["loss_points"], float) else "")
-        t.add_row(
-            d["candidate"], d["status"] if not d["error"] else f"failed: {d['error'][:40]}", str(d["rounds"]),
-            _f(d["p50_ms"]), _f(d["p99_ms"]), _f(d["throughput"], 1), _cold(d), acc,
-        )  # fmt: skip
+        t.add_row(*trial_row(tr.to_dict()))
     console.print(t)
     if len(rows) < len(report.trials):
         console.print(f"... {len(report.trials) - len(rows)} more (--top 0 shows all)")
@@ -229,11 +214,27 @@ def _run_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cold(d: dict[str, Any]) -> str:
-    """Cold start: load + first inference, in ms."""
-    if d["load_ms"] is None or d["first_inference_ms"] is None:
-        return "—"
-    return f"{d['load_ms'] + d['first_inference_ms']:.1f}"
+TRIAL_COLUMNS = (
+    "candidate",
+    "status",
+    "rounds",
+    "p50 ms",
+    "p99 ms",
+    "items/s",
+    "load ms",
+    "first ms",
+    "accuracy",
+)
+
+
+def trial_row(d: dict[str, Any]) -> list[str]:
+    """One candidate's cells, in :data:`TRIAL_COLUMNS` order (``d`` is ``Trial.to_dict()``)."""
+    acc = d["accuracy"] + (f" {d['loss_points']:.2f}" if isinstance(d["loss_points"], float) else "")
+    status = d["status"] if not d["error"] else f"failed: {d['error'][:40]}"
+    return [
+        d["candidate"], status, str(d["rounds"]), _f(d["p50_ms"]), _f(d["p99_ms"]), _f(d["throughput"], 1),
+        _f(d["load_ms"], 1), _f(d["first_inference_ms"], 2), acc,
+    ]  # fmt: skip
 
 
 def _f(v: Any, digits: int = 3) -> str:

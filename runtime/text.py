@@ -207,6 +207,11 @@ def _import_tokenizers() -> Any:
     return tokenizers
 
 
+def encoder_for(manifest: Any, root: str | Path) -> TextEncoder | None:
+    """The artifact's :class:`TextEncoder`, or ``None`` when its manifest records no tokenizer."""
+    return TextEncoder(manifest.tokenizer, root) if manifest.tokenizer is not None else None
+
+
 class LazyTextEncoder:
     """Loads the artifact's :class:`TextEncoder` on first use (once, under a lock)."""
 

@@ -216,6 +216,18 @@ def test_cli_optimize_and_explain(quantized: Path, tmp_path: Path, capsys) -> No
     assert "int8 support" in text and "Top operators" in text
 
 
+def test_candidate_table_rows_fill_every_column(quantized: Path, tmp_path: Path) -> None:
+    from infership.optimize_cli import TRIAL_COLUMNS, trial_row
+    from infership.optimizer import optimize
+
+    rep = optimize(_copy(quantized, tmp_path), time_budget_s=3, backends=["ort-cpu"], write=False,
+                   max_accuracy_drop=BUDGET_POINTS)  # fmt: skip
+    measured = next(t for t in rep.trials if t.to_dict()["p50_ms"] is not None)
+    row = dict(zip(TRIAL_COLUMNS, trial_row(measured.to_dict()), strict=True))
+    assert row["accuracy"].startswith(("reference", "recorded", "measured")), row
+    assert float(row["load ms"]) > 0 and float(row["first ms"]) > 0, row
+
+
 def test_explain_reports_measured_figures(quantized: Path) -> None:
     from infership.explain import explain
 

@@ -248,7 +248,7 @@ def torch_model_from_args(args: argparse.Namespace) -> Any:
 def _run_quantize(args: argparse.Namespace) -> int:
     from infership.calibration import from_spec
     from infership.runtime.artifact import Artifact
-    from infership.runtime.text import TextEncoder
+    from infership.runtime.text import encoder_for
     from rich.console import Console
 
     from .transformer import OrtDynamicConfig
@@ -259,7 +259,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
     art = Artifact.load(args.artifact)
     m = art.manifest
 
-    encoder = TextEncoder(m.tokenizer, art.root) if m.tokenizer is not None else None
+    encoder = encoder_for(m, art.root)
 
     def source(spec: str) -> Any:
         return from_spec(

@@ -31,7 +31,7 @@ from infership.runtime.manifest import Manifest
 from infership.runtime.routing import RouteTable, with_routes
 from infership.runtime.statistics import REFERENCE_KEY, reference_statistics
 from infership.runtime.tasks import Task, judge_for
-from infership.runtime.text import TextEncoder
+from infership.runtime.text import encoder_for
 
 from ..resolve import check_task
 from . import build
@@ -167,7 +167,7 @@ def quantize(
     art.verify(fp32)
     src = art.path_of(fp32.files[0])
 
-    encoder = TextEncoder(manifest.tokenizer, art.root) if manifest.tokenizer is not None else None
+    encoder = encoder_for(manifest, art.root)
 
     def as_set(data: CalibrationSet | str | Sequence[str]) -> CalibrationSet:
         if isinstance(data, CalibrationSet):

@@ -275,3 +275,16 @@ def test_accuracy_is_re_measured_on_texts_with_the_artifacts_tokenizer(
     assert figures["cosine_mean"].current == pytest.approx(1.0, abs=1e-6)
     assert figures["top1_agreement"].current == figures["neighbour_agreement"].current == 1.0
     assert not any(f.regression for f in figures.values())
+
+
+def test_optimize_judges_candidates_on_texts_tokenized_with_the_artifacts_tokenizer(
+    text_artifact: Path, texts_file: Path
+) -> None:
+    from infership.optimize_checks import held_out_data
+    from infership.runtime import Artifact
+
+    data = held_out_data(Artifact.load(text_artifact), validation=str(texts_file), calibration=None)
+    batches = list(data.batches())
+    assert sum(len(b.feeds["input_ids"]) for b in batches) == len(SENTENCES)
+    assert all(b.feeds["input_ids"].dtype == np.int64 for b in batches)
+    assert {"input_ids", "attention_mask"} <= set(batches[0].feeds)
