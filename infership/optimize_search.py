@@ -262,9 +262,11 @@ class Search:
 
     def _pool(self, p: Predictor, batch: int) -> Any:
         if batch not in self._pools:
-            from infership.bench import random_pool
+            from infership.bench import model_pool
 
-            self._pools[batch] = random_pool(p.inputs, batch_size=batch, shapes=self.shapes, size=8)
+            self._pools[batch] = model_pool(
+                p.manifest, p.artifact.root, batch_size=batch, shapes=self.shapes, size=8
+            )
         return self._pools[batch]
 
     def _measure(self, t: Trial, p: Predictor, seconds: float) -> None:

@@ -7,6 +7,9 @@
 - **OpenVINO int8, NNCF defaults**: ``nncf.quantize`` with its defaults on the fp32 IR, compiled with the
   default configuration for latency, and with the ``THROUGHPUT`` hint and an ``AsyncInferQueue`` of the
   optimal number of requests for throughput (OpenVINO's own recipe).
+- for a transformer text encoder (an artifact with a tokenizer), NNCF is given ``model_type=TRANSFORMER``
+  as its guide asks, and one more peer runs: **ONNX Runtime int8, quantize_dynamic per-channel** (the raw
+  recipe transformer users reach for first; Optimum's CPU recipe);
 - **torch FX int8, x86 defaults**: ``prepare_fx`` / ``convert_fx`` with ``get_default_qconfig_mapping("x86")``
   on the ``nn.Module`` (only with ``torch_model``).
 
@@ -48,6 +51,12 @@ REST_S = 0.1
 CALIBRATION_SAMPLES = 128
 
 Feed = Mapping[str, np.ndarray]
+
+OPENVINO = "openvino int8 (NNCF defaults)"
+#: For a transformer text encoder NNCF's documentation asks for ``model_type=TRANSFORMER`` (SmoothQuant,
+#: attention kept accurate): the peer uses it, as a user following NNCF's guide would.
+OPENVINO_TEXT = "openvino int8 (NNCF defaults, model_type=TRANSFORMER)"
+ORT_DYNAMIC = "onnxruntime int8 (quantize_dynamic per-channel)"
 
 
 @dataclass
@@ -165,12 +174,19 @@ def compare_peers(
     with scratch_dir("peers") as tmp:
         calib = _calibration(art, calibration)
         module = _torch_module(art, torch_model)
+        text = art.manifest.tokenizer is not None
         builders: list[tuple[str, str, Callable[[], _Side]]] = [
             ("torch eager fp32", "fp32", lambda: _torch_side(module, "torch eager fp32", "fp32")),
             ("onnxruntime int8 (quantize_static defaults)", "int8", lambda: _ort_side(art, calib, Path(tmp))),
-            ("openvino int8 (NNCF defaults)", "int8", lambda: _openvino_side(art, calib, objective)),
+            (
+                OPENVINO_TEXT if text else OPENVINO,
+                "int8",
+                lambda: _openvino_side(art, calib, objective, text=text),
+            ),
             ("torch fx int8 (x86 defaults)", "int8", lambda: _fx_side(module, calib)),
         ]
+        if text:  # the raw recipe transformer users reach for first (Optimum's CPU recipe is this one)
+            builders.insert(2, (ORT_DYNAMIC, "int8", lambda: _ort_dynamic_side(art, Path(tmp))))
         sides = [_predictor_side(art, f"chosen: {chosen.describe()}", chosen, batch)]
         skipped: list[PeerResult] = []
         try:
@@ -211,9 +227,9 @@ def _predictor_side(art: Artifact, label: str, c: Candidate, batch: int) -> _Sid
 
 # ---------------------------------------------------------------------------------------------- measuring
 def _pool(art: Artifact, batch: int, shapes: Mapping[str, tuple[int, ...]]) -> list[Feed]:
-    from infership.bench import random_pool
+    from infership.bench import model_pool
 
-    pool = random_pool(art.manifest.inputs, batch_size=batch, shapes=shapes, size=8)
+    pool = model_pool(art.manifest, art.root, batch_size=batch, shapes=shapes, size=8)
     return [pool[i] for i in range(len(pool))]
 
 
@@ -285,9 +301,15 @@ def _calibration(art: Artifact, calibration: str | None) -> Any:
         return None
     from infership.calibration import from_spec
     from infership.convert.int8 import HOLDOUT_FRACTION
+    from infership.runtime.text import encoder_for
 
     m = art.manifest
-    cset = from_spec(str(calibration), preprocessing=m.preprocessing, class_names=m.labels).bind(m.inputs)
+    cset = from_spec(
+        str(calibration),
+        preprocessing=m.preprocessing,
+        class_names=m.labels,
+        tokenizer=encoder_for(m, art.root),
+    ).bind(m.inputs)
     return cset.split(1.0 - HOLDOUT_FRACTION)[0].sample(CALIBRATION_SAMPLES)
 
 
@@ -364,7 +386,20 @@ def _ort_side(art: Artifact, calib: Any, tmp: Path) -> _Side:
     )
 
 
-def _openvino_side(art: Artifact, calib: Any, objective: str) -> _Side:
+def _ort_dynamic_side(art: Artifact, tmp: Path) -> _Side:
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fp32 = _need(art.manifest.find(formats=("onnx",), precision="fp32"), "no fp32 ONNX variant")
+    art.verify(fp32)
+    out = tmp / "ort-int8-dynamic.onnx"
+    quantize_dynamic(os.fspath(art.path_of(fp32.files[0])), os.fspath(out), per_channel=True,
+                     weight_type=QuantType.QInt8)  # fmt: skip
+    sess = ort.InferenceSession(os.fspath(out), providers=["CPUExecutionProvider"])
+    return _Side(PeerResult(ORT_DYNAMIC, "int8"), lambda f: sess.run(None, dict(f)))
+
+
+def _openvino_side(art: Artifact, calib: Any, objective: str, *, text: bool = False) -> _Side:
     _need(calib, "no calibration data (give --calibration)")
     import nncf
     import openvino as ov
@@ -378,10 +413,11 @@ def _openvino_side(art: Artifact, calib: Any, objective: str) -> _Side:
     files = [art.path_of(f) for f in ir.files]
     core = ov.Core()
     model = core.read_model(os.fspath(next((f for f in files if f.suffix == ".xml"), files[0])))
-    q = nncf.quantize(model, to_nncf_dataset(calib))
+    extra = {"model_type": nncf.ModelType.TRANSFORMER} if text else {}
+    q = nncf.quantize(model, to_nncf_dataset(calib), **extra)
     lat = core.compile_model(q, "CPU")
     req = lat.create_infer_request()
-    result = PeerResult("openvino int8 (NNCF defaults)", "int8")
+    result = PeerResult(OPENVINO_TEXT if text else OPENVINO, "int8")
     if objective == "latency":
         return _Side(result, lambda f: list(req.infer(dict(f)).values()))
     thr = core.compile_model(q, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
