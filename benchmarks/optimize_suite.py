@@ -225,8 +225,7 @@ def run_model(name: str, spec: dict[str, Any], args: argparse.Namespace) -> list
         c = rep.chosen.candidate
         hint = {} if objective == "latency" else {"hint": "throughput"}
         with Predictor.load(root, **hint) as p:  # the profile is what a plain load opens now
-            row["load_uses_profile"] = (p.placement.details.get("selection") == "from profile"
-                                        and (p.backend, p.variant.id) == (c.backend, c.variant))  # fmt: skip
+            row["load_uses_profile"] = opens_profile(p, c, shapes)
         art = Artifact.load(root)
         data = held_out_data(art, validation=spec["validation"], calibration=spec["calibration"])
         checks = AccuracyChecks(art, budget=budget, data=data)
@@ -243,6 +242,21 @@ def run_model(name: str, spec: dict[str, Any], args: argparse.Namespace) -> list
         rows.append(row)
         log_row(row, peers)
     return rows
+
+
+def opens_profile(p: Any, c: Any, shapes: dict[str, tuple[int, ...]] | None) -> bool:
+    """Whether the plain load ``p`` runs the chosen candidate ``c`` at this row's shapes (with profiles at
+    several lengths, the route for this length)."""
+    from infership.bench import model_pool
+
+    details = p.placement.details
+    if not str(details.get("selection", "")).startswith("from profile"):
+        return False
+    if "routes" in details and shapes:
+        feeds = model_pool(p.manifest, p.artifact.root, batch_size=1, shapes=shapes, size=2)[0]
+        o = p._session.route_for(feeds)
+        return (o.backend, o.variant.id) == (c.backend, c.variant)
+    return (p.backend, p.variant.id) == (c.backend, c.variant)
 
 
 def log_row(row: dict[str, Any], peers: Any) -> None:

@@ -219,7 +219,10 @@ def compare_peers(
 
 
 def _predictor_side(art: Artifact, label: str, c: Candidate, batch: int) -> _Side:
-    p = Predictor.load(art, backend=c.backend, variant=c.variant, **c.load_options())
+    if "+" in c.backend:  # routes by length (e.g. ``ort-cpu+openvino``): what a load at this precision opens
+        p = Predictor.load(art, precision=c.precision)
+    else:
+        p = Predictor.load(art, backend=c.backend, variant=c.variant, **c.load_options())
     return _Side(
         PeerResult(label, c.precision), p.predict, _harness_offline(p.predict, batch, c.concurrency), p.close
     )

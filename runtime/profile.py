@@ -14,6 +14,9 @@ adding one changes no manifest field and an older infership reads the artifact u
    ``latency-budget`` when loaded with ``hint="throughput"``): its backend, variant and settings are used;
    options the caller gave explicitly win over the profile's. ``placement.details["selection"]`` says
    ``"from profile"``. A profile measured elsewhere is ignored, with a log line saying what differs.
+   Profiles stored for several lengths of one input (``optimize --shape input_ids=1x8``, then ``1x128``)
+   become routes by length (:mod:`infership.runtime.routing`): each batch runs on the profile measured at
+   the nearest length (on a log scale), with that profile's settings.
 2. **Otherwise the rule.** An int8 variant is a correct path when its validation passed its accuracy
    budget: ``validation.passed`` and ``validation.loss_points`` at most the budget it was quantized with
    (``max_accuracy_drop``), or at most :data:`DEFAULT_BUDGET_POINTS` when it was quantized without one.
@@ -341,6 +344,29 @@ def find_profile(
         if mine:
             return min(mine, key=lambda p: p.shape_bucket is not None)
     return None
+
+
+def bucket_profiles(manifest: Manifest, profile: Profile) -> tuple[str, list[tuple[int, Profile]]] | None:
+    """The profiles stored beside ``profile`` for the same machine and objective at other lengths of one
+    symbol (buckets ``"sequence=8"``, ``"sequence=128"``...), as ``(symbol, [(length, profile), ...])``
+    sorted by length; ``None`` unless there are at least two such buckets."""
+
+    def parsed(p: Profile) -> tuple[str, int] | None:
+        name, sep, value = (p.shape_bucket or "").partition("=")
+        if not sep or "," in value or not value.isdigit():
+            return None
+        return name, int(value)
+
+    mine = parsed(profile)
+    if mine is None:
+        return None
+    found: dict[int, Profile] = {}
+    for p in read_profiles(manifest):
+        key = parsed(p)
+        if p.fingerprint.key == profile.fingerprint.key and p.objective == profile.objective and key:
+            if key[0] == mine[0]:
+                found[key[1]] = p
+    return (mine[0], sorted(found.items(), key=lambda kv: kv[0])) if len(found) > 1 else None
 
 
 # ------------------------------------------------------------------------------------------- the rule

@@ -16,11 +16,16 @@ passed the same accuracy budget). ``placement.details["routes"]`` says so. ``Pre
 precision does the same when its default would open the rule's int8 variant (not when a deployment profile
 decides). Explicit ``backend=`` or ``variant=`` load one variant as always; routes recorded on another kind
 of CPU are not used.
+
+Deployment profiles stored for several lengths of one input (``infership optimize --shape input_ids=1x8``,
+then ``1x128``) are routes too: a plain load runs each batch on the profile measured nearest its length (the
+boundary between two measured lengths is their geometric mean), each with its profile's settings.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -162,7 +167,8 @@ def open_routed(
     Without a precision either, the default load would open the rule's validated int8 variant
     (:func:`~infership.runtime.selection.planned`): when routes are recorded for that variant's precision,
     they choose per batch instead (all their variants passed the same budget). A deployment profile measured
-    for this machine is not overridden: it decides alone.
+    for this machine is not overridden by them: it decides alone, or, with profiles stored at several lengths
+    of one input, they route (:func:`_profile_routes`).
 
     Routes recorded on another CPU model are not used (logged). A route that cannot open here (its
     backend unavailable) leaves the whole table unused: the fixed order applies, as without routes.
@@ -171,10 +177,14 @@ def open_routed(
         return None
     precision, chosen = request.precision, dict[str, str]()
     if precision is None:
-        if not artifact.manifest.extra.get(ROUTES_KEY):
+        from .profile import PROFILES_KEY
+
+        if not artifact.manifest.extra.get(ROUTES_KEY) and not artifact.manifest.extra.get(PROFILES_KEY):
             return None  # nothing to consult: leave the default choice to selection
         plan = selection.planned(artifact, request, base)
-        if plan is None or plan.profile is not None:
+        if plan is not None and plan.profile is not None:
+            return _profile_routes(artifact, request, base, plan.profile)
+        if plan is None or not artifact.manifest.extra.get(ROUTES_KEY):
             return None
         precision = artifact.manifest.variant(plan.variant).precision
         chosen = {"selection": f"{plan.source}, routes by length", "selection_reason": plan.reason}
@@ -200,3 +210,44 @@ def open_routed(
     session = RoutedSession(table, opened, m.inputs, m.outputs)
     placement = replace(session.placement, details={**session.placement.details, **chosen})
     return selection.Opened(session.placement.backend, opened[0].variant, session, base, placement)
+
+
+def _profile_routes(
+    artifact: Artifact, request: selection.Request, base: BackendOptions, profile: Any
+) -> selection.Opened | None:
+    """Routes by length from the profiles stored for several lengths of one input (``None`` with fewer
+    than two): the boundary between two measured lengths is their geometric mean, and each route opens
+    its profile's variant with its settings (options the caller gave still win). A route that cannot
+    open leaves the single profile to decide."""
+    from .profile import bucket_profiles
+
+    found = bucket_profiles(artifact.manifest, profile)
+    if found is None:
+        return None
+    symbol, points = found
+    routes = tuple(
+        Route(None if i == len(points) - 1 else int(math.sqrt(n * points[i + 1][0])), p.variant, p.backend)
+        for i, (n, p) in enumerate(points)
+    )
+    table = RouteTable(symbol, routes, cpu_info().model, {f"{symbol}={n}": p.figures for n, p in points})
+    opened: list[selection.Opened] = []
+    try:
+        for _, p in points:
+            opts = p.apply(replace(base, device=p.device))
+            opened.append(selection.open_on(artifact, p.backend, replace(request, variant=p.variant), opts))
+    except (BackendUnavailable, ArtifactError, InvalidInputError) as exc:
+        for o in opened:
+            o.session.close()
+        log.warning("profiles by %s not used as routes: %s", symbol, exc)
+        return None
+    m = artifact.manifest
+    session = RoutedSession(table, opened, m.inputs, m.outputs)
+    details = {
+        **session.placement.details,
+        "selection": "from profile, routes by length",
+        "profiles": [p.describe() for _, p in points],
+    }
+    placement = replace(session.placement, details=details)
+    return selection.Opened(
+        session.placement.backend, opened[0].variant, session, opened[0].options, placement
+    )

@@ -280,8 +280,9 @@ def test_accuracy_is_re_measured_on_texts_with_the_artifacts_tokenizer(
 def test_optimize_judges_candidates_on_texts_tokenized_with_the_artifacts_tokenizer(
     text_artifact: Path, texts_file: Path
 ) -> None:
-    from infership.optimize_checks import held_out_data
     from infership.runtime import Artifact
+
+    from infership.optimize_checks import held_out_data
 
     data = held_out_data(Artifact.load(text_artifact), validation=str(texts_file), calibration=None)
     batches = list(data.batches())

@@ -91,3 +91,69 @@ def test_default_load_consults_the_routes_of_the_rules_precision(int8_artifact: 
     # an explicit choice still loads one variant
     with Predictor.load(routed, variant="onnx-int8-long") as p:
         assert "routes" not in p.placement.details
+
+
+def test_profiles_measured_at_several_lengths_become_routes(int8_artifact: Path, tmp_path: Path) -> None:
+    """``optimize --shape input_ids=1x4`` and ``1x64`` store two latency profiles: a plain load runs each
+    batch on the profile measured at the nearest length, with that profile's settings."""
+    from dataclasses import replace
+
+    from infership.runtime import Artifact, ArtifactWriter, Predictor
+    from infership.runtime.profile import Fingerprint, Profile, with_profile
+
+    dest = tmp_path / "profiled"
+    shutil.copytree(int8_artifact, dest)
+    base = Profile(fingerprint=Fingerprint.current(), objective="latency", backend="ort-cpu",
+                   variant="onnx-int8-short", settings={"intra_op_threads": 1}, figures={"p50_ms": 0.2},
+                   shape_bucket="sequence=4")  # fmt: skip
+    long = replace(base, backend="openvino", variant="onnx-int8-long", settings={"num_streams": 1},
+                   shape_bucket="sequence=64")  # fmt: skip
+    art = Artifact.load(dest)
+    with ArtifactWriter.update(art) as w:
+        w.set_manifest(extra=with_profile(with_profile(art.manifest, base), long).extra)
+        w.commit()
+    with Predictor.load(dest) as p:
+        details = p.placement.details
+        assert details["selection"] == "from profile, routes by length"
+        assert details["routes"] == [
+            {"max": 16, "variant": "onnx-int8-short", "backend": "ort-cpu"},  # sqrt(4 * 64)
+            {"max": None, "variant": "onnx-int8-long", "backend": "openvino"},
+        ]
+        short, longer = p.prepare([SHORT]), p.prepare([" ".join([LONG] * 3)])
+        assert p._session.route_for(short).options.intra_op_threads == 1
+        assert p._session.route_for(longer).backend == "openvino"
+        assert p._session.route_for(longer).options.num_streams == 1
+        got = p.predict([SHORT, LONG])["embedding"]
+    with Predictor.load(dest, precision="fp32", backend="ort-cpu") as ref:
+        np.testing.assert_allclose(got, ref.predict([SHORT, LONG])["embedding"], atol=1e-4)
+    # one profile alone still decides alone, as before
+    one = tmp_path / "one"
+    shutil.copytree(int8_artifact, one)
+    art = Artifact.load(one)
+    with ArtifactWriter.update(art) as w:
+        w.set_manifest(extra=with_profile(art.manifest, base).extra)
+        w.commit()
+    with Predictor.load(one) as p:
+        assert p.placement.details["selection"] == "from profile" and p.backend == "ort-cpu"
+
+
+def test_peers_measure_a_routed_path_as_a_load_at_its_precision(int8_artifact: Path, tmp_path: Path) -> None:
+    """What a plain load opens may be routes over two backends (``ort-cpu+openvino``): the peers' side for
+    it loads the routes again (by precision), not a backend of that name."""
+    from infership.runtime import Artifact, Predictor
+
+    from infership.optimize_space import Candidate
+    from infership.peers import _predictor_side
+
+    routed = _with_routes(int8_artifact, tmp_path / "routed")
+    with Predictor.load(routed) as p:
+        rule = Candidate(p.backend, p.variant.id, p.variant.precision, {})
+    assert rule.backend == "ort-cpu+openvino"
+    side = _predictor_side(Artifact.load(routed), "rule (no profile)", rule, 1)
+    try:
+        with Predictor.load(routed) as p:
+            feeds = p.prepare([SHORT])
+        out = side.call(feeds)
+        assert out["embedding"].shape[0] == 1
+    finally:
+        side.close()
