@@ -331,7 +331,7 @@ def model_pool(
     """
     from infership.runtime.text import encoder_for
 
-    encoder = encoder_for(manifest, root) if manifest.tokenizer is not None else None
+    encoder = encoder_for(manifest, root)
     if encoder is not None and shapes:
         token_inputs = [s for s in manifest.inputs if s.name in encoder.record.inputs and s.name in shapes]
         if token_inputs:

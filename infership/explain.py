@@ -21,11 +21,9 @@ import json
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from infership.runtime import Artifact, Predictor, registry
 from infership.runtime.atomic import scratch_dir
@@ -95,7 +93,11 @@ class Explanation:
 
 
 def explain(
-    artifact: str | os.PathLike[str] | Artifact, *, trials: Sequence[Any] = (), chosen: Any = None
+    artifact: str | os.PathLike[str] | Artifact,
+    *,
+    trials: Sequence[Any] = (),
+    chosen: Any = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> Explanation:
     """Measure and explain why the artifact runs as fast as it does here (see the module docstring).
 
@@ -103,6 +105,8 @@ def explain(
         artifact: Artifact directory (or loaded artifact).
         trials: ``optimize``'s trials (:class:`infership.optimizer.Trial`): batch-1 figures reused.
         chosen: ``optimize``'s chosen trial: its path is the one profiled when it is int8.
+        shapes: Input name → full shape, for inputs with dynamic axes besides the batch (a text encoder's
+            sequence length); the batch axis is set to 1.
 
     Returns:
         The :class:`Explanation`.
@@ -110,16 +114,17 @@ def explain(
     from infership.convert.int8 import int8_outlook
 
     art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
+    shapes = dict(shapes or {})
     outlook = int8_outlook()
     backends = [b for b in ("ort-cpu", "openvino") if registry.is_available(b) is None]
-    speedup = _int8_speedup(art, backends, trials)
-    scaling = _thread_scaling(art, backends, trials)
+    speedup = _int8_speedup(art, backends, trials, shapes)
+    scaling = _thread_scaling(art, backends, trials, shapes)
     target = _profile_target(art, backends, chosen)
     profiled, int8_share, convert_share, ops = None, None, None, ()
     if target is not None:
         backend, variant = target
         try:
-            ops = tuple(_profile(art, backend, variant))
+            ops = tuple(_profile(art, backend, variant, shapes))
         except (BackendUnavailable, InferenceError, InvalidInputError, RuntimeError) as exc:
             log.warning("profiling %s on %s failed: %s", variant, backend, exc)
         if ops:
@@ -148,12 +153,12 @@ def _best_p50(
     return min(found) if found else None
 
 
-def _measure(art: Artifact, backend: str, precision: str, **options: Any) -> float | None:
+def _measure(
+    art: Artifact, backend: str, precision: str, shapes: Mapping[str, Sequence[int]], **options: Any
+) -> float | None:
     try:
         with Predictor.load(art, backend=backend, precision=precision, **options) as p:
-            from infership.bench import random_pool
-
-            pool = random_pool(p.inputs, batch_size=1, size=4)
+            pool = _pool(art, shapes, 4)
             i = iter(range(1 << 62))
             return median_ms(lambda: p.predict(pool[next(i) % len(pool)]), runs=40, warmup=5, rest_s=0.1)
     except (BackendUnavailable, InvalidInputError, InferenceError) as exc:
@@ -161,19 +166,21 @@ def _measure(art: Artifact, backend: str, precision: str, **options: Any) -> flo
         return None
 
 
-def _int8_speedup(art: Artifact, backends: Sequence[str], trials: Sequence[Any]) -> dict[str, float]:
+def _int8_speedup(
+    art: Artifact, backends: Sequence[str], trials: Sequence[Any], shapes: Mapping[str, Sequence[int]]
+) -> dict[str, float]:
     out = {}
     has_int8 = any(v.precision == "int8" for v in art.manifest.variants)
     for b in backends if has_int8 else ():
-        fp32 = _best_p50(trials, b, "fp32") or _measure(art, b, "fp32")
-        int8 = _best_p50(trials, b, "int8") or _measure(art, b, "int8")
+        fp32 = _best_p50(trials, b, "fp32") or _measure(art, b, "fp32", shapes)
+        int8 = _best_p50(trials, b, "int8") or _measure(art, b, "int8", shapes)
         if fp32 and int8:
             out[b] = round(fp32 / int8, 2)
     return out
 
 
 def _thread_scaling(
-    art: Artifact, backends: Sequence[str], trials: Sequence[Any]
+    art: Artifact, backends: Sequence[str], trials: Sequence[Any], shapes: Mapping[str, Sequence[int]]
 ) -> dict[str, dict[int, float]]:
     cpus = usable_cpus()
     out: dict[str, dict[int, float]] = {}
@@ -181,7 +188,7 @@ def _thread_scaling(
         precision = "int8" if any(v.precision == "int8" for v in art.manifest.variants) else "fp32"
         row = {}
         for t in sorted({1, cpus}):
-            ms = _best_p50(trials, b, precision, t) or _measure(art, b, precision, intra_op_threads=t)
+            ms = _best_p50(trials, b, precision, t) or _measure(art, b, precision, shapes, intra_op_threads=t)
             if ms:
                 row[t] = round(ms, 4)
         if row:
@@ -204,18 +211,21 @@ def _profile_target(art: Artifact, backends: Sequence[str], chosen: Any) -> tupl
     return None
 
 
-def _feed(art: Artifact) -> dict[str, np.ndarray]:
-    from infership.bench import random_pool
+def _pool(art: Artifact, shapes: Mapping[str, Sequence[int]], size: int) -> Any:
+    """Batch-1 inputs: token batches of the given length for a text encoder, else random values."""
+    from infership.bench import model_pool
 
-    return dict(random_pool(art.manifest.inputs, batch_size=1, size=2)[0])
+    return model_pool(art.manifest, art.root, batch_size=1, shapes=shapes, size=size)
 
 
-def _profile(art: Artifact, backend: str, variant_id: str) -> list[OpTime]:
+def _profile(
+    art: Artifact, backend: str, variant_id: str, shapes: Mapping[str, Sequence[int]]
+) -> list[OpTime]:
     """Per operator type: time and precision over :data:`PROFILE_RUNS` batch-1 calls."""
     v = art.manifest.variant(variant_id)
     art.verify(v)  # the profiler opens the file directly: the same hash check as a load
     path = os.fspath(art.path_of(v.files[0]))
-    feed = _feed(art)
+    feed = dict(_pool(art, shapes, 2)[0])
     times: dict[tuple[str, str], float] = defaultdict(float)
     if backend == "openvino":
         import openvino as ov

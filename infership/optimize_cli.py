@@ -100,22 +100,36 @@ def add_explain(sub: Any) -> None:
         "thread scaling and the CPU's int8 support.",
     )
     p.add_argument("artifact", metavar="ARTIFACT", help="artifact directory")
+    p.add_argument(
+        "--shape",
+        action="append",
+        default=[],
+        metavar="NAME=SHAPE",
+        help="shape of an input with dynamic axes besides the batch (repeatable), e.g. input_ids=1x128",
+    )
     p.add_argument("--json", metavar="FILE", help="write the explanation as JSON")
     p.set_defaults(func=_run_explain)
+
+
+def _shapes(texts: list[str]) -> dict[str, tuple[int, ...]]:
+    """``--shape NAME=SHAPE`` options as a mapping."""
+    from infership.calibration import parse_named_shape
+
+    shapes = {}
+    for text in texts:
+        name, shape = parse_named_shape(text, what="--shape", require_name=True)
+        shapes[str(name)] = shape
+    return shapes
 
 
 def _run_optimize(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from infership.calibration import parse_named_shape
     from infership.convert.int8.cli import torch_model_from_args
     from infership.optimizer import optimize
 
-    shapes = {}
-    for text in args.shape:
-        name, shape = parse_named_shape(text, what="--shape", require_name=True)
-        shapes[str(name)] = shape
+    shapes = _shapes(args.shape)
     console = Console(width=max(Console().width, 132))  # the table needs the width; piped output too
     with Progress(
         TextColumn("[progress.description]{task.description}"), BarColumn(), TimeElapsedColumn(),
@@ -203,7 +217,7 @@ def _run_explain(args: argparse.Namespace) -> int:
 
     from infership.explain import explain
 
-    e = explain(args.artifact)
+    e = explain(args.artifact, shapes=_shapes(args.shape))
     console = Console()
     for line in e.lines:
         console.print(line, highlight=False)

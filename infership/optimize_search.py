@@ -39,6 +39,9 @@ ROUND0_LIMIT = 0.7
 MAX_LOADED = 6
 #: Interleaved blocks per candidate in rounds after the first.
 BLOCKS = 3
+#: The harness's warm-up queries before each measured block, and the fewest queries a block measures.
+WARMUP_QUERIES = 2
+MIN_QUERIES = 3
 
 Progress = Callable[[float, float, str], None]
 """``progress(elapsed_s, budget_s, what)``, called as the search goes."""
@@ -89,6 +92,18 @@ class Trial:
 
     def reset(self) -> None:
         self.samples_ms, self.items, self.seconds = [], 0.0, 0.0
+
+    def fixed_cost_s(self) -> float:
+        """What a later round costs this candidate besides measuring: its load, and per block a rest and
+        the harness's warm-up queries (estimated from its measured query time)."""
+        query_s = (self.p50_ms or 0.0) / 1e3
+        return (self.load_ms or 0.0) / 1e3 + BLOCKS * (REST_S + WARMUP_QUERIES * query_s)
+
+    def round_cost_s(self, per_s: float) -> float:
+        """What measuring this candidate for ``per_s`` seconds in a later round costs in all: the fixed
+        cost, and per block at least the harness's minimum queries (seconds each for a large batch)."""
+        query_s = (self.p50_ms or 0.0) / 1e3
+        return self.fixed_cost_s() + BLOCKS * max(per_s / BLOCKS, MIN_QUERIES * query_s)
 
     def figures(self) -> dict[str, Any]:
         def r(v: float | None, n: int = 4) -> float | None:
@@ -167,9 +182,10 @@ class Search:
             keep = max(2 if self.rounds == 1 else 1, math.ceil(len(alive) / ETA))
             fits = int(self.left() // ((MIN_MEASURE_S + REST_S) * BLOCKS + 0.1))
             alive = self._gate(alive, keep=max(1, min(keep, fits)))
+            alive, per = self._affordable(alive)
             if len(alive) <= 1:
                 break
-            self._round(alive)
+            self._round(alive, per)
         best = max(alive, key=self._score, default=None)
         self._tick("done")
         return best
@@ -222,11 +238,32 @@ class Search:
             overheads.append(max(0.0, time.perf_counter() - s0 - dur))
         self.rounds = 1
 
-    def _round(self, alive: list[Trial]) -> None:
-        """Survivors measured again side by side, in interleaved blocks, with the time that is left."""
-        rounds_left = max(1, math.ceil(math.log(len(alive), ETA)))
+    def _share(self, alive: list[Trial]) -> tuple[float, float]:
+        """The time the next round of ``alive`` may take (the time left over the rounds still to come), and
+        the seconds each is measured for once their loads and warm-ups are paid."""
+        n = len(alive)
+        rounds_left = max(1, math.ceil(math.log(n, ETA))) if n > 1 else 1
         share = self.left() / rounds_left
-        per = max(MIN_MEASURE_S * BLOCKS, share / len(alive) - 0.2)
+        fixed = sum(t.fixed_cost_s() for t in alive)
+        return share, max(MIN_MEASURE_S * BLOCKS, (share - fixed) / n - 0.2)
+
+    def _affordable(self, alive: list[Trial]) -> tuple[list[Trial], float]:
+        """The best survivors whose next round fits its share of the time left, as estimated from their
+        load and query times (a large batch of a large model takes seconds per query: the harness's
+        warm-up and minimum queries would overrun a share computed from the duration alone); the others
+        are pruned."""
+        alive = list(alive)
+        if len(alive) <= 1:
+            return alive, 0.0
+        share, per = self._share(alive)
+        while len(alive) > 1 and sum(t.round_cost_s(per) for t in alive) > share:
+            dropped = alive.pop()  # the lowest ranked (``_gate`` returns them best first)
+            dropped.status = f"pruned r{self.rounds} (time)"
+            share, per = self._share(alive)
+        return alive, per
+
+    def _round(self, alive: list[Trial], per: float) -> None:
+        """Survivors measured again side by side, in interleaved blocks, for ``per`` seconds each."""
         for group in (alive[i : i + MAX_LOADED] for i in range(0, len(alive), MAX_LOADED)):
             loaded = [(t, p) for t in group if (p := self._load(t, cold=False)) is not None]
             try:

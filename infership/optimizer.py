@@ -231,7 +231,9 @@ def _extras(report: OptimizeReport, art: Artifact, checks: AccuracyChecks, **kw:
     if kw["explain"]:
         from .explain import explain
 
-        report = replace(report, explanation=explain(art, trials=report.trials, chosen=report.chosen))
+        report = replace(
+            report, explanation=explain(art, trials=report.trials, chosen=report.chosen, shapes=kw["shapes"])
+        )
     return replace(report, extras_s=time.perf_counter() - t0)
 
 

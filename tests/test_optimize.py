@@ -216,6 +216,33 @@ def test_cli_optimize_and_explain(quantized: Path, tmp_path: Path, capsys) -> No
     assert "int8 support" in text and "Top operators" in text
 
 
+def test_a_later_round_keeps_only_the_survivors_whose_measuring_fits_the_time_left() -> None:
+    """The next round's cost is estimated from each survivor's load and query time (a large batch of a
+    large model takes seconds per query), and the lowest ranked are pruned until it fits."""
+    import time
+
+    from infership.optimize_search import BLOCKS, Search, Trial
+    from infership.optimize_space import Candidate
+
+    def trial(load_ms: float, query_ms: float) -> Trial:
+        t = Trial(Candidate("ort-cpu", "onnx-fp32", "fp32", {}, batch_size=32))
+        t.load_ms, t.samples_ms, t.status = load_ms, [query_ms] * 5, "measured"
+        return t
+
+    slow = [trial(2000.0, 800.0) for _ in range(4)]  # each round costs > 2 s load + 3 x (2 + 3) x 0.8 s
+    search = Search(None, slow, objective="throughput", bound=None, checks=None, shapes={}, budget_s=60.0,
+                    progress=None, offset_s=0.0, total_s=60.0)  # type: ignore[arg-type]  # fmt: skip
+    search.deadline = time.perf_counter() + 30.0
+    kept, per = search._affordable(list(slow))
+    assert len(kept) == 2 and kept == slow[:2]  # best first: the last two are dropped
+    assert all(t.status.startswith("pruned r0 (time)") for t in slow[2:])
+    assert sum(t.round_cost_s(per) for t in kept) <= search.left()
+    assert slow[0].round_cost_s(per) >= 2.0 + BLOCKS * 5 * 0.8  # load + warm-up and minimum queries
+    fast = [trial(10.0, 1.0) for _ in range(4)]
+    search.deadline = time.perf_counter() + 30.0
+    assert search._affordable(list(fast))[0] == fast  # cheap candidates all go on
+
+
 def test_candidate_table_rows_fill_every_column(quantized: Path, tmp_path: Path) -> None:
     from infership.optimize_cli import TRIAL_COLUMNS, trial_row
     from infership.optimizer import optimize

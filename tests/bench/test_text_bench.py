@@ -289,3 +289,15 @@ def test_optimize_judges_candidates_on_texts_tokenized_with_the_artifacts_tokeni
     assert sum(len(b.feeds["input_ids"]) for b in batches) == len(SENTENCES)
     assert all(b.feeds["input_ids"].dtype == np.int64 for b in batches)
     assert {"input_ids", "attention_mask"} <= set(batches[0].feeds)
+
+
+def test_explain_measures_a_text_encoder_at_the_given_length(text_artifact: Path, capsys) -> None:
+    from infership.cli import main
+    from infership.explain import explain
+
+    shapes = {name: (1, 8) for name in ("input_ids", "attention_mask", "token_type_ids")}
+    e = explain(text_artifact, shapes=shapes)
+    assert e.profiled and e.top_ops, e.lines  # the runtime's profiler ran on token inputs of length 8
+    assert e.thread_scaling, e.lines
+    args = ["explain", str(text_artifact)] + [f"--shape={n}=1x8" for n in shapes]
+    assert main(args) == 0 and "Top operators" in capsys.readouterr().out
