@@ -24,7 +24,7 @@ The models, nothing downloaded:
   profile (shape bucket).
 
     .venv/bin/python benchmarks/optimize_suite.py --models digits,mobilenet_v3_small --budget 60
-    .venv/bin/python benchmarks/optimize_suite.py            # the seven-model suite, 300 s per objective
+    make optimize-suite          # the seven models, 100 s per objective (about 70 minutes on 2 cores)
 
 Writes ``runs/bench/optimize_suite.json`` (``--out``) and prints the Markdown table with the load average.
 """
