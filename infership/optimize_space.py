@@ -9,9 +9,10 @@ concurrent callers). :func:`candidates` lists them for this machine:
   (their accuracy is judged by the search: a recorded pass within the budget, else measured);
   OpenVINO also runs fp32 in bf16 where the CPU has bf16 instructions (then measured for accuracy too).
   torch programs only when this installation built them (the optimizer never widens trust).
-- **Settings**: ONNX Runtime intra-op threads, spinning on/off, graph optimisation level, sequential or
-  parallel execution; OpenVINO performance hint, streams, threads, inference precision and, for a model
-  with a dynamic batch, that batch compiled as fixed (``static_batch``); torch threads.
+- **Settings**: ONNX Runtime's own defaults (its thread count, pinned to cores), intra-op threads,
+  spinning on/off, graph optimisation level, sequential or parallel execution; OpenVINO performance hint,
+  streams, threads, inference precision and, for a model with a dynamic batch, that batch compiled as
+  fixed (``static_batch``); torch threads.
 - **Batch and callers**: ``latency`` measures batch 1, one caller; ``throughput`` and ``latency-budget``
   measure batches of 1, 8 and 32 (or the given sizes) with one caller or one per stream / CPU.
 """
@@ -128,8 +129,15 @@ def _ort_settings(cpus: int, throughput: bool) -> list[tuple[dict[str, Any], int
             extra: dict[str, Any] = {} if level == "all" else {"graph_optimization_level": level}
             if not spin:
                 extra = {**extra, "session_config": dict(_NO_SPIN)}
-            for t in threads:
-                base = {"intra_op_threads": t, **({"extra": extra} if extra else {})}
+            # ONNX Runtime's own defaults first: its thread count (one per physical core) with its threads
+            # pinned to cores, which an explicit thread count does not do; the raw tool's default is then
+            # always a candidate.
+            for t in ([None] if level == "all" and spin else []) + threads:
+                base = {"intra_op_threads": t} if t is not None else {}
+                base.update({"extra": extra} if extra else {})
+                if t is None:
+                    out.append((base, 1))
+                    continue
                 callers = 1 if not throughput or t == cpus else max(1, cpus // t)
                 out.append((base, callers))
                 if t == cpus and cpus > 1 and not throughput:

@@ -316,3 +316,20 @@ def test_openvino_candidates_include_the_batch_compiled_as_fixed(quantized: Path
             for name in a:
                 np.testing.assert_allclose(a[name], b[name], atol=1e-4)
         assert fixed.placement.details["static_batch"] == "8"
+
+
+def test_onnx_runtimes_own_defaults_are_a_candidate_and_measured_first(quantized: Path) -> None:
+    """The raw tool's default session (its thread count, threads pinned to cores) is always among the
+    candidates, and each variant's is measured before its other settings."""
+    from infership.optimize_space import candidates
+    from infership.optimizer import _ordered
+
+    art = Artifact.load(quantized)
+    for objective in ("latency", "throughput"):
+        found = candidates(art, objective=objective, backends=["ort-cpu"], batch_sizes=[1])
+        defaults = [c for c in found if c.settings == {}]
+        assert {c.variant for c in defaults} == {c.variant for c in found}, objective
+        first = {}
+        for c in _ordered(found):
+            first.setdefault(c.variant, c)
+        assert all(c.settings == {} for c in first.values()), first
