@@ -8,8 +8,9 @@
   default configuration for latency, and with the ``THROUGHPUT`` hint and an ``AsyncInferQueue`` of the
   optimal number of requests for throughput (OpenVINO's own recipe).
 - for a transformer text encoder (an artifact with a tokenizer), NNCF is given ``model_type=TRANSFORMER``
-  as its guide asks, and one more peer runs: **ONNX Runtime int8, quantize_dynamic per-channel** (the raw
-  recipe transformer users reach for first; Optimum's CPU recipe);
+  as its guide asks, and one more peer runs: **ONNX Runtime int8, quantize_dynamic per-channel** on the
+  exported fp32 file (the raw recipe transformer users reach for first; Optimum's CPU recipe quantizes the
+  same way after fusing the graph);
 - **torch FX int8, x86 defaults**: ``prepare_fx`` / ``convert_fx`` with ``get_default_qconfig_mapping("x86")``
   on the ``nn.Module`` (only with ``torch_model``).
 
@@ -185,7 +186,7 @@ def compare_peers(
             ),
             ("torch fx int8 (x86 defaults)", "int8", lambda: _fx_side(module, calib)),
         ]
-        if text:  # the raw recipe transformer users reach for first (Optimum's CPU recipe is this one)
+        if text:  # the raw recipe transformer users reach for first (Optimum's runs it on a fused graph)
             builders.insert(2, (ORT_DYNAMIC, "int8", lambda: _ort_dynamic_side(art, Path(tmp))))
         sides = [_predictor_side(art, f"chosen: {chosen.describe()}", chosen, batch)]
         skipped: list[PeerResult] = []
