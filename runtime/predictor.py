@@ -329,6 +329,19 @@ class Predictor:
         single = self._single
         if single is not None and isinstance(inputs, np.ndarray) and inputs.ndim == single.rank:
             return {single.name: single.check(inputs, check_batch=self._chunk is None)}
+        if type(inputs) is dict and inputs.keys() == self._input_set:
+            # The common case of a mapping of numpy arrays, checked without the general path's conversions
+            # (the same checks: an ndarray needs no conversion, and it is never a device tensor).
+            feeds = {}
+            for spec in self.inputs:
+                value = inputs[spec.name]
+                if type(value) is not np.ndarray:
+                    break
+                feeds[spec.name] = spec.check(value, check_batch=self._chunk is None)
+            else:
+                if self._shared_dims:
+                    _check_shared_dims(feeds, self._shared_dims)
+                return feeds
         return self._prepare(inputs)
 
     async def apredict(self, inputs: Any) -> dict[str, np.ndarray]:

@@ -61,6 +61,8 @@ class TestContract:
         with Predictor.load(tiny_artifact, backend=backend) as p:
             base = p.predict({"x": x})["logits"]
             from_torch = p.predict(torch.from_numpy(x))["logits"]
+            mapped_torch = p.predict({"x": torch.from_numpy(x)})["logits"]
+            mapped_fortran = p.predict({"x": np.asfortranarray(x)})["logits"]
             fortran = p.predict(np.asfortranarray(x))["logits"]
             spaced = np.zeros((4, 3, 16, 16), np.float32)
             spaced[::2] = x
@@ -68,6 +70,8 @@ class TestContract:
             half = p.predict(x.astype(np.float16))["logits"]  # lossless widening is allowed
             widened = p.predict(x.astype(np.float16).astype(np.float32))["logits"]
         np.testing.assert_allclose(from_torch, base, atol=1e-6)
+        np.testing.assert_allclose(mapped_torch, base, atol=1e-6)
+        np.testing.assert_allclose(mapped_fortran, base, atol=1e-6)
         np.testing.assert_allclose(fortran, base, atol=1e-6)
         np.testing.assert_allclose(strided, base, atol=1e-6)
         np.testing.assert_allclose(half, widened, atol=1e-6)
@@ -83,6 +87,11 @@ class TestContract:
             ({"y": np.zeros((1, 3, 16, 16), np.float32)}, "missing ['x']"),
             ({"x": np.zeros((1, 3, 16, 16), np.float32), "z": np.zeros(1)}, "unexpected ['z']"),
             ("not an array", "expected a numpy array or torch tensor"),
+            # the same checks when the arrays come in a mapping (its own fast path for numpy arrays)
+            ({"x": np.zeros((3, 16, 16), np.float32)}, "expected rank 4"),
+            ({"x": np.zeros((1, 3, 16, 15), np.float32)}, "expected size 16 on axis 3"),
+            ({"x": np.zeros((1, 3, 16, 16), np.float64)}, "expected dtype float32, got float64"),
+            ({"x": "not an array"}, "expected a numpy array or torch tensor"),
         ],
     )
     def test_bad_input_is_a_clear_value_error(self, tiny_artifact, backend, bad, message):
