@@ -302,10 +302,10 @@ def markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     lines = ["| model | objective | chosen path | chosen | rule | fixed order | torch eager | ORT int8 defaults | "
              "ORT dynamic int8 | OV+NNCF int8 defaults | torch FX int8 | chosen / best peer |",
              "|" + "---|" * 12]  # fmt: skip
-    columns = (("rule (no profile)",), ("fixed order fp32",), ("torch eager fp32",),
-               ("onnxruntime int8 (quantize_static defaults)",), ("onnxruntime int8 (quantize_dynamic per-channel)",),
-               ("openvino int8 (NNCF defaults)", "openvino int8 (NNCF defaults, model_type=TRANSFORMER)"),
-               ("torch fx int8 (x86 defaults)",))  # fmt: skip
+    from infership import peers as pr
+
+    columns = (("rule (no profile)",), ("fixed order fp32",), ("torch eager fp32",), (pr.ORT_STATIC,),
+               (pr.ORT_DYNAMIC,), (pr.OPENVINO, pr.OPENVINO_TEXT), ("torch fx int8 (x86 defaults)",))  # fmt: skip
     for r in rows:
         if not r.get("peers"):
             why = f"failed: {r['error']}" if r.get("error") else "none within budget"

@@ -17,11 +17,12 @@ profilers, and profiling changes the timing of the session that runs it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,17 +115,19 @@ def explain(
     from infership.convert.int8 import int8_outlook
 
     art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
-    shapes = dict(shapes or {})
+    # Built on first use, once, inside each measurement's error handling (a dynamic axis without a shape
+    # leaves only the figures the trials already hold).
+    pool = functools.cache(lambda: _pool(art, dict(shapes or {})))
     outlook = int8_outlook()
     backends = [b for b in ("ort-cpu", "openvino") if registry.is_available(b) is None]
-    speedup = _int8_speedup(art, backends, trials, shapes)
-    scaling = _thread_scaling(art, backends, trials, shapes)
+    speedup = _int8_speedup(art, backends, trials, pool)
+    scaling = _thread_scaling(art, backends, trials, pool)
     target = _profile_target(art, backends, chosen)
     profiled, int8_share, convert_share, ops = None, None, None, ()
     if target is not None:
         backend, variant = target
         try:
-            ops = tuple(_profile(art, backend, variant, shapes))
+            ops = tuple(_profile(art, backend, variant, pool()[0]))
         except (BackendUnavailable, InferenceError, InvalidInputError, RuntimeError) as exc:
             log.warning("profiling %s on %s failed: %s", variant, backend, exc)
         if ops:
@@ -154,33 +157,32 @@ def _best_p50(
 
 
 def _measure(
-    art: Artifact, backend: str, precision: str, shapes: Mapping[str, Sequence[int]], **options: Any
+    art: Artifact, backend: str, precision: str, pool: Callable[[], Any], **options: Any
 ) -> float | None:
     try:
         with Predictor.load(art, backend=backend, precision=precision, **options) as p:
-            pool = _pool(art, shapes, 4)
-            i = iter(range(1 << 62))
-            return median_ms(lambda: p.predict(pool[next(i) % len(pool)]), runs=40, warmup=5, rest_s=0.1)
+            feeds, i = pool(), iter(range(1 << 62))
+            return median_ms(lambda: p.predict(feeds[next(i) % len(feeds)]), runs=40, warmup=5, rest_s=0.1)
     except (BackendUnavailable, InvalidInputError, InferenceError) as exc:
         log.info("explain: %s %s not measured: %s", backend, precision, exc)
         return None
 
 
 def _int8_speedup(
-    art: Artifact, backends: Sequence[str], trials: Sequence[Any], shapes: Mapping[str, Sequence[int]]
+    art: Artifact, backends: Sequence[str], trials: Sequence[Any], pool: Callable[[], Any]
 ) -> dict[str, float]:
     out = {}
     has_int8 = any(v.precision == "int8" for v in art.manifest.variants)
     for b in backends if has_int8 else ():
-        fp32 = _best_p50(trials, b, "fp32") or _measure(art, b, "fp32", shapes)
-        int8 = _best_p50(trials, b, "int8") or _measure(art, b, "int8", shapes)
+        fp32 = _best_p50(trials, b, "fp32") or _measure(art, b, "fp32", pool)
+        int8 = _best_p50(trials, b, "int8") or _measure(art, b, "int8", pool)
         if fp32 and int8:
             out[b] = round(fp32 / int8, 2)
     return out
 
 
 def _thread_scaling(
-    art: Artifact, backends: Sequence[str], trials: Sequence[Any], shapes: Mapping[str, Sequence[int]]
+    art: Artifact, backends: Sequence[str], trials: Sequence[Any], pool: Callable[[], Any]
 ) -> dict[str, dict[int, float]]:
     cpus = usable_cpus()
     out: dict[str, dict[int, float]] = {}
@@ -188,7 +190,7 @@ def _thread_scaling(
         precision = "int8" if any(v.precision == "int8" for v in art.manifest.variants) else "fp32"
         row = {}
         for t in sorted({1, cpus}):
-            ms = _best_p50(trials, b, precision, t) or _measure(art, b, precision, shapes, intra_op_threads=t)
+            ms = _best_p50(trials, b, precision, t) or _measure(art, b, precision, pool, intra_op_threads=t)
             if ms:
                 row[t] = round(ms, 4)
         if row:
@@ -211,21 +213,20 @@ def _profile_target(art: Artifact, backends: Sequence[str], chosen: Any) -> tupl
     return None
 
 
-def _pool(art: Artifact, shapes: Mapping[str, Sequence[int]], size: int) -> Any:
-    """Batch-1 inputs: token batches of the given length for a text encoder, else random values."""
+def _pool(art: Artifact, shapes: Mapping[str, Sequence[int]]) -> Any:
+    """Batch-1 inputs for every measurement: token batches of the given length for a text encoder, else
+    random values."""
     from infership.bench import model_pool
 
-    return model_pool(art.manifest, art.root, batch_size=1, shapes=shapes, size=size)
+    return model_pool(art.manifest, art.root, batch_size=1, shapes=shapes, size=4)
 
 
-def _profile(
-    art: Artifact, backend: str, variant_id: str, shapes: Mapping[str, Sequence[int]]
-) -> list[OpTime]:
+def _profile(art: Artifact, backend: str, variant_id: str, feed: Mapping[str, Any]) -> list[OpTime]:
     """Per operator type: time and precision over :data:`PROFILE_RUNS` batch-1 calls."""
     v = art.manifest.variant(variant_id)
     art.verify(v)  # the profiler opens the file directly: the same hash check as a load
     path = os.fspath(art.path_of(v.files[0]))
-    feed = dict(_pool(art, shapes, 2)[0])
+    feed = dict(feed)
     times: dict[tuple[str, str], float] = defaultdict(float)
     if backend == "openvino":
         import openvino as ov

@@ -77,6 +77,19 @@ def make_int8(
     return out
 
 
+def artifact_data(art: Artifact, spec: Any) -> Any:
+    """The data source ``spec`` read for ``art`` (images through its preprocessing, texts through its
+    tokenizer, class folders mapped to its labels), bound to its inputs."""
+    from infership.calibration import from_spec
+    from infership.runtime.text import encoder_for
+
+    m = art.manifest
+    tokenizer = encoder_for(m, art.root)
+    return from_spec(
+        str(spec), preprocessing=m.preprocessing, class_names=m.labels, tokenizer=tokenizer
+    ).bind(m.inputs)
+
+
 def held_out_data(
     art: Artifact, *, validation: str | None, calibration: str | None, samples: int = VALIDATION_SAMPLES
 ) -> Any:
@@ -85,13 +98,7 @@ def held_out_data(
     spec = validation or calibration
     if spec is None:
         return None
-    from infership.calibration import from_spec
-    from infership.runtime.text import encoder_for
-
-    m = art.manifest
-    data = from_spec(
-        str(spec), preprocessing=m.preprocessing, class_names=m.labels, tokenizer=encoder_for(m, art.root)
-    ).bind(m.inputs)
+    data = artifact_data(art, spec)
     if validation is None:
         from infership.convert.int8 import HOLDOUT_FRACTION
 

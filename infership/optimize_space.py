@@ -123,21 +123,16 @@ def _variants_for(art: Artifact, backend: str, gpu: bool) -> list[Variant]:
 def _ort_settings(cpus: int, throughput: bool) -> list[tuple[dict[str, Any], int]]:
     """(settings, callers) pairs for ONNX Runtime on the CPU."""
     threads = sorted({cpus, 1, max(1, cpus // 2)}, reverse=True)
-    out: list[tuple[dict[str, Any], int]] = []
+    # ONNX Runtime's own defaults first: its thread count (one per physical core) with its threads pinned to
+    # cores, which an explicit thread count does not do; the raw tool's default is then always a candidate.
+    out: list[tuple[dict[str, Any], int]] = [({}, 1)]
     for level in ("all", "extended"):
         for spin in (True, False):
             extra: dict[str, Any] = {} if level == "all" else {"graph_optimization_level": level}
             if not spin:
                 extra = {**extra, "session_config": dict(_NO_SPIN)}
-            # ONNX Runtime's own defaults first: its thread count (one per physical core) with its threads
-            # pinned to cores, which an explicit thread count does not do; the raw tool's default is then
-            # always a candidate.
-            for t in ([None] if level == "all" and spin else []) + threads:
-                base = {"intra_op_threads": t} if t is not None else {}
-                base.update({"extra": extra} if extra else {})
-                if t is None:
-                    out.append((base, 1))
-                    continue
+            for t in threads:
+                base = {"intra_op_threads": t, **({"extra": extra} if extra else {})}
                 callers = 1 if not throughput or t == cpus else max(1, cpus // t)
                 out.append((base, callers))
                 if t == cpus and cpus > 1 and not throughput:

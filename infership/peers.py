@@ -39,7 +39,7 @@ from infership.runtime.errors import InfershipError
 from infership.runtime.tasks import judge_for
 from infership.runtime.timing import time_calls
 
-from .optimize_checks import AccuracyChecks
+from .optimize_checks import AccuracyChecks, artifact_data
 from .optimize_space import Candidate
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ CALIBRATION_SAMPLES = 128
 
 Feed = Mapping[str, np.ndarray]
 
+ORT_STATIC = "onnxruntime int8 (quantize_static defaults)"
 OPENVINO = "openvino int8 (NNCF defaults)"
 #: For a transformer text encoder NNCF's documentation asks for ``model_type=TRANSFORMER`` (SmoothQuant,
 #: attention kept accurate): the peer uses it, as a user following NNCF's guide would.
@@ -178,7 +179,7 @@ def compare_peers(
         text = art.manifest.tokenizer is not None
         builders: list[tuple[str, str, Callable[[], _Side]]] = [
             ("torch eager fp32", "fp32", lambda: _torch_side(module, "torch eager fp32", "fp32")),
-            ("onnxruntime int8 (quantize_static defaults)", "int8", lambda: _ort_side(art, calib, Path(tmp))),
+            (ORT_STATIC, "int8", lambda: _ort_side(art, calib, Path(tmp))),
             (
                 OPENVINO_TEXT if text else OPENVINO,
                 "int8",
@@ -303,17 +304,9 @@ def _judge(side: _Side, checks: AccuracyChecks) -> None:
 def _calibration(art: Artifact, calibration: str | None) -> Any:
     if calibration is None:
         return None
-    from infership.calibration import from_spec
     from infership.convert.int8 import HOLDOUT_FRACTION
-    from infership.runtime.text import encoder_for
 
-    m = art.manifest
-    cset = from_spec(
-        str(calibration),
-        preprocessing=m.preprocessing,
-        class_names=m.labels,
-        tokenizer=encoder_for(m, art.root),
-    ).bind(m.inputs)
+    cset = artifact_data(art, calibration)
     return cset.split(1.0 - HOLDOUT_FRACTION)[0].sample(CALIBRATION_SAMPLES)
 
 
@@ -373,6 +366,13 @@ def _fx_side(module: Any, calib: Any) -> _Side:
     return _Side(PeerResult("torch fx int8 (x86 defaults)", "int8"), _torch_call(convert_fx(prepared)))
 
 
+def _fp32_onnx(art: Artifact) -> str:
+    """The artifact's fp32 ONNX file, hash-checked (what the raw ONNX Runtime peers quantize)."""
+    fp32 = _need(art.manifest.find(formats=("onnx",), precision="fp32"), "no fp32 ONNX variant")
+    art.verify(fp32)
+    return os.fspath(art.path_of(fp32.files[0]))
+
+
 def _ort_side(art: Artifact, calib: Any, tmp: Path) -> _Side:
     _need(calib, "no calibration data (give --calibration)")
     import onnxruntime as ort
@@ -380,25 +380,18 @@ def _ort_side(art: Artifact, calib: Any, tmp: Path) -> _Side:
 
     from infership.calibration import to_ort_reader
 
-    fp32 = _need(art.manifest.find(formats=("onnx",), precision="fp32"), "no fp32 ONNX variant")
-    art.verify(fp32)
     out = tmp / "ort-int8.onnx"
-    quantize_static(os.fspath(art.path_of(fp32.files[0])), os.fspath(out), to_ort_reader(calib))
+    quantize_static(_fp32_onnx(art), os.fspath(out), to_ort_reader(calib))
     sess = ort.InferenceSession(os.fspath(out), providers=["CPUExecutionProvider"])
-    return _Side(
-        PeerResult("onnxruntime int8 (quantize_static defaults)", "int8"), lambda f: sess.run(None, dict(f))
-    )
+    return _Side(PeerResult(ORT_STATIC, "int8"), lambda f: sess.run(None, dict(f)))
 
 
 def _ort_dynamic_side(art: Artifact, tmp: Path) -> _Side:
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    fp32 = _need(art.manifest.find(formats=("onnx",), precision="fp32"), "no fp32 ONNX variant")
-    art.verify(fp32)
     out = tmp / "ort-int8-dynamic.onnx"
-    quantize_dynamic(os.fspath(art.path_of(fp32.files[0])), os.fspath(out), per_channel=True,
-                     weight_type=QuantType.QInt8)  # fmt: skip
+    quantize_dynamic(_fp32_onnx(art), os.fspath(out), per_channel=True, weight_type=QuantType.QInt8)
     sess = ort.InferenceSession(os.fspath(out), providers=["CPUExecutionProvider"])
     return _Side(PeerResult(ORT_DYNAMIC, "int8"), lambda f: sess.run(None, dict(f)))
 
