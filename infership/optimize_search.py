@@ -6,6 +6,13 @@ more than the time left can measure), loads them side by side and measures them 
 interleaved blocks with a rest before each, so that a change in the machine's load hits all of them
 alike. A candidate goes on only within the accuracy budget (:mod:`infership.optimize_checks`). Measuring
 goes through the benchmark harness (:func:`infership.bench.run_benchmark`) and its one timer.
+
+The runtime's own defaults are not replaced on noise: while candidates run the same backend and variant as
+the leader, the runtime's default-settings candidate for that backend and variant (ONNX Runtime's own
+session defaults) goes on into each interleaved round beside the leader, and another setting is chosen
+over it only when it was faster in every block of the last round (a sign test; with three blocks an
+even pair passes it one time in eight). On a model that runs in tens of microseconds, two thread settings
+differ by less than the machine's noise, and the defaults are what the raw tool gives.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -60,6 +67,7 @@ class Trial:
     status: str = "not measured"
     rounds: int = 0
     samples_ms: list[float] = field(default_factory=list)
+    block_scores: list[float] = field(default_factory=list)
     items: float = 0.0
     seconds: float = 0.0
     load_ms: float | None = None
@@ -91,7 +99,7 @@ class Trial:
         return float(self.throughput or 0.0)
 
     def reset(self) -> None:
-        self.samples_ms, self.items, self.seconds = [], 0.0, 0.0
+        self.samples_ms, self.block_scores, self.items, self.seconds = [], [], 0.0, 0.0
 
     def fixed_cost_s(self) -> float:
         """What a later round costs this candidate besides measuring: its load, and per block a rest and
@@ -182,13 +190,50 @@ class Search:
             keep = max(2 if self.rounds == 1 else 1, math.ceil(len(alive) / ETA))
             fits = int(self.left() // ((MIN_MEASURE_S + REST_S) * BLOCKS + 0.1))
             alive = self._gate(alive, keep=max(1, min(keep, fits)))
+            if len(alive) > 1:
+                alive = self._with_defaults(alive)
             alive, per = self._affordable(alive)
             if len(alive) <= 1:
                 break
             self._round(alive, per)
         best = max(alive, key=self._score, default=None)
+        if best is not None:
+            best = self._keep_defaults(best)
         self._tick("done")
         return best
+
+    def _defaults_of(self, t: Trial) -> Trial | None:
+        """The candidate that runs ``t``'s backend and variant, called the same way, at the runtime's own
+        default settings (``None`` when ``t`` is that one or the space has none)."""
+        c = t.candidate
+        if not c.settings:
+            return None
+        want = replace(c, settings={}).key
+        return next((d for d in self.trials if d.candidate.key == want), None)
+
+    def _with_defaults(self, alive: list[Trial]) -> list[Trial]:
+        """``alive`` (best first) with the leader's default-settings twin second, when the twin ran, has a
+        score and is within the accuracy budget (the same variant on the same backend: the same verdict)."""
+        d = self._defaults_of(alive[0])
+        if d is None or d in alive or self._score(d) == -math.inf or d.status in ("failed", "rejected"):
+            return alive
+        if not self.checks.verdict(d.candidate).ok:
+            return alive
+        d.status = "measured"
+        return [alive[0], d, *alive[1:]]
+
+    def _keep_defaults(self, best: Trial) -> Trial:
+        """``best``, unless its default-settings twin was measured in the same last round and ``best`` did
+        not beat it in every block (see the module docstring): then the twin."""
+        d = self._defaults_of(best)
+        if d is None or d.rounds != best.rounds or len(d.block_scores) != len(best.block_scores):
+            return best
+        if len(best.block_scores) < 2 or all(
+            b > o for b, o in zip(best.block_scores, d.block_scores, strict=True)
+        ):
+            return best
+        best.status = "measured (not faster than the runtime's defaults in every block)"
+        return d
 
     def _score(self, t: Trial) -> float:
         return t.score(self.objective, self.bound)
@@ -323,7 +368,16 @@ class Search:
             t.reset()
             return
         t.samples_ms.extend(r.samples_ms)
+        t.block_scores.append(_block_score(self.objective, r.samples_ms, r.throughput))
         t.items += r.throughput * r.duration_s
         t.seconds += r.duration_s
         t.status = "measured"
         t.rounds = self.rounds + 1
+
+
+def _block_score(objective: str, samples_ms: list[float], throughput: float) -> float:
+    """One measured block's figure, higher is better: minus the median for ``latency``, items per second
+    otherwise (a latency budget is judged on every block together)."""
+    if objective == "latency":
+        return -float(np.median(samples_ms)) if samples_ms else -math.inf
+    return float(throughput)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -333,3 +335,61 @@ def test_onnx_runtimes_own_defaults_are_a_candidate_and_measured_first(quantized
         for c in _ordered(found):
             first.setdefault(c.variant, c)
         assert all(c.settings == {} for c in first.values()), first
+
+
+def _trial(settings: dict, blocks: list[float], rounds: int = 3) -> Any:
+    from infership.optimize_search import Trial
+    from infership.optimize_space import Candidate
+
+    t = Trial(Candidate("ort-cpu", "onnx-int8", "int8", settings))
+    t.samples_ms = [-b for b in blocks]
+    t.block_scores, t.rounds, t.status = list(blocks), rounds, "measured"
+    return t
+
+
+class _AllPass:
+    def verdict(self, candidate: Any) -> Any:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(ok=True, loss_points=0.0, how="recorded 0.00")
+
+
+def test_the_runtimes_defaults_join_the_leader_and_are_kept_unless_beaten_in_every_block() -> None:
+    """A tuned setting replaces the runtime's own defaults only when it was faster in every block of the
+    last round; the defaults twin goes on beside the leader (second, so time pruning drops others first)."""
+    from infership.optimize_search import Search
+
+    tuned, default, other = _trial({"intra_op_threads": 1}, [-0.030, -0.034, -0.031]), _trial({}, [-0.032, -0.033, -0.033]), _trial({"intra_op_threads": 2}, [-0.05] * 3)  # fmt: skip
+    default.status = "pruned r2"
+    search = Search(None, [default, tuned, other], objective="latency", bound=None, checks=_AllPass(), shapes={},
+                    budget_s=60.0, progress=None, offset_s=0.0, total_s=60.0)  # type: ignore[arg-type]  # fmt: skip
+    assert search._with_defaults([tuned, other]) == [tuned, default, other] and default.status == "measured"
+    assert search._with_defaults([default, other]) == [default, other]  # the leader is the defaults
+    # tuned lost the second block: a tie within noise, the defaults stay
+    assert search._keep_defaults(tuned) is default and tuned.status.startswith("measured (not faster")
+    tuned.block_scores = [-0.030, -0.032, -0.031]  # faster in every block: it replaces the defaults
+    assert search._keep_defaults(tuned) is tuned
+    default.rounds = 2  # not measured in the same last round: no comparison to make
+    tuned.block_scores = [-0.030, -0.034, -0.031]
+    assert search._keep_defaults(tuned) is tuned
+    rejected = _trial({}, [-0.01] * 3)
+    rejected.status = "rejected"
+    search.trials = [rejected, tuned]
+    assert search._with_defaults([tuned, other]) == [tuned, other]
+
+
+def test_a_chosen_tuned_setting_beat_the_runtimes_defaults_in_every_block(
+    quantized: Path, tmp_path: Path
+) -> None:
+    """On a real search: whatever ONNX Runtime setting is chosen, either it is the defaults, or the defaults
+    were measured in the same last round and lost every block to it."""
+    from infership.optimizer import optimize
+
+    art = _copy(quantized, tmp_path)
+    report = optimize(art, objective="latency", time_budget_s=20, backends=["ort-cpu"], write=False)
+    chosen = report.chosen
+    assert chosen is not None and chosen.block_scores
+    if chosen.candidate.settings:
+        twin = next(t for t in report.trials if t.candidate.key == replace(chosen.candidate, settings={}).key)
+        assert twin.rounds == chosen.rounds, (twin.to_dict(), chosen.to_dict())
+        assert all(c > d for c, d in zip(chosen.block_scores, twin.block_scores, strict=True))
