@@ -228,6 +228,8 @@ class Search:
         d = self._defaults_of(best)
         if d is None or d.rounds != best.rounds or len(d.block_scores) != len(best.block_scores):
             return best
+        if self._score(d) == -math.inf:  # e.g. its p99 is over the latency budget
+            return best
         if len(best.block_scores) < 2 or all(
             b > o for b, o in zip(best.block_scores, d.block_scores, strict=True)
         ):
