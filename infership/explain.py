@@ -246,11 +246,19 @@ def _profile(art: Artifact, backend: str, variant_id: str, feed: Mapping[str, An
     else:
         import onnxruntime as ort
 
+        from infership.runtime.backends.ort import disabled_optimizers
+
         with scratch_dir("explain") as tmp:
             so = ort.SessionOptions()
             so.enable_profiling = True
             so.profile_file_prefix = os.path.join(tmp, "ort")
-            sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+            disabled = disabled_optimizers(art.manifest.task)  # as the backend opens it
+            sess = ort.InferenceSession(
+                path,
+                so,
+                providers=["CPUExecutionProvider"],
+                **({"disabled_optimizers": disabled} if disabled else {}),
+            )
             sess.run(None, feed)
             runs = _runs(lambda: sess.run(None, feed))
             for _ in range(runs):

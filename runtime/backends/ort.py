@@ -115,8 +115,14 @@ class _OrtBackendBase:
             providers.append(_CPU)  # for the few ops a GPU provider lacks; counted in placement
         model_path = artifact.path_of(variant.files[0])
         check_external_data(model_path, variant)  # every file ORT reads is listed and hash-checked
+        disabled = disabled_optimizers(artifact.manifest.task)
         try:
-            sess = ort.InferenceSession(os.fspath(model_path), sess_options=so, providers=providers)
+            sess = ort.InferenceSession(
+                os.fspath(model_path),
+                sess_options=so,
+                providers=providers,
+                **({"disabled_optimizers": disabled} if disabled else {}),
+            )
         except (
             Exception
         ) as exc:  # ORT raises its own Fail/InvalidGraph/RuntimeException types: translated below
@@ -384,6 +390,19 @@ def trt_cache_dir(
     # Under the user's cache directory (or cache_dir), never under the artifact: an engine someone dropped
     # into an artifact directory is never loaded in place of the model the manifest vouches for.
     return runtime_cache_dir("trt", [f.sha256 for f in variant.files], key, options.cache_dir)
+
+
+def disabled_optimizers(task: str | None) -> list[str]:
+    """ONNX Runtime graph optimizers a session of this task's model runs without.
+
+    A detector's tensors can be empty (no proposal survives, no detection): ONNX Runtime's
+    ``ReshapeFusion`` turns a Reshape whose target is computed from a tensor's shape (torchvision's box
+    clipping) into a constant target with ``0`` (copy) and ``-1`` (infer) entries, and a ``-1`` cannot be
+    inferred from an empty tensor — "The input tensor cannot be reshaped to the requested shape. Input
+    shape:{0,11,2,2}, requested shape:{0,11,-1}" on an image where the detector finds nothing. The fusion
+    only saves a few shape operators, so detectors go without it.
+    """
+    return ["ReshapeFusion"] if task == "detection" else []
 
 
 class OrtSession(SessionBase):
