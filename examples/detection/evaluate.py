@@ -5,7 +5,8 @@
 For each backend (torch, ONNX Runtime, OpenVINO) and precision (fp32, int8) of the artifact: the held-out
 mAP@0.5 and mAP@0.5:0.95 (infership's detection judge), the detections matched with torch fp32 and their
 worst box IoU, the mAP@0.5 drop of int8 against fp32 of the same backend with a 95 % bootstrap interval
-(scenes resampled with replacement), the median batch-1 latency, and — for ONNX Runtime — the share of
+(scenes resampled with replacement), the median batch-1 latency over held-out scenes (every path measured
+in interleaved blocks with rests), and — for ONNX Runtime — the share of
 run time spent in the backbone (and FPN) against the rest (proposals, RoI heads, box decoding, NMS), from
 ONNX Runtime's profiler. Prints the load average before and after: timings on a busy machine are noisy.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from infership.calibration import import_file
 from infership.runtime import Artifact, Predictor, judge_for
+from infership.runtime.backends.ort import disabled_optimizers
 from infership.runtime.detection import (
     COCO_IOUS,
     Detections,
@@ -28,7 +30,7 @@ from infership.runtime.detection import (
     to_original,
 )
 from infership.runtime.errors import ArtifactError, BackendUnavailable
-from infership.runtime.timing import median_ms
+from infership.runtime.timing import time_calls
 
 HERE = Path(__file__).resolve().parent
 
@@ -65,7 +67,12 @@ def backbone_share(model_path: Path, feed: dict[str, np.ndarray], runs: int = 20
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(tmp) / "profile")
         so.intra_op_num_threads = 1
-        session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(  # as infership's ort-cpu backend opens a detector
+            str(model_path),
+            so,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=disabled_optimizers("detection"),
+        )
         for _ in range(runs):
             session.run(None, feed)
         events = json.loads(Path(session.end_profiling()).read_text())
@@ -81,57 +88,102 @@ def backbone_share(model_path: Path, feed: dict[str, np.ndarray], runs: int = 20
     return {"backbone": round(backbone / total, 3), "heads_and_postprocessing": round(rest / total, 3)}
 
 
+PATHS = [
+    ("torch", "fp32"),
+    ("ort-cpu", "fp32"),
+    ("ort-cpu", "int8"),
+    ("openvino", "fp32"),
+    ("openvino", "int8"),
+]
+
+
+def interleaved_ms(
+    opened: dict[tuple[str, str], tuple[Predictor, list[np.ndarray]]], *, blocks: int, calls: int
+) -> dict[tuple[str, str], float]:
+    """Median batch-1 latency of each path over held-out scenes, measured in interleaved blocks (a rest
+    before each) so that a change in the machine's load hits every path alike."""
+    samples: dict[tuple[str, str], list[float]] = {k: [] for k in opened}
+    for _ in range(blocks):
+        for key, (p, feeds) in opened.items():
+            it = iter(range(1 << 62))
+            samples[key] += time_calls(
+                lambda p=p, feeds=feeds, it=it: p.predict(feeds[next(it) % len(feeds)]),
+                runs=calls,
+                warmup=2,
+                rest_s=0.1,
+            )
+    return {k: float(np.median(v)) for k, v in samples.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("artifact", type=Path)
     parser.add_argument("--json", type=Path, help="write the figures here too")
     parser.add_argument("--threshold", type=float, default=0.5, help="score threshold for matching")
+    parser.add_argument(
+        "--blocks", type=int, default=10, help="interleaved timing blocks per path (default 10)"
+    )
+    parser.add_argument("--calls", type=int, default=40, help="batch-1 calls per block (default 40)")
+    parser.add_argument(
+        "--timing-images", type=int, default=20, help="held-out scenes the timing cycles through"
+    )
     args = parser.parse_args(argv)
     data = _data()
     before = _loadavg()
     judge = judge_for("detection")
     images, truth = data.load_scenes("holdout", data.HOLDOUT_SCENES)
     rows, found, raw = [], {}, {}
-    for backend, precision in [("torch", "fp32"), ("ort-cpu", "fp32"), ("ort-cpu", "int8"),
-                               ("openvino", "fp32"), ("openvino", "int8")]:  # fmt: skip
-        try:
-            p = Predictor.load(args.artifact, backend=backend, precision=precision)
-        except (BackendUnavailable, ArtifactError) as exc:
-            rows.append({"backend": backend, "precision": precision, "skipped": str(exc).splitlines()[0]})
-            continue
-        with p:
+    opened: dict[tuple[str, str], tuple[Predictor, list[np.ndarray]]] = {}
+    try:
+        for backend, precision in PATHS:
+            try:
+                p = Predictor.load(args.artifact, backend=backend, precision=precision)
+            except (BackendUnavailable, ArtifactError) as exc:
+                rows.append({"backend": backend, "precision": precision, "skipped": str(exc).splitlines()[0]})
+                continue
             pre = p.manifest.preprocessing
-            outs = [p.predict(data.to_input(im, pre)[None]) for im in images]
-            one = data.to_input(images[0], pre)[None]
-            ms = median_ms(lambda p=p, one=one: p.predict(one), runs=30, warmup=5)
-            variant = p.variant
-        key = (backend, precision)
-        raw[key] = outs
-        height, width = images.shape[1:3]
-        found[key] = [
-            Detections(to_original(d.boxes, height, width, pre), d.scores, d.labels)  # in the scenes' pixels
-            for d in (split_detections(o, images=1)[0] for o in outs)
-        ]
-        row = {"backend": backend, "precision": precision, "variant": variant.id}
-        row["map50"] = average_precision(found[key], truth)
-        row["map50_95"] = average_precision(found[key], truth, iou_thresholds=COCO_IOUS)
-        if key != ("torch", "fp32") and ("torch", "fp32") in raw:
-            a = judge.compare(raw["torch", "fp32"], outs)
-            row["vs_torch_fp32"] = {
-                k: getattr(a, k)
-                for k in ("detections_matched", "box_iou_min", "score_diff_max", "score_threshold")
-            }
-        row["batch1_ms"] = round(ms, 3)
-        if backend == "ort-cpu":
-            art = Artifact.load(args.artifact)
-            row["time_share"] = backbone_share(art.path_of(variant.files[0]), {p.inputs[0].name: one})
-        if precision == "int8" and (backend, "fp32") in found:
-            ref = found[backend, "fp32"]
-            fp32_row = next(r for r in rows if r.get("backend") == backend and r["precision"] == "fp32")
+            feeds = [data.to_input(im, pre)[None] for im in images]
+            outs = [p.predict(x) for x in feeds]
+            key = (backend, precision)
+            opened[key] = (p, feeds[: args.timing_images])
+            raw[key] = outs
+            height, width = images.shape[1:3]
+            found[key] = [
+                Detections(
+                    to_original(d.boxes, height, width, pre), d.scores, d.labels
+                )  # in the scenes' pixels
+                for d in (split_detections(o, images=1)[0] for o in outs)
+            ]
+            row = {"backend": backend, "precision": precision, "variant": p.variant.id}
+            row["map50"] = average_precision(found[key], truth)
+            row["map50_95"] = average_precision(found[key], truth, iou_thresholds=COCO_IOUS)
+            if key != ("torch", "fp32") and ("torch", "fp32") in raw:
+                a = judge.compare(raw["torch", "fp32"], outs)
+                row["vs_torch_fp32"] = {
+                    k: getattr(a, k)
+                    for k in ("detections_matched", "box_iou_min", "score_diff_max", "score_threshold")
+                }
+            if backend == "ort-cpu":
+                art = Artifact.load(args.artifact)
+                row["time_share"] = backbone_share(
+                    art.path_of(p.variant.files[0]), {p.inputs[0].name: feeds[0]}
+                )
+            rows.append(row)
+        ms = interleaved_ms(opened, blocks=args.blocks, calls=args.calls)
+    finally:
+        for p, _ in opened.values():
+            p.close()
+    by_key = {(r["backend"], r["precision"]): r for r in rows if "skipped" not in r}
+    for key, row in by_key.items():
+        row["batch1_ms"] = round(ms[key], 3)
+        backend, precision = key
+        if precision == "int8" and (backend, "fp32") in by_key:
+            fp32_row = by_key[backend, "fp32"]
             row["map50_drop"] = round(fp32_row["map50"] - row["map50"], 2)
-            row["map50_drop_95ci"] = [round(v, 2) for v in bootstrap_drop(ref, found[key], truth)]
-            row["speedup_batch1"] = round(fp32_row["batch1_ms"] / ms, 2)
-        rows.append(row)
+            row["map50_drop_95ci"] = [
+                round(v, 2) for v in bootstrap_drop(found[backend, "fp32"], found[key], truth)
+            ]
+            row["speedup_batch1"] = round(fp32_row["batch1_ms"] / row["batch1_ms"], 2)
     result = {
         "held_out_scenes": len(images),
         "held_out_digits": data.count_objects("holdout", data.HOLDOUT_SCENES),
