@@ -43,7 +43,7 @@ from . import detection, resolve, text, variants
 from .checking import Checker, Rejected, reference_outputs, summary
 from .export import Exporter, capture_program, export_batch, export_onnx
 from .hf import is_hf_source
-from .inputs import example_tensors, random_feeds, real_feeds
+from .inputs import example_tensors, random_feeds, real_feeds, source_feeds
 from .preprocessing import PreprocessingRequest
 from .simplify import Simplifier, simplify_onnx
 from .source import load_model_source
@@ -85,7 +85,7 @@ def build_artifact(
     tolerance: Tolerance | None = None,
     fp16_tolerance: Tolerance | None = None,
     samples: int = 4,
-    validation_data: Sequence[Any] | None = None,
+    validation_data: Sequence[Any] | str | os.PathLike[str] | None = None,
     seed: int = 0,
     simplify: bool | Simplifier | str = True,
     fp16: bool = True,
@@ -127,7 +127,10 @@ def build_artifact(
         tolerance: fp32 agreement required with PyTorch (default :meth:`Tolerance.fp32`).
         fp16_tolerance: For the fp16 variants (default :meth:`Tolerance.fp16`).
         samples: Random input batches to check on (besides the example batch and ``validation_data``).
-        validation_data: Real inputs to check on as well (see :func:`~infership.convert.inputs.real_feeds`).
+        validation_data: Real inputs to check on as well: a sequence of batches, arrays, files or images (see
+            :func:`~infership.convert.inputs.real_feeds`), or one data source string in any form
+            ``--calibration`` takes, of which the first batches are used
+            (:func:`~infership.convert.inputs.source_feeds`).
         seed: Seed for random inputs.
         simplify: True (``auto``), False, or a :class:`Simplifier`.
         fp16: Add the ``onnx-fp16`` variant (fp16 graph for CUDA/TensorRT).
@@ -292,7 +295,11 @@ def build_artifact(
             feeds = text.check_feeds(src.text, encoder, count=samples, seed=seed)
         else:
             feeds = random_feeds(examples, in_names, axes, count=samples, seed=seed)
-        if encoder is not None and text.is_text_data(validation_data):
+        if isinstance(validation_data, (str, os.PathLike)):  # a data source, as --calibration takes
+            real = source_feeds(
+                os.fspath(validation_data), inputs, pre, class_names=label_names, tokenizer=encoder
+            )
+        elif encoder is not None and text.is_text_data(validation_data):
             real = text.text_feeds(validation_data, encoder)  # type: ignore[arg-type]
         else:
             real = real_feeds(validation_data, inputs, pre)

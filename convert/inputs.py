@@ -123,6 +123,39 @@ def _random_like(rng: np.random.Generator, x: np.ndarray, shape: tuple[int, ...]
     return rng.integers(lo, hi + 1, shape).astype(x.dtype)
 
 
+#: Batches of a data source that the build checks compare on (each is also run through torch).
+SOURCE_BATCHES = 16
+
+
+def source_feeds(
+    spec: str,
+    inputs: Sequence[TensorSpec],
+    preprocessing: Preprocessing | None,
+    *,
+    class_names: Sequence[str] | None = None,
+    tokenizer: Any = None,
+) -> list[dict[str, np.ndarray]]:
+    """The first :data:`SOURCE_BATCHES` batches of a data source — any form ``--calibration`` takes
+    (``FILE.py:FUNCTION``, an image folder, ``.npz``, ``digits:test``, …) — as feeds for the build checks,
+    bound to the model's inputs (a model with a fixed batch, such as a detector, gets batches of that size).
+
+    Raises:
+        InvalidInputError: The source cannot be read or does not fit the model's inputs.
+    """
+    from infership.calibration import from_spec
+
+    cset = from_spec(spec, preprocessing=preprocessing, class_names=class_names, tokenizer=tokenizer)
+    cset = cset.bind(inputs)
+    if inputs and inputs[0].batch_size:
+        cset = cset.with_batch_size(inputs[0].batch_size)
+    feeds: list[dict[str, np.ndarray]] = []
+    for batch in cset:
+        feeds.append(dict(batch))
+        if len(feeds) >= SOURCE_BATCHES:
+            break
+    return feeds
+
+
 def real_feeds(
     data: Sequence[Any] | None,
     inputs: Sequence[TensorSpec],

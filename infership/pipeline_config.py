@@ -28,7 +28,8 @@ class PipelineConfig:
         calibration: Calibration source (a ``.npy``/``.npz`` file, an image folder, ``file.py:function``,
             or a registered ``scheme:...``); ``None``: no int8 variants are made (the pipeline says so).
         holdout: Labelled held-out data for accuracy, in the same forms; ``None``: 20 % split off the
-            calibration data (and with neither, accuracy is not measured — the pipeline says so).
+            calibration data (and with neither, accuracy is not measured — the pipeline says so). Its first
+            batches are also what the build step checks each variant against torch on, besides random inputs.
         calibration_samples: Calibration samples drawn.
         method: Calibration method (``minmax``, ``entropy``, ``percentile``).
         int8_targets: Where to make int8 variants (``ort``, ``openvino``, ``torch``).

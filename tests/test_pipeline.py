@@ -78,6 +78,14 @@ def test_runs_then_skips_then_redoes_only_what_changed(checkpoint, tmp_path):
         "torch-fp32",
     }
 
+    # The build checked each variant against torch on the held-out data's first batches too.
+    from infership.convert.inputs import SOURCE_BATCHES
+
+    checked = Artifact.load(out / "artifact").manifest.variant("onnx-fp32").validation
+    assert (
+        checked["real_samples"] == SOURCE_BATCHES * 16 and checked["real"]["passed"]
+    )  # 360 held out, batches of 16
+
     again = run_pipeline(_config(checkpoint, out))
     assert again.steps_run == ()
 

@@ -77,6 +77,26 @@ def test_export_records_reference_statistics_from_its_validation_data(digits, tm
     assert REFERENCE_KEY not in plain.manifest.extra
 
 
+def test_validation_data_may_be_a_data_source_of_which_the_first_batches_are_checked(digits, tmp_path):
+    """A data source string (any form --calibration takes) as validation data: its first SOURCE_BATCHES
+    batches join the checks against torch (and the reference statistics)."""
+    from infership.convert.inputs import SOURCE_BATCHES
+    from infership.runtime.statistics import REFERENCE_KEY
+
+    model, _ = digits
+    real = load_digits_images(300)
+    np.savez(tmp_path / "real.npz", x=real)
+    art = build_artifact(model, tmp_path / "from-source", input_shapes=[(1, 1, 8, 8)], fp16=False, openvino=False,
+                         validation_data=str(tmp_path / "real.npz"))  # fmt: skip
+    ref = art.manifest.extra[REFERENCE_KEY]
+    used = SOURCE_BATCHES * 16  # from_spec's batches of 16
+    assert ref["samples"] == used < len(real)
+    assert ref["inputs"]["x"]["mean"] == pytest.approx(float(real[:used].mean()), rel=1e-3)
+    with pytest.raises(InvalidInputError, match="missing.npz"):
+        build_artifact(model, tmp_path / "bad", input_shapes=[(1, 1, 8, 8)], fp16=False, openvino=False,
+                       validation_data=str(tmp_path / "missing.npz"))  # fmt: skip
+
+
 def load_digits_images(n: int) -> np.ndarray:
     from sklearn.datasets import load_digits
 
