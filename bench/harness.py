@@ -139,7 +139,9 @@ def run_sweep(config: BenchConfig, *, progress: Progress | None = None) -> Bench
                     except InferenceError as exc:
                         # e.g. out of memory at a large batch: record it and measure the rest of the sweep
                         log.warning("%s failed: %s", p.describe(), exc)
-                        skipped.append(SkippedRun(p.backend, p.precision, f"{p.describe()} failed: {exc}"))
+                        skipped.append(
+                            SkippedRun(p.backend, p.precision, f"{p.describe()} failed: {exc}", failed=True)
+                        )
                         failed.add(i)
                         continue
                     if last:

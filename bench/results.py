@@ -220,18 +220,28 @@ class RunResult:
 
 @dataclass(frozen=True)
 class SkippedRun:
-    """A configuration of the sweep that could not run, and why (never dropped silently)."""
+    """A configuration of the sweep that could not run, and why (never dropped silently).
+
+    ``failed`` is true when the run started and its runtime failed (e.g. out of memory at a large batch), as
+    opposed to a backend or variant that is not available here: a failure may not repeat, an absence will.
+    """
 
     backend: str
     precision: str
     reason: str
+    failed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SkippedRun:
-        return cls(backend=str(data["backend"]), precision=str(data["precision"]), reason=str(data["reason"]))
+        return cls(
+            backend=str(data["backend"]),
+            precision=str(data["precision"]),
+            reason=str(data["reason"]),
+            failed=bool(data.get("failed", False)),  # absent in files written before the field
+        )
 
 
 @dataclass(frozen=True)

@@ -245,8 +245,11 @@ def run_pipeline(
     else:
         say("bench", f"{', '.join(config.scenarios)} · batch {', '.join(map(str, config.batch_sizes))}")
         t0 = time.perf_counter()
-        _step_bench(config, art_dir, bench_path)
-        state.record(out, "bench", bench_key, time.perf_counter() - t0)
+        failed = _step_bench(config, art_dir, bench_path)
+        if failed:  # results are kept and reported; the step is not marked done, so the next run retries
+            say("bench", f"{failed} run(s) failed (see the report): the bench runs again next time")
+        else:
+            state.record(out, "bench", bench_key, time.perf_counter() - t0)
         ran.append("bench")
 
     from infership.bench.results import load_results
@@ -256,7 +259,7 @@ def run_pipeline(
     rows, skipped = summary_rows(accuracy, results)
     report_key = _hash("report", acc_key, bench_key)
     report_md = out / "report" / "report.md"
-    if state.done("report", report_key) and report_md.is_file():
+    if "bench" not in ran and state.done("report", report_key) and report_md.is_file():
         say("report", "up to date")
     else:
         t0 = time.perf_counter()
@@ -414,7 +417,8 @@ def _step_accuracy(config: PipelineConfig, art_dir: Path) -> dict[str, Any]:
     return {"task": judge.task.value, "holdout": _holdout_label(config), "entries": entries}
 
 
-def _step_bench(config: PipelineConfig, art_dir: Path, bench_path: Path) -> None:
+def _step_bench(config: PipelineConfig, art_dir: Path, bench_path: Path) -> int:
+    """Run the sweep and save it; returns how many runs failed at run time (not merely unavailable)."""
     from infership.bench.harness import BenchConfig, run_sweep
     from infership.bench.results import save_results
     from infership.bench.scenarios import Scenario
@@ -429,6 +433,7 @@ def _step_bench(config: PipelineConfig, art_dir: Path, bench_path: Path) -> None
     )
     results = _run_with_progress(run_sweep, bc)
     save_results(results, bench_path)
+    return sum(1 for s in results.skipped if s.failed)
 
 
 def _run_with_progress(run_sweep: Callable[..., Any], bc: Any) -> Any:

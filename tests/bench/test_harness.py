@@ -205,3 +205,50 @@ def test_config_validation() -> None:
     assert BenchConfig(artifact="a", scenarios=("offline", "offline")).scenarios == (Scenario.OFFLINE,)
     with pytest.raises(TypeError, match="positional"):
         BenchConfig("a")  # type: ignore[misc]  # every field is keyword-only
+
+
+def _fails_at_run_time(root: Path) -> Path:
+    """An artifact that loads (the batch is symbolic) and whose every run fails in ONNX Runtime: it reshapes
+    four values per row into three rows."""
+    import onnx
+    from infership.runtime import ArtifactWriter, Manifest
+    from infership.runtime.artifact import read_onnx_specs
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    graph = h.make_graph(
+        [h.make_node("Reshape", ["x", "shape"], ["y"])],
+        "fails",
+        [h.make_tensor_value_info("x", T.FLOAT, ["batch", 4])],
+        [h.make_tensor_value_info("y", T.FLOAT, [3, "rest"])],
+        [onnx.numpy_helper.from_array(np.array([3, -1], np.int64), "shape")],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = root.parent / "fails.onnx"
+    onnx.save(model, str(path))
+    inputs, outputs = read_onnx_specs(path)
+    w = ArtifactWriter.create(root, Manifest(name="fails", inputs=inputs, outputs=outputs))
+    w.put_variant("onnx-fp32", format="onnx", precision="fp32", files=[w.add_file(path, "model.onnx")])
+    w.commit()
+    return root
+
+
+def test_a_run_that_fails_is_recorded_as_failed_and_an_absent_backend_is_not(tmp_path: Path) -> None:
+    from infership.bench.results import BenchResults, load_results, save_results
+
+    art = _fails_at_run_time(tmp_path / "fails")
+    config = BenchConfig(artifact=art, backends=("ort-cpu", "no-such-backend"), batch_sizes=(1,), **SHORT)
+    results = run_sweep(config)
+    assert results.runs == ()
+    by_backend = {s.backend: s for s in results.skipped if s.backend != "fake"}
+    assert by_backend["ort-cpu"].failed and "failed" in by_backend["ort-cpu"].reason
+    assert not by_backend["no-such-backend"].failed
+    save_results(results, tmp_path / "bench.json")
+    again: BenchResults = load_results(tmp_path / "bench.json")
+    assert [s.failed for s in again.skipped] == [s.failed for s in results.skipped]
+    from infership.bench.results import SkippedRun
+
+    assert not SkippedRun.from_dict(
+        {"backend": "b", "precision": "fp32", "reason": "r"}
+    ).failed  # older files
