@@ -217,7 +217,9 @@ class Search:
         d = self._defaults_of(alive[0])
         if d is None or d in alive or self._score(d) == -math.inf or d.status in ("failed", "rejected"):
             return alive
-        if not self.checks.verdict(d.candidate).ok:
+        v = self.checks.verdict(d.candidate)
+        d.loss_points, d.accuracy = v.loss_points, v.how  # as ``_gate`` records it: the twin may be chosen
+        if not v.ok:
             return alive
         d.status = "measured"
         return [alive[0], d, *alive[1:]]

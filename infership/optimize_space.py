@@ -104,19 +104,24 @@ def _formats(backend: str) -> tuple[str, ...]:
 
 
 def _variants_for(art: Artifact, backend: str, gpu: bool) -> list[Variant]:
-    """The variants ``backend`` should try: one per precision, in the backend's preferred format."""
+    """The variants ``backend`` should try: per precision, those in the backend's preferred format that has
+    one (the same model in another file format is the same path; two int8 recipes in one format are not)."""
     formats = _formats(backend)
     out = []
     for precision in ("fp32", "fp16", "int8"):
         if precision == "fp16" and not gpu:
             continue
-        for v in (v for fmt in formats for v in art.manifest.variants if v.format == fmt):
-            if v.precision != precision:
-                continue
-            if v.format in ("torch-export", "torchscript") and not art.program_trusted(v):
-                continue
-            out.append(v)
-            break  # the preferred format only: the same model in another file format is the same path
+        for fmt in formats:
+            found = [
+                v
+                for v in art.manifest.variants
+                if v.format == fmt
+                and v.precision == precision
+                and (v.format not in ("torch-export", "torchscript") or art.program_trusted(v))
+            ]
+            if found:
+                out.extend(found)
+                break
     return out
 
 

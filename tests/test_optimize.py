@@ -42,14 +42,17 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, obje
 
 @pytest.fixture(scope="module")
 def quantized(template: tuple[Path, Path, object], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The template with int8 variants made by ``optimize``'s first step (ONNX Runtime and OpenVINO)."""
+    """The template with int8 variants made by ``optimize``'s first step (ONNX Runtime per channel and per
+    tensor, and OpenVINO)."""
     from infership.optimize_checks import make_int8
 
     art, data, _ = template
     dest = tmp_path_factory.mktemp("quantized") / "cls"
     shutil.copytree(art, dest)
     records = make_int8(dest, str(data), budget=BUDGET_POINTS)
-    assert [r["status"] for r in records] == ["made", "made"], records
+    assert [(r["variant"], r["status"]) for r in records] == [
+        ("onnx-int8", "made"), ("onnx-int8-tensor", "made"), ("openvino-int8", "made")
+    ], records  # fmt: skip
     return dest
 
 
@@ -86,7 +89,7 @@ def test_a_variant_outside_the_accuracy_budget_is_never_chosen(quantized: Path, 
     w = ArtifactWriter.update(a)  # only the int8 ONNX variant is left for ONNX Runtime, its record failing
     v = a.manifest.variant("onnx-int8")
     bad = {**(v.validation or {}), "passed": False, "loss_points": 9.0}
-    keep = tuple(x for x in a.manifest.variants if x.id not in ("onnx-fp32", "onnx-int8"))
+    keep = tuple(x for x in a.manifest.variants if x.id not in ("onnx-fp32", "onnx-int8", "onnx-int8-tensor"))
     w.set_manifest(variants=(*keep, type(v)(**{**v.__dict__, "validation": bad})))
     w.commit()
     report = optimize(
@@ -351,7 +354,7 @@ class _AllPass:
     def verdict(self, candidate: Any) -> Any:
         from types import SimpleNamespace
 
-        return SimpleNamespace(ok=True, loss_points=0.0, how="recorded 0.00")
+        return SimpleNamespace(ok=True, loss_points=0.0, how="recorded")
 
 
 def test_the_runtimes_defaults_join_the_leader_and_are_kept_unless_beaten_in_every_block() -> None:
@@ -364,6 +367,7 @@ def test_the_runtimes_defaults_join_the_leader_and_are_kept_unless_beaten_in_eve
     search = Search(None, [default, tuned, other], objective="latency", bound=None, checks=_AllPass(), shapes={},
                     budget_s=60.0, progress=None, offset_s=0.0, total_s=60.0)  # type: ignore[arg-type]  # fmt: skip
     assert search._with_defaults([tuned, other]) == [tuned, default, other] and default.status == "measured"
+    assert default.accuracy == "recorded" and default.loss_points == 0.0  # judged, as the gate does
     assert search._with_defaults([default, other]) == [default, other]  # the leader is the defaults
     # tuned lost the second block: a tie within noise, the defaults stay
     assert search._keep_defaults(tuned) is default and tuned.status.startswith("measured (not faster")
@@ -389,7 +393,24 @@ def test_a_chosen_tuned_setting_beat_the_runtimes_defaults_in_every_block(
     report = optimize(art, objective="latency", time_budget_s=20, backends=["ort-cpu"], write=False)
     chosen = report.chosen
     assert chosen is not None and chosen.block_scores
+    assert chosen.accuracy in ("reference", "recorded", "measured")  # whichever is chosen was judged
     if chosen.candidate.settings:
         twin = next(t for t in report.trials if t.candidate.key == replace(chosen.candidate, settings={}).key)
         assert twin.rounds == chosen.rounds, (twin.to_dict(), chosen.to_dict())
         assert all(c > d for c, d in zip(chosen.block_scores, twin.block_scores, strict=True))
+
+
+def test_the_per_tensor_recipe_is_one_more_candidate(quantized: Path) -> None:
+    """``quantize_static``'s own recipe (one scale per weight tensor, int8 activations) is made beside the
+    per-channel int8 and searched as a variant of its own."""
+    from infership.optimize_space import candidates
+
+    art = Artifact.load(quantized)
+    steps = {v.id: {s.name: s for s in v.steps} for v in art.manifest.variants}
+    tensor = steps["onnx-int8-tensor"]["quantize_static"]
+    assert (tensor.params["per_channel"], tensor.params["activation_type"]) == (False, "int8")
+    assert tensor.result["per_channel_weights"] == 0
+    channel = steps["onnx-int8"]["quantize_static"]
+    assert (channel.params["per_channel"], channel.params["activation_type"]) == (True, "uint8")
+    found = {c.variant for c in candidates(art, objective="latency", backends=["ort-cpu"])}
+    assert {"onnx-fp32", "onnx-int8", "onnx-int8-tensor"} <= found

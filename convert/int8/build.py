@@ -102,9 +102,12 @@ def _repaired(
     return model, result, backends[-1]
 
 
-def build_ort(ctx: QuantizeContext, config: OrtQuantConfig) -> tuple[TargetReport, list[Path]]:
-    """ONNX Runtime: pre-process, calibrate once, quantize (QDQ), validate, repair by excluding nodes."""
-    pre = ctx.tmp / "ort-fp32-pre.onnx"
+def build_ort(
+    ctx: QuantizeContext, config: OrtQuantConfig, target: Target = Target.ORT
+) -> tuple[TargetReport, list[Path]]:
+    """ONNX Runtime: pre-process, calibrate once, quantize (QDQ), validate, repair by excluding nodes.
+    ``target`` is :attr:`Target.ORT` or :attr:`Target.ORT_TENSOR` (the variant it becomes)."""
+    pre = ctx.tmp / f"{target.value}-fp32-pre.onnx"
     steps = [preprocess_model(ctx.src, pre)]
     calib = ctx.calib.with_progress("calibrating (ONNX Runtime)" if ctx.progress else None)
     cal = calibrate(pre, calib, config, workdir=ctx.tmp)
@@ -113,7 +116,7 @@ def build_ort(ctx: QuantizeContext, config: OrtQuantConfig) -> tuple[TargetRepor
     made: list[Built] = []
 
     def requantize(excluded: tuple[str, ...]) -> Built:
-        path = ctx.tmp / f"{Target.ORT.variant_id}-{len(made)}.onnx"
+        path = ctx.tmp / f"{target.variant_id}-{len(made)}.onnx"
         made.append(([path], quantize_qdq(pre, path, cal, config.excluding(nodes=excluded))))
         return made[-1]
 
@@ -122,11 +125,11 @@ def build_ort(ctx: QuantizeContext, config: OrtQuantConfig) -> tuple[TargetRepor
             pre, ort_quantizers(model[0][0]), ctx.rank_set, quantizable_nodes=quantizable.__contains__
         )
 
-    (files, qstep), result, backend = _repaired(ctx, Target.ORT, requantize, rank, config.exclude_nodes)
+    (files, qstep), result, backend = _repaired(ctx, target, requantize, rank, config.exclude_nodes)
     steps.append(qstep)
     excluded = tuple(qstep.params["exclude_nodes"])
     fp32_latency = _fp32_latency(ctx, backend)
-    return _report(ctx, Target.ORT, steps, result, excluded, fp32_latency, backend), files
+    return _report(ctx, target, steps, result, excluded, fp32_latency, backend), files
 
 
 def build_openvino(ctx: QuantizeContext, config: NncfQuantConfig) -> tuple[TargetReport, list[Path]]:

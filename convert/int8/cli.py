@@ -57,8 +57,9 @@ def add_quantize(sub: Any) -> None:
     )
     p.add_argument(
         "--target",
-        help="ort, openvino, torch, ort-dynamic, openvino-weights, comma-separated, or all (ort, openvino, "
-        "torch); default ort,openvino, or ort-dynamic,openvino for text models",
+        help="ort, openvino, torch, ort-tensor (quantize_static's per-tensor recipe), ort-dynamic, "
+        "openvino-weights, comma-separated, or all (ort, openvino, torch); default ort,openvino, or "
+        "ort-dynamic,openvino for text models",
     )
     p.add_argument(
         "--method",

@@ -37,7 +37,7 @@ from ..resolve import check_task
 from . import build
 from . import evaluate as ev
 from .openvino import NNCF_RANGE_FOR_METHOD, NncfQuantConfig
-from .ort import CalibrationMethod, OrtQuantConfig
+from .ort import CalibrationMethod, IntType, OrtQuantConfig
 from .outlook import int8_outlook
 from .routes import measure_routes
 from .transformer import OrtDynamicConfig
@@ -223,6 +223,13 @@ def quantize(
         for target in chosen:
             if target is Target.ORT:
                 built.append(build.build_ort(ctx, ort_cfg))
+            elif (
+                target is Target.ORT_TENSOR
+            ):  # the same options, quantize_static's weight and activation types
+                tensor_cfg = replace(
+                    ort_cfg, per_channel=False, activation_type=IntType.INT8, preset="per_tensor"
+                )
+                built.append(build.build_ort(ctx, tensor_cfg, Target.ORT_TENSOR))
             elif target is Target.OPENVINO:
                 built.append(build.build_openvino(ctx, nncf_cfg))
             elif target is Target.ORT_DYNAMIC:
@@ -321,7 +328,7 @@ def is_transformer_text(manifest: Manifest) -> bool:
 def variant_fields(rep: TargetReport, report: QuantizeReport) -> dict[str, Any]:
     """The manifest fields of a target's variant (everything but its id and files)."""
     backend = rep.target.backend
-    if rep.target is Target.ORT:  # the backend the QDQ model was tuned for (ort-cpu, ort-trt...)
+    if rep.target in (Target.ORT, Target.ORT_TENSOR):  # the backend the QDQ model was tuned for (ort-cpu...)
         backend = next((s.params.get("target") for s in rep.steps if s.name == "quantize_static"), backend)
     return {
         "format": rep.target.format,
