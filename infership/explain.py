@@ -252,12 +252,11 @@ def _profile(art: Artifact, backend: str, variant_id: str, feed: Mapping[str, An
             so = ort.SessionOptions()
             so.enable_profiling = True
             so.profile_file_prefix = os.path.join(tmp, "ort")
-            disabled = disabled_optimizers(art.manifest.task)  # as the backend opens it
-            sess = ort.InferenceSession(
+            sess = ort.InferenceSession(  # without the optimizers the backend leaves out for this task
                 path,
                 so,
                 providers=["CPUExecutionProvider"],
-                **({"disabled_optimizers": disabled} if disabled else {}),
+                disabled_optimizers=disabled_optimizers(art.manifest.task),
             )
             sess.run(None, feed)
             runs = _runs(lambda: sess.run(None, feed))

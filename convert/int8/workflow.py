@@ -223,9 +223,8 @@ def quantize(
         for target in chosen:
             if target is Target.ORT:
                 built.append(build.build_ort(ctx, ort_cfg))
-            elif (
-                target is Target.ORT_TENSOR
-            ):  # the same options, quantize_static's weight and activation types
+            elif target is Target.ORT_TENSOR:
+                # The same options with quantize_static's own: one scale per weight tensor, int8 activations.
                 tensor_cfg = replace(
                     ort_cfg, per_channel=False, activation_type=IntType.INT8, preset="per_tensor"
                 )

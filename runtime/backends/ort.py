@@ -115,13 +115,12 @@ class _OrtBackendBase:
             providers.append(_CPU)  # for the few ops a GPU provider lacks; counted in placement
         model_path = artifact.path_of(variant.files[0])
         check_external_data(model_path, variant)  # every file ORT reads is listed and hash-checked
-        disabled = disabled_optimizers(artifact.manifest.task)
         try:
             sess = ort.InferenceSession(
                 os.fspath(model_path),
                 sess_options=so,
                 providers=providers,
-                **({"disabled_optimizers": disabled} if disabled else {}),
+                disabled_optimizers=disabled_optimizers(artifact.manifest.task),  # an empty list: none
             )
         except (
             Exception
