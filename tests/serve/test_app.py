@@ -175,3 +175,91 @@ def test_the_local_ray_stays_on_loopback(local_ray):
     gcs = local_ray.get_runtime_context().gcs_address.rsplit(":", 1)[0]
     assert ipaddress.ip_address(gcs).is_loopback
     assert all(ipaddress.ip_address(n["NodeManagerAddress"]).is_loopback for n in local_ray.nodes())
+
+
+def test_drift_statistics_follow_the_answers_and_settle(tiny_artifact):
+    """Drift statistics are computed off the request path, in arrival order; ``settle`` waits for them."""
+    from dataclasses import replace
+
+    from infership.runtime import Task
+    from infership.runtime.monitoring import Monitor
+    from infership.runtime.statistics import REFERENCE_KEY, reference_statistics
+
+    server = ArtifactServer(str(tiny_artifact), {"backend": "ort-cpu", "warmup": 0})
+    try:
+        rng = np.random.default_rng(0)
+        batches = [{"x": rng.standard_normal((8, 3, 16, 16)).astype(np.float32)} for _ in range(4)]
+        reference = reference_statistics(
+            batches, [server.predictor.predict(b) for b in batches], task=Task.CLASSIFICATION, source="test"
+        )
+        manifest = replace(
+            server.predictor.manifest, task=Task.CLASSIFICATION, extra={REFERENCE_KEY: reference}
+        )
+        server.monitor = Monitor(manifest)
+        bad = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
+        bad[0, 0, 0, :2] = np.nan
+        assert _call(server, "POST", "/predict", _npy(bad), NPY)[0] == 200
+        for _ in range(20):
+            shifted = (rng.standard_normal((2, 3, 16, 16)) + 3).astype(np.float32)
+            assert _call(server, "POST", "/predict", _npy(shifted), NPY)[0] == 200
+        server.settle()
+        families = {
+            f.name: f.samples for f in text_string_to_metric_families(server.monitor.exposition()[0].decode())
+        }
+        assert [s.value for s in families["infership_input_nonfinite"] if s.name.endswith("_total")] == [2]
+        assert server.monitor.drift.figures()["inputs"]["x"]["mean_shift"] > 2
+    finally:
+        server.close()
+    server.close()  # closing twice is harmless
+
+
+def test_serve_options_and_the_haproxy_ingress_refuse_what_cannot_work(monkeypatch):
+    from infership.runtime.errors import InvalidInputError
+    from infership.serve.app import HA_PROXY_ENV, _haproxy_environment
+
+    with pytest.raises(InvalidInputError, match="ingress must be one of proxy, haproxy, got 'nginx'"):
+        ServeOptions(ingress="nginx")
+    with pytest.raises(InvalidInputError, match="chosen when the cluster starts"):
+        _haproxy_environment(address="auto", ray_running=False, drain_s=20)
+    monkeypatch.delenv(HA_PROXY_ENV, raising=False)
+    with pytest.raises(InvalidInputError, match="runs a Ray started without it"):
+        _haproxy_environment(address=None, ray_running=True, drain_s=20)
+
+
+def _private_network_namespace() -> str | None:
+    """Why a private network namespace cannot be made here (None: it can)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("unshare") or not shutil.which("ip"):
+        return "needs unshare (util-linux) and ip (iproute2)"
+    done = subprocess.run(["unshare", "-rn", "ip", "link", "set", "lo", "up"], capture_output=True, text=True)
+    return None if done.returncode == 0 else f"unshare -rn failed: {done.stderr.strip()[:200]}"
+
+
+@pytest.mark.slow
+@needs_ray
+def test_the_haproxy_ingress_in_a_private_network_namespace(tiny_artifact, tmp_path):
+    """``ingress="haproxy"`` serves the artifact through HAProxy straight to the replica. Ray binds HAProxy's
+    and the replicas' listeners on every interface, so it runs in a namespace whose only one is loopback."""
+    import subprocess
+    import sys
+
+    reason = _private_network_namespace()
+    if reason:
+        pytest.skip(reason)
+    out = tmp_path / "probe.json"
+    probe = Path(__file__).with_name("haproxy_probe.py")
+    done = subprocess.run(
+        ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable, str(probe),
+         str(tiny_artifact), str(out)],
+        capture_output=True, text=True, timeout=420,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    with Predictor.load(tiny_artifact, backend="ort-cpu") as p:
+        want = p.predict(np.asarray(doc["x"], np.float32))["logits"]
+    assert doc["predict_status"] == 200 and doc["healthz"] == 200
+    np.testing.assert_allclose(np.asarray(doc["outputs"]["logits"]), want, rtol=1e-6, atol=1e-6)
+    assert doc["bad_status"] == 400 and "not a valid .npy" in doc["bad_reason"]
+    assert "infership_requests" in doc["metrics_families"]

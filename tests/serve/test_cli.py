@@ -29,6 +29,11 @@ def test_serve_refuses_a_missing_artifact_before_starting_ray(tmp_path, capsys):
     assert "artifact not found" in capsys.readouterr().err
 
 
+def test_serve_refuses_the_haproxy_ingress_on_a_cluster_before_joining_it(tiny_artifact, capsys):
+    assert main(["serve", str(tiny_artifact), "--ingress", "haproxy", "--address", "auto"]) != 0
+    assert "chosen when the cluster starts" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 @needs_ray
 def test_batch_predict_command(local_ray, tiny_artifact, tmp_path, capsys):
