@@ -9,7 +9,7 @@ ImageNet preprocessing, quantizes it for ONNX Runtime on photos bundled with sci
 2. **Ray Serve** — 2 replicas × 1 CPU on a local Ray, loopback HTTP, ``.npy`` bodies (Ray start-up
    excluded): p50 at batch 1 / concurrency 1 against the in-process Predictor with the replica's thread
    count; throughput at batch 1 × 16 callers and batch 8 × 4 callers against in-process offline throughput
-   at the same batch size; a malformed request's status and reason; ``/metrics`` parsed by
+   at the same batch size (in-process and Serve measured in alternating blocks while Serve runs); a malformed request's status and reason; ``/metrics`` parsed by
    ``prometheus_client``; ``infership bench --backend http`` driving the server;
 3. **Ray Data** — 1,000 real images (random crops of the scikit-image photos, JPEG) batch-predicted by 2
    actors × 1 CPU against the in-process Predictor in batches of 32: outputs and throughput.
@@ -297,23 +297,19 @@ def isolate_network(argv: list[str]) -> None:
 
 
 def part_serve(root: Path, work: Path, seconds: float, ingress: str = "proxy") -> dict:
+    """Serve's figures against the in-process Predictor measured in the same minutes: latency in
+    alternating blocks (in-process, then Serve, 10 rounds), throughput in alternating thirds of ``seconds``,
+    so the machine's other load falls on both alike."""
     from infership.runtime import Predictor
     from infership.serve.app import ServeOptions, serve_artifact
     from prometheus_client.parser import text_string_to_metric_families
 
     x = images_tensor(work, 64)
     out: dict = {}
-    with Predictor.load(root, backend="ort-cpu", precision="int8", intra_op_threads=1, warmup=5) as p1:
-        out["inprocess_p50_ms_1thread"] = statistics.median(
-            _latencies(p1.predict, [x[i : i + 1] for i in range(64)], 300)
-        )
-    with Predictor.load(root, backend="ort-cpu", precision="int8", warmup=5) as p:
-        out["inprocess_p50_ms_default_threads"] = statistics.median(
-            _latencies(p.predict, [x[i : i + 1] for i in range(64)], 300)
-        )
-        for batch in (1, 8):
-            time.sleep(0.5)
-            out[f"inprocess_offline_qps_batch{batch}"] = round(offline_qps(p.predict, x, batch, seconds), 1)
+    p1 = Predictor.load(root, backend="ort-cpu", precision="int8", intra_op_threads=1, warmup=5)
+    p = Predictor.load(root, backend="ort-cpu", precision="int8", warmup=5)
+    singles = [x[i : i + 1] for i in range(64)]
+    out["inprocess_p50_ms_default_threads"] = statistics.median(_latencies(p.predict, singles, 300))
 
     port = 8765
     stop, ready = threading.Event(), threading.Event()
@@ -348,9 +344,14 @@ def part_serve(root: Path, work: Path, seconds: float, ingress: str = "proxy") -
         one = [_npy(x[i : i + 1]) for i in range(64)]
         for b in one[:20]:
             post(b)
+        local_ms, served_ms = [], []
         before = handler_seconds(port)
-        out["serve_p50_ms_batch1_conc1"] = statistics.median(_latencies(post, one, 300))
+        for _ in range(10):
+            local_ms += _latencies(p1.predict, singles, 30)
+            served_ms += _latencies(post, one, 30)
         after = handler_seconds(port)
+        out["inprocess_p50_ms_1thread"] = statistics.median(local_ms)
+        out["serve_p50_ms_batch1_conc1"] = statistics.median(served_ms)
         # Inside the replica (the app's handler: decode, checks, batching, model, encode), per request.
         out["serve_handler_mean_ms_batch1_conc1"] = round(
             1e3 * (after[0] - before[0]) / max(after[1] - before[1], 1), 3
@@ -358,11 +359,19 @@ def part_serve(root: Path, work: Path, seconds: float, ingress: str = "proxy") -
         out["serve_p50_overhead_ms"] = round(
             out["serve_p50_ms_batch1_conc1"] - out["inprocess_p50_ms_1thread"], 2
         )
-        time.sleep(0.5)
-        out["serve_qps_batch1_conc16"] = round(callers(post, one, n=16, seconds=seconds), 1)
         eight = [_npy(x[i : i + 8]) for i in range(0, 56, 8)]
-        time.sleep(0.5)
-        out["serve_qps_batch8_conc4"] = round(8 * callers(post, eight, n=4, seconds=seconds), 1)
+        for batch, key, bodies, n in (
+            (1, "serve_qps_batch1_conc16", one, 16),
+            (8, "serve_qps_batch8_conc4", eight, 4),
+        ):
+            alone, served = [], []
+            for _ in range(3):
+                time.sleep(0.5)
+                alone.append(offline_qps(p.predict, x, batch, seconds / 3))
+                time.sleep(0.5)
+                served.append(batch * callers(post, bodies, n=n, seconds=seconds / 3))
+            out[f"inprocess_offline_qps_batch{batch}"] = round(statistics.mean(alone), 1)
+            out[key] = round(statistics.mean(served), 1)
         for batch, key in ((1, "serve_qps_batch1_conc16"), (8, "serve_qps_batch8_conc4")):
             out[f"serve_vs_offline_batch{batch}"] = round(
                 out[key] / out[f"inprocess_offline_qps_batch{batch}"], 2
@@ -386,6 +395,8 @@ def part_serve(root: Path, work: Path, seconds: float, ingress: str = "proxy") -
     finally:
         stop.set()
         server.join(120)
+        p1.close()
+        p.close()
     print("ray serve (app):", json.dumps(out), flush=True)
     # Serve's own floor last: a second Serve application in the same Ray session, after a shutdown.
     try:

@@ -263,3 +263,22 @@ def test_the_haproxy_ingress_in_a_private_network_namespace(tiny_artifact, tmp_p
     np.testing.assert_allclose(np.asarray(doc["outputs"]["logits"]), want, rtol=1e-6, atol=1e-6)
     assert doc["bad_status"] == 400 and "not a valid .npy" in doc["bad_reason"]
     assert "infership_requests" in doc["metrics_families"]
+
+
+def test_an_idle_replica_runs_a_request_at_once_and_a_busy_one_batches(tiny_artifact):
+    server = ArtifactServer(str(tiny_artifact), {"backend": "ort-cpu", "warmup": 0})
+    queued = []
+
+    async def batched(item):
+        queued.append(item)
+        return (await server.run_batch([item]))[0]
+
+    server._batched = batched
+    x = _npy(np.zeros((1, 3, 16, 16), np.float32))
+    try:
+        assert _call(server, "POST", "/predict", x, NPY)[0] == 200 and queued == []  # idle: at once
+        server._busy = 1  # another request in flight: this one goes through the batching queue
+        assert _call(server, "POST", "/predict", x, NPY)[0] == 200 and len(queued) == 1
+        assert server._busy == 1  # every request that entered has left
+    finally:
+        server.close()
