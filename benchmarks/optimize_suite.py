@@ -281,8 +281,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
                     and chosen
                     and (p["counts"] or p["name"] in ("rule (no profile)", "fixed order fp32"))
                 ):
-                    ratio = p[key] / chosen if objective == "latency" else chosen / p[key]
-                    ratios.setdefault(p["name"], []).append(ratio)
+                    pooled = p[key] / chosen if objective == "latency" else chosen / p[key]
+                    ratios.setdefault(p["name"], []).append(p.get("chosen_ratio") or pooled)
         best = [r["ratio_to_best_peer"] for r in mine if r["ratio_to_best_peer"]]
         out[objective] = {
             "models": len(mine),
@@ -323,11 +323,17 @@ def markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
             v = f"{p[key]:.3g}"
             return v if p["counts"] or p["name"] in ("rule (no profile)", "fixed order fp32") else f"{v} ✗"
 
-        ratio = r["ratio_to_best_peer"]
+        ratio, pooled = r["ratio_to_best_peer"], r["peers"].get("pooled_ratio_to_best_peer")
         lines.append(
             f"| {r['model']} | {r['objective']} | {r['chosen']} | {r['peers']['chosen'][key]:.3g} {unit} | "
             + " | ".join(cell(n) for n in columns)
-            + (f" | {ratio:.2f}× |" if ratio else " | — |")
+            + (
+                f" | {ratio:.2f}× (pooled {pooled:.2f}×) |"
+                if ratio and pooled
+                else f" | {ratio:.2f}× |"
+                if ratio
+                else " | — |"
+            )
         )
     for objective, s in summary.items():
         gm = ", ".join(f"{k} {v}×" for k, v in s["geomean_ratio"].items())

@@ -17,13 +17,17 @@
 Every peer and the chosen path are measured in interleaved blocks with a rest before each, so that the
 machine's load hits them alike: batch 1 with one caller for ``latency`` (the one timer,
 :func:`infership.runtime.timing.time_calls`), the offline scenario of the harness at the chosen batch size
-for the throughput objectives. Every int8 peer is judged on the same held-out data with the same task
-judge as the chosen path; a peer **counts** only within the same accuracy budget.
+for the throughput objectives. The chosen path's speed over each peer's is the median over blocks of the
+ratio within each pair of blocks measured back to back, so slow and fast phases of the machine fall on
+both sides of a pair (the pooled ratio is reported beside it). Every int8 peer is judged on the same
+held-out data with the same task judge as the chosen path; a peer **counts** only within the same accuracy
+budget.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -73,6 +77,10 @@ class PeerResult:
     loss_points: float | None = None
     counts: bool = True
     note: str = ""
+    block_speeds: list[float] = field(default_factory=list)
+    """Speed in each interleaved block (1/median ms, or items per second): the pairs for :meth:`ratio_to`."""
+    chosen_ratio: float | None = None
+    """The chosen path's speed over this side's, paired by block (set by :func:`compare_peers`)."""
 
     @property
     def p50_ms(self) -> float | None:
@@ -88,6 +96,16 @@ class PeerResult:
             return 1.0 / self.p50_ms if self.p50_ms else None
         return self.throughput
 
+    def ratio_to(self, other: PeerResult) -> float | None:
+        """This side's speed over ``other``'s: the median over blocks of the ratio within each block pair
+        (the two measured back to back). Phases of the machine that last several blocks — a second core
+        busy for a while, turbo states — then slow both sides of a pair alike, where a ratio of pooled
+        medians can move by a whole phase when one side happens to get one block more of it."""
+        pairs = [
+            a / b for a, b in zip(self.block_speeds, other.block_speeds, strict=False) if a > 0 and b > 0
+        ]
+        return float(np.median(pairs)) if pairs else None
+
     def to_dict(self) -> dict[str, Any]:
         p99 = float(np.percentile(self.samples_ms, 99)) if self.samples_ms else None
         return {
@@ -99,6 +117,8 @@ class PeerResult:
             "loss_points": self.loss_points,
             "counts": self.counts,
             "note": self.note,
+            "chosen_ratio": None if self.chosen_ratio is None else round(self.chosen_ratio, 4),
+            "block_speeds": [round(v, 6) for v in self.block_speeds],
         }
 
 
@@ -107,8 +127,10 @@ class PeersReport:
     """The chosen path against every peer, measured interleaved in one run.
 
     Attributes:
-        ratio: The chosen path's speed over the best peer that counts (> 1: the chosen path is faster).
+        ratio: The chosen path's speed over the best peer that counts (> 1: the chosen path is faster),
+            paired by block (:meth:`PeerResult.ratio_to`); the best peer is the one this ratio is lowest for.
         best_peer: That peer's name.
+        pooled_ratio: The same from the pooled figures (p50 over all blocks, or total items over total time).
     """
 
     objective: str
@@ -119,6 +141,7 @@ class PeersReport:
     best_peer: str | None
     load_average: tuple[float, ...]
     others: tuple[PeerResult, ...] = ()
+    pooled_ratio: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -127,6 +150,7 @@ class PeersReport:
             "chosen": self.chosen.to_dict(),
             "peers": [p.to_dict() for p in self.peers],
             "ratio_to_best_peer": None if self.ratio is None else round(self.ratio, 3),
+            "pooled_ratio_to_best_peer": None if self.pooled_ratio is None else round(self.pooled_ratio, 3),
             "best_peer": self.best_peer,
             "load_average": list(self.load_average),
             "others": [o.to_dict() for o in self.others],
@@ -212,12 +236,15 @@ def compare_peers(
                 s.close()
     others = tuple(s.result for s in sides[1 : 1 + len(also)])
     peers = tuple(s.result for s in sides[1 + len(also) :]) + tuple(skipped)
-    chosen_speed = sides[0].result.speed(objective)
-    counting = [r for r in peers if r.counts and r.speed(objective)]
-    best = max(counting, key=lambda r: r.speed(objective) or 0.0, default=None)
-    ratio = chosen_speed / best.speed(objective) if best and chosen_speed else None  # type: ignore[operator]
-    return PeersReport(objective, batch, sides[0].result, peers, ratio, best.name if best else None,
-                       tuple(os.getloadavg()), others)  # fmt: skip
+    chosen = sides[0].result
+    for r in (*others, *peers):
+        r.chosen_ratio = chosen.ratio_to(r)
+    counting = [r for r in peers if r.counts and r.chosen_ratio]
+    best = min(counting, key=lambda r: r.chosen_ratio or math.inf, default=None)
+    chosen_speed, best_speed = chosen.speed(objective), best.speed(objective) if best else None
+    pooled = chosen_speed / best_speed if chosen_speed and best_speed else None
+    return PeersReport(objective, batch, chosen, peers, best.chosen_ratio if best else None,
+                       best.name if best else None, tuple(os.getloadavg()), others, pooled)  # fmt: skip
 
 
 def _predictor_side(art: Artifact, label: str, c: Candidate, batch: int) -> _Side:
@@ -272,12 +299,14 @@ def _interleave(
                     rest_s=REST_S,
                 )
                 side.result.samples_ms.extend(samples)
+                side.result.block_speeds.append(1.0 / max(float(np.median(samples)), 1e-9))
             else:
                 time.sleep(REST_S)
                 run = side.offline or _harness_offline(side.call, batch, 1)
                 items, secs = run(pool, block_s)
                 side.result.items += items
                 side.result.seconds += secs
+                side.result.block_speeds.append(items / secs if secs > 0 else 0.0)
 
 
 def _judge(side: _Side, checks: AccuracyChecks) -> None:

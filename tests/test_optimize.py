@@ -414,3 +414,20 @@ def test_the_per_tensor_recipe_is_one_more_candidate(quantized: Path) -> None:
     assert (channel.params["per_channel"], channel.params["activation_type"]) == (True, "uint8")
     found = {c.variant for c in candidates(art, objective="latency", backends=["ort-cpu"])}
     assert {"onnx-fp32", "onnx-int8", "onnx-int8-tensor"} <= found
+
+
+def test_peer_ratios_pair_the_blocks_measured_back_to_back() -> None:
+    """Two identical paths on a machine with slow and fast phases: paired by block their ratio is 1, while
+    pooled medians differ by a whole phase when one side gets one block more of the slow phase."""
+    from infership.peers import PeerResult
+
+    fast, slow = 1 / 0.030, 1 / 0.040  # 30 and 40 us per call
+    a = PeerResult("chosen", "int8", block_speeds=[fast, fast, slow, slow, slow, fast, fast])
+    b = PeerResult("peer", "int8", block_speeds=[fast, fast, slow, slow, slow, fast, slow])
+    a.samples_ms = [1 / v for v in a.block_speeds]
+    b.samples_ms = [1 / v for v in b.block_speeds]
+    assert a.ratio_to(b) == pytest.approx(1.0)
+    assert b.p50_ms / a.p50_ms == pytest.approx(4 / 3)  # what the pooled medians would have said
+    assert a.ratio_to(PeerResult("none", "fp32")) is None
+    twice = PeerResult("half as fast", "fp32", block_speeds=[v / 2 for v in a.block_speeds])
+    assert a.ratio_to(twice) == pytest.approx(2.0)
