@@ -424,11 +424,26 @@ class OrtSession(SessionBase):
             )
         self._binding = binding
         self.accepts_device_tensors = binding is not None
+        # On the CPU, call the compiled session directly: ``InferenceSession.run``'s Python layer re-checks
+        # the feed names (the Predictor has checked them against the same graph; the C++ session checks
+        # again), looks for OrtValue ownership and graph capture, and on an execution-provider failure
+        # would retry on other providers (a silent fallback). That layer is about 2.7 µs a call here, a tenth
+        # of a 30 µs model.
+        core = getattr(sess, "_sess", None)
+        cpu_only = binding is None and list(sess.get_providers()) == ["CPUExecutionProvider"]
+        self._core = core if cpu_only and callable(getattr(core, "run", None)) else None
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        core = self._core  # one read each: close() from another thread cannot pull it away mid-call
+        if core is not None:
+            try:
+                results = core.run(self._output_names, feeds, None)
+            except Exception as exc:  # as below
+                raise InferenceError(f"onnxruntime run failed: {exc}") from exc
+            return dict(zip(self._output_names, results, strict=True))
         if self._binding is not None:
             return self._run_bound(feeds)
-        sess = self._sess  # one read: close() from another thread cannot pull it away mid-call
+        sess = self._sess
         if sess is None:
             raise InferenceError("the session is closed")
         try:
@@ -464,6 +479,7 @@ class OrtSession(SessionBase):
         return dict(zip(self._output_names, results, strict=True))
 
     def close(self) -> None:
+        self._core = None
         self._sess = None
 
 
