@@ -260,9 +260,7 @@ def opens_profile(p: Any, c: Any, shapes: dict[str, tuple[int, ...]] | None) -> 
 
 
 def log_row(row: dict[str, Any], peers: Any) -> None:
-    speed = lambda r: r.speed(peers.objective)  # noqa: E731
-    base = speed(peers.chosen)
-    parts = [f"{r.name}: {base / speed(r):.2f}x" for r in (*peers.others, *peers.peers) if speed(r) and base]
+    parts = [f"{r.name}: {r.chosen_ratio:.2f}x" for r in (*peers.others, *peers.peers) if r.chosen_ratio]
     print(f"[{row['model']} {row['objective']}] chosen {row['chosen']} | " + " | ".join(parts), flush=True)
 
 

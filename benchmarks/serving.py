@@ -15,8 +15,9 @@ ImageNet preprocessing, quantizes it for ONNX Runtime on photos bundled with sci
    actors × 1 CPU against the in-process Predictor in batches of 32: outputs and throughput.
 
 The load generator runs on the same machine as the server, so Serve's figures include the clients' CPU.
-``serve_handler_mean_ms_batch1_conc1`` is the replicas' own mean request time (from their ``/metrics``), so
-the client's p50 splits into the app and what lies outside it (ingress, HTTP).
+``serve_handler_mean_ms_batch1_conc1`` is the replicas' own mean request time (from their ``/metrics``:
+decoding, checks, batching and the model, not encoding the answer), so the client's p50 splits into the app
+and what lies outside it (ingress, HTTP, the answer's encoding).
 
 ``--ingress haproxy`` serves through Ray Serve's HAProxy ingress. Ray then binds HAProxy's stats and
 metrics listeners and each replica's HTTP port on every interface, so the script first moves itself into a
@@ -269,8 +270,11 @@ def handler_seconds(port: int) -> tuple[float, float]:
     from prometheus_client.parser import text_string_to_metric_families
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("GET", "/metrics")
-    text = conn.getresponse().read().decode()
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
     total = count = 0.0
     for family in text_string_to_metric_families(text):
         if family.name == "infership_request_latency_seconds":
@@ -352,7 +356,7 @@ def part_serve(root: Path, work: Path, seconds: float, ingress: str = "proxy") -
         after = handler_seconds(port)
         out["inprocess_p50_ms_1thread"] = statistics.median(local_ms)
         out["serve_p50_ms_batch1_conc1"] = statistics.median(served_ms)
-        # Inside the replica (the app's handler: decode, checks, batching, model, encode), per request.
+        # Inside the replica (the app's handler: decode, checks, batching, model; not the encoding), per request.
         out["serve_handler_mean_ms_batch1_conc1"] = round(
             1e3 * (after[0] - before[0]) / max(after[1] - before[1], 1), 3
         )

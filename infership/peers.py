@@ -17,9 +17,10 @@
 Every peer and the chosen path are measured in interleaved blocks with a rest before each, so that the
 machine's load hits them alike: batch 1 with one caller for ``latency`` (the one timer,
 :func:`infership.runtime.timing.time_calls`), the offline scenario of the harness at the chosen batch size
-for the throughput objectives. The chosen path's speed over each peer's is the median over blocks of the
-ratio within each pair of blocks measured back to back, so slow and fast phases of the machine fall on
-both sides of a pair (the pooled ratio is reported beside it). Every int8 peer is judged on the same
+for the throughput objectives. The chosen path's speed over each peer's is the median over rounds of the
+ratio between their blocks of the same round (a round runs one block of every side, seconds apart), so
+slow and fast phases of the machine that last longer than a round fall on both sides of a pair (the pooled
+ratio is reported beside it). A block that measured nothing is left out of the pairs. Every int8 peer is judged on the same
 held-out data with the same task judge as the chosen path; a peer **counts** only within the same accuracy
 budget.
 """
@@ -97,10 +98,11 @@ class PeerResult:
         return self.throughput
 
     def ratio_to(self, other: PeerResult) -> float | None:
-        """This side's speed over ``other``'s: the median over blocks of the ratio within each block pair
-        (the two measured back to back). Phases of the machine that last several blocks — a second core
-        busy for a while, turbo states — then slow both sides of a pair alike, where a ratio of pooled
-        medians can move by a whole phase when one side happens to get one block more of it."""
+        """This side's speed over ``other``'s: the median over rounds of the ratio between the two sides'
+        blocks of the same round (measured seconds apart). Phases of the machine that last longer than a
+        round — a second core busy for a while, turbo states — then slow both sides of a pair alike, where a
+        ratio of pooled medians can move by a whole phase when one side happens to get one block more of it.
+        Blocks that measured nothing (speed 0) are left out."""
         pairs = [
             a / b for a, b in zip(self.block_speeds, other.block_speeds, strict=False) if a > 0 and b > 0
         ]

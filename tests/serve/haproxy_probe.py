@@ -36,8 +36,10 @@ def main(artifact: str, out: str) -> int:
     thread.start()
     report: dict = {}
     try:
-        if not ready.wait(240):
-            raise RuntimeError("Ray Serve with the HAProxy ingress did not come up")
+        deadline = time.monotonic() + 240
+        while not ready.wait(1.0):
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("Ray Serve with the HAProxy ingress did not come up (see the log above)")
         report["ready_s"] = round(time.monotonic() - started, 1)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
