@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.ingress == "haproxy":
         isolate_network(sys.argv[1:] if argv is None else argv)
-        from infership.serve.app import HA_DRAIN_ENV, HA_PROXY_ENV
+        from infership.serve.ingress import HA_DRAIN_ENV, HA_PROXY_ENV
 
         os.environ[HA_PROXY_ENV] = "1"  # before Ray starts: its processes read it
         os.environ.setdefault(HA_DRAIN_ENV, "2")

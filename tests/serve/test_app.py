@@ -215,15 +215,15 @@ def test_drift_statistics_follow_the_answers_and_settle(tiny_artifact):
 
 def test_serve_options_and_the_haproxy_ingress_refuse_what_cannot_work(monkeypatch):
     from infership.runtime.errors import InvalidInputError
-    from infership.serve.app import HA_PROXY_ENV, _haproxy_environment
+    from infership.serve.ingress import HA_PROXY_ENV, haproxy_environment
 
     with pytest.raises(InvalidInputError, match="ingress must be one of proxy, haproxy, got 'nginx'"):
         ServeOptions(ingress="nginx")
     with pytest.raises(InvalidInputError, match="chosen when the cluster starts"):
-        _haproxy_environment(address="auto", ray_running=False, drain_s=20)
+        haproxy_environment(address="auto", ray_running=False, drain_s=20)
     monkeypatch.delenv(HA_PROXY_ENV, raising=False)
     with pytest.raises(InvalidInputError, match="runs a Ray started without it"):
-        _haproxy_environment(address=None, ray_running=True, drain_s=20)
+        haproxy_environment(address=None, ray_running=True, drain_s=20)
 
 
 def _private_network_namespace() -> str | None:
@@ -286,7 +286,7 @@ def test_an_idle_replica_runs_a_request_at_once_and_a_busy_one_batches(tiny_arti
 
 def test_the_haproxy_check_finds_this_servers_haproxy_and_no_other(tmp_path, monkeypatch):
     from infership.runtime.errors import BackendUnavailable
-    from infership.serve.app import HA_CONFIG_ENV, _check_haproxy_running
+    from infership.serve.ingress import HA_CONFIG_ENV, check_haproxy_running
 
     proc = tmp_path / "proc"
     ours, other = tmp_path / "ours" / "haproxy.cfg", tmp_path / "other" / "haproxy.cfg"
@@ -303,35 +303,35 @@ def test_the_haproxy_check_finds_this_servers_haproxy_and_no_other(tmp_path, mon
     process(10, other, "127.0.0.1:8000")  # another server's HAProxy on the same port: not ours
     monkeypatch.setenv(HA_CONFIG_ENV, str(ours))
     with pytest.raises(BackendUnavailable, match="no HAProxy runs"):
-        _check_haproxy_running("127.0.0.1", 8000, proc=proc, timeout_s=0)
+        check_haproxy_running("127.0.0.1", 8000, proc=proc, timeout_s=0)
     ours = ours.parent / "node-1" / "haproxy.cfg"  # Ray writes it in a folder per node
     process(11, ours, "127.0.0.1:80001")  # ours, but another port (not a prefix match)
     with pytest.raises(BackendUnavailable):
-        _check_haproxy_running("127.0.0.1", 8000, proc=proc, timeout_s=0)
+        check_haproxy_running("127.0.0.1", 8000, proc=proc, timeout_s=0)
     ours.write_text("frontend http_frontend\n    bind 127.0.0.1:8000\n")
-    _check_haproxy_running("127.0.0.1", 8000, proc=proc, timeout_s=0)
+    check_haproxy_running("127.0.0.1", 8000, proc=proc, timeout_s=0)
     ours.write_text("frontend http_frontend\n    bind *:8000\n")  # what Ray writes for a wildcard host
-    _check_haproxy_running("0.0.0.0", 8000, proc=proc, timeout_s=0)
+    check_haproxy_running("0.0.0.0", 8000, proc=proc, timeout_s=0)
     with pytest.raises(BackendUnavailable):
-        _check_haproxy_running("127.0.0.1", 8000, proc=proc, timeout_s=0)
+        check_haproxy_running("127.0.0.1", 8000, proc=proc, timeout_s=0)
 
 
 def test_the_haproxy_environment_is_put_back(monkeypatch):
     import os
 
-    from infership.serve.app import (
+    from infership.serve.ingress import (
         HA_CONFIG_ENV,
         HA_DRAIN_ENV,
         HA_PROXY_ENV,
-        _haproxy_environment,
-        _restore_environment,
+        haproxy_environment,
+        restore_environment,
     )
 
     for key in (HA_PROXY_ENV, HA_DRAIN_ENV, HA_CONFIG_ENV):
         monkeypatch.delenv(key, raising=False)
-    previous = _haproxy_environment(address=None, ray_running=False, drain_s=20)
+    previous = haproxy_environment(address=None, ray_running=False, drain_s=20)
     config = Path(os.environ[HA_CONFIG_ENV])
     assert os.environ[HA_PROXY_ENV] == "1" and os.environ[HA_DRAIN_ENV] == "5.0" and config.parent.is_dir()
-    _restore_environment(previous)
+    restore_environment(previous)
     assert not any(key in os.environ for key in (HA_PROXY_ENV, HA_DRAIN_ENV, HA_CONFIG_ENV))
     assert not config.parent.exists()
