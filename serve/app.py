@@ -126,7 +126,7 @@ class ArtifactServer:
             warmup=o.warmup,
         )
         self.monitor = Monitor(self.predictor.manifest)
-        # Drift statistics run here, after the batch's callers have their answers (in arrival order).
+        # Drift statistics run here, off the request path, in the order batches finish.
         self._monitoring = ThreadPoolExecutor(1, thread_name_prefix="infership-monitor")
         self._backlog_lock = threading.Lock()
         self._backlog = 0  # batches waiting for their statistics
