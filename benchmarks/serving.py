@@ -305,7 +305,7 @@ def part_serve(root: Path, work: Path, seconds: float, ingress: str = "proxy") -
     alternating blocks (in-process, then Serve, 10 rounds), throughput in alternating thirds of ``seconds``,
     so the machine's other load falls on both alike."""
     from infership.runtime import Predictor
-    from infership.serve.app import ServeOptions, serve_artifact
+    from infership.serve.app import ServeOptions, serving_in_thread
     from prometheus_client.parser import text_string_to_metric_families
 
     x = images_tensor(work, 64)
@@ -316,19 +316,9 @@ def part_serve(root: Path, work: Path, seconds: float, ingress: str = "proxy") -
     out["inprocess_p50_ms_default_threads"] = statistics.median(_latencies(p.predict, singles, 300))
 
     port = 8765
-    stop, ready = threading.Event(), threading.Event()
     options = ServeOptions(
         backend="ort-cpu", precision="int8", replicas=2, num_cpus=1, max_batch=16, warmup=5, ingress=ingress
     )
-    server = threading.Thread(
-        target=serve_artifact,
-        args=(root, options),
-        kwargs={"port": port, "stop": stop, "on_ready": lambda url: ready.set()},
-        daemon=True,
-    )
-    server.start()
-    if not ready.wait(300):
-        raise RuntimeError("Ray Serve did not come up")
     local = threading.local()
 
     def post(body: bytes) -> tuple[int, bytes]:
@@ -345,60 +335,59 @@ def part_serve(root: Path, work: Path, seconds: float, ingress: str = "proxy") -
         return resp.status, resp.read()
 
     try:
-        one = [_npy(x[i : i + 1]) for i in range(64)]
-        for b in one[:20]:
-            post(b)
-        local_ms, served_ms = [], []
-        before = handler_seconds(port)
-        for _ in range(10):
-            local_ms += _latencies(p1.predict, singles, 30)
-            served_ms += _latencies(post, one, 30)
-        after = handler_seconds(port)
-        out["inprocess_p50_ms_1thread"] = statistics.median(local_ms)
-        out["serve_p50_ms_batch1_conc1"] = statistics.median(served_ms)
-        # Inside the replica (the app's handler: decode, checks, batching, model; not the encoding), per request.
-        out["serve_handler_mean_ms_batch1_conc1"] = round(
-            1e3 * (after[0] - before[0]) / max(after[1] - before[1], 1), 3
-        )
-        out["serve_p50_overhead_ms"] = round(
-            out["serve_p50_ms_batch1_conc1"] - out["inprocess_p50_ms_1thread"], 2
-        )
-        eight = [_npy(x[i : i + 8]) for i in range(0, 56, 8)]
-        for batch, key, bodies, n in (
-            (1, "serve_qps_batch1_conc16", one, 16),
-            (8, "serve_qps_batch8_conc4", eight, 4),
-        ):
-            alone, served = [], []
-            for _ in range(3):
-                time.sleep(0.5)
-                alone.append(offline_qps(p.predict, x, batch, seconds / 3))
-                time.sleep(0.5)
-                served.append(batch * callers(post, bodies, n=n, seconds=seconds / 3))
-            out[f"inprocess_offline_qps_batch{batch}"] = round(statistics.mean(alone), 1)
-            out[key] = round(statistics.mean(served), 1)
-        for batch, key in ((1, "serve_qps_batch1_conc16"), (8, "serve_qps_batch8_conc4")):
-            out[f"serve_vs_offline_batch{batch}"] = round(
-                out[key] / out[f"inprocess_offline_qps_batch{batch}"], 2
+        with serving_in_thread(root, options, port=port, timeout_s=300, stop_timeout_s=120):
+            one = [_npy(x[i : i + 1]) for i in range(64)]
+            for b in one[:20]:
+                post(b)
+            local_ms, served_ms = [], []
+            before = handler_seconds(port)
+            for _ in range(10):
+                local_ms += _latencies(p1.predict, singles, 30)
+                served_ms += _latencies(post, one, 30)
+            after = handler_seconds(port)
+            out["inprocess_p50_ms_1thread"] = statistics.median(local_ms)
+            out["serve_p50_ms_batch1_conc1"] = statistics.median(served_ms)
+            # Inside the replica (the app's handler: decode, checks, batching, model; not the encoding), per request.
+            out["serve_handler_mean_ms_batch1_conc1"] = round(
+                1e3 * (after[0] - before[0]) / max(after[1] - before[1], 1), 3
             )
-        status, body = post(b"\x93NUMPY not really")
-        out["malformed_status"], out["malformed_reason"] = status, json.loads(body)["detail"]
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
-        out["metrics_families"] = len(list(text_string_to_metric_families(text)))
-        bench = subprocess.run(
-            [sys.executable, "-m", "infership", "-q", "bench", str(root), "--backend", "http", "--precision",
-             "int8", "--device", f"http://127.0.0.1:{port}", "--scenario", "single-stream,server",
-             "--target-qps", "20", "--duration", "3", "--no-overhead", "--no-reference"],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        out["bench_http_exit"] = bench.returncode
-        out["bench_http_tail"] = (
-            bench.stdout.strip().splitlines()[-6:] + bench.stderr.strip().splitlines()[-3:]
-        )
+            out["serve_p50_overhead_ms"] = round(
+                out["serve_p50_ms_batch1_conc1"] - out["inprocess_p50_ms_1thread"], 2
+            )
+            eight = [_npy(x[i : i + 8]) for i in range(0, 56, 8)]
+            for batch, key, bodies, n in (
+                (1, "serve_qps_batch1_conc16", one, 16),
+                (8, "serve_qps_batch8_conc4", eight, 4),
+            ):
+                alone, served = [], []
+                for _ in range(3):
+                    time.sleep(0.5)
+                    alone.append(offline_qps(p.predict, x, batch, seconds / 3))
+                    time.sleep(0.5)
+                    served.append(batch * callers(post, bodies, n=n, seconds=seconds / 3))
+                out[f"inprocess_offline_qps_batch{batch}"] = round(statistics.mean(alone), 1)
+                out[key] = round(statistics.mean(served), 1)
+            for batch, key in ((1, "serve_qps_batch1_conc16"), (8, "serve_qps_batch8_conc4")):
+                out[f"serve_vs_offline_batch{batch}"] = round(
+                    out[key] / out[f"inprocess_offline_qps_batch{batch}"], 2
+                )
+            status, body = post(b"\x93NUMPY not really")
+            out["malformed_status"], out["malformed_reason"] = status, json.loads(body)["detail"]
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+            out["metrics_families"] = len(list(text_string_to_metric_families(text)))
+            bench = subprocess.run(
+                [sys.executable, "-m", "infership", "-q", "bench", str(root), "--backend", "http", "--precision",
+                 "int8", "--device", f"http://127.0.0.1:{port}", "--scenario", "single-stream,server",
+                 "--target-qps", "20", "--duration", "3", "--no-overhead", "--no-reference"],
+                capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            out["bench_http_exit"] = bench.returncode
+            out["bench_http_tail"] = (
+                bench.stdout.strip().splitlines()[-6:] + bench.stderr.strip().splitlines()[-3:]
+            )
     finally:
-        stop.set()
-        server.join(120)
         p1.close()
         p.close()
     print("ray serve (app):", json.dumps(out), flush=True)

@@ -22,6 +22,7 @@ Ray then binds HAProxy's stats and metrics listeners and each replica's HTTP por
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ from infership.runtime.wire import UnsupportedMediaType, decode_request, encode_
 
 from .ingress import check_haproxy_running, haproxy_environment, restore_environment
 
-__all__ = ["ServeOptions", "build_app", "serve_artifact"]
+__all__ = ["ServeOptions", "build_app", "serve_artifact", "serving_in_thread"]
 
 log = logging.getLogger(__name__)
 
@@ -417,3 +418,48 @@ def serve_artifact(
         import shutil
 
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def serving_in_thread(
+    artifact: str | os.PathLike[str],
+    options: ServeOptions,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    timeout_s: float = 300.0,
+    stop_timeout_s: float = 120.0,
+) -> Iterator[str]:
+    """:func:`serve_artifact` in a background thread, for programs that keep their main thread (tests,
+    benchmarks): yields the URL once Serve is ready, then stops it gracefully on leaving the block.
+
+    Raises:
+        RuntimeError: Serve did not come up within ``timeout_s``, or did not stop within ``stop_timeout_s``.
+        Exception: What :func:`serve_artifact` raised, as soon as it raised (not after the timeout).
+    """
+    stop, ready = threading.Event(), threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            serve_artifact(artifact, options, host=host, port=port, stop=stop, on_ready=lambda _: ready.set())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="infership-serve", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not ready.wait(0.5):
+            if failure:
+                raise failure[0]
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"Ray Serve did not come up within {timeout_s:.0f} s")
+        yield f"http://{host}:{port}"
+    finally:
+        stop.set()
+        thread.join(stop_timeout_s)
+    if thread.is_alive():
+        raise RuntimeError(f"Ray Serve did not stop within {stop_timeout_s:.0f} s")
+    if failure:  # serve_artifact failed while stopping
+        raise failure[0]

@@ -13,33 +13,21 @@ import io
 import json
 import socket
 import sys
-import threading
 import time
 
 import numpy as np
 
 
 def main(artifact: str, out: str) -> int:
-    from infership.serve.app import ServeOptions, serve_artifact
+    from infership.serve.app import ServeOptions, serving_in_thread
     from prometheus_client.parser import text_string_to_metric_families
 
     assert [name for _, name in socket.if_nameindex()] == ["lo"], "run me in a private network namespace"
-    port, stop, ready = 8790, threading.Event(), threading.Event()
+    port = 8790
     options = ServeOptions(backend="ort-cpu", replicas=1, num_cpus=1, warmup=1, ingress="haproxy")
     started = time.monotonic()
-    thread = threading.Thread(
-        target=serve_artifact,
-        args=(artifact, options),
-        kwargs={"port": port, "stop": stop, "on_ready": lambda url: ready.set()},
-        daemon=True,
-    )
-    thread.start()
     report: dict = {}
-    try:
-        deadline = time.monotonic() + 240
-        while not ready.wait(1.0):
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("Ray Serve with the HAProxy ingress did not come up (see the log above)")
+    with serving_in_thread(artifact, options, port=port, timeout_s=240, stop_timeout_s=180):
         report["ready_s"] = round(time.monotonic() - started, 1)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
@@ -62,9 +50,6 @@ def main(artifact: str, out: str) -> int:
         report["healthz"] = request("GET", "/healthz")[0]
         status, text = request("GET", "/metrics")
         report["metrics_families"] = sorted(f.name for f in text_string_to_metric_families(text.decode()))
-    finally:
-        stop.set()
-        thread.join(180)
     with open(out, "w") as f:
         json.dump(report, f)
     return 0

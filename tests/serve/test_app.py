@@ -88,27 +88,16 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ray_app(local_ray, tiny_artifact: Path):
-    from infership.serve.app import serve_artifact
+    from infership.serve.app import serving_in_thread
     from ray import serve
 
     port = _free_port()
-    stop, ready = threading.Event(), threading.Event()
     options = ServeOptions(backend="ort-cpu", replicas=2, num_cpus=1, warmup=1)
-    thread = threading.Thread(
-        target=serve_artifact,
-        args=(tiny_artifact, options),
-        kwargs={"port": port, "stop": stop, "on_ready": lambda url: ready.set()},
-        daemon=True,
-    )
-    thread.start()
-    try:
-        assert ready.wait(180), "Ray Serve did not come up"
-        yield f"http://127.0.0.1:{port}", port
-    finally:
-        stop.set()
-        thread.join(120)
-        assert not thread.is_alive() and local_ray.is_initialized()  # a Ray it did not start stays up
-        assert not serve.status().applications  # Serve was shut down
+    # serving_in_thread raises if Serve does not come up within 180 s or its thread does not stop in 120 s.
+    with serving_in_thread(tiny_artifact, options, port=port, timeout_s=180, stop_timeout_s=120) as url:
+        yield url, port
+    assert local_ray.is_initialized()  # a Ray it did not start stays up
+    assert not serve.status().applications  # Serve was shut down
 
 
 @pytest.mark.slow
@@ -335,3 +324,13 @@ def test_the_haproxy_environment_is_put_back(monkeypatch):
     restore_environment(previous)
     assert not any(key in os.environ for key in (HA_PROXY_ENV, HA_DRAIN_ENV, HA_CONFIG_ENV))
     assert not config.parent.exists()
+
+
+def test_serving_in_thread_hands_serves_own_error_to_the_caller(tmp_path):
+    """A failure of serve_artifact in the thread reaches the caller as itself (not as a timeout)."""
+    from infership.runtime.errors import ArtifactError
+    from infership.serve.app import serving_in_thread
+
+    with pytest.raises(ArtifactError, match="not found"):
+        with serving_in_thread(tmp_path / "missing", ServeOptions(), timeout_s=120):
+            pass
