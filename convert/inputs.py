@@ -8,6 +8,7 @@ when given.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -148,12 +149,7 @@ def source_feeds(
     cset = cset.bind(inputs)
     if inputs and inputs[0].batch_size:
         cset = cset.with_batch_size(inputs[0].batch_size)
-    feeds: list[dict[str, np.ndarray]] = []
-    for batch in cset:
-        feeds.append(dict(batch))
-        if len(feeds) >= SOURCE_BATCHES:
-            break
-    return feeds
+    return [dict(batch) for batch in itertools.islice(cset, SOURCE_BATCHES)]
 
 
 def real_feeds(
