@@ -129,6 +129,13 @@ class CalibrationSet:
         prov = {**self.provenance, "sampled": {"n": int(len(pick)), "of": len(order), "seed": seed}}
         return replace(self, indices=tuple(order[np.sort(pick)].tolist()), provenance=prov)
 
+    def shuffled(self, *, seed: int = 0) -> CalibrationSet:
+        """The same samples in a deterministic random order (text sets are sorted by length: shuffled, each
+        batch mixes lengths and is padded to its longest, as callers' batches are)."""
+        order = np.asarray(self._order())
+        perm = np.random.default_rng(seed).permutation(len(order))
+        return replace(self, indices=tuple(order[perm].tolist()))
+
     def split(self, calib_fraction: float, *, seed: int = 0) -> tuple[CalibrationSet, CalibrationSet]:
         """Split into disjoint (calibration, held-out) sets, deterministically for a given ``seed``.
 

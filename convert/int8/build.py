@@ -17,6 +17,7 @@ from . import evaluate as ev
 from .openvino import NncfQuantConfig, quantize_openvino
 from .ort import OrtQuantConfig, calibrate, preprocess_model, quantizable_op_types, quantize_qdq
 from .repair import openvino_quantizers, ort_quantizers, rank_layers, repair
+from .smooth import smooth_for_dynamic_int8
 from .torch import quantize_torch, trace_fp32
 from .transformer import (
     DynamicMode,
@@ -229,6 +230,14 @@ def build_ort_dynamic(ctx: QuantizeContext, config: OrtDynamicConfig) -> tuple[T
     moves the MatMuls quantized per tensor to per-block int8, worst input first (still int8, a small cost),
     and keeps nodes in float only after that."""
     src, steps, fp32_id = _fused_graph(ctx)
+    if config.smooth and config.mode is not DynamicMode.BLOCKWISE:
+        smoothed = ctx.tmp / "smoothed-fp32.onnx"
+        steps.append(
+            smooth_for_dynamic_int8(
+                src, smoothed, ctx.calib, attention=config.attention, exclude_nodes=config.exclude_nodes
+            )
+        )
+        src = smoothed
     upgradable: list[LayerError] = []
     if config.mode is DynamicMode.MIXED and not config.blockwise_nodes:
         config, chosen, upgradable = choose_blockwise(src, config, ctx.rank_set)

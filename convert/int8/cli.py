@@ -143,6 +143,12 @@ def add_quantize(sub: Any) -> None:
         "(default 30)",
     )
     g.add_argument(
+        "--no-smooth",
+        action="store_true",
+        help="mixed and per-channel modes: quantize the MatMul inputs as they are, without first moving part "
+        "of their outlier channels into the weights (smoothing, one strength per node; on by default)",
+    )
+    g.add_argument(
         "--no-dynamic-attention",
         action="store_true",
         help="keep fused Attention in float: slower, but every row's result independent of the other rows "
@@ -281,7 +287,10 @@ def _run_quantize(args: argparse.Namespace) -> int:
     }
     extra = {"mixed_sqnr_db": args.mixed_sqnr_db} if args.dynamic_mode == "mixed" else {}
     dynamic_config = dynamic[args.dynamic_mode](
-        block_size=args.block_size, attention=not args.no_dynamic_attention, **extra
+        block_size=args.block_size,
+        attention=not args.no_dynamic_attention,
+        smooth=not args.no_smooth,
+        **extra,
     )
     try:
         report = quantize(

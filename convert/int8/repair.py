@@ -220,6 +220,28 @@ def tensor_nodes(onnx_path: Path) -> dict[str, tuple[str, ...]]:
     return {k: tuple(v) for k, v in out.items()}
 
 
+def session_exposing(model: Any, tensors: Sequence[str], name: str) -> Any:
+    """An ONNX Runtime CPU session of ``model`` (an ``onnx.ModelProto``, changed in place) with ``tensors``
+    added as outputs and no graph optimisation, so that every tensor is kept.
+
+    Raises:
+        ConversionError: ONNX Runtime cannot run the model so (``name`` says which model).
+    """
+    import onnx
+    import onnxruntime as ort
+
+    existing = {o.name for o in model.graph.output}
+    for t in tensors:
+        if t not in existing:
+            model.graph.output.append(onnx.ValueInfoProto(name=t))
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
+    try:
+        return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own native types
+        raise ConversionError(f"cannot run {name} with intermediate outputs: {exc}") from exc
+
+
 def rank_layers(
     fp32_onnx: Path,
     quantizers: Mapping[str, TensorQuantizer],
@@ -242,23 +264,13 @@ def rank_layers(
         ConversionError: The fp32 model cannot be run with the tensors exposed.
     """
     import onnx
-    import onnxruntime as ort
 
     model = onnx.load(str(fp32_onnx))
     graph_inputs = {i.name for i in model.graph.input}
     produced = {o for n in model.graph.node for o in n.output}
-    existing_outputs = {o.name for o in model.graph.output}
     tensors = [t for t in quantizers if t in produced or t in graph_inputs]
-    for t in tensors:
-        if t in produced and t not in existing_outputs:
-            model.graph.output.append(onnx.ValueInfoProto(name=t))
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
-    try:
-        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own native types
-        raise ConversionError(f"cannot run {fp32_onnx.name} with intermediate outputs: {exc}") from exc
     fetch = [t for t in tensors if t in produced]
+    sess = session_exposing(model, fetch, fp32_onnx.name)
     signal: dict[str, np.ndarray] = {}
     noise: dict[str, np.ndarray] = {}
     for feeds in cset:

@@ -74,6 +74,9 @@ class OrtDynamicConfig:
             tensor is below this (dB, on calibration inputs) is quantized ``blockwise``.
         blockwise_nodes: ``mixed`` mode: the MatMuls quantized ``blockwise`` (the rest ``per-channel``);
             :func:`choose_blockwise` fills it in from calibration inputs.
+        smooth: Before quantizing per tensor (``mixed`` and ``per-channel``), move part of each MatMul
+            input's outlier channels into its weight, one strength per node chosen on calibration batches
+            (:mod:`~infership.convert.int8.smooth`).
         preset: Name of the preset this config came from (recorded).
     """
 
@@ -83,6 +86,7 @@ class OrtDynamicConfig:
     exclude_nodes: tuple[str, ...] = ()
     mixed_sqnr_db: float = 30.0
     blockwise_nodes: tuple[str, ...] = ()
+    smooth: bool = True
     preset: str | None = None
 
     def __post_init__(self) -> None:
@@ -157,7 +161,7 @@ def choose_blockwise(
     for node in graph.node:
         if node.name in matmuls and node.name not in config.exclude_nodes and node.input[0]:
             by_input.setdefault(node.input[0], []).append(node.name)
-    quantizers = {t: TensorQuantizer(_tensor_fake_quant, tuple(nodes)) for t, nodes in by_input.items()}
+    quantizers = {t: TensorQuantizer(tensor_fake_quant, tuple(nodes)) for t, nodes in by_input.items()}
     ranking = rank_layers(graph_path, quantizers, cset)
     figures = {n: round(e.sqnr_db, 2) for e in ranking for n in e.nodes}
     chosen = tuple(n for e in ranking if e.sqnr_db < config.mixed_sqnr_db for n in e.nodes)
@@ -297,7 +301,7 @@ def dynamic_quantizers(graph_path: Path, config: OrtDynamicConfig) -> dict[str, 
         kinds[node.input[0]] = "block" if blockwise and kinds.get(node.input[0]) != "tensor" else "tensor"
     out = {}
     for tensor, nodes in consumers.items():
-        fq = _block_fake_quant(config.block_size) if kinds[tensor] == "block" else _tensor_fake_quant
+        fq = _block_fake_quant(config.block_size) if kinds[tensor] == "block" else tensor_fake_quant
         out[tensor] = TensorQuantizer(fq, tuple(nodes))
     return out
 
@@ -318,10 +322,13 @@ def _block_fake_quant(block: int) -> Any:
     return fq
 
 
-def _tensor_fake_quant(x: Any) -> Any:
+def tensor_fake_quant(x: Any, lo: float | None = None, hi: float | None = None) -> Any:
+    """One asymmetric uint8 scale for the whole tensor, from its own min and max (or ``lo``/``hi``: those of
+    the batch ``x`` is a sample of)."""
     import numpy as np
 
-    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    lo = min(float(x.min()) if lo is None else lo, 0.0)
+    hi = max(float(x.max()) if hi is None else hi, 0.0)
     scale = (hi - lo) / 255.0 or 1.0
     zero = np.rint(-lo / scale)
     return ((np.clip(np.rint(x / scale) + zero, 0, 255) - zero) * scale).astype(np.float32)

@@ -8,6 +8,7 @@ safetensors weights) and a real WordPiece ``tokenizer.json`` over a small Englis
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 WORDS = (
@@ -28,6 +29,12 @@ SENTENCES = (
     "numpy returns an array of data",
     "the library documentation is good",
 )
+
+
+def sentences(n: int, *, seed: int) -> list[str]:
+    """``n`` sentences of 2-40 words of the tiny tokenizer's vocabulary, seeded."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 40))) for _ in range(n)]
 
 
 def _tokenizer_json(path: Path) -> int:

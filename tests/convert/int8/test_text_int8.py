@@ -8,21 +8,15 @@ recorded and followed.
 
 from __future__ import annotations
 
-import random
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.convert.text_models import WORDS, tiny_bert_folder
+from tests.convert.text_models import sentences, tiny_bert_folder
 
 pytest.importorskip("transformers")
-
-
-def sentences(n: int, *, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 40))) for _ in range(n)]
 
 
 @pytest.fixture(scope="module")
@@ -313,7 +307,8 @@ def test_mixed_repair_moves_matmuls_to_per_block_int8_before_keeping_anything_in
             sentences(40, seed=1),
             holdout=sentences(40, seed=2),
             targets="ort-dynamic",
-            dynamic_config=OrtDynamicConfig.mixed(mixed_sqnr_db=-1000.0),
+            # unsmoothed: smoothing alone brings this encoder within the budget (tests/convert/int8/test_smooth.py)
+            dynamic_config=OrtDynamicConfig.mixed(mixed_sqnr_db=-1000.0, smooth=False),
             max_accuracy_drop=0.0,
             max_repair_steps=8,
             latency_runs=2,

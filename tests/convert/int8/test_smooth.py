@@ -1,0 +1,143 @@
+"""Smoothing before per-tensor dynamic int8: the graph computes the same function, the outlier channels move
+into the weights (folded into the attention's V where the input is the attention context, a ``Mul``
+elsewhere), and the int8 model made from it is closer to fp32 than without smoothing.
+
+A tiny random-weight BERT whose LayerNorm and FFN weights have two channels scaled 30× (the outlier channels of
+a trained encoder); sentences from its vocabulary.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.convert.text_models import sentences, tiny_bert_folder
+
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def outlier_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from infership.convert import build_artifact
+
+    root = tmp_path_factory.mktemp("smooth")
+    folder = tiny_bert_folder(root / "hf", seed=3, outliers=30.0)
+    out = root / "art"
+    build_artifact(f"hf:{folder}", out, fp16=False, openvino=False, torch_program=False, samples=2)
+    return out
+
+
+def _bound(art: Path, texts: list[str], batch: int):
+    from infership.calibration import from_texts
+    from infership.runtime import Artifact
+    from infership.runtime.text import TextEncoder
+
+    a = Artifact.load(art)
+    enc = TextEncoder(a.manifest.tokenizer, a.root)
+    return from_texts(texts, enc).bind(a.manifest.inputs).with_batch_size(batch)
+
+
+def _outputs(path: Path, cset) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs()}
+    return np.concatenate([sess.run(None, {k: v for k, v in f.items() if k in names})[0] for f in cset])
+
+
+def _sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
+    return float(
+        10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((ref - got).astype(np.float64) ** 2))
+    )
+
+
+def test_smoothing_keeps_the_function_and_moves_outliers_into_the_weights(
+    outlier_artifact: Path, tmp_path: Path
+):
+    import onnx
+    from infership.convert.int8.smooth import smooth_for_dynamic_int8
+    from infership.convert.int8.transformer import weight_matmuls
+    from infership.runtime import Artifact
+
+    art = Artifact.load(outlier_artifact)
+    fused = art.root / art.manifest.variant("onnx-fp32-fused").files[0].path
+    graph = onnx.load(str(fused)).graph
+    attention = [n.name for n in graph.node if n.op_type == "Attention"]
+    assert attention, "the tiny BERT's fused graph has fused Attention nodes"
+    calib = _bound(outlier_artifact, sentences(48, seed=1), 8)
+    dst = tmp_path / "smoothed.onnx"
+    step = smooth_for_dynamic_int8(fused, dst, calib)
+    nodes = step.result["nodes"]
+    assert set(nodes) == set(weight_matmuls(fused)) | set(attention)
+    for entry in nodes.values():
+        assert entry["sqnr_db"] >= entry["sqnr_db_before"]  # never worse than leaving the node alone
+        assert (entry["scaling"] == "none") == (entry["alpha"] == 0.0)
+    # the inputs with outlier channels gain most: the FFN input after the attention block's LayerNorm
+    ffn_in = [e for n, e in nodes.items() if "intermediate/dense" in n]
+    assert ffn_in and all(e["scaling"] == "mul" and e["sqnr_db"] - e["sqnr_db_before"] > 3 for e in ffn_in)
+    folded = [n for n, e in nodes.items() if e["scaling"] == "fold"]
+    assert folded and all("attention/output/dense" in n for n in folded)  # the context is linear in V
+    smoothed = onnx.load(str(dst)).graph
+    muls = [n for n in smoothed.node if n.op_type == "Mul" and n.name.endswith("/smooth")]
+    assert len(muls) == step.result["mul_nodes"] == sum(e["scaling"] == "mul" for e in nodes.values())
+    # exact arithmetic would give the same numbers: fp32 rounding only
+    held = _bound(outlier_artifact, sentences(24, seed=2), 8)
+    ref, got = _outputs(fused, held), _outputs(dst, held)
+    assert np.allclose(got, ref, rtol=1e-4, atol=1e-5), float(np.abs(got - ref).max())
+    # nodes asked to stay in float are left alone
+    keep = weight_matmuls(fused)[0]
+    step2 = smooth_for_dynamic_int8(fused, tmp_path / "kept.onnx", calib, exclude_nodes=(keep,))
+    assert keep not in step2.result["nodes"]
+    kept = next(n for n in onnx.load(str(tmp_path / "kept.onnx")).graph.node if n.name == keep)
+    original = next(n for n in graph.node if n.name == keep)
+    assert list(kept.input) == list(original.input)
+
+
+def test_smoothed_int8_is_closer_to_fp32_and_recorded(outlier_artifact: Path, tmp_path: Path):
+    """Per-tensor dynamic int8 of the smoothed graph against the unsmoothed one, on held-out batches of mixed
+    lengths; then ``quantize`` records the step (and leaves it out when asked)."""
+    from infership.convert.int8 import quantize
+    from infership.convert.int8.smooth import smooth_for_dynamic_int8
+    from infership.convert.int8.transformer import OrtDynamicConfig, quantize_dynamic_model
+    from infership.runtime import Artifact
+
+    art = Artifact.load(outlier_artifact)
+    fused = art.root / art.manifest.variant("onnx-fp32-fused").files[0].path
+    calib = _bound(outlier_artifact, sentences(48, seed=1), 8)
+    smooth_for_dynamic_int8(fused, tmp_path / "smoothed.onnx", calib)
+    config = OrtDynamicConfig.per_channel()
+    quantize_dynamic_model(fused, tmp_path / "plain-int8.onnx", config)
+    quantize_dynamic_model(tmp_path / "smoothed.onnx", tmp_path / "smooth-int8.onnx", config)
+    held = _bound(outlier_artifact, sentences(48, seed=2), 16).shuffled(seed=3)
+    ref = _outputs(fused, held)
+    plain = _sqnr_db(ref, _outputs(tmp_path / "plain-int8.onnx", held))
+    smooth = _sqnr_db(ref, _outputs(tmp_path / "smooth-int8.onnx", held))
+    assert smooth > plain + 3, (plain, smooth)
+
+    for smooth_on in (True, False):
+        copy = tmp_path / f"art-{smooth_on}"
+        shutil.copytree(outlier_artifact, copy)
+        quantize(
+            copy,
+            sentences(30, seed=1),
+            holdout=sentences(20, seed=2),
+            targets="ort-dynamic",
+            dynamic_config=OrtDynamicConfig.mixed(smooth=smooth_on),
+            latency_runs=2,
+            routes=False,
+        )
+        variant = Artifact.load(copy).manifest.variant("onnx-int8-dynamic")
+        names = [s.name for s in variant.steps]
+        assert ("smooth" in names) is smooth_on
+        params = next(s for s in variant.steps if s.name == "quantize_dynamic").params
+        assert params["smooth"] is smooth_on
+
+
+def test_shuffled_set_keeps_its_samples_in_a_seeded_order(outlier_artifact: Path):
+    cset = _bound(outlier_artifact, sentences(20, seed=5), 4)
+    a, b = cset.shuffled(seed=1), cset.shuffled(seed=1)
+    assert a.indices == b.indices and sorted(a.indices) == list(range(20)) and a.indices != tuple(range(20))
+    assert len(a) == len(cset) and a.batch_size == 4
