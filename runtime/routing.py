@@ -12,7 +12,10 @@ backend is fastest up to which length (:data:`ROUTES_KEY` in ``Manifest.extra``)
 
 ``Predictor.load(path, precision="int8")`` (backend ``auto``, no variant) then opens one session per route and
 runs each batch on the first route whose ``max`` holds the batch's size along ``symbol`` (all routes' variants
-passed the same accuracy budget). ``placement.details["routes"]`` says so. ``Predictor.load(path)`` with no
+passed the same accuracy budget). Tables measured by ``quantize`` bound the **tokens of the whole batch**
+(``"per": "batch"``: a batch of 32 texts of 70 tokens runs the route measured for 2,240 tokens — the weight
+products' work grows with the batch's tokens, and the runtime that wins long inputs wins large batches);
+profile routes bound each row's length (``"per": "row"``). ``placement.details["routes"]`` says so. ``Predictor.load(path)`` with no
 precision does the same when its default would open the rule's int8 variant (not when a deployment profile
 decides). Explicit ``backend=`` or ``variant=`` load one variant as always; routes recorded on another kind
 of CPU are not used.
@@ -59,14 +62,25 @@ class Route:
         return {"max": self.max, "variant": self.variant, "backend": self.backend}
 
 
+#: What a route's ``max`` bounds: each row's size along the symbol (``row``), or the batch's total along it
+#: — the size along the symbol times the batch's rows, e.g. the tokens of a batch of texts (``batch``).
+PER = ("row", "batch")
+
+
 @dataclass(frozen=True)
 class RouteTable:
-    """The routes of one precision: the symbol routed on, the routes in order, what they were measured on."""
+    """The routes of one precision: the symbol routed on, the routes in order, what they were measured on,
+    and whether ``max`` bounds each row's size along the symbol or the whole batch's (:data:`PER`)."""
 
     symbol: str
     routes: tuple[Route, ...]
     cpu: str | None = None
     measured_ms: Mapping[str, Any] | None = None
+    per: str = "row"
+
+    def __post_init__(self) -> None:
+        if self.per not in PER:
+            raise ArtifactError(f"routes must be per {' or '.join(PER)}, got {self.per!r}")
 
     def pick(self, size: int) -> int:
         """Index of the route for a batch of ``size`` along the symbol."""
@@ -81,6 +95,7 @@ class RouteTable:
             "routes": [r.to_dict() for r in self.routes],
             "cpu": self.cpu,
             "measured_ms": dict(self.measured_ms or {}),
+            "per": self.per,
         }
 
     @classmethod
@@ -95,7 +110,8 @@ class RouteTable:
                 Route(None if r["max"] is None else int(r["max"]), str(r["variant"]), str(r["backend"]))
                 for r in data["routes"]
             )
-            table = cls(str(data["symbol"]), routes, data.get("cpu"), data.get("measured_ms"))
+            per = str(data.get("per", "row"))  # tables written before "per" bound each row
+            table = cls(str(data["symbol"]), routes, data.get("cpu"), data.get("measured_ms"), per)
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"malformed routes record ({type(exc).__name__}: {exc})") from exc
         if not routes:
@@ -129,14 +145,20 @@ class RoutedSession(SessionBase):
             backend="+".join(dict.fromkeys(o.backend for o in opened)),
             device=opened[0].placement.device,
             providers=tuple(dict.fromkeys(p for o in opened for p in o.placement.providers)),
-            details={"routes": [r.to_dict() for r in table.routes], "selection": "routes by length"},
+            details={
+                "routes": [r.to_dict() for r in table.routes],
+                "per": table.per,
+                "selection": "routes by length",
+            },
         )
 
     def route_for(self, feeds: Mapping[str, Any]) -> selection.Opened:
         """The opened variant a batch runs on."""
         name, axis = self._axis
-        value = feeds[name]
-        size = int(value.shape[axis]) if getattr(value, "ndim", 0) > axis else 1
+        shape = tuple(getattr(feeds[name], "shape", ()))
+        size = int(shape[axis]) if len(shape) > axis else 1
+        if self._table.per == "batch":
+            size *= math.prod(int(d) for d in shape[:axis])  # the rows of the batch (e.g. its texts)
         return self._opened[self._table.pick(size)]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -7,7 +7,9 @@ runtime's spinning threads fall on every variant alike. The fastest variant at e
 boundary between two lengths won by different variants is their geometric middle (each variant's medians
 made non-decreasing in length first: :func:`monotone`). The table
 (:class:`~infership.runtime.routing.RouteTable`) goes into the manifest with the variants, and
-``Predictor.load(path, precision="int8")`` routes each batch by its length (:mod:`infership.runtime.routing`).
+``Predictor.load(path, precision="int8")`` routes each batch by its tokens, rows × length
+(:mod:`infership.runtime.routing`): measured at batch 1, a length stands for the work of that many tokens,
+so large batches go where long inputs run fastest.
 
 Routes are written only when a budget was given: "fastest" is chosen among variants known to be accurate
 enough, never over accuracy.
@@ -102,4 +104,4 @@ def measure_routes(
         routes.append(Route(upper, vid, backends[vid]))
     measured = {vid: {f"sequence={n}": round(ms, 4) for n, ms in per.items()} for vid, per in medians.items()}
     log.info("int8 routes by length: %s", [r.to_dict() for r in routes])
-    return RouteTable("sequence", tuple(routes), cpu_info().model, measured)
+    return RouteTable("sequence", tuple(routes), cpu_info().model, measured, per="batch")

@@ -93,6 +93,41 @@ def test_default_load_consults_the_routes_of_the_rules_precision(int8_artifact: 
         assert "routes" not in p.placement.details
 
 
+def test_routes_per_batch_bound_the_tokens_of_the_whole_batch(int8_artifact: Path, tmp_path: Path) -> None:
+    """``quantize`` measures routes at batch 1 and writes them per batch: a batch of several short texts
+    holds as many tokens as one long text and runs where long inputs run fastest; per row, the same table
+    routes by each row's length alone. Tables written without ``per`` are per row."""
+    from dataclasses import replace
+
+    from infership.runtime import Artifact, ArtifactError, ArtifactWriter, Predictor
+    from infership.runtime.routing import RouteTable, read_routes, with_routes
+
+    routed = _with_routes(int8_artifact, tmp_path / "routed")
+    art = Artifact.load(routed)
+    table = read_routes(art.manifest, "int8")
+    assert table is not None and table.per == "row"
+    record = table.to_dict()
+    del record["per"]
+    assert RouteTable.from_dict(record).per == "row"
+    with pytest.raises(ArtifactError, match="per row or batch"):
+        RouteTable.from_dict({**record, "per": "token"})
+    with ArtifactWriter.update(art) as w:
+        w.set_manifest(extra=with_routes(w.manifest, "int8", replace(table, per="batch")).extra)
+        w.commit()
+    with (
+        Predictor.load(routed) as per_batch,
+        Predictor.load(_with_routes(int8_artifact, tmp_path / "r2")) as per_row,
+    ):
+        assert per_batch.placement.details["per"] == "batch" and per_row.placement.details["per"] == "row"
+        one, four = per_batch.prepare([SHORT]), per_batch.prepare([SHORT] * 4)
+        assert one["input_ids"].shape[1] <= 8 < four["input_ids"].size
+        assert per_batch._session.route_for(one).backend == "ort-cpu"
+        assert per_batch._session.route_for(four).backend == "openvino"
+        assert per_row._session.route_for(four).backend == "ort-cpu"
+        got = per_batch.predict([SHORT] * 4)["embedding"]
+        np.testing.assert_allclose(got, per_row.predict([SHORT] * 4)["embedding"], atol=1e-4)
+
+
 def test_profiles_measured_at_several_lengths_become_routes(int8_artifact: Path, tmp_path: Path) -> None:
     """``optimize --shape input_ids=1x4`` and ``1x64`` store two latency profiles: a plain load runs each
     batch on the profile measured at the nearest length, with that profile's settings."""
