@@ -22,6 +22,7 @@ a short rest, candidates in rotating order every round, at 8 tokens batch 1, 128
 batch 32 × 70 tokens.
 
     .venv/bin/python benchmarks/text_encoder.py [--rounds 7] [--workdir runs/bench/text_encoder] [--rebuild]
+        [--no-smooth]
 
 Writes ``<workdir>/text_encoder.json`` and prints a Markdown table with the machine's load average before and
 after (other work on the machine shows up in the figures: re-run to compare).
@@ -77,10 +78,11 @@ def sentences() -> tuple[list[str], list[str]]:
     return calib, held
 
 
-def build(workdir: Path, calib: list[str], held: list[str], rebuild: bool) -> Path:
+def build(workdir: Path, calib: list[str], held: list[str], rebuild: bool, smooth: bool = True) -> Path:
     """The infership artifact: export with the tokenizer, then int8 with the text defaults and a budget."""
     from infership.convert import build_artifact
     from infership.convert.int8 import quantize
+    from infership.convert.int8.transformer import OrtDynamicConfig
 
     art = workdir / "minilm"
     if art.exists() and not rebuild:
@@ -88,7 +90,15 @@ def build(workdir: Path, calib: list[str], held: list[str], rebuild: bool) -> Pa
     t0 = time.perf_counter()
     build_artifact(f"hf:{model_folder()}", art, max_length=512, fp16=False, overwrite=True)
     t1 = time.perf_counter()
-    quantize(art, calib, holdout=held, max_accuracy_drop=BUDGET_POINTS, max_repair_steps=8, samples=None)
+    quantize(
+        art,
+        calib,
+        holdout=held,
+        max_accuracy_drop=BUDGET_POINTS,
+        max_repair_steps=8,
+        samples=None,
+        dynamic_config=OrtDynamicConfig.mixed(smooth=smooth),
+    )
     print(f"export {t1 - t0:.0f} s, quantize {time.perf_counter() - t1:.0f} s", flush=True)
     return art
 
@@ -256,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench" / "text_encoder")
     ap.add_argument("--rebuild", action="store_true", help="export and quantize again")
     ap.add_argument(
+        "--no-smooth",
+        action="store_true",
+        help="build the dynamic int8 without smoothing (quantize --no-smooth)",
+    )
+    ap.add_argument(
         "--threads", type=int, default=THREADS, help=f"intra-op threads of every path (default {THREADS})"
     )
     args = ap.parse_args(argv)
@@ -269,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     from infership.runtime.text import TextEncoder
 
     calib, held = sentences()
-    art = build(args.workdir, calib, held, args.rebuild)
+    art = build(args.workdir, calib, held, args.rebuild, smooth=not args.no_smooth)
     m = Artifact.load(art).manifest
     encoder = TextEncoder(m.tokenizer, art)
     order = np.argsort(encoder.lengths(held), kind="stable")
