@@ -78,6 +78,9 @@ class NncfQuantConfig:
         subset_size: Calibration samples NNCF uses (``None``: the whole calibration set).
         ignored_nodes: ONNX node names kept in float.
         ignored_types: OpenVINO operation types kept in float (e.g. ``("Multiply",)``).
+        smooth_quant_alpha: SmoothQuant's migration strength for MatMuls (0-1), or ``None`` for NNCF's default
+            (0.95 with the transformer type). With a budget, ``quantize`` tries a few for a transformer before
+            keeping anything in float (:data:`~infership.convert.int8.build.SMOOTH_QUANT_ALPHAS`).
         preset_name: Name of the preset this config came from (recorded).
     """
 
@@ -89,6 +92,7 @@ class NncfQuantConfig:
     subset_size: int | None = None
     ignored_nodes: tuple[str, ...] = ()
     ignored_types: tuple[str, ...] = ()
+    smooth_quant_alpha: float | None = None
     preset_name: str | None = None
 
     def __post_init__(self) -> None:
@@ -104,6 +108,13 @@ class NncfQuantConfig:
             )
         if self.subset_size is not None and self.subset_size < 1:
             raise InvalidInputError(f"subset_size must be >= 1, got {self.subset_size}")
+        alpha = self.smooth_quant_alpha
+        if alpha is not None and (
+            isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1
+        ):
+            raise InvalidInputError(
+                f"smooth_quant_alpha must be a number from 0 to 1 (or None), got {alpha!r}"
+            )
 
     @classmethod
     def cpu(cls, **changes: Any) -> NncfQuantConfig:
@@ -226,14 +237,22 @@ def quantize_openvino(
     }
     if config.transformer:
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
+    advanced: dict[str, Any] = {}
     if config.activation_range is not NncfRange.DEFAULT:
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
         from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
         estimator = getattr(RangeEstimatorParametersSet, config.activation_range.name)
-        kwargs["advanced_parameters"] = AdvancedQuantizationParameters(
-            activations_range_estimator_params=estimator
+        advanced["activations_range_estimator_params"] = estimator
+    if config.smooth_quant_alpha is not None:
+        from nncf.quantization.advanced_parameters import AdvancedSmoothQuantParameters
+
+        advanced["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(
+            matmul=float(config.smooth_quant_alpha)
         )
+    if advanced:
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+
+        kwargs["advanced_parameters"] = AdvancedQuantizationParameters(**advanced)
     captured = io.StringIO()
     quiet = contextlib.nullcontext() if show_progress else contextlib.redirect_stdout(captured)
     try:

@@ -141,3 +141,61 @@ def test_shuffled_set_keeps_its_samples_in_a_seeded_order(outlier_artifact: Path
     a, b = cset.shuffled(seed=1), cset.shuffled(seed=1)
     assert a.indices == b.indices and sorted(a.indices) == list(range(20)) and a.indices != tuple(range(20))
     assert len(a) == len(cset) and a.batch_size == 4
+
+
+def test_openvino_transformer_int8_tries_smooth_quant_strengths_before_float(
+    outlier_artifact: Path, tmp_path: Path
+):
+    """With a budget of zero points, the OpenVINO target tries NNCF's default strength, then the ladder's in
+    order until one meets it; it keeps that one (else the one that lost least), the repair goes on from it,
+    and the strength reaches NNCF."""
+    from infership.convert.int8 import AccuracyBudgetError, quantize
+    from infership.convert.int8.build import SMOOTH_QUANT_ALPHAS
+    from infership.convert.int8.openvino import NncfQuantConfig
+    from infership.runtime import InvalidInputError
+
+    copy = tmp_path / "art"
+    shutil.copytree(outlier_artifact, copy)
+    try:
+        report = quantize(
+            copy,
+            sentences(30, seed=1),
+            holdout=sentences(20, seed=2),
+            targets="openvino",
+            max_accuracy_drop=0.0,
+            max_repair_steps=1,
+            latency_runs=2,
+            routes=False,
+        ).targets[0]
+    except AccuracyBudgetError as exc:
+        report = exc.report.targets[0]
+    step = next(s for s in report.steps if s.name == "smooth_quant_alpha")
+    tried = step.result["tried"]
+    ladder = [None, *SMOOTH_QUANT_ALPHAS]
+    assert tried and [t["alpha"] for t in tried] == ladder[: len(tried)]
+    assert all(t["loss_points"] > 0 for t in tried[:-1])  # each missed the budget before the next was tried
+    if len(tried) < len(ladder):
+        chosen = tried[-1]
+        assert chosen["loss_points"] <= 0
+    else:
+        chosen = min(tried, key=lambda t: t["loss_points"])
+    assert step.result["chosen"]["alpha"] == chosen["alpha"]
+    nncf_step = next(s for s in report.steps if s.name == "nncf.quantize")
+    assert nncf_step.params["smooth_quant_alpha"] == chosen["alpha"]
+    first = report.repair.steps[0].metrics.loss_points
+    assert first == pytest.approx(chosen["loss_points"], abs=1e-3)  # the repair starts from the chosen model
+
+    # a strength given, or no budget: nothing is tried
+    for kwargs in ({"nncf_config": NncfQuantConfig.transformer_model(smooth_quant_alpha=0.5)}, {}):
+        again = tmp_path / f"art{len(kwargs)}"
+        shutil.copytree(outlier_artifact, again)
+        budget = {"max_accuracy_drop": 100.0} if kwargs else {}
+        rep = quantize(again, sentences(30, seed=1), holdout=sentences(20, seed=2), targets="openvino",
+                       latency_runs=2, routes=False, **budget, **kwargs)  # fmt: skip
+        steps = rep.targets[0].steps
+        assert not any(s.name == "smooth_quant_alpha" for s in steps)
+        expected = 0.5 if kwargs else None
+        assert next(s for s in steps if s.name == "nncf.quantize").params["smooth_quant_alpha"] == expected
+    for bad in (1.5, -0.1, "0.5", True):
+        with pytest.raises(InvalidInputError, match="smooth_quant_alpha"):
+            NncfQuantConfig.transformer_model(smooth_quant_alpha=bad)
