@@ -169,6 +169,14 @@ def add_quantize(sub: Any) -> None:
     g.add_argument(
         "--nncf-ignored-types", default="", metavar="T,U", help="OpenVINO op types to keep in float (NNCF)"
     )
+    g.add_argument(
+        "--smooth-quant-alpha",
+        type=float,
+        default=None,
+        metavar="A",
+        help="SmoothQuant strength for MatMuls, 0-1 (default: for a transformer with a budget, NNCF's 0.95, "
+        "then 0.8, 0.7, 0.6, 0.5 are tried before anything is kept in float)",
+    )
 
     g = p.add_argument_group("PyTorch int8 (target torch)")
     g.add_argument(
@@ -222,6 +230,7 @@ def _configs(args: argparse.Namespace, *, text: bool = False) -> tuple[Any, Any]
         "ignored_nodes": _split(args.exclude_nodes),
         "ignored_types": _split(args.nncf_ignored_types),
         "activation_range": NNCF_RANGE_FOR_METHOD[ort_config.method],
+        "smooth_quant_alpha": args.smooth_quant_alpha,
     }
     nncf_factory = {
         "cpu": NncfQuantConfig.cpu,

@@ -199,3 +199,31 @@ def test_openvino_transformer_int8_tries_smooth_quant_strengths_before_float(
     for bad in (1.5, -0.1, "0.5", True):
         with pytest.raises(InvalidInputError, match="smooth_quant_alpha"):
             NncfQuantConfig.transformer_model(smooth_quant_alpha=bad)
+
+
+def test_cli_flags_reach_the_recipes(outlier_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    """``--no-smooth`` leaves the dynamic graph unsmoothed; ``--smooth-quant-alpha`` fixes NNCF's strength
+    (nothing is tried even with a budget); a strength outside 0-1 is refused with the reason."""
+    import json
+
+    from infership.runtime import Artifact
+
+    from infership.cli import main
+
+    copy = tmp_path / "art"
+    shutil.copytree(outlier_artifact, copy)
+    calib, held = tmp_path / "calib.txt", tmp_path / "held.txt"
+    calib.write_text("\n".join(sentences(30, seed=1)) + "\n")
+    held.write_text("\n".join(sentences(20, seed=2)) + "\n")
+    argv = ["quantize", str(copy), "--calibration", str(calib), "--holdout", str(held), "--no-routes"]
+    rc = main([*argv, "--no-smooth", "--smooth-quant-alpha", "0.6", "--max-accuracy-drop", "100", "--json"])
+    assert rc == 0, capsys.readouterr().err
+    json.loads(capsys.readouterr().out)
+    m = Artifact.load(copy).manifest
+    dynamic = [s.name for s in m.variant("onnx-int8-dynamic").steps]
+    assert "smooth" not in dynamic and "quantize_dynamic" in dynamic
+    ov_steps = m.variant("openvino-int8").steps
+    assert not any(s.name == "smooth_quant_alpha" for s in ov_steps)
+    assert next(s for s in ov_steps if s.name == "nncf.quantize").params["smooth_quant_alpha"] == 0.6
+    rc = main([*argv, "--smooth-quant-alpha", "2"])
+    assert rc != 0 and "smooth_quant_alpha must be a number from 0 to 1" in capsys.readouterr().err
