@@ -143,8 +143,8 @@ def build_ort(
 
 #: SmoothQuant strengths ``quantize`` tries, in order, for a transformer whose OpenVINO int8 misses its budget
 #: at NNCF's default (0.95), before keeping any layer in float. On all-MiniLM-L6-v2 (benchmarks/text_encoder.py)
-#: the default lost 3.4 points of nearest-neighbour agreement, and 0.8 or 0.7 met a 2.5-point budget with
-#: every layer in int8, where the repair had kept ten nodes in float.
+#: the default lost 3.4-4.1 points of nearest-neighbour agreement, 0.8 about 3.4, and 0.7 met a 2.5-point
+#: budget with every layer in int8, where the repair alone had kept ten nodes in float.
 SMOOTH_QUANT_ALPHAS = (0.8, 0.7, 0.6, 0.5)
 
 
