@@ -19,7 +19,9 @@ Accuracy: mean/min cosine and nearest-neighbour agreement of the embeddings agai
 held-out sentences (batches of 16 of similar length, the same batches for every path); the fp32 artifact is
 also checked at lengths 1..512 and batch sizes 1..64. Latency: medians of blocks of calls, each block after
 a short rest, candidates in rotating order every round, at 8 tokens batch 1, 128 tokens batch 1 and
-batch 32 × 70 tokens.
+batch 32 × 70 tokens; and the default int8's time over every other path's, paired by round (its block median
+over the other's block median of the same round, then the median over rounds), which load that comes and
+goes between rounds disturbs less than a ratio of overall medians.
 
     .venv/bin/python benchmarks/text_encoder.py [--rounds 7] [--workdir runs/bench/text_encoder] [--rebuild]
         [--no-smooth]
@@ -51,6 +53,7 @@ HELD_OUT = 320
 CALIBRATION = 300
 THREADS = 2
 SHAPES = {"8 tok b1": ([8], 1), "128 tok b1": ([128], 1), "b32 x 70 tok": ([70], 32)}
+MINE = "infership int8 default"
 BUDGET_POINTS = 2.5  # nearest-neighbour disagreement allowed vs the fp32 ONNX, in points (agreement >= 0.975)
 
 
@@ -198,7 +201,7 @@ def infership_paths(art: Path) -> tuple[dict[str, Callable[[dict], np.ndarray]],
     int8 = Predictor.load(art, precision="int8", intra_op_threads=THREADS)
     fp32 = Predictor.load(art, precision="fp32", intra_op_threads=THREADS)
     out = {
-        "infership int8 default": lambda feeds: int8.predict(feeds)["embedding"],
+        MINE: lambda feeds: int8.predict(feeds)["embedding"],
         "infership fp32": lambda feeds: fp32.predict(feeds)["embedding"],
     }
     return out, {"int8": int8.placement.to_dict(), "fp32": fp32.placement.to_dict()}
@@ -237,27 +240,43 @@ def fp32_sweep(
     return {"rows": cases, "cosine_min": worst}
 
 
-def latency(paths: dict, encoder: Any, rounds: int) -> dict[str, dict[str, float]]:
+def latency(paths: dict, encoder: Any, rounds: int) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
+    """Medians per path and shape, and the default int8's paired ratios: per round, its block median over
+    each other path's block median of the same round (blocks of one round are seconds apart, so load that
+    comes and goes hits both), then the median over rounds."""
     out: dict[str, dict[str, float]] = {name: {} for name in paths}
+    paired: dict[str, dict] = {}
     names = list(paths)
     for shape, (lengths, batch) in SHAPES.items():
         feeds = encoder.token_feeds(lengths, batch=batch)
         calls = 2 if batch > 1 else 10
-        times: dict[str, list[float]] = {n: [] for n in names}
+        blocks: dict[str, list[list[float]]] = {n: [] for n in names}
         for n in names:
             paths[n](feeds)  # warm-up: first-call allocation, kernel choice
         for r in range(rounds):
             for n in names[r % len(names) :] + names[: r % len(names)]:
                 time.sleep(0.1)  # the previous runtime's worker threads go idle before this block
                 paths[n](feeds)
+                block = []
                 for _ in range(calls):
                     t0 = time.perf_counter()
                     paths[n](feeds)
-                    times[n].append((time.perf_counter() - t0) * 1e3)
+                    block.append((time.perf_counter() - t0) * 1e3)
+                blocks[n].append(block)
         for n in names:
-            out[n][shape] = round(float(np.median(times[n])), 3)
+            out[n][shape] = round(float(np.median([t for b in blocks[n] for t in b])), 3)
+        if MINE in blocks:
+            mine = [float(np.median(b)) for b in blocks[MINE]]
+            paired[shape] = {
+                n: round(
+                    float(np.median([m / float(np.median(b)) for m, b in zip(mine, blocks[n], strict=True)])),
+                    3,
+                )
+                for n in names
+                if n != MINE
+            }
         print(shape, {n: out[n][shape] for n in names}, flush=True)
-    return out
+    return out, paired
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -300,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
     acc = accuracy(paths, batches, reference)
     sweep = fp32_sweep(mine["infership fp32"], torch_fn, encoder)
-    lat = latency(paths, encoder, args.rounds)
+    lat, paired = latency(paths, encoder, args.rounds)
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     result = {
         "held_out_sentences": len(held),
@@ -310,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         "accuracy_vs_torch_fp32": acc,
         "fp32_artifact_sweep": sweep,
         "latency_ms": lat,
+        "paired_ratio_of_default_int8": paired,
         "placements": placements,
         "routes": (m.extra.get("routes") or {}).get("int8"),
         "loadavg_before": load_before,
@@ -328,6 +348,12 @@ def main(argv: list[str] | None = None) -> int:
         a = acc[name]
         cells = " | ".join(f"{lat[name][s]:.2f}" for s in SHAPES)
         print(f"| {name} | {a['cos_mean']:.4f} | {a['cos_min']:.4f} | {a['nn']:.3f} | {cells} |")
+    print(f"\n{MINE}, time over each path's (paired by round, median of {args.rounds} rounds):")
+    print("\n| path | " + " | ".join(SHAPES) + " |")
+    print("|---|" + "---|" * len(SHAPES))
+    for name in paths:
+        if name != MINE:
+            print(f"| {name} | " + " | ".join(f"{paired[s][name]:.2f}" for s in SHAPES) + " |")
     return 0
 
 
