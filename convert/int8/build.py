@@ -88,11 +88,11 @@ def _repaired(
     requantize: Any,
     rank: Any,
     initial_exclusions: tuple[str, ...],
-    initial: Built | None = None,
+    initial: tuple[Built, Evaluation] | None = None,
 ) -> tuple[Built, RepairResult, str]:
-    """Run the repair loop on ``target``'s candidates (from ``initial`` when already built); the last model
-    built, the record, the backend."""
-    backends: list[str] = []
+    """Run the repair loop on ``target``'s candidates (from ``initial``, a model already built and evaluated,
+    when given); the last model built, the record, the backend."""
+    backends: list[str] = [initial[1].backend] if initial is not None else []
 
     def evaluate(model: Built) -> Evaluation:
         result = ev.evaluate(ctx, target, model[0])
@@ -105,7 +105,8 @@ def _repaired(
         rank=rank,
         budget=ctx.repair_budget,
         max_steps=ctx.max_steps,
-        initial=initial,
+        initial=None if initial is None else initial[0],
+        initial_evaluation=None if initial is None else initial[1],
         initial_exclusions=initial_exclusions,
     )
     return model, result, backends[-1]
@@ -158,9 +159,8 @@ def build_openvino(ctx: QuantizeContext, config: NncfQuantConfig) -> tuple[Targe
     onnx_nodes = _node_names(ctx.src)
     made: list[Built] = []
 
-    def requantize(excluded: tuple[str, ...]) -> Built:
+    def build(cfg: NncfQuantConfig) -> Built:
         xml = ctx.tmp / f"{Target.OPENVINO.variant_id}-{len(made)}" / "model.xml"
-        cfg = config.excluding(nodes=excluded)
         step = quantize_openvino(ctx.src, ctx.calib, cfg, xml, show_progress=ctx.progress)
         made.append(([xml, xml.with_suffix(".bin")], step))
         return made[-1]
@@ -172,33 +172,49 @@ def build_openvino(ctx: QuantizeContext, config: NncfQuantConfig) -> tuple[Targe
     steps: list[Step] = []
     initial = None
     if config.transformer and config.smooth_quant_alpha is None and ctx.budget is not None:
-        tried: list[dict[str, Any]] = []
-        best: tuple[float, float | None, Built] | None = None
-        start = time.perf_counter()
-        for alpha in (None, *SMOOTH_QUANT_ALPHAS):
-            config = replace(config, smooth_quant_alpha=alpha)
-            model = requantize(config.ignored_nodes)
-            metrics = ev.evaluate(ctx, Target.OPENVINO, model[0]).metrics
-            loss = metrics.loss_points
-            tried.append({"alpha": alpha, "loss_points": None if loss is None else round(loss, 4)})
-            if loss is None:
-                break  # nothing to compare with the budget: the repair says so
-            if best is None or loss < best[0]:
-                best = (loss, alpha, model)
-            if ctx.within_budget(metrics):
-                break
-        if best is not None:
-            config, initial = replace(config, smooth_quant_alpha=best[1]), best[2]
-        chosen = {"alpha": config.smooth_quant_alpha, "default": "NNCF's (0.95)"}
-        seconds = round(time.perf_counter() - start, 3)
-        steps.append(Step("smooth_quant_alpha", params={"tried_in_order": [None, *SMOOTH_QUANT_ALPHAS]},
-                          result={"tried": tried, "chosen": chosen}, seconds=seconds))  # fmt: skip
+        alpha, initial, step = _smooth_quant_strength(ctx, config, build)
+        config = replace(config, smooth_quant_alpha=alpha)
+        steps.append(step)
+
+    def requantize(excluded: tuple[str, ...]) -> Built:
+        return build(config.excluding(nodes=excluded))
+
     (files, qstep), result, backend = _repaired(
         ctx, Target.OPENVINO, requantize, rank, config.ignored_nodes, initial
     )
     excluded = tuple(qstep.params["ignored_nodes"])
     fp32_latency = _fp32_latency(ctx, backend)
     return _report(ctx, Target.OPENVINO, [*steps, qstep], result, excluded, fp32_latency, backend), files
+
+
+def _smooth_quant_strength(
+    ctx: QuantizeContext, config: NncfQuantConfig, build: Any
+) -> tuple[float | None, tuple[Built, Evaluation] | None, Step]:
+    """Try NNCF's default strength, then :data:`SMOOTH_QUANT_ALPHAS`, until one meets the budget (``build``
+    makes the model of a config): the strength kept (the first within budget, else the one that lost least),
+    its model and evaluation (for the repair to start from), and the step recording every strength tried."""
+    tried: list[dict[str, Any]] = []
+    best: tuple[float, float | None, Built, Evaluation] | None = None
+    start = time.perf_counter()
+    for alpha in (None, *SMOOTH_QUANT_ALPHAS):
+        model = build(replace(config, smooth_quant_alpha=alpha))
+        result = ev.evaluate(ctx, Target.OPENVINO, model[0])
+        loss = result.metrics.loss_points
+        tried.append({"alpha": alpha, "loss_points": None if loss is None else round(loss, 4)})
+        if loss is None:
+            break  # nothing to compare with the budget: the repair says so
+        if best is None or loss < best[0]:
+            best = (loss, alpha, model, result)
+        if ctx.within_budget(result.metrics):
+            break
+    alpha, initial = (None, None) if best is None else (best[1], (best[2], best[3]))
+    step = Step(
+        "smooth_quant_alpha",
+        params={"tried_in_order": [None, *SMOOTH_QUANT_ALPHAS]},
+        result={"tried": tried, "chosen": {"alpha": alpha, "default": "NNCF's (0.95)"}},
+        seconds=round(time.perf_counter() - start, 3),
+    )
+    return alpha, initial, step
 
 
 def build_torch(ctx: QuantizeContext, torch_model: Any) -> tuple[TargetReport, list[Path]]:

@@ -330,6 +330,7 @@ def repair(
     budget: float | None,
     max_steps: int = 5,
     initial: Any = None,
+    initial_evaluation: Evaluation | None = None,
     initial_exclusions: tuple[str, ...] = (),
 ) -> tuple[Any, RepairResult]:
     """Exclude the worst layers one at a time until the accuracy drop is within ``budget``.
@@ -343,6 +344,7 @@ def repair(
         budget: Allowed loss in points (:attr:`Agreement.loss_points`); ``None`` only ranks and evaluates.
         max_steps: Most exclusion steps.
         initial: An already built model for ``initial_exclusions`` (saves one quantization).
+        initial_evaluation: ``initial``'s evaluation, when the caller already made it (saves one evaluation).
         initial_exclusions: Nodes the caller already excludes.
 
     Returns:
@@ -352,7 +354,7 @@ def repair(
         ConversionError: The evaluation gives no loss figure to compare with the budget.
     """
     model = initial if initial is not None else requantize(initial_exclusions)
-    first = evaluate(model)
+    first = initial_evaluation if initial is not None and initial_evaluation is not None else evaluate(model)
     steps = [RepairStep(0, initial_exclusions, None, None, first.metrics, first.latency_ms)]
     ranking: tuple[LayerError, ...] = ()
     excluded = tuple(initial_exclusions)

@@ -85,7 +85,8 @@ def smooth_for_dynamic_int8(
     if not targets:
         onnx.save(model, str(dst))
         return Step("smooth", params={"batch_size": batch_size}, result={"nodes": {}}, seconds=0.0)
-    stats = _activation_stats(src, sorted({n.input[0] for n in targets}), _shuffled(cset, seed, batch_size))
+    batches = cset.shuffled(seed=seed).with_batch_size(batch_size).with_progress(None)
+    stats = _activation_stats(src, sorted({n.input[0] for n in targets}), batches)
     producer = {o: n for n in graph.node for o in n.output}
     report: dict[str, dict[str, Any]] = {}
     inserts: list[tuple[Any, Any]] = []
@@ -188,10 +189,6 @@ def _unique(name: str, taken: dict[str, Any]) -> str:
     while out in taken:
         out, i = f"{name}_{i}", i + 1
     return out
-
-
-def _shuffled(cset: Any, seed: int, batch_size: int) -> Any:
-    return cset.shuffled(seed=seed).with_batch_size(batch_size).with_progress(None)
 
 
 @dataclasses.dataclass
