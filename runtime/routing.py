@@ -10,8 +10,8 @@ backend is fastest up to which length (:data:`ROUTES_KEY` in ``Manifest.extra``)
                          {"max": null, "variant": "openvino-int8", "backend": "openvino"}],
               "measured_ms": {...}, "cpu": "..."}}
 
-``Predictor.load(path, precision="int8")`` (backend ``auto``, no variant) then opens one session per route and
-runs each batch on the first route whose ``max`` holds the batch's size along ``symbol`` (all routes' variants
+``Predictor.load(path, precision="int8")`` (backend ``auto``, no variant) then opens one session per variant the
+routes name (routes of one variant share it) and runs each batch on the first route whose ``max`` holds the batch's size along ``symbol`` (all routes' variants
 passed the same accuracy budget). Tables measured by ``quantize`` bound the **tokens of the whole batch**
 (``"per": "batch"``: a batch of 32 texts of 70 tokens runs the route measured for 2,240 tokens — the weight
 products' work grows with the batch's tokens, and the runtime that wins long inputs wins large batches);
@@ -168,7 +168,7 @@ class RoutedSession(SessionBase):
 
     def close(self) -> None:
         opened, self._opened = self._opened, []
-        for o in opened:
+        for o in {id(o.session): o for o in opened}.values():  # a session several routes share closes once
             o.session.close()
 
 
@@ -219,12 +219,16 @@ def open_routed(
         log.info("routes measured on %r, this CPU is %r: not used", table.cpu, here)
         return None
     opened: list[selection.Opened] = []
+    sessions: dict[tuple[str, str], selection.Opened] = {}  # routes of one variant share its session
     try:
         for route in table.routes:
-            req = replace(request, backend=route.backend, variant=route.variant)
-            opened.append(selection.open_on(artifact, route.backend, req, base))
+            key = (route.backend, route.variant)
+            if key not in sessions:
+                req = replace(request, backend=route.backend, variant=route.variant)
+                sessions[key] = selection.open_on(artifact, route.backend, req, base)
+            opened.append(sessions[key])
     except (BackendUnavailable, ArtifactError, InvalidInputError) as exc:
-        for o in opened:
+        for o in sessions.values():
             o.session.close()
         log.warning("routes for %s not used: %s", request.precision, exc)
         return None

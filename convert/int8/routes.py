@@ -3,9 +3,13 @@
 For an artifact that takes text, every int8 variant that met the accuracy budget is timed at batch 1 over a
 ladder of sequence lengths (:data:`LENGTHS`, capped at the tokenizer's maximum), interleaved — each round
 times every variant once, after a short rest, in a rotating order, so that drift on a busy machine and one
-runtime's spinning threads fall on every variant alike. The fastest variant at each length wins it; the
-boundary between two lengths won by different variants is their geometric middle (each variant's medians
-made non-decreasing in length first: :func:`monotone`). The table
+runtime's spinning threads fall on every variant alike. The fastest variant at each length wins it, except
+that a change of variant between neighbouring lengths must pay for itself: the lengths are split into runs, one
+variant each, that lose least against the fastest at every length, each boundary counted as a loss of
+:data:`SWITCH_MARGIN` (:func:`assign`) — so a length won by a few per cent, within the noise of a busy
+machine, does not carve a route out of the middle of another variant's. The boundary between two runs is the
+geometric middle of their lengths (each variant's medians made non-decreasing in length first:
+:func:`monotone`). The table
 (:class:`~infership.runtime.routing.RouteTable`) goes into the manifest with the variants, and
 ``Predictor.load(path, precision="int8")`` routes each batch by its tokens, rows × length
 (:mod:`infership.runtime.routing`): measured at batch 1, a length stands for the work of that many tokens,
@@ -39,6 +43,9 @@ LENGTHS = (8, 16, 32, 64, 128, 256, 512)
 _ROUNDS = 5
 _CALLS = 5
 _REST_S = 0.05
+#: A boundary between routes is drawn only where it saves more than this fraction of time, summed (as log
+#: ratios) over the lengths it hands to the other variant.
+SWITCH_MARGIN = 0.05
 
 
 def monotone(by_length: dict[int, float]) -> dict[int, float]:
@@ -50,6 +57,29 @@ def monotone(by_length: dict[int, float]) -> dict[int, float]:
         top = max(top, by_length[n])
         out[n] = top
     return out
+
+
+def assign(settled: dict[str, dict[int, float]], lengths: Sequence[int]) -> list[str]:
+    """The variant serving each of ``lengths``: the run-wise assignment whose summed log loss against the
+    fastest variant at each length, plus ``log(1 + SWITCH_MARGIN)`` per change of variant, is least (dynamic
+    programming over lengths × variants; ties keep the earlier variant in ``settled``'s order)."""
+    names = list(settled)
+    penalty = math.log1p(SWITCH_MARGIN)
+    loss = [{v: math.log(settled[v][n] / min(settled[u][n] for u in names)) for v in names} for n in lengths]
+    best: list[dict[str, tuple[float, str | None]]] = [{v: (loss[0][v], None) for v in names}]
+    for i in range(1, len(lengths)):
+        row = {}
+        for v in names:
+            prev = min(names, key=lambda u, v=v: best[-1][u][0] + (0.0 if u == v else penalty))
+            row[v] = (best[-1][prev][0] + (0.0 if prev == v else penalty) + loss[i][v], prev)
+        best.append(row)
+    v: str | None = min(names, key=lambda u: best[-1][u][0])
+    out = []
+    for row in reversed(best):
+        assert v is not None
+        out.append(v)
+        v = row[v][1]
+    return out[::-1]
 
 
 def measure_routes(
@@ -94,7 +124,7 @@ def measure_routes(
     medians = {vid: {n: float(np.median(v)) for n, v in per.items()} for vid, per in times.items()}
     backends = {r.variant_id: r.backend for r, _ in passing}
     settled = {vid: monotone(per) for vid, per in medians.items()}
-    winners = [min(settled, key=lambda vid, n=n: settled[vid][n]) for n in lengths]
+    winners = assign(settled, lengths)
     routes: list[Route] = []
     for i, (n, vid) in enumerate(zip(lengths, winners, strict=True)):
         last = i == len(lengths) - 1

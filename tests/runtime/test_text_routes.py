@@ -128,6 +128,39 @@ def test_routes_per_batch_bound_the_tokens_of_the_whole_batch(int8_artifact: Pat
         np.testing.assert_allclose(got, per_row.predict([SHORT] * 4)["embedding"], atol=1e-4)
 
 
+def test_routes_of_one_variant_share_its_session(int8_artifact: Path, tmp_path: Path) -> None:
+    """A variant that serves two stretches of lengths (short and very long inputs) opens once: its routes
+    run on the same session, and closing the Predictor closes each session once."""
+    from infership.runtime import Artifact, ArtifactWriter, Predictor
+    from infership.runtime.routing import Route, RouteTable, with_routes
+
+    routed = _with_routes(int8_artifact, tmp_path / "routed")
+    art = Artifact.load(routed)
+    table = RouteTable(
+        "sequence",
+        (
+            Route(4, "onnx-int8-short", "ort-cpu"),
+            Route(8, "onnx-int8-long", "openvino"),
+            Route(None, "onnx-int8-short", "ort-cpu"),
+        ),
+    )
+    with ArtifactWriter.update(art) as w:
+        w.set_manifest(extra=with_routes(w.manifest, "int8", table).extra)
+        w.commit()
+    p = Predictor.load(routed)
+    session = p._session
+    tiny, short, long = (p.prepare([t]) for t in (SHORT, "the quick brown fox", LONG))
+    assert tiny["input_ids"].shape[1] <= 4 < short["input_ids"].shape[1] <= 8 < long["input_ids"].shape[1]
+    first, middle, last = (session.route_for(f) for f in (tiny, short, long))
+    assert first.session is last.session and middle.backend == "openvino"
+    got = p.predict([LONG])["embedding"]
+    with Predictor.load(routed, variant="onnx-int8-short", backend="ort-cpu") as ref:
+        np.testing.assert_allclose(got, ref.predict([LONG])["embedding"], atol=1e-5)
+    p.close()
+    with pytest.raises(Exception, match="closed"):
+        p.predict([SHORT])
+
+
 def test_profiles_measured_at_several_lengths_become_routes(int8_artifact: Path, tmp_path: Path) -> None:
     """``optimize --shape input_ids=1x4`` and ``1x64`` store two latency profiles: a plain load runs each
     batch on the profile measured at the nearest length, with that profile's settings."""

@@ -181,6 +181,25 @@ def test_route_timings_only_grow_with_length():
     assert monotone({64: 3.0, 8: 1.0, 32: 1.5, 16: 2.0}) == {8: 1.0, 16: 2.0, 32: 2.0, 64: 3.0}
 
 
+def test_routes_change_variant_only_where_it_pays():
+    from infership.convert.int8.routes import SWITCH_MARGIN, assign
+
+    lengths = [8, 16, 32, 64, 128]
+    # "ort" wins short inputs by far, "ov" long ones; at 32 "ov" is ahead by 2 %, at 64 "ort" by 1 %: within
+    # the noise, a lone length must not become a route of its own (an ORT / OV / ORT / OV table).
+    settled = {
+        "ort": {8: 1.0, 16: 1.5, 32: 2.04, 64: 3.96, 128: 9.0},
+        "ov": {8: 2.0, 16: 2.2, 32: 2.0, 64: 4.0, 128: 6.0},
+    }
+    assert assign(settled, lengths) == ["ort", "ort", "ov", "ov", "ov"]  # one boundary, least loss
+    # a lone length won by more than the margin, between lengths the other wins by far, is kept
+    settled["ov"][32], settled["ov"][64] = 2.04 / (1 + 3 * SWITCH_MARGIN), 4.6
+    assert assign(settled, lengths) == ["ort", "ort", "ov", "ort", "ov"]
+    # one variant: one route; ties keep the first variant
+    assert assign({"a": {8: 1.0, 16: 2.0}}, [8, 16]) == ["a", "a"]
+    assert assign({"a": {8: 1.0}, "b": {8: 1.0}}, [8]) == ["a"]
+
+
 def test_blockwise_recipe_leaves_the_programs_logging_alone():
     import subprocess
     import sys
