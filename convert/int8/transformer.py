@@ -244,15 +244,16 @@ def quantize_dynamic_model(src: Path, dst: Path, config: OrtDynamicConfig) -> St
                 nbits.model.save_model_to_file(str(target), False)
                 source = str(middle)
             if per_tensor_ops:
-                quantize_dynamic(
-                    source,
-                    str(dst),
-                    per_channel=True,
-                    weight_type=QuantType.QInt8,
-                    op_types_to_quantize=per_tensor_ops,
-                    nodes_to_exclude=excluded + sorted(blockwise or ()),
-                    extra_options=float_type,
-                )
+                with without_preprocess_hint():
+                    quantize_dynamic(
+                        source,
+                        str(dst),
+                        per_channel=True,
+                        weight_type=QuantType.QInt8,
+                        op_types_to_quantize=per_tensor_ops,
+                        nodes_to_exclude=excluded + sorted(blockwise or ()),
+                        extra_options=float_type,
+                    )
             middle.unlink(missing_ok=True)
     except Exception as exc:  # the quantizers raise assertion, key and native errors
         raise ConversionError(
@@ -376,6 +377,27 @@ def compress_openvino_weights(onnx_path: Path, out_xml: Path) -> Step:
         result={"int8_weights": int8},
         seconds=round(time.perf_counter() - start, 3),
     )
+
+
+class _PreprocessHint(logging.Filter):
+    """Drops the hint ONNX Runtime's quantizers log on the root logger for a graph without their
+    pre-processing mark ("Please consider to run pre-processing before quantization")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Please consider to run pre-processing")
+
+
+@contextlib.contextmanager
+def without_preprocess_hint() -> Any:
+    """While quantizing the transformer-fused graph, which is left without ``quant_pre_process`` on purpose
+    (its fusions are what dynamic int8 needs), the hint to pre-process it would mislead — and it would print
+    once per repair step in the caller's program: it is filtered out of the root logger meanwhile."""
+    root, hint = logging.getLogger(), _PreprocessHint()
+    root.addFilter(hint)
+    try:
+        yield
+    finally:
+        root.removeFilter(hint)
 
 
 def _nbits_quantizer() -> Any:

@@ -200,6 +200,41 @@ def test_routes_change_variant_only_where_it_pays():
     assert assign({"a": {8: 1.0}, "b": {8: 1.0}}, [8]) == ["a"]
 
 
+def test_dynamic_int8_of_the_fused_graph_does_not_tell_the_user_to_pre_process_it(tmp_path, caplog):
+    """ONNX Runtime's ``quantize_dynamic`` logs a hint on the root logger for every graph without its
+    pre-processing mark; infership quantizes the fused graph on purpose, so the hint is filtered out there
+    (and only there)."""
+    import logging
+
+    import onnx
+    from infership.convert.int8.transformer import without_preprocess_hint
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    src = tmp_path / "m.onnx"
+    onnx.save(model, src)
+
+    def hints() -> int:
+        return sum("pre-processing" in r.getMessage() for r in caplog.records)
+
+    with caplog.at_level(logging.WARNING):
+        quantize_dynamic(str(src), str(tmp_path / "a.onnx"), weight_type=QuantType.QInt8)
+        assert hints() == 1  # the hint the filter exists for
+        with without_preprocess_hint():
+            quantize_dynamic(str(src), str(tmp_path / "b.onnx"), weight_type=QuantType.QInt8)
+        assert hints() == 1
+        logging.getLogger().warning("Please consider to run pre-processing: outside the filter again")
+        assert hints() == 2
+
+
 def test_blockwise_recipe_leaves_the_programs_logging_alone():
     import subprocess
     import sys
