@@ -12,12 +12,13 @@ backend is fastest up to which length (:data:`ROUTES_KEY` in ``Manifest.extra``)
 
 ``Predictor.load(path, precision="int8")`` (backend ``auto``, no variant) then opens one session per variant
 the routes name (routes of one variant share it) and runs each batch on the first route whose ``max`` holds
-the batch's size along ``symbol`` (all routes' variants passed the same accuracy budget). Tables measured by ``quantize`` bound the **tokens of the whole batch**
-(``"per": "batch"``: a batch of 32 texts of 70 tokens runs the route measured for 2,240 tokens — the weight
-products' work grows with the batch's tokens, and the runtime that wins long inputs wins large batches);
-profile routes bound each row's length (``"per": "row"``). ``placement.details["routes"]`` says so.
-``Predictor.load(path)`` with no precision does the same when its default would open the rule's int8 variant
-(not when a deployment profile decides). Explicit ``backend=`` or ``variant=`` load one variant as always; routes recorded on another kind
+the batch's size along ``symbol`` (all routes' variants passed the same accuracy budget). Tables measured by
+``quantize`` bound the **tokens of the whole batch** (``"per": "batch"``: a batch of 32 texts of 70 tokens
+runs the route measured for 2,240 tokens — the weight products' work grows with the batch's tokens, and the
+runtime that wins long inputs wins large batches); profile routes bound each row's length (``"per": "row"``).
+``placement.details["routes"]`` says so. ``Predictor.load(path)`` with no precision does the same when its
+default would open the rule's int8 variant (not when a deployment profile decides). Explicit ``backend=`` or
+``variant=`` load one variant as always; routes recorded on another kind
 of CPU are not used.
 
 Deployment profiles stored for several lengths of one input (``infership optimize --shape input_ids=1x8``,
