@@ -18,8 +18,7 @@ runs the route measured for 2,240 tokens — the weight products' work grows wit
 runtime that wins long inputs wins large batches); profile routes bound each row's length (``"per": "row"``).
 ``placement.details["routes"]`` says so. ``Predictor.load(path)`` with no precision does the same when its
 default would open the rule's int8 variant (not when a deployment profile decides). Explicit ``backend=`` or
-``variant=`` load one variant as always; routes recorded on another kind
-of CPU are not used.
+``variant=`` load one variant as always; routes recorded on another kind of CPU are not used.
 
 Deployment profiles stored for several lengths of one input (``infership optimize --shape input_ids=1x8``,
 then ``1x128``) are routes too: a plain load runs each batch on the profile measured nearest its length (the
