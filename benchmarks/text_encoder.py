@@ -19,7 +19,8 @@ Paths measured, all in this one process, interleaved:
   artifact ``Predictor.load(ART)``.
 
 Accuracy: mean/min cosine and nearest-neighbour agreement of the embeddings against torch fp32 on the
-held-out sentences (batches of 16 of similar length, the same batches for every path); the fp32 artifact is
+held-out sentences (batches of 16 of similar length, the same batches for every path), and for each
+disagreement how much nearer torch puts its own neighbour than the one picked (a near-tie, or a real miss); the fp32 artifact is
 also checked at lengths 1..512 and batch sizes 1..64. Latency: medians of blocks of calls, each block after
 a short rest, candidates in rotating order every round, at 8 tokens batch 1, 128 tokens batch 1 and
 batch 32 × 70 tokens; and the default int8's time over every other path's, paired by round (its block median
@@ -58,6 +59,7 @@ VALIDATION = 320
 THREADS = 2
 SHAPES = {"8 tok b1": ([8], 1), "128 tok b1": ([128], 1), "b32 x 70 tok": ([70], 32)}
 MINE = "infership int8 default"
+NEAR_TIE = 0.01  # cosine: two neighbours this close under torch fp32 are a near-tie
 BUDGET_POINTS = 2.5  # nearest-neighbour disagreement allowed vs the fp32 ONNX, in points (agreement >= 0.975)
 
 
@@ -217,16 +219,54 @@ def infership_paths(art: Path) -> tuple[dict[str, Callable[[dict], np.ndarray]],
 
 
 # ---------------------------------------------------------------------------------------------- measuring
-def accuracy(paths: dict, batches: list[dict], reference: list[np.ndarray]) -> dict[str, dict[str, float]]:
+def sentence_batches(encoder: Any, texts: list[str]) -> list[dict]:
+    """``texts`` tokenized in batches of 16 of similar length (sorted by length, stable)."""
+    order = np.argsort(encoder.lengths(texts), kind="stable")
+    return [encoder.encode([texts[j] for j in order[i : i + 16]]) for i in range(0, len(order), 16)]
+
+
+def _similarities(rows: np.ndarray) -> np.ndarray:
+    """Cosine similarities between every two rows, a row's own set to -2 (never its nearest neighbour)."""
+    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    sim = unit @ unit.T
+    np.fill_diagonal(sim, -2.0)
+    return sim
+
+
+def near_ties(reference: np.ndarray, margin: float = NEAR_TIE) -> int:
+    """How many rows have their two nearest neighbours within ``margin`` of cosine under the reference."""
+    top2 = np.sort(_similarities(reference), axis=1)[:, -2:]
+    return int(((top2[:, 1] - top2[:, 0]) < margin).sum())
+
+
+def disagreement_gaps(reference: np.ndarray, got: np.ndarray) -> list[float]:
+    """For each row whose nearest neighbour under ``got`` is not the reference's: how much nearer the
+    reference puts its own neighbour than the one ``got`` picked (reference cosines), ascending."""
+    sim = _similarities(reference)
+    mine, theirs = sim.argmax(1), _similarities(got).argmax(1)
+    rows = np.flatnonzero(mine != theirs)
+    return sorted(round(float(sim[r, mine[r]] - sim[r, theirs[r]]), 4) for r in rows)
+
+
+def accuracy(paths: dict, batches: list[dict], reference: list[np.ndarray]) -> dict[str, dict[str, Any]]:
+    """Cosine and nearest-neighbour agreement against the reference, and the gaps behind each
+    disagreement (:func:`disagreement_gaps`)."""
     from infership.runtime.tasks import judge_for
 
     judge = judge_for("embedding")
     ref = [{"e": r} for r in reference]
-    out = {}
+    flat = np.concatenate(reference)
+    out: dict[str, dict[str, Any]] = {}
     for name, fn in paths.items():
         got = [{"e": np.asarray(fn(b), dtype=np.float32)} for b in batches]
         a = judge.compare(ref, got)
-        out[name] = {"cos_mean": a.cosine_mean, "cos_min": a.cosine_min, "nn": a.top1_agreement}
+        gaps = disagreement_gaps(flat, np.concatenate([g["e"] for g in got]))
+        out[name] = {
+            "cos_mean": a.cosine_mean,
+            "cos_min": a.cosine_min,
+            "nn": a.top1_agreement,
+            "nn_gaps": gaps,
+        }
     return out
 
 
@@ -315,8 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     art = build(args.workdir, calib, valid, args.rebuild, smooth=not args.no_smooth)
     m = Artifact.load(art).manifest
     encoder = TextEncoder(m.tokenizer, art)
-    order = np.argsort(encoder.lengths(held), kind="stable")
-    batches = [encoder.encode([held[j] for j in order[i : i + 16]]) for i in range(0, len(order), 16)]
+    batches = sentence_batches(encoder, held)
     calib_feeds = [encoder.encode([t]) for t in calib]
 
     torch_fn = torch_path()
@@ -337,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
         "threads": THREADS,
         "rounds": args.rounds,
         "accuracy_vs_torch_fp32": acc,
+        "held_out_near_ties": near_ties(np.concatenate(reference)),
+        "validation_near_ties": near_ties(
+            np.concatenate([torch_fn(b) for b in sentence_batches(encoder, valid)])
+        ),
         "fp32_artifact_sweep": sweep,
         "latency_ms": lat,
         "paired_ratio_of_default_int8": paired,
@@ -358,6 +401,13 @@ def main(argv: list[str] | None = None) -> int:
         a = acc[name]
         cells = " | ".join(f"{lat[name][s]:.2f}" for s in SHAPES)
         print(f"| {name} | {a['cos_mean']:.4f} | {a['cos_min']:.4f} | {a['nn']:.3f} | {cells} |")
+    gaps = acc[MINE]["nn_gaps"]
+    print(
+        f"\n{MINE}: {len(gaps)} nearest-neighbour disagreement(s) on {len(held)} held-out sentences, torch putting"
+        f" its own neighbour nearer than the one picked by {', '.join(f'{g:.4f}' for g in gaps) or '-'} (cosine);"
+        f" {result['held_out_near_ties']} of the sentences have their two nearest neighbours within {NEAR_TIE} under"
+        f" torch ({result['validation_near_ties']} of the {len(valid)} validation sentences)"
+    )
     print(f"\n{MINE}, time over each path's (paired by round, median of {args.rounds} rounds):")
     print("\n| path | " + " | ".join(SHAPES) + " |")
     print("|---|" + "---|" * len(SHAPES))
