@@ -20,8 +20,8 @@ Paths measured, all in this one process, interleaved:
 
 Accuracy: mean/min cosine and nearest-neighbour agreement of the embeddings against torch fp32 on the
 held-out sentences (batches of 16 of similar length, the same batches for every path), and for each
-disagreement how much nearer torch puts its own neighbour than the one picked (a near-tie, or a real miss); the fp32 artifact is
-also checked at lengths 1..512 and batch sizes 1..64. Latency: medians of blocks of calls, each block after
+disagreement how much nearer torch puts its own neighbour than the one picked (a near-tie, or a real miss);
+the fp32 artifact is also checked at lengths 1..512 and batch sizes 1..64. Latency: medians of blocks of calls, each block after
 a short rest, candidates in rotating order every round, at 8 tokens batch 1, 128 tokens batch 1 and
 batch 32 × 70 tokens; and the default int8's time over every other path's, paired by round (its block median
 over the other's block median of the same round, then the median over rounds), which load that comes and
