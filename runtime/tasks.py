@@ -38,7 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .errors import InvalidInputError
-from .figures import CONFIDENT, Agreement, accuracy_figures, sqnr_db
+from .figures import CONFIDENT, Agreement, accuracy_figures, sqnr_db, worst_of
 from .spec import TensorSpec
 
 Outputs = Mapping[str, np.ndarray]
@@ -208,6 +208,7 @@ class ClassificationJudge:
             "confident_top1_agreement": round(float(agree[confident].mean()), 6) if confident.any() else None,
             "confident_samples": int(confident.sum()),
             "top5_containment": round(float(np.mean(np.any(top5 == top_ref[:, None], axis=1))), 6),
+            "expected_disagreement": expected_disagreement(ref, cand),
         }
         if labels is not None:
             lab = _labels(labels, len(ref), ref.shape[1])
@@ -235,6 +236,32 @@ class ClassificationJudge:
             best = np.argsort(-row, kind="stable")[: max(1, top)]
             lines.append(", ".join(f"{labels[j] if labels else j} ({row[j]:.3g})" for j in best))
         return lines
+
+
+def expected_disagreement(reference: np.ndarray, candidate: np.ndarray) -> float | None:
+    """Top-1 disagreement expected on other samples of the same kind, from every pair of samples.
+
+    Counting flips over a few hundred samples says little: whether a sample flips depends on how close its
+    top two classes were, and the few near-ties a set happens to hold decide the count. Here each sample
+    ``i`` gives its reference margin ``m_i`` (top class over runner-up) and each sample ``j`` the change
+    ``d_j`` of that margin under the candidate; the estimate is the share of all ``(i, j)`` pairs with
+    ``m_i + d_j < 0`` — the candidate's margin errors applied to the set's margins, assuming the error does
+    not depend on the margin. It looks at the runner-up only (a flip to a third class counts in the
+    observed disagreement). ``None`` for fewer than two classes or non-finite scores.
+    """
+    n, classes = reference.shape
+    if n == 0 or classes < 2 or not (np.isfinite(reference).all() and np.isfinite(candidate).all()):
+        return None
+    rows = np.arange(n)
+    ref = reference.astype(np.float64)
+    top = ref.argmax(1)
+    masked = ref.copy()
+    masked[rows, top] = -np.inf
+    runner = masked.argmax(1)
+    margin = ref[rows, top] - ref[rows, runner]
+    change = (candidate[rows, top].astype(np.float64) - candidate[rows, runner]) - margin
+    below = np.searchsorted(np.sort(change), -margin, side="left")  # per i: how many d_j < -m_i
+    return round(float(below.sum()) / (n * n), 6)
 
 
 # ---------------------------------------------------------------------------------------------- embedding
@@ -408,28 +435,7 @@ def _elementwise(reference: Sequence[Outputs], candidate: Sequence[Outputs], tas
                 f"nothing to compare for output {name!r}: the reference holds no finite value (NaN/Inf only)"
             )
         per_output[name] = acc.figures(task)
-    return _worst(per_output, task)
-
-
-def _worst(per_output: Mapping[str, Agreement], task: Task) -> Agreement:
-    """The worst figure over outputs; ``None`` where some output has no honest figure (non-finite)."""
-    items = list(per_output.values())
-
-    def pick(key: str, fn: Any) -> Any:
-        vals = [getattr(a, key) for a in items]
-        return None if any(v is None for v in vals) else fn(vals)
-
-    return Agreement(
-        task=task.value,
-        samples=max(a.samples for a in items),
-        max_abs_err=pick("max_abs_err", max),
-        max_rel_err=pick("max_rel_err", max),
-        cosine_min=pick("cosine_min", min),
-        cosine_mean=pick("cosine_mean", min),
-        sqnr_db=pick("sqnr_db", min),
-        nonfinite=sum(a.nonfinite for a in items),
-        outputs=dict(per_output),
-    )
+    return worst_of(per_output, task.value)
 
 
 class _Accumulator:

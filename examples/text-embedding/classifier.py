@@ -11,9 +11,9 @@ compared with fp32's on the held-out sentences, which no step has seen.
     .venv/bin/python examples/text-embedding/classifier.py [--workdir runs/text-classifier] [--held-out 1200]
         [--validation 600]
 
-Prints int8's label agreement with fp32 (the aim: at least 99.5 % on the held-out sentences; the budget on
-the validation sentences keeps a margin, 99.75 %) and both accuracies, and writes
-``<workdir>/classifier.json``.
+Prints int8's label agreement with fp32 and its expected disagreement (the aim: at least 99.5 % agreement on
+the held-out sentences; the budget on the validation sentences keeps a margin, 0.25 points) and both
+accuracies, and writes ``<workdir>/classifier.json``.
 """
 
 from __future__ import annotations
@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     from infership.convert import build_artifact
     from infership.convert.int8 import quantize
     from infership.convert.int8.transformer import OrtDynamicConfig
+    from infership.runtime.tasks import judge_for
 
     from infership import Artifact, Predictor
 
@@ -135,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         build_artifact(f"hf:{hf}", art, task="text-classification", fp16=False, overwrite=True)
         # Judged without the labels, so the budget is label disagreement with fp32 rather than accuracy,
         # which label flips in both directions can leave unchanged. The aim is agreement >= 99.5 % on the
-        # held-out sentences; on 600 validation sentences one flip is 0.17 points, so the budget keeps a
-        # margin: 0.25 points (agreement >= 99.75 % on the validation sentences).
+        # held-out sentences; the budget keeps a margin: 0.25 points on the validation sentences, read as
+        # the larger of the observed and the expected disagreement (one flip there is 0.17 points).
         # Attention kept in float in the dynamic recipe: a label decided by a near tie must not flip with
         # the other texts of its batch (QAttention scales the whole batch at once).
         report = quantize(
@@ -152,30 +153,33 @@ def main(argv: list[str] | None = None) -> int:
             m = t.metrics
             out["targets"][t.variant_id] = {
                 "validation_label_agreement": m.top1_agreement,
+                "validation_expected_disagreement": m.expected_disagreement,
                 "excluded_nodes": len(t.excluded_nodes),
                 "passed": t.passed,
             }
-            print(f"{t.variant_id}: validation label agreement {100 * m.top1_agreement:.2f}% "
+            print(f"{t.variant_id}: validation label agreement {100 * m.top1_agreement:.2f}%, expected "
+                  f"disagreement {100 * m.expected_disagreement:.2f}% "
                   f"({len(t.excluded_nodes)} node(s) kept in float)")  # fmt: skip
 
-    def labels_of(p: Predictor) -> np.ndarray:
-        return np.concatenate(
-            [p.predict(held_t[i : i + 32])["logits"].argmax(1) for i in range(0, len(held_t), 32)]
-        )
+    def logits_of(p: Predictor) -> np.ndarray:
+        return np.concatenate([p.predict(held_t[i : i + 32])["logits"] for i in range(0, len(held_t), 32)])
 
     with Predictor.load(art, precision="int8") as p8, Predictor.load(art, precision="fp32") as p32:
-        got8, got32 = labels_of(p8), labels_of(p32)
+        z32 = logits_of(p32)
+        got8, got32 = logits_of(p8).argmax(1), z32.argmax(1)
         served = p8.backend
     # each int8 variant alone, on its own backend, on the same held-out sentences
     out["held_out_label_agreement"] = {}
+    out["held_out_expected_disagreement"] = {}
     for v in Artifact.load(art).manifest.variants:
         if v.precision == "int8":
             with Predictor.load(art, variant=v.id, backend=v.target) as p:
-                agree = float(np.mean(labels_of(p) == got32))
-            out["held_out_label_agreement"][v.id] = agree
-            print(
-                f"{v.id} alone vs fp32 on {len(held_t)} held-out sentences: label agreement {100 * agree:.2f}%"
-            )
+                held_m = judge_for("classification").compare([{"logits": z32}], [{"logits": logits_of(p)}])
+            out["held_out_label_agreement"][v.id] = held_m.top1_agreement
+            out["held_out_expected_disagreement"][v.id] = held_m.expected_disagreement
+            print(f"{v.id} alone vs fp32 on {len(held_t)} held-out sentences: label agreement "
+                  f"{100 * held_m.top1_agreement:.2f}% (expected disagreement "
+                  f"{100 * held_m.expected_disagreement:.2f}%)")  # fmt: skip
     out["served_int8"] = {
         "backend": served,
         "label_agreement": float(np.mean(got8 == got32)),

@@ -42,6 +42,37 @@ def test_agreement_accuracy_and_confident_subset():
     assert 0.9 < m.cosine_min < 1.0 and m.cosine_mean > m.cosine_min
 
 
+def _two_class(margins: list[float], changes: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Logits whose top class (0) leads by ``margins`` and a candidate that moves each lead by ``changes``."""
+    ref = np.zeros((len(margins), 2), np.float32)
+    ref[:, 0] = margins
+    cand = ref.copy()
+    cand[:, 0] += changes
+    return ref, cand
+
+
+def test_expected_disagreement_pairs_every_margin_with_every_error():
+    # one pair of the 16 flips: the smallest margin (1) under the largest error (-1.5); the observed
+    # disagreement is that one sample's own flip, 1 of 4
+    ref, cand = _two_class([1.0, 2.0, 3.0, 4.0], [-1.5, 0.0, 0.0, 0.0])
+    m = _compare(ref, cand)
+    assert m.expected_disagreement == pytest.approx(1 / 16)
+    assert m.top1_agreement == 0.75 and m.loss_points == 25.0  # the larger of the two
+    assert _compare(ref, ref).expected_disagreement == 0.0
+
+
+def test_a_lucky_set_still_pays_for_its_near_tie():
+    # nothing flips: the near-tie (margin 0.1) happened to get no error, the error (-0.5) fell on a sample
+    # with a large margin; on other samples like these the two meet, so the budget reads 1/16, not 0
+    ref, cand = _two_class([0.1, 5.0, 5.0, 5.0], [0.0, -0.5, 0.0, 0.0])
+    m = _compare(ref, cand)
+    assert m.top1_agreement == 1.0
+    assert m.expected_disagreement == pytest.approx(1 / 16) and m.loss_points == pytest.approx(6.25)
+    assert m.to_dict()["expected_disagreement"] == pytest.approx(1 / 16)  # recorded with the validation
+    with_labels = _compare(ref, cand, np.zeros(4, int))
+    assert with_labels.loss_points == with_labels.accuracy_drop == 0.0  # labels: the budget is accuracy
+
+
 def test_bad_inputs_are_refused():
     with pytest.raises(InvalidInputError, match="reference shape"):
         _compare(np.zeros((2, 3)), np.zeros((2, 4)))
