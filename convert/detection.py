@@ -109,7 +109,7 @@ class DetectorExport(_module_base()):  # type: ignore[misc]
         import torch
 
         if torch.jit.is_tracing():
-            with _nms_without_branch(), _decode_without_inferred_sizes():
+            with _nms_without_branch(), _decode_without_inferred_sizes(), _merge_levels_by_gather():
                 results = self.detector(list(images.unbind(0)))
         else:
             results = self.detector(list(images.unbind(0)))
@@ -138,15 +138,8 @@ def _nms_without_branch() -> Iterator[None]:
         offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
         return box_ops.nms(boxes + offsets[:, None], scores, iou_threshold)
 
-    original = getattr(box_ops, "_batched_nms_coordinate_trick", None)
-    if original is None:  # another torchvision: leave it as it is
+    with _swapped(box_ops, "_batched_nms_coordinate_trick", coordinate_trick):
         yield
-        return
-    box_ops._batched_nms_coordinate_trick = coordinate_trick
-    try:
-        yield
-    finally:
-        box_ops._batched_nms_coordinate_trick = original
 
 
 @contextlib.contextmanager
@@ -166,12 +159,53 @@ def _decode_without_inferred_sizes() -> Iterator[None]:
         pred_boxes = self.decode_single(rel_codes, concat_boxes)
         return pred_boxes.reshape(concat_boxes.shape[0], pred_boxes.shape[-1] // 4, 4)
 
-    original = _utils.BoxCoder.decode
-    _utils.BoxCoder.decode = decode
+    with _swapped(_utils.BoxCoder, "decode", decode):
+        yield
+
+
+def merge_levels_by_gather(levels: Any, unmerged: list[Any]) -> Any:
+    """Multi-scale RoI pooling's results put back in the order of the regions, by one ``Gather``.
+
+    torchvision's traced version (``_onnx_merge_levels``) scatters each pyramid level's pooled regions into a
+    zero tensor with an index expanded to the pooled features' full size (``[regions, channels, 7, 7]``
+    int64 per level): on a Faster R-CNN MobileNetV3 FPN at 160×160 those ``ScatterElements`` took 14 % of
+    ONNX Runtime's time. Here the levels' results are concatenated in level order and gathered back with the
+    inverse of that order — the same tensor, with one scatter of ``regions`` integers.
+
+    Args:
+        levels: The pyramid level of each region, ``[regions]``.
+        unmerged: Each level's pooled regions, in ``levels`` order within the level.
+    """
+    import torch
+
+    order = torch.cat([torch.where(levels == level)[0] for level in range(len(unmerged))])
+    positions = torch.arange(order.size(0), dtype=order.dtype, device=order.device)
+    inverse = torch.zeros_like(order).scatter(0, order, positions)
+    return torch.cat(unmerged, 0).index_select(0, inverse)
+
+
+@contextlib.contextmanager
+def _merge_levels_by_gather() -> Iterator[None]:
+    """While tracing, :func:`merge_levels_by_gather` in place of torchvision's ``_onnx_merge_levels``."""
+    from torchvision.ops import poolers
+
+    with _swapped(poolers, "_onnx_merge_levels", merge_levels_by_gather):
+        yield
+
+
+@contextlib.contextmanager
+def _swapped(owner: Any, name: str, replacement: Any) -> Iterator[None]:
+    """``owner.name`` replaced by ``replacement`` inside the block, then restored; left alone when ``owner``
+    has no such attribute (another torchvision)."""
+    original = getattr(owner, name, None)
+    if original is None:
+        yield
+        return
+    setattr(owner, name, replacement)
     try:
         yield
     finally:
-        _utils.BoxCoder.decode = original
+        setattr(owner, name, original)
 
 
 def adapt(src: ModelSource, examples: tuple | None = None) -> ModelSource | None:

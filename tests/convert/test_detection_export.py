@@ -29,9 +29,10 @@ def _scenes():
     return sys.modules[name]
 
 
-def tiny_faster_rcnn():
-    """A torchvision Faster R-CNN on a three-layer backbone: seconds to export, decisive enough scores
-    (its class scores spread) that the comparison has detections to match."""
+def tiny_faster_rcnn(backbone=None, anchors=None, pool=None):
+    """A torchvision Faster R-CNN on a three-layer backbone (or the one given, with its anchor generator
+    and region pooling): seconds to export, decisive enough scores (its class scores spread) that the
+    comparison has detections to match."""
     from torch import nn
     from torchvision.models.detection import FasterRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -54,11 +55,13 @@ def tiny_faster_rcnn():
             return torch.relu(self.body(x))
 
     torch.manual_seed(0)
+    backbone = backbone or Backbone()
     model = FasterRCNN(
-        Backbone(),
-        rpn_anchor_generator=AnchorGenerator(sizes=((16, 32, 64),), aspect_ratios=((0.5, 1.0, 2.0),)),
-        box_roi_pool=MultiScaleRoIAlign(["0"], 7, 2),
-        box_head=TwoMLPHead(32 * 49, 64),
+        backbone,
+        rpn_anchor_generator=anchors
+        or AnchorGenerator(sizes=((16, 32, 64),), aspect_ratios=((0.5, 1.0, 2.0),)),
+        box_roi_pool=pool or MultiScaleRoIAlign(["0"], 7, 2),
+        box_head=TwoMLPHead(backbone.out_channels * 49, 64),
         box_predictor=FastRCNNPredictor(64, 11),
         min_size=SIZE,
         max_size=SIZE,
@@ -295,3 +298,62 @@ def test_detect_refuses_unreadable_images_clearly(detector_artifact, tmp_path: P
         ]:
             with pytest.raises(InvalidInputError, match=match):
                 p.detect(bad)
+
+
+def test_pooled_regions_merge_back_in_order_as_torchvision_does() -> None:
+    from infership.convert.detection import merge_levels_by_gather
+    from torchvision.ops.poolers import _onnx_merge_levels
+
+    gen = torch.Generator().manual_seed(0)
+    levels = torch.randint(0, 4, (37,), generator=gen)
+    levels[levels == 2] = 3  # one level with no region at all
+    unmerged = [torch.randn(int((levels == lv).sum()), 8, 7, 7, generator=gen) for lv in range(4)]
+    assert torch.equal(merge_levels_by_gather(levels, unmerged), _onnx_merge_levels(levels, unmerged))
+
+
+def test_a_two_level_detector_pools_without_scattering_its_features(tmp_path: Path) -> None:
+    """Region pooling over two feature levels (as FPN detectors pool) exports with one small scatter of
+    region indices rather than one scatter of every pooled feature per level, and still matches torch."""
+    from collections import OrderedDict
+
+    import onnx
+    from infership.convert import build_artifact
+    from torch import nn
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.ops import MultiScaleRoIAlign
+
+    class TwoLevels(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fine = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 16, 3, 2, 1))
+            self.coarse = nn.Conv2d(16, 16, 3, 2, 1)
+            self.out_channels = 16
+
+        def forward(self, x):
+            fine = torch.relu(self.fine(x))
+            return OrderedDict([("0", fine), ("1", torch.relu(self.coarse(fine)))])
+
+    model = tiny_faster_rcnn(
+        TwoLevels(),
+        AnchorGenerator(sizes=((16,), (48,)), aspect_ratios=((0.5, 1.0, 2.0),) * 2),
+        MultiScaleRoIAlign(["0", "1"], 7, 2, canonical_scale=48, canonical_level=3),
+    )
+    scenes = _scenes()
+    art = build_artifact(
+        model,
+        tmp_path / "art",
+        input_shapes=[(1, 3, SIZE, SIZE)],
+        preprocessing=Preprocessing(input="images", resize=(SIZE, SIZE)),
+        validation_data=[s.image for s in scenes.make_scenes(3, size=SIZE, split="holdout")],
+        fp16=False,
+        openvino=False,
+        torch_program=False,
+        samples=1,
+    )
+    val = next(v for v in art.manifest.variants if v.id == "onnx-fp32").validation
+    assert val["passed"] and val["detections_matched"] == 1.0 and val["detections_reference"] > 0
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(art.root / "model.onnx"))).graph
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*graph.value_info, *graph.output]}
+    scatters = [n for n in graph.node if n.op_type == "ScatterElements"]
+    assert len([n for n in graph.node if n.op_type == "RoiAlign"]) == 2  # one per level
+    assert len(scatters) == 1 and ranks[scatters[0].output[0]] == 1  # region indices, not features
