@@ -6,9 +6,10 @@ For each backend (torch, ONNX Runtime, OpenVINO) and precision (fp32, int8) of t
 mAP@0.5 and mAP@0.5:0.95 (infership's detection judge), the detections matched with torch fp32 and their
 worst box IoU, the mAP@0.5 drop of int8 against fp32 of the same backend with a 95 % bootstrap interval
 (scenes resampled with replacement), the median batch-1 latency over held-out scenes (every path measured
-in interleaved blocks with rests), and — for ONNX Runtime — the share of
-run time spent in the backbone (and FPN) against the rest (proposals, RoI heads, box decoding, NMS), from
-ONNX Runtime's profiler. Prints the load average before and after: timings on a busy machine are noisy.
+in interleaved blocks with rests), and — for ONNX Runtime — the share of run time spent in the backbone (and
+FPN) against the rest (proposals, RoI heads, box decoding, NMS), from ONNX Runtime's profiler, with the
+operator types that take the most time. Prints the load average before and after: timings on a busy machine
+are noisy.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from infership.calibration import import_file
@@ -58,8 +60,9 @@ def bootstrap_drop(ref, cand, targets, *, rounds: int = 300, seed: int = 0) -> t
     return float(lo), float(hi)
 
 
-def backbone_share(model_path: Path, feed: dict[str, np.ndarray], runs: int = 20) -> dict[str, float]:
-    """Share of ONNX Runtime node time in the backbone and FPN (node names under ``/detector/backbone``)."""
+def backbone_share(model_path: Path, feed: dict[str, np.ndarray], runs: int = 20) -> dict[str, Any]:
+    """Share of ONNX Runtime node time in the backbone and FPN (node names under ``/detector/backbone``),
+    and the operator types taking the most time (``top_ops``: share of all node time, largest first)."""
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,6 +80,7 @@ def backbone_share(model_path: Path, feed: dict[str, np.ndarray], runs: int = 20
             session.run(None, feed)
         events = json.loads(Path(session.end_profiling()).read_text())
     backbone = rest = 0
+    by_op: dict[str, int] = {}
     for e in events:
         if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
             continue
@@ -84,8 +88,15 @@ def backbone_share(model_path: Path, feed: dict[str, np.ndarray], runs: int = 20
             backbone += e["dur"]
         else:
             rest += e["dur"]
+        op = e.get("args", {}).get("op_name", "?")
+        by_op[op] = by_op.get(op, 0) + e["dur"]
     total = backbone + rest
-    return {"backbone": round(backbone / total, 3), "heads_and_postprocessing": round(rest / total, 3)}
+    top = sorted(by_op.items(), key=lambda kv: -kv[1])[:8]
+    return {
+        "backbone": round(backbone / total, 3),
+        "heads_and_postprocessing": round(rest / total, 3),
+        "top_ops": {op: round(t / total, 3) for op, t in top},
+    }
 
 
 PATHS = [
