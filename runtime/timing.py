@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from .errors import InvalidInputError
+
+K = TypeVar("K")
 
 
 def time_calls(fn: Callable[[], Any], *, runs: int = 20, warmup: int = 3, rest_s: float = 0.0) -> list[float]:
@@ -44,6 +46,30 @@ def time_calls(fn: Callable[[], Any], *, runs: int = 20, warmup: int = 3, rest_s
 def median_ms(fn: Callable[[], Any], *, runs: int = 20, warmup: int = 3, rest_s: float = 0.1) -> float:
     """Median latency of ``fn()`` in milliseconds (see :func:`time_calls`)."""
     return float(statistics.median(time_calls(fn, runs=runs, warmup=warmup, rest_s=rest_s)))
+
+
+def interleaved_medians(
+    calls: Mapping[K, Callable[[], Any]],
+    *,
+    blocks: int = 10,
+    runs: int = 40,
+    warmup: int = 2,
+    rest_s: float = 0.1,
+) -> dict[K, float]:
+    """Median latency in milliseconds of each callable, timed in ``blocks`` interleaved rounds of ``runs``
+    calls each (a rest before every block, :func:`time_calls`): a change in the machine's load during the
+    measurement falls on every callable alike, so their ratios hold where their absolute times move.
+
+    Raises:
+        InvalidInputError: ``blocks < 1`` (and what :func:`time_calls` refuses).
+    """
+    if blocks < 1:
+        raise InvalidInputError(f"interleaved_medians needs blocks >= 1, got {blocks}")
+    samples: dict[K, list[float]] = {k: [] for k in calls}
+    for _ in range(blocks):
+        for key, fn in calls.items():
+            samples[key] += time_calls(fn, runs=runs, warmup=warmup, rest_s=rest_s)
+    return {k: float(statistics.median(v)) for k, v in samples.items()}
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:

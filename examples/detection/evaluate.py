@@ -32,7 +32,7 @@ from infership.runtime.detection import (
     to_original,
 )
 from infership.runtime.errors import ArtifactError, BackendUnavailable
-from infership.runtime.timing import time_calls
+from infership.runtime.timing import interleaved_medians
 
 HERE = Path(__file__).resolve().parent
 
@@ -108,22 +108,10 @@ PATHS = [
 ]
 
 
-def interleaved_ms(
-    opened: dict[tuple[str, str], tuple[Predictor, list[np.ndarray]]], *, blocks: int, calls: int
-) -> dict[tuple[str, str], float]:
-    """Median batch-1 latency of each path over held-out scenes, measured in interleaved blocks (a rest
-    before each) so that a change in the machine's load hits every path alike."""
-    samples: dict[tuple[str, str], list[float]] = {k: [] for k in opened}
-    for _ in range(blocks):
-        for key, (p, feeds) in opened.items():
-            it = iter(range(1 << 62))
-            samples[key] += time_calls(
-                lambda p=p, feeds=feeds, it=it: p.predict(feeds[next(it) % len(feeds)]),
-                runs=calls,
-                warmup=2,
-                rest_s=0.1,
-            )
-    return {k: float(np.median(v)) for k, v in samples.items()}
+def cycling(p: Predictor, feeds: list[np.ndarray]) -> Any:
+    """One batch-1 call of ``p`` per call of the result, cycling through ``feeds``."""
+    it = iter(range(1 << 62))
+    return lambda: p.predict(feeds[next(it) % len(feeds)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
                     art.path_of(p.variant.files[0]), {p.inputs[0].name: feeds[0]}
                 )
             rows.append(row)
-        ms = interleaved_ms(opened, blocks=args.blocks, calls=args.calls)
+        ms = interleaved_medians(
+            {k: cycling(p, feeds) for k, (p, feeds) in opened.items()}, blocks=args.blocks, runs=args.calls
+        )
     finally:
         for p, _ in opened.values():
             p.close()

@@ -5,13 +5,15 @@
 For each backend (ONNX Runtime, OpenVINO) and precision (fp32, int8) of the artifact: the held-out mIoU
 (background and ten digits, infership's segmentation judge), the share of pixels whose class agrees with
 torch fp32, the mIoU drop of int8 against fp32 of the same backend with a 95 % bootstrap interval (scenes
-resampled with replacement), and the median batch-1 latency. Prints the load average before and after:
+resampled with replacement), and the median batch-1 latency (every path measured in interleaved blocks with
+rests, so a change in the machine's load falls on all alike). Prints the load average before and after:
 timings on a busy machine are noisy.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import numpy as np
 from infership.calibration import import_file
 from infership.runtime import Predictor, judge_for
 from infership.runtime.errors import ArtifactError, BackendUnavailable
-from infership.runtime.timing import median_ms
+from infership.runtime.timing import interleaved_medians
 
 HERE = Path(__file__).resolve().parent
 
@@ -65,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("artifact", type=Path)
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument(
+        "--blocks", type=int, default=10, help="interleaved timing blocks per path (default 10)"
+    )
+    parser.add_argument("--calls", type=int, default=40, help="batch-1 calls per block (default 40)")
     args = parser.parse_args(argv)
     data = _data()
     before = _loadavg()
@@ -72,36 +78,41 @@ def main(argv: list[str] | None = None) -> int:
     images, masks = data.load_scenes("holdout", data.HOLDOUT_SCENES)
     digits = data.count_objects("holdout", data.HOLDOUT_SCENES)
     rows, maps, conf = [], {}, {}
-    for backend, precision in [("torch", "fp32"), ("ort-cpu", "fp32"), ("ort-cpu", "int8"),
-                               ("openvino", "fp32"), ("openvino", "int8")]:  # fmt: skip
-        try:
-            p = Predictor.load(args.artifact, backend=backend, precision=precision)
-        except (BackendUnavailable, ArtifactError) as exc:
-            rows.append({"backend": backend, "precision": precision, "skipped": str(exc).splitlines()[0]})
-            continue
-        with p:
+    opened: dict[tuple[str, str], tuple[Predictor, np.ndarray]] = {}
+    with contextlib.ExitStack() as stack:
+        for backend, precision in [("torch", "fp32"), ("ort-cpu", "fp32"), ("ort-cpu", "int8"),
+                                   ("openvino", "fp32"), ("openvino", "int8")]:  # fmt: skip
+            try:
+                p = stack.enter_context(Predictor.load(args.artifact, backend=backend, precision=precision))
+            except (BackendUnavailable, ArtifactError) as exc:
+                rows.append({"backend": backend, "precision": precision, "skipped": str(exc).splitlines()[0]})
+                continue
             pre = p.manifest.preprocessing
             x = np.stack([data.to_input(im, pre) for im in images])
             outs = [p.predict(x[i : i + 16]) for i in range(0, len(x), 16)]
-            one = x[:1]
-            ms = median_ms(lambda p=p, one=one: p.predict(one), runs=30, warmup=5)
-        key = (backend, precision)
-        maps[key] = np.concatenate([judge.predictions(o) for o in outs])
-        classes = int(next(iter(outs[0].values())).shape[1])
-        conf[key] = confusions(maps[key], masks, classes)
-        row = {"backend": backend, "precision": precision, "variant": p.variant.id}
-        row["miou"] = round(100.0 * miou(conf[key].sum(0)), 2)
-        row["pixels_agree_with_torch_fp32"] = round(float(np.mean(maps[key] == maps["torch", "fp32"])), 5)
-        row["batch1_ms"] = round(ms, 3)
-        if precision == "int8" and (backend, "fp32") in conf:
+            opened[backend, precision] = (p, x[:1])
+            key = (backend, precision)
+            maps[key] = np.concatenate([judge.predictions(o) for o in outs])
+            classes = int(next(iter(outs[0].values())).shape[1])
+            conf[key] = confusions(maps[key], masks, classes)
+            row = {"backend": backend, "precision": precision, "variant": p.variant.id}
+            row["miou"] = round(100.0 * miou(conf[key].sum(0)), 2)
+            row["pixels_agree_with_torch_fp32"] = round(float(np.mean(maps[key] == maps["torch", "fp32"])), 5)
+            rows.append(row)
+        ms = interleaved_medians(
+            {k: (lambda p=p, one=one: p.predict(one)) for k, (p, one) in opened.items()},
+            blocks=args.blocks,
+            runs=args.calls,
+        )
+    by_key = {(r["backend"], r["precision"]): r for r in rows if "skipped" not in r}
+    for key, row in by_key.items():
+        row["batch1_ms"] = round(ms[key], 3)
+        backend, precision = key
+        if precision == "int8" and (backend, "fp32") in by_key:
             ref = conf[backend, "fp32"]
             row["miou_drop"] = round(100.0 * (miou(ref.sum(0)) - miou(conf[key].sum(0))), 2)
             row["miou_drop_95ci"] = [round(v, 2) for v in bootstrap_drop(ref, conf[key])]
-            fp32_ms = next(
-                r["batch1_ms"] for r in rows if r.get("backend") == backend and r["precision"] == "fp32"
-            )
-            row["speedup_batch1"] = round(fp32_ms / ms, 2)
-        rows.append(row)
+            row["speedup_batch1"] = round(by_key[backend, "fp32"]["batch1_ms"] / row["batch1_ms"], 2)
     result = {
         "held_out_scenes": len(images),
         "held_out_digits": digits,

@@ -143,6 +143,19 @@ def test_one_timer_counts_calls_and_refuses_nonsense():
         time_calls(lambda: None, runs=0)
 
 
+def test_interleaved_timing_takes_turns_block_by_block():
+    from infership.runtime.timing import interleaved_medians
+
+    order: list[str] = []
+    medians = interleaved_medians(
+        {"a": lambda: order.append("a"), "b": lambda: order.append("b")}, blocks=3, runs=2, warmup=1, rest_s=0
+    )
+    assert set(medians) == {"a", "b"} and all(m >= 0 for m in medians.values())
+    assert order == (["a"] * 3 + ["b"] * 3) * 3  # per block: a's warm-up and runs, then b's
+    with pytest.raises(InvalidInputError, match="blocks >= 1"):
+        interleaved_medians({"a": lambda: None}, blocks=0)
+
+
 def test_summaries_speak_in_the_users_terms():
     scores = {"logits": np.array([[0.1, 2.0, 0.5], [3.0, 0.0, 1.0]], np.float32)}
     lines = judge_for("classification").summarise(scores, labels=["cat", "dog", "owl"], top=2)
