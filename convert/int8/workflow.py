@@ -210,7 +210,7 @@ def quantize(
             src=src,
             calib=calib,
             holdout=held,
-            rank_set=calib.sample(min(rank_samples, len(calib)), seed=1).with_batch_size(2),
+            rank_set=_rank_set(calib, rank_samples),
             ref=ev.reference(art, fp32, held, scratch=Path(tmp)),
             budget=max_accuracy_drop,
             repair=repair,
@@ -272,6 +272,13 @@ def quantize(
         stats = _reference_statistics(art, held, ctx.ref.outputs)
         _commit(art, kept, report, table, stats)
     return replace(report, committed=True)
+
+
+def _rank_set(calib: CalibrationSet, samples: int) -> CalibrationSet:
+    """The few calibration samples layer ranking runs the fp32 model on: batches of two, or the model's
+    fixed batch size when it has one (a detector takes one image per run)."""
+    picked = calib.sample(min(samples, len(calib)), seed=1)
+    return picked if picked.drop_last else picked.with_batch_size(2)
 
 
 def _check_budget_figure(manifest: Manifest, budget: float | None) -> None:

@@ -107,3 +107,23 @@ def test_outlook_warns_about_s8s8_on_cpu_and_missing_reduce_range():
     assert int8_outlook(vnni, activation_type="int8", target="ort-trt").verdict == "fast"  # GPU target
     avx2 = int8_outlook(_cpu("avx2"), activation_type="uint8", reduce_range=False)
     assert any("reduce_range" in n for n in avx2.notes)
+
+
+def test_layer_ranking_keeps_a_fixed_batch():
+    """The ranking set of a model with a fixed batch size (a detector: one image per run) keeps that batch;
+    other models rank on batches of two."""
+    from infership.calibration import CalibrationSet
+    from infership.calibration.sources import ArraySource
+    from infership.convert.int8.workflow import _rank_set
+    from infership.runtime.spec import TensorSpec
+
+    images = np.zeros((6, 3, 8, 8), np.float32)
+    fixed = CalibrationSet(ArraySource([{"images": images}], labels=None, description={})).bind(
+        [TensorSpec("images", "float32", (1, 3, 8, 8))]
+    )
+    ranked = _rank_set(fixed, 4)
+    assert len(ranked) == 4 and ranked.batch_size == 1 and all(b["images"].shape[0] == 1 for b in ranked)
+    free = CalibrationSet(ArraySource([{"images": images}], labels=None, description={})).bind(
+        [TensorSpec("images", "float32", (None, 3, 8, 8))]
+    )
+    assert _rank_set(free, 4).batch_size == 2
