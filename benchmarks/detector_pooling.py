@@ -51,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name, gather in (("scatter (torchvision)", False), ("gather (infership)", True)):
             path = Path(tmp) / f"{name.split()[0]}.onnx"
-            swap = contextlib.nullcontext() if gather else _without_gather_merge(detection)
+            # torchvision's own merge: infership's swap itself swapped out while tracing
+            swap = (
+                contextlib.nullcontext()
+                if gather
+                else detection._swapped(detection, "_merge_levels_by_gather", contextlib.nullcontext)
+            )
             with swap, torch.no_grad():
                 torch.onnx.export(
                     wrapped, (torch.from_numpy(feeds[0]),), str(path), input_names=["images"],
@@ -86,16 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k}: {v:.3f} ms")
     print(f"scatter / gather: {ms[a] / ms[b]:.2f}x")
     return 0
-
-
-@contextlib.contextmanager
-def _without_gather_merge(detection):
-    original = detection._merge_levels_by_gather
-    detection._merge_levels_by_gather = contextlib.nullcontext
-    try:
-        yield
-    finally:
-        detection._merge_levels_by_gather = original
 
 
 if __name__ == "__main__":
