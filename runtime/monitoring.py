@@ -78,11 +78,16 @@ class DriftMonitor:
         self._class_output = next((n for n, f in outs.items() if f.get("classes")), None)
         self._ref_classes = np.asarray(outs[self._class_output]["classes"]) if self._class_output else None
 
-    def observe_inputs(self, feeds: Mapping[str, Any]) -> None:
-        """Add one batch of feeds (name → array) to the window."""
+    def observe_inputs(self, feeds: Mapping[str, Any]) -> dict[str, int]:
+        """Add one batch of feeds (name → array) to the window; returns the NaN/Inf count of each input
+        it read, so callers need not count them again."""
+        counts: dict[str, int] = {}
         for name, window in self._inputs.items():
             if name in feeds:
-                window.push(_moments(np.asarray(feeds[name])))
+                item = _moments(np.asarray(feeds[name]))
+                counts[name] = item["nonfinite"]
+                window.push(item)
+        return counts
 
     def observe_outputs(self, outputs: Mapping[str, Any]) -> None:
         """Add one batch of outputs to the window (class distribution and confidence)."""
@@ -160,18 +165,54 @@ class _Window:
             return dict(self._totals)
 
 
+def nonfinite_count(a: np.ndarray) -> int:
+    """NaN and ±Inf elements of ``a`` (0 for integer arrays). A batch without any costs one sum: a NaN or
+    an infinity makes the sum non-finite, and only then are the elements counted."""
+    if a.dtype.kind not in "fc" or not a.size:
+        return 0
+    if np.isfinite(a.sum()):
+        return 0
+    return int(a.size - np.count_nonzero(np.isfinite(a)))  # or the sum overflowed: count exactly
+
+
+#: Elements per float32 block of the sum of squares (the blocks' sums are added in float64).
+_SQUARES_BLOCK = 4096
+
+
+def _sum_squares(values: np.ndarray) -> float:
+    """Σ x² of a 1-D array: float32 dot products over blocks of ``_SQUARES_BLOCK`` (each exact to a few
+    float32 roundings), their sums added in float64 — a fraction of a millisecond on a batch of images,
+    where one float64 pass over a converted copy costs several."""
+    if values.dtype != np.float32:
+        v = values.astype(np.float64, copy=False)
+        return float(np.dot(v, v))
+    n = values.size - values.size % _SQUARES_BLOCK
+    blocks = values[:n].reshape(-1, _SQUARES_BLOCK)
+    tail = values[n:].astype(np.float64)
+    total = float(np.einsum("ij,ij->i", blocks, blocks).sum(dtype=np.float64)) + float(np.dot(tail, tail))
+    if not np.isfinite(total):  # squares past float32's range (|x| > 1.8e19): in float64 after all
+        v = values.astype(np.float64)
+        total = float(np.dot(v, v))
+    return total
+
+
 def _moments(a: np.ndarray) -> dict[str, Any]:
     flat = a.reshape(-1)
     if a.dtype.kind == "f":
-        finite = np.isfinite(flat)
-        bad = int(flat.size - finite.sum())
-        values = (flat[finite] if bad else flat).astype(np.float64, copy=False)
+        total = flat.sum(dtype=None if flat.dtype == np.float32 else np.float64)  # float32: pairwise
+        bad, values = 0, flat
+        if not np.isfinite(total):  # a NaN or an infinity (or an overflow): count and leave them out
+            finite = np.isfinite(flat)
+            bad = int(flat.size - np.count_nonzero(finite))
+            values = flat[finite]
+            total = values.sum(dtype=np.float64)
     else:
         bad, values = 0, flat.astype(np.float64, copy=False)
+        total = values.sum()
     item: dict[str, Any] = {
         "count": values.size,
-        "sum": float(values.sum()),
-        "sumsq": float(np.dot(values, values)),
+        "sum": float(total),
+        "sumsq": _sum_squares(values),
         "nonfinite": bad,
     }
     if a.dtype.kind in "iu" and a.ndim >= 2 and a.shape[0]:
@@ -299,21 +340,19 @@ class Monitor:
 
     def observe_data(self, feeds: Mapping[str, Any], outputs: Mapping[str, Any] | None) -> None:
         """Feed the drift monitor one batch (every ``sample_every``-th call) and update the drift gauges."""
-        for name, value in feeds.items():
-            a = np.asarray(value)
-            if a.dtype.kind == "f":
-                bad = int(a.size - np.isfinite(a).sum())
-                if bad:
-                    self.nonfinite.labels(self.model, name).inc(bad)
-        if self.drift is None:
-            return
+        drift = self.drift
+        sampled = drift is not None and self._seen % self._sample_every == 0
         self._seen += 1
-        if (self._seen - 1) % self._sample_every:
+        counts = drift.observe_inputs(feeds) if sampled and drift is not None else {}
+        for name, value in feeds.items():
+            bad = counts[name] if name in counts else nonfinite_count(np.asarray(value))
+            if bad:
+                self.nonfinite.labels(self.model, name).inc(bad)
+        if not sampled or drift is None:
             return
-        self.drift.observe_inputs(feeds)
         if outputs is not None:
-            self.drift.observe_outputs(outputs)
-        figures = self.drift.figures()
+            drift.observe_outputs(outputs)
+        figures = drift.figures()
         for name, f in figures["inputs"].items():
             for key, value in f.items():
                 if value is not None:

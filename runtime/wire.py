@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -159,7 +160,32 @@ def _from_json(body: bytes, specs: Sequence[TensorSpec], text: bool) -> Any:
     return out
 
 
+def _npy_view(body: bytes) -> np.ndarray | None:
+    """An ``.npy`` body's array read in place — no copy of the data (read-only, like the body) — or
+    ``None`` where ``np.load`` must decide (another header version, object arrays, a short body)."""
+    from numpy.lib import format as npy
+
+    f = io.BytesIO(body)
+    try:
+        version = npy.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = npy.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = npy.read_array_header_2_0(f)
+        else:
+            return None
+    except (ValueError, OSError, EOFError):
+        return None
+    count = math.prod(shape)
+    if dtype.hasobject or len(body) - f.tell() != count * dtype.itemsize:
+        return None
+    flat = np.frombuffer(body, dtype=dtype, count=count, offset=f.tell())
+    return flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
+
+
 def _load_array(body: bytes, kind: str) -> Any:
+    if kind == "npy" and (view := _npy_view(body)) is not None:
+        return view
     try:
         loaded = np.load(io.BytesIO(body), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import threading
 from collections.abc import Iterator
@@ -134,6 +135,39 @@ def test_wire_formats_round_trip():
     assert decode_request(json.dumps({"texts": ["a", "b"]}).encode(), JSON, [spec], text=True) == ["a", "b"]
     with pytest.raises(InvalidInputError, match="one or more strings"):
         decode_request(json.dumps({"texts": [1]}).encode(), JSON, [spec], text=True)
+
+
+def test_npy_bodies_are_read_in_place_and_bad_ones_refused():
+    from infership.runtime.spec import TensorSpec
+
+    spec = TensorSpec("x", "float32", ("batch", 3))
+
+    def npy(a: np.ndarray, **kw) -> bytes:
+        buf = io.BytesIO()
+        np.save(buf, a, **kw)
+        return buf.getvalue()
+
+    for x in (
+        np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+        np.asfortranarray(np.arange(12, dtype=np.float64).reshape(3, 4)),
+        np.array([[1, 2, 3]], dtype=">i4"),  # big-endian
+        np.zeros((0, 3), np.float32),
+    ):
+        got = decode_request(npy(x), NPY, [spec])
+        assert got.dtype == x.dtype and got.shape == x.shape
+        np.testing.assert_array_equal(got, x)
+    view = decode_request(npy(np.arange(300_000, dtype=np.float32)), NPY, [spec])
+    assert not view.flags.owndata and not view.flags.writeable  # the body's own bytes, not a copy
+    body = npy(np.ones((2, 3), np.float32))
+    # A body longer than its header says is left to np.load, which reads the array and ignores the rest.
+    np.testing.assert_array_equal(decode_request(body + bytes(4), NPY, [spec]), np.ones((2, 3), np.float32))
+    for bad in (
+        body[:-4],
+        b"\x93NUMPY not really",
+        npy(np.array([{"a": 1}], dtype=object), allow_pickle=True),
+    ):
+        with pytest.raises(InvalidInputError, match="not a valid .npy file"):
+            decode_request(bad, NPY, [spec])
 
 
 def test_keepalive_connection_is_reused(served, tiny_artifact):

@@ -58,6 +58,35 @@ def test_statistics_count_nonfinite_and_lengths():
         input_statistics([])
 
 
+def test_live_moments_match_float64_and_count_every_nonfinite():
+    from infership.runtime.monitoring import _moments, nonfinite_count
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((8, 3, 224, 224)) * 50 + 100).astype(np.float32)  # a batch of images
+    exact = x.astype(np.float64).reshape(-1)
+    m = _moments(x)
+    assert m["count"] == x.size and m["nonfinite"] == 0
+    assert m["sum"] == pytest.approx(exact.sum(), rel=1e-6)
+    assert m["sumsq"] == pytest.approx(float(np.dot(exact, exact)), rel=1e-6)
+    odd = x.reshape(-1)[:10_001]  # not a whole number of blocks
+    assert _moments(odd)["sumsq"] == pytest.approx(float(np.square(odd.astype(np.float64)).sum()), rel=1e-6)
+    y = x.copy()
+    y[0, 0, 0, :3] = np.nan
+    y[1, 2, 5, 7] = -np.inf
+    m = _moments(y)
+    finite = exact[np.isfinite(y.reshape(-1))]
+    assert m["nonfinite"] == 4 == nonfinite_count(y) and m["count"] == finite.size
+    assert m["sum"] == pytest.approx(finite.sum(), rel=1e-6)
+    huge = np.full(4, 3e38, np.float32)  # finite, but their float32 sum overflows
+    assert nonfinite_count(huge) == 0 and _moments(huge)["nonfinite"] == 0
+    assert _moments(huge)["sum"] == pytest.approx(1.2e39, rel=1e-6)
+    big = np.full(5000, 1e20, np.float32)  # their float32 squares overflow
+    assert _moments(big)["sumsq"] == pytest.approx(
+        float(np.dot(big.astype(np.float64), big.astype(np.float64)))
+    )
+    assert nonfinite_count(np.array([1, 2], np.int64)) == 0
+
+
 def test_metrics_and_drift(tiny, reference):
     manifest = replace(tiny.manifest, task=Task.CLASSIFICATION, extra={REFERENCE_KEY: reference})
     monitor = Monitor(manifest)
