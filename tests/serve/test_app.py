@@ -273,6 +273,44 @@ def test_an_idle_replica_runs_a_request_at_once_and_a_busy_one_batches(tiny_arti
         server.close()
 
 
+def test_a_short_idle_run_stays_on_the_event_loop_and_requests_arriving_together_batch(tiny_artifact):
+    server = ArtifactServer(str(tiny_artifact), {"backend": "ort-cpu", "warmup": 0})
+    queued, threads = [], []
+    predict = server.predictor.predict
+
+    def recording(feeds):
+        threads.append(threading.get_ident())
+        return predict(feeds)
+
+    async def batched(item):
+        queued.append(item)
+        return (await server.run_batch([item]))[0]
+
+    server.predictor.predict = recording
+    server._batched = batched
+    x = _npy(np.zeros((1, 3, 16, 16), np.float32))
+
+    async def one() -> tuple[int, int]:
+        return (await server.handle("POST", "/predict", dict(NPY), x))[0], threading.get_ident()
+
+    async def two() -> list[int]:
+        return [status for status, _ in await asyncio.gather(one(), one())]
+
+    try:
+        status, loop_thread = asyncio.run(one())  # no run timed yet: a worker thread
+        assert status == 200 and threads[-1] != loop_thread and server._recent_run_s < 1.0
+        status, loop_thread = asyncio.run(one())  # a short model: on the event loop, no hand-off
+        assert status == 200 and threads[-1] == loop_thread and queued == []
+        server._recent_run_s = 1.0  # a long model: a worker thread keeps the loop free for /healthz
+        status, loop_thread = asyncio.run(one())
+        assert status == 200 and threads[-1] != loop_thread and queued == []
+        server._recent_run_s = 0.0
+        assert asyncio.run(two()) == [200, 200] and len(queued) == 2  # together: not idle, both batch
+        assert server._busy == 0
+    finally:
+        server.close()
+
+
 def test_the_haproxy_check_finds_this_servers_haproxy_and_no_other(tmp_path, monkeypatch):
     from infership.runtime.errors import BackendUnavailable
     from infership.serve.ingress import HA_CONFIG_ENV, check_haproxy_running
