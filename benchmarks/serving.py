@@ -417,6 +417,10 @@ def part_data(root: Path, work: Path, n_images: int) -> dict:
         "ray_data_s": round(res.seconds, 2),
         "ray_data_images_per_s": round(res.rows / res.seconds, 1),
         "ratio": round(inproc_s / res.seconds, 2),
+        # Without the actor pool's start-up: rows after the first output batch over the time they took.
+        "ray_data_first_batch_s": round(res.first_batch_s or 0.0, 2),
+        "ray_data_steady_images_per_s": round(res.steady_rows_per_s or 0.0, 1),
+        "ratio_steady": round((res.steady_rows_per_s or 0.0) / (len(paths) / inproc_s), 2),
         "order_kept": same_order,
         "identical": bool(same_order and np.array_equal(got["logits"], ref)),
         "max_abs_diff": float(np.abs(got["logits"] - ref).max()) if same_order else None,

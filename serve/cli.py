@@ -164,8 +164,11 @@ def _run_batch_predict(args: argparse.Namespace) -> int:
         address=args.address,
         progress=True,
     )
+    steady = result.steady_rows_per_s
+    after = f"; {steady:.1f} rows/s after the first batch" if steady is not None else ""
     Console().print(
-        f"{result.rows} rows → {result.output} in {result.seconds:.1f} s ({result.rows / result.seconds:.1f} rows/s)"
+        f"{result.rows} rows → {result.output} in {result.seconds:.1f} s "
+        f"({result.rows / result.seconds:.1f} rows/s{after})"
     )
     return 0
 

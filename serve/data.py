@@ -48,6 +48,17 @@ class BatchPredictResult:
     rows: int
     output: Path
     seconds: float
+    #: Seconds from the start to the first batch of outputs (the actor pool's start-up and one batch);
+    #: ``None`` where the output is written by Ray (Parquet).
+    first_batch_s: float | None = None
+    first_batch_rows: int = 0
+
+    @property
+    def steady_rows_per_s(self) -> float | None:
+        """Rows per second after the first batch: throughput without the actor pool's start-up."""
+        if self.first_batch_s is None or self.rows <= self.first_batch_rows:
+            return None
+        return (self.rows - self.first_batch_rows) / max(self.seconds - self.first_batch_s, 1e-9)
 
 
 def describe_input(path: str | os.PathLike[str]) -> tuple[str, int | None]:
@@ -248,13 +259,13 @@ def batch_predict(
             batch_format="numpy",
         )
         out = Path(output)
-        rows = _write(predicted, out)
+        rows, first = _write(predicted, out, start)
         seconds = time.perf_counter() - start
     finally:
         if started_ray:
             ray.shutdown()
     log.info("batch-predict: %d rows in %.1f s (%.1f rows/s)", rows, seconds, rows / max(seconds, 1e-9))
-    return BatchPredictResult(rows, out, seconds)
+    return BatchPredictResult(rows, out, seconds, *(first or (None, 0)))
 
 
 def _dataset(ray: Any, kind: str, source: Path, names: list[str]) -> tuple[Any, str | None]:
@@ -277,12 +288,17 @@ def _dataset(ray: Any, kind: str, source: Path, names: list[str]) -> tuple[Any, 
     return ray.data.read_parquet(str(source), num_cpus=0), None
 
 
-def _write(ds: Any, out: Path) -> int:
+def _write(ds: Any, out: Path, start: float) -> tuple[int, tuple[float, int] | None]:
+    """Write the outputs; returns the rows and, for ``.npz``, when the first batch came (seconds after
+    ``start``) with its rows."""
     if out.suffix.lower() != ".npz":
         ds.write_parquet(str(out))
-        return int(ds.count())
+        return int(ds.count()), None
     parts: dict[str, list[np.ndarray]] = {}
+    first: tuple[float, int] | None = None
     for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
+        if first is None and batch:
+            first = (time.perf_counter() - start, len(next(iter(batch.values()))))
         for k, v in batch.items():
             parts.setdefault(k, []).append(np.asarray(v))
     arrays = {k: np.concatenate(v) for k, v in parts.items()}
@@ -297,4 +313,4 @@ def _write(ds: Any, out: Path) -> int:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return int(next(iter(arrays.values())).shape[0]) if arrays else 0
+    return (int(next(iter(arrays.values())).shape[0]) if arrays else 0), first

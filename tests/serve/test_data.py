@@ -90,6 +90,8 @@ def test_images_and_arrays_on_ray_data(local_ray, image_artifact, images, two_io
     with Predictor.load(image_artifact, backend="ort-cpu") as p:
         want = p.predict(files)["logits"]
     assert out.rows == 12 and got["path"].tolist() == files  # input order kept
+    assert out.first_batch_rows == 5 and 0 < out.first_batch_s <= out.seconds  # batches of 5
+    assert out.steady_rows_per_s == pytest.approx(7 / (out.seconds - out.first_batch_s))
     np.testing.assert_array_equal(got["logits"], want)
     assert local_ray.is_initialized()  # a Ray it did not start is left running
 
@@ -106,6 +108,7 @@ def test_images_and_arrays_on_ray_data(local_ray, image_artifact, images, two_io
 
     table = pq.read_table(res.output)
     assert res.rows == 9 and table.num_rows == 9 and set(table.column_names) == {"logits", "embed"}
+    assert res.first_batch_s is None and res.steady_rows_per_s is None  # Ray wrote it: no batch seen
     with Predictor.load(two_io_artifact, backend="ort-cpu") as p:
         want = p.predict({"image": image, "extra": extra})
     got_logits = np.stack([np.asarray(v, dtype=np.float32) for v in table.column("logits").to_pylist()])
