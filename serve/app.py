@@ -54,6 +54,8 @@ MONITOR_BACKLOG = 64
 #: (0.3–0.5 ms on a busy 2-core machine), while the model's last run took less than this; longer runs go to
 #: a worker thread, so ``/healthz`` and ``/metrics`` never wait long behind one.
 INLINE_RUN_S = 0.02
+#: Ray Serve's switch for running a deployment's code on a thread of its own (read in each replica).
+USER_CODE_THREAD_ENV = "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"
 
 
 @dataclass(frozen=True)
@@ -322,7 +324,11 @@ def build_app(
     from starlette.responses import Response
 
     o = options
-    env = {"OMP_NUM_THREADS": str(o.threads)}
+    # The replica runs this code on its own event loop rather than on a second thread with a loop of its
+    # own: every request and answer skips two hand-offs between threads (about 0.5–0.9 ms a request at
+    # batch 1 on a 2-core machine, measured through the HAProxy ingress). Long model runs still leave the
+    # loop (``INLINE_RUN_S``), so Serve's own work on it is never held up for long.
+    env = {"OMP_NUM_THREADS": str(o.threads), USER_CODE_THREAD_ENV: "0"}
     if metrics_dir:
         env[METRICS_DIR_ENV] = metrics_dir
     deployment_options: dict[str, Any] = {

@@ -311,6 +311,15 @@ def test_a_short_idle_run_stays_on_the_event_loop_and_requests_arriving_together
         server.close()
 
 
+def test_replicas_run_the_app_on_their_own_loop_with_their_share_of_threads(tiny_artifact):
+    from infership.serve.app import USER_CODE_THREAD_ENV, build_app
+
+    app = build_app(tiny_artifact, ServeOptions(num_cpus=2, replicas=3))
+    options = app._bound_deployment.ray_actor_options  # what Ray starts each replica with
+    assert options["num_cpus"] == 2
+    assert options["runtime_env"]["env_vars"] == {"OMP_NUM_THREADS": "2", USER_CODE_THREAD_ENV: "0"}
+
+
 def test_the_haproxy_check_finds_this_servers_haproxy_and_no_other(tmp_path, monkeypatch):
     from infership.runtime.errors import BackendUnavailable
     from infership.serve.ingress import HA_CONFIG_ENV, check_haproxy_running
