@@ -239,12 +239,16 @@ def offline_qps(predict, x: np.ndarray, batch: int, seconds: float) -> float:
 
 def echo_app():
     """Ray Serve itself: a deployment that reads the body and answers "ok" (one replica, no CPU reserved,
-    so it runs beside the app's replicas), to tell the app's own overhead from Serve's."""
+    so it runs beside the app's replicas; on the replica's event loop, as the app runs), to tell the app's
+    own overhead from Serve's."""
+    from infership.serve.app import USER_CODE_THREAD_ENV
     from ray import serve
     from starlette.responses import Response
 
     @serve.deployment(
-        num_replicas=1, ray_actor_options={"num_cpus": 0}, logging_config={"enable_access_log": False}
+        num_replicas=1,
+        ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": {USER_CODE_THREAD_ENV: "0"}}},
+        logging_config={"enable_access_log": False},
     )
     class Echo:
         async def __call__(self, request):

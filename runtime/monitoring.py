@@ -84,10 +84,15 @@ class DriftMonitor:
         counts: dict[str, int] = {}
         for name, window in self._inputs.items():
             if name in feeds:
-                item = _moments(np.asarray(feeds[name]))
+                item = _moments(np.asarray(feeds[name]), self._shift(name))
                 counts[name] = item["nonfinite"]
                 window.push(item)
         return counts
+
+    def _shift(self, name: str) -> float:
+        """The centre an input's sums are taken around: its reference mean."""
+        mean = self.reference["inputs"][name].get("mean")
+        return float(mean) if mean is not None and np.isfinite(mean) else 0.0
 
     def observe_outputs(self, outputs: Mapping[str, Any]) -> None:
         """Add one batch of outputs to the window (class distribution and confidence)."""
@@ -108,8 +113,9 @@ class DriftMonitor:
             t = window.totals()
             if not t.get("count"):
                 continue
-            mean = t["sum"] / t["count"]
-            std = max(t["sumsq"] / t["count"] - mean * mean, 0.0) ** 0.5
+            centred = t["sum"] / t["count"]  # sums are around the reference mean (see _moments)
+            mean = self._shift(name) + centred
+            std = max(t["sumsq"] / t["count"] - centred * centred, 0.0) ** 0.5
             ref_std = ref.get("std") or 0.0
             f: dict[str, Any] = {
                 "mean": mean,
@@ -166,11 +172,13 @@ class _Window:
 
 
 def nonfinite_count(a: np.ndarray) -> int:
-    """NaN and ±Inf elements of ``a`` (0 for integer arrays). A batch without any costs one sum: a NaN or
-    an infinity makes the sum non-finite, and only then are the elements counted."""
-    if a.dtype.kind not in "fc" or not a.size:
+    """NaN and ±Inf elements of a float array (0 for other dtypes). A batch without any costs one sum: a
+    NaN or an infinity makes the sum non-finite, and only then are the elements counted."""
+    if a.dtype.kind != "f" or not a.size:
         return 0
-    if np.isfinite(a.sum()):
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = a.sum(dtype=np.float32 if a.dtype.itemsize < 4 else None)
+    if np.isfinite(total):
         return 0
     return int(a.size - np.count_nonzero(np.isfinite(a)))  # or the sum overflowed: count exactly
 
@@ -189,30 +197,38 @@ def _sum_squares(values: np.ndarray) -> float:
     n = values.size - values.size % _SQUARES_BLOCK
     blocks = values[:n].reshape(-1, _SQUARES_BLOCK)
     tail = values[n:].astype(np.float64)
-    total = float(np.einsum("ij,ij->i", blocks, blocks).sum(dtype=np.float64)) + float(np.dot(tail, tail))
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(np.einsum("ij,ij->i", blocks, blocks).sum(dtype=np.float64)) + float(np.dot(tail, tail))
     if not np.isfinite(total):  # squares past float32's range (|x| > 1.8e19): in float64 after all
         v = values.astype(np.float64)
         total = float(np.dot(v, v))
     return total
 
 
-def _moments(a: np.ndarray) -> dict[str, Any]:
+def _moments(a: np.ndarray, shift: float = 0.0) -> dict[str, Any]:
+    """One batch's count, Σ(x − shift) and Σ(x − shift)² over its finite values, and its NaN/Inf count.
+
+    Sums are taken around ``shift`` (the reference mean): far from zero — prices, years, unnormalised
+    pixels — the spread is then still exact where Σx² − n·mean² would cancel to nothing. float32 inputs
+    are summed in float32 (pairwise) and squared in float32 blocks added in float64; others in float64.
+    """
     flat = a.reshape(-1)
-    if a.dtype.kind == "f":
-        total = flat.sum(dtype=None if flat.dtype == np.float32 else np.float64)  # float32: pairwise
-        bad, values = 0, flat
+    bad = 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        if flat.dtype == np.float32:
+            centred = flat - np.float32(shift)
+        else:
+            centred = flat.astype(np.float64) - shift
+        total = centred.sum()
         if not np.isfinite(total):  # a NaN or an infinity (or an overflow): count and leave them out
-            finite = np.isfinite(flat)
+            finite = np.isfinite(flat) if flat.dtype.kind == "f" else np.ones(flat.size, bool)
             bad = int(flat.size - np.count_nonzero(finite))
-            values = flat[finite]
-            total = values.sum(dtype=np.float64)
-    else:
-        bad, values = 0, flat.astype(np.float64, copy=False)
-        total = values.sum()
+            centred = flat[finite].astype(np.float64) - shift
+            total = centred.sum()
     item: dict[str, Any] = {
-        "count": values.size,
+        "count": centred.size,
         "sum": float(total),
-        "sumsq": _sum_squares(values),
+        "sumsq": _sum_squares(centred),
         "nonfinite": bad,
     }
     if a.dtype.kind in "iu" and a.ndim >= 2 and a.shape[0]:

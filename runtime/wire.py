@@ -162,7 +162,8 @@ def _from_json(body: bytes, specs: Sequence[TensorSpec], text: bool) -> Any:
 
 def _npy_view(body: bytes) -> np.ndarray | None:
     """An ``.npy`` body's array read in place — no copy of the data (read-only, like the body) — or
-    ``None`` where ``np.load`` must decide (another header version, object arrays, a short body)."""
+    ``None`` where ``np.load`` must decide (another header version, object arrays, a body of another
+    length, data not aligned for its dtype)."""
     from numpy.lib import format as npy
 
     f = io.BytesIO(body)
@@ -180,6 +181,8 @@ def _npy_view(body: bytes) -> np.ndarray | None:
     if dtype.hasobject or len(body) - f.tell() != count * dtype.itemsize:
         return None
     flat = np.frombuffer(body, dtype=dtype, count=count, offset=f.tell())
+    if not flat.flags.aligned:  # a header not padded as numpy pads it: an aligned copy, as np.load makes
+        return None
     return flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
 
 

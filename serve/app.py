@@ -13,10 +13,8 @@ replicas. The input/output statistics for drift are computed off the request pat
 per replica, in the order batches finish (at most ``MONITOR_BACKLOG`` waiting); the thread still shares the
 replica's CPU. Ray Serve's own metrics (queueing, replica health) are on Ray's metrics endpoint.
 
-Ingress: Serve's Python HTTP proxy by default; ``ingress="haproxy"`` starts the local Ray with Ray Serve's
-HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY=1``): HAProxy forwards each request straight to an HTTP server
-inside a replica, skipping the Python proxy and the Ray call behind it (most of Serve's per-request cost).
-Ray then binds HAProxy's stats and metrics listeners and each replica's HTTP port on every interface.
+Ingress: Serve's Python HTTP proxy by default, or Serve's HAProxy ingress (``ingress="haproxy"``, see
+:mod:`infership.serve.ingress`), which forwards each request straight to an HTTP server inside a replica.
 """
 
 from __future__ import annotations
@@ -51,8 +49,9 @@ INGRESSES = ("proxy", "haproxy")
 #: Most batches waiting for their drift statistics per replica; more are left out of the statistics.
 MONITOR_BACKLOG = 64
 #: A request that finds its replica idle runs on the replica's event loop, without a thread hand-off
-#: (0.3–0.5 ms on a busy 2-core machine), while the model's last run took less than this; longer runs go to
-#: a worker thread, so ``/healthz`` and ``/metrics`` never wait long behind one.
+#: (0.3–0.5 ms on a busy 2-core machine), when the last run had the same input shapes and its time per row
+#: says this one takes less than this; others go to a worker thread, so the loop (``/healthz``,
+#: ``/metrics``, Serve's own work) waits at most about this long behind a model run.
 INLINE_RUN_S = 0.02
 #: Ray Serve's switch for running a deployment's code on a thread of its own (read in each replica).
 USER_CODE_THREAD_ENV = "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"
@@ -139,7 +138,8 @@ class ArtifactServer:
         self._backlog = 0  # batches waiting for their statistics
         self._skipped = 0  # batches left out because the backlog was full
         self._busy = 0  # requests between arrival and answer (changed on the event loop only)
-        self._recent_run_s = float("inf")  # the last model run's seconds (none yet: as if long)
+        # The last model run: its input shapes past the batch axis and its seconds per row (none yet).
+        self._last_run: tuple[tuple[Any, ...], float] | None = None
         self._closed = False
 
     # ---------------------------------------------------------------------------- requests
@@ -189,7 +189,7 @@ class ArtifactServer:
                     if idle:  # requests that arrived with this one register first: then it is not alone
                         await asyncio.sleep(0)
                         idle = self._busy == 1
-                    if idle and self._recent_run_s < INLINE_RUN_S:
+                    if idle and self._short_run(feeds):
                         result = self.run_batch_here([item])[0]
                     elif idle:
                         result = (await self.run_batch([item]))[0]
@@ -215,6 +215,13 @@ class ArtifactServer:
         the deployment replaces it with a ``@serve.batch`` method over :meth:`run_batch`."""
         return (await self.run_batch([item]))[0]
 
+    def _short_run(self, feeds: dict[str, np.ndarray]) -> bool:
+        """Whether running ``feeds`` should take under ``INLINE_RUN_S``, judged from the last run: same
+        shapes past the batch axis (a new shape may mean a reshape or an engine build) and its time per
+        row times these rows."""
+        last = self._last_run
+        return last is not None and last[0] == _shape_key(feeds) and _rows(feeds) * last[1] < INLINE_RUN_S
+
     async def run_batch(self, items: list[tuple[dict[str, np.ndarray], float]]) -> list[Any]:
         """Run requests gathered by ``@serve.batch`` in a worker thread (the replica's loop stays free)."""
         return await asyncio.to_thread(self.run_batch_here, items)
@@ -228,7 +235,7 @@ class ArtifactServer:
         def on_batch(
             members: list[int], merged: dict[str, np.ndarray], outputs: dict[str, np.ndarray]
         ) -> None:
-            self._recent_run_s = time.perf_counter() - started
+            self._last_run = (_shape_key(merged), (time.perf_counter() - started) / max(_rows(merged), 1))
             self.monitor.observe_batch(_rows(merged), [started - items[i][1] for i in members])
             self._observe_later(merged, outputs)
 
@@ -297,6 +304,10 @@ class ArtifactServer:
                 multiprocess.mark_process_dead(os.getpid())
 
 
+def _shape_key(feeds: dict[str, np.ndarray]) -> tuple[Any, ...]:
+    return tuple((name, a.shape[1:]) for name, a in feeds.items())
+
+
 def _batch_rows(items: list[tuple[dict[str, np.ndarray], float]]) -> int:
     return sum(_rows(feeds) for feeds, _ in items)
 
@@ -324,10 +335,9 @@ def build_app(
     from starlette.responses import Response
 
     o = options
-    # The replica runs this code on its own event loop rather than on a second thread with a loop of its
-    # own: every request and answer skips two hand-offs between threads (about 0.5–0.9 ms a request at
-    # batch 1 on a 2-core machine, measured through the HAProxy ingress). Long model runs still leave the
-    # loop (``INLINE_RUN_S``), so Serve's own work on it is never held up for long.
+    # The app runs on the replica's own event loop, not a second thread with its own loop: two thread
+    # hand-offs fewer per request (0.5–0.9 ms at batch 1 here, through HAProxy). Model runs expected to
+    # take over ``INLINE_RUN_S`` leave the loop; images and texts are decoded in a worker thread.
     env = {"OMP_NUM_THREADS": str(o.threads), USER_CODE_THREAD_ENV: "0"}
     if metrics_dir:
         env[METRICS_DIR_ENV] = metrics_dir

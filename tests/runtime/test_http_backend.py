@@ -159,6 +159,12 @@ def test_npy_bodies_are_read_in_place_and_bad_ones_refused():
     view = decode_request(npy(np.arange(300_000, dtype=np.float32)), NPY, [spec])
     assert not view.flags.owndata and not view.flags.writeable  # the body's own bytes, not a copy
     body = npy(np.ones((2, 3), np.float32))
+    # A writer that does not pad its header to 64 bytes: the data lands unaligned, so it is copied.
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }\n"
+    odd = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + np.ones((2, 3), "<f4").tobytes()
+    got = decode_request(odd, NPY, [spec])
+    assert got.flags.aligned and got.dtype == np.float32
+    np.testing.assert_array_equal(got, np.ones((2, 3), np.float32))
     # A body longer than its header says is left to np.load, which reads the array and ignores the rest.
     np.testing.assert_array_equal(decode_request(body + bytes(4), NPY, [spec]), np.ones((2, 3), np.float32))
     for bad in (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -59,15 +60,15 @@ def test_statistics_count_nonfinite_and_lengths():
 
 
 def test_live_moments_match_float64_and_count_every_nonfinite():
-    from infership.runtime.monitoring import _moments, nonfinite_count
+    from infership.runtime.monitoring import DriftMonitor, _moments, nonfinite_count
 
     rng = np.random.default_rng(3)
     x = (rng.standard_normal((8, 3, 224, 224)) * 50 + 100).astype(np.float32)  # a batch of images
     exact = x.astype(np.float64).reshape(-1)
-    m = _moments(x)
+    m = _moments(x, 90.0)
     assert m["count"] == x.size and m["nonfinite"] == 0
-    assert m["sum"] == pytest.approx(exact.sum(), rel=1e-6)
-    assert m["sumsq"] == pytest.approx(float(np.dot(exact, exact)), rel=1e-6)
+    assert m["sum"] == pytest.approx((exact - 90).sum(), rel=1e-5)
+    assert m["sumsq"] == pytest.approx(float(np.square(exact - 90).sum()), rel=1e-6)
     odd = x.reshape(-1)[:10_001]  # not a whole number of blocks
     assert _moments(odd)["sumsq"] == pytest.approx(float(np.square(odd.astype(np.float64)).sum()), rel=1e-6)
     y = x.copy()
@@ -85,6 +86,22 @@ def test_live_moments_match_float64_and_count_every_nonfinite():
         float(np.dot(big.astype(np.float64), big.astype(np.float64)))
     )
     assert nonfinite_count(np.array([1, 2], np.int64)) == 0
+    half = np.full((8, 3, 224, 224), 1.0, np.float16)  # its float16 sum would overflow: no NaN counted
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert nonfinite_count(half) == 0 and _moments(half)["nonfinite"] == 0
+
+    # Far from zero (a year, a price): the spread survives because sums are taken around the reference mean.
+    for centre, spread in ((1e3, 1.0), (1e4, 1.0), (2024.0, 0.5)):
+        live = (rng.standard_normal((64, 20_000)) * spread + centre).astype(np.float32)
+        drift = DriftMonitor({"inputs": {"x": {"mean": centre, "std": spread}}}, task=Task.TENSOR)
+        for rows in np.split(live, 8):
+            drift.observe_inputs({"x": rows})
+        got = drift.figures()["inputs"]["x"]
+        want = live.astype(np.float64)
+        assert got["mean"] == pytest.approx(want.mean(), rel=1e-7)
+        assert got["std"] == pytest.approx(want.std(), rel=1e-4)
+        assert got["std_ratio"] == pytest.approx(1.0, abs=0.01)
 
 
 def test_metrics_and_drift(tiny, reference):
@@ -120,6 +137,20 @@ def test_metrics_and_drift(tiny, reference):
         "confidence_mean",
     }
     assert [s.value for s in fam["infership_drift_enabled"]] == [1]
+
+
+def test_sampled_drift_still_counts_every_nonfinite_value(tiny, reference):
+    manifest = replace(tiny.manifest, task=Task.CLASSIFICATION, extra={REFERENCE_KEY: reference})
+    monitor = Monitor(manifest, sample_every=2)
+    rng = np.random.default_rng(4)
+    for k in range(5):
+        x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
+        x[0, 0, 0, : k + 1] = np.nan  # 1, 2, 3, 4, 5 NaN values
+        monitor.observe_data({"x": x}, tiny.predict(np.nan_to_num(x)))
+    fam = _families(monitor)
+    assert [s.value for s in fam["infership_input_nonfinite"] if s.name.endswith("_total")] == [15]
+    window = monitor.drift._inputs["x"].totals()  # batches 1, 3 and 5 were sampled
+    assert window["nonfinite"] == 1 + 3 + 5 and window["count"] == 3 * 2 * 3 * 16 * 16 - 9
 
 
 def test_drift_off_says_why(tiny):

@@ -290,21 +290,28 @@ def test_a_short_idle_run_stays_on_the_event_loop_and_requests_arriving_together
     server._batched = batched
     x = _npy(np.zeros((1, 3, 16, 16), np.float32))
 
-    async def one() -> tuple[int, int]:
-        return (await server.handle("POST", "/predict", dict(NPY), x))[0], threading.get_ident()
+    async def one(body: bytes = x) -> tuple[int, int]:
+        return (await server.handle("POST", "/predict", dict(NPY), body))[0], threading.get_ident()
 
     async def two() -> list[int]:
         return [status for status, _ in await asyncio.gather(one(), one())]
 
     try:
         status, loop_thread = asyncio.run(one())  # no run timed yet: a worker thread
-        assert status == 200 and threads[-1] != loop_thread and server._recent_run_s < 1.0
+        assert status == 200 and threads[-1] != loop_thread and server._last_run is not None
+        key = server._last_run[0]
+        assert key == (("x", (3, 16, 16)),) and server._last_run[1] < 0.02
         status, loop_thread = asyncio.run(one())  # a short model: on the event loop, no hand-off
         assert status == 200 and threads[-1] == loop_thread and queued == []
-        server._recent_run_s = 1.0  # a long model: a worker thread keeps the loop free for /healthz
+        server._last_run = (key, 0.005)  # 5 ms a row: one row on the loop, eight rows (40 ms) in a thread
+        status, loop_thread = asyncio.run(one())
+        assert status == 200 and threads[-1] == loop_thread
+        server._last_run = (key, 0.005)
+        status, loop_thread = asyncio.run(one(_npy(np.zeros((8, 3, 16, 16), np.float32))))
+        assert status == 200 and threads[-1] != loop_thread
+        server._last_run = ((("x", (3, 32, 32)),), 1e-6)  # last run had other shapes: a thread
         status, loop_thread = asyncio.run(one())
         assert status == 200 and threads[-1] != loop_thread and queued == []
-        server._recent_run_s = 0.0
         assert asyncio.run(two()) == [200, 200] and len(queued) == 2  # together: not idle, both batch
         assert server._busy == 0
     finally:
