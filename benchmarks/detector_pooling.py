@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from infership.convert import detection
     from infership.runtime.backends.ort import disabled_optimizers
-    from infership.runtime.timing import interleaved_medians
+    from infership.runtime.timing import cycling, interleaved_medians
 
     det = model.build_model()
     det.load_state_dict(torch.load(args.checkpoint, map_location="cpu"))
@@ -80,12 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit("the two graphs disagree")
     print(f"identical detections on {len(feeds)} held-out scenes")
 
-    def cycling(sess):
-        it = iter(range(1 << 62))
-        return lambda: sess.run(None, {"images": feeds[next(it) % len(feeds)]})
-
     ms = interleaved_medians(
-        {k: cycling(s) for k, s in sessions.items()}, blocks=args.blocks, runs=2 * len(feeds)
+        {k: cycling(lambda f, s=s: s.run(None, {"images": f}), feeds) for k, s in sessions.items()},
+        blocks=args.blocks,
+        runs=2 * len(feeds),
     )
     for k, v in ms.items():
         print(f"{k}: {v:.3f} ms")

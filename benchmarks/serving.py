@@ -298,6 +298,7 @@ def part_serve(root: Path, work: Path, seconds: float, ingress: str = "proxy") -
     alternating blocks (in-process, then Serve, 10 rounds), throughput in alternating thirds of ``seconds``,
     so the machine's other load falls on both alike."""
     from infership.runtime import Predictor
+    from infership.runtime.timing import cycling, interleaved_medians
     from infership.serve.app import ServeOptions, serving_in_thread
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -336,17 +337,23 @@ def part_serve(root: Path, work: Path, seconds: float, ingress: str = "proxy") -
             for b in one[:20]:
                 post(b)
                 post(b, "/echo")
-            local_ms, served_ms, echo_ms = [], [], []
             before = handler_seconds(port)
-            for _ in range(10):
-                local_ms += _latencies(p1.predict, singles, 30)
-                served_ms += _latencies(post, one, 30)
-                echo_ms += _latencies(lambda b: post(b, "/echo"), one, 30)
+            ms = interleaved_medians(
+                {
+                    "local": cycling(p1.predict, singles),
+                    "served": cycling(post, one),
+                    "echo": cycling(lambda b: post(b, "/echo"), one),
+                },
+                blocks=10,
+                runs=30,
+                warmup=0,
+                rest_s=0.0,
+            )
             after = handler_seconds(port)
             serve.delete("echo")
-            out["inprocess_p50_ms_1thread"] = statistics.median(local_ms)
-            out["serve_p50_ms_batch1_conc1"] = statistics.median(served_ms)
-            out["serve_floor_p50_ms_echo_same_body"] = round(statistics.median(echo_ms), 2)
+            out["inprocess_p50_ms_1thread"] = ms["local"]
+            out["serve_p50_ms_batch1_conc1"] = ms["served"]
+            out["serve_floor_p50_ms_echo_same_body"] = round(ms["echo"], 2)
             # Inside the replica (the app's handler: decode, checks, batching, model; not the encoding), per request.
             out["serve_handler_mean_ms_batch1_conc1"] = round(
                 1e3 * (after[0] - before[0]) / max(after[1] - before[1], 1), 3

@@ -37,11 +37,16 @@ if TYPE_CHECKING:
     from .monitoring import Monitor
     from .predictor import Predictor
 
-__all__ = ["BatchingPredictor", "merge_feeds", "pad_feeds", "run_together", "split_outputs"]
+__all__ = ["BatchingPredictor", "merge_feeds", "pad_feeds", "run_together", "shape_key", "split_outputs"]
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
+
+
+def shape_key(feeds: Mapping[str, np.ndarray]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """Each input's name and shape past the batch axis: requests with equal keys can share a run."""
+    return tuple((name, a.shape[1:]) for name, a in feeds.items())
 
 
 def merge_feeds(requests: Sequence[Mapping[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], list[int]]:
@@ -104,7 +109,7 @@ def run_together(
     results: list[dict[str, np.ndarray] | Exception] = [InferenceError("not run")] * len(requests)
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, feeds in enumerate(requests):
-        groups.setdefault(tuple((n, a.shape[1:]) for n, a in feeds.items()), []).append(i)
+        groups.setdefault(shape_key(feeds), []).append(i)
     for members in groups.values():
         try:
             merged, rows = merge_feeds([requests[i] for i in members])
@@ -325,7 +330,7 @@ class BatchingPredictor:
         rows = {a.shape[0] for a in feeds.values()}
         if len(rows) != 1:
             raise InvalidInputError(f"all inputs must have the same batch size, got {sorted(rows)}")
-        key = tuple((name, a.shape[1:]) for name, a in feeds.items())
+        key = shape_key(feeds)
         req = _Request(feeds, rows.pop(), key, sizes, time.perf_counter())
         try:
             self._queue.put_nowait(req)

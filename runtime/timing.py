@@ -7,14 +7,16 @@ do not steal the cores from the calls being timed.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from .errors import InvalidInputError
 
 K = TypeVar("K")
+T = TypeVar("T")
 
 
 def time_calls(fn: Callable[[], Any], *, runs: int = 20, warmup: int = 3, rest_s: float = 0.0) -> list[float]:
@@ -46,6 +48,15 @@ def time_calls(fn: Callable[[], Any], *, runs: int = 20, warmup: int = 3, rest_s
 def median_ms(fn: Callable[[], Any], *, runs: int = 20, warmup: int = 3, rest_s: float = 0.1) -> float:
     """Median latency of ``fn()`` in milliseconds (see :func:`time_calls`)."""
     return float(statistics.median(time_calls(fn, runs=runs, warmup=warmup, rest_s=rest_s)))
+
+
+def cycling(fn: Callable[[T], Any], items: Sequence[T]) -> Callable[[], Any]:
+    """A zero-argument call of ``fn`` on the next of ``items`` each time, round and round: timed calls
+    that go through a whole held-out set rather than repeat one input (for :func:`interleaved_medians`)."""
+    if not items:
+        raise InvalidInputError("cycling needs at least one item")
+    it = itertools.cycle(items)
+    return lambda: fn(next(it))
 
 
 def interleaved_medians(

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from infership.runtime.batching import run_together, shape_key
 from infership.runtime.errors import InfershipError, InvalidInputError
 from infership.runtime.wire import UnsupportedMediaType, decode_request, encode_response
 
@@ -220,7 +221,7 @@ class ArtifactServer:
         shapes past the batch axis (a new shape may mean a reshape or an engine build) and its time per
         row times these rows."""
         last = self._last_run
-        return last is not None and last[0] == _shape_key(feeds) and _rows(feeds) * last[1] < INLINE_RUN_S
+        return last is not None and last[0] == shape_key(feeds) and _rows(feeds) * last[1] < INLINE_RUN_S
 
     async def run_batch(self, items: list[tuple[dict[str, np.ndarray], float]]) -> list[Any]:
         """Run requests gathered by ``@serve.batch`` in a worker thread (the replica's loop stays free)."""
@@ -228,14 +229,12 @@ class ArtifactServer:
 
     def run_batch_here(self, items: list[tuple[dict[str, np.ndarray], float]]) -> list[Any]:
         """Run requests on the calling thread: their outputs, or the errors their runs raised."""
-        from infership.runtime.batching import run_together
-
         started = time.perf_counter()
 
         def on_batch(
             members: list[int], merged: dict[str, np.ndarray], outputs: dict[str, np.ndarray]
         ) -> None:
-            self._last_run = (_shape_key(merged), (time.perf_counter() - started) / max(_rows(merged), 1))
+            self._last_run = (shape_key(merged), (time.perf_counter() - started) / max(_rows(merged), 1))
             self.monitor.observe_batch(_rows(merged), [started - items[i][1] for i in members])
             self._observe_later(merged, outputs)
 
@@ -302,10 +301,6 @@ class ArtifactServer:
                 from prometheus_client import multiprocess
 
                 multiprocess.mark_process_dead(os.getpid())
-
-
-def _shape_key(feeds: dict[str, np.ndarray]) -> tuple[Any, ...]:
-    return tuple((name, a.shape[1:]) for name, a in feeds.items())
 
 
 def _batch_rows(items: list[tuple[dict[str, np.ndarray], float]]) -> int:

@@ -32,7 +32,7 @@ from infership.runtime.detection import (
     to_original,
 )
 from infership.runtime.errors import ArtifactError, BackendUnavailable
-from infership.runtime.timing import interleaved_medians
+from infership.runtime.timing import cycling, interleaved_medians
 
 HERE = Path(__file__).resolve().parent
 
@@ -108,12 +108,6 @@ PATHS = [
 ]
 
 
-def cycling(p: Predictor, feeds: list[np.ndarray]) -> Any:
-    """One batch-1 call of ``p`` per call of the result, cycling through ``feeds``."""
-    it = iter(range(1 << 62))
-    return lambda: p.predict(feeds[next(it) % len(feeds)])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("artifact", type=Path)
@@ -169,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
             rows.append(row)
         ms = interleaved_medians(
-            {k: cycling(p, feeds) for k, (p, feeds) in opened.items()}, blocks=args.blocks, runs=args.calls
+            {k: cycling(p.predict, feeds) for k, (p, feeds) in opened.items()},
+            blocks=args.blocks,
+            runs=args.calls,
         )
     finally:
         for p, _ in opened.values():

@@ -156,6 +156,18 @@ def test_interleaved_timing_takes_turns_block_by_block():
         interleaved_medians({"a": lambda: None}, blocks=0)
 
 
+def test_cycling_goes_round_the_items():
+    from infership.runtime.timing import cycling
+
+    seen: list[int] = []
+    call = cycling(seen.append, [1, 2, 3])
+    for _ in range(7):
+        call()
+    assert seen == [1, 2, 3, 1, 2, 3, 1]
+    with pytest.raises(InvalidInputError, match="at least one item"):
+        cycling(seen.append, [])
+
+
 def test_summaries_speak_in_the_users_terms():
     scores = {"logits": np.array([[0.1, 2.0, 0.5], [3.0, 0.0, 1.0]], np.float32)}
     lines = judge_for("classification").summarise(scores, labels=["cat", "dog", "owl"], top=2)
