@@ -37,7 +37,7 @@ from infership.runtime.errors import ArtifactError, BackendUnavailable, InvalidI
 from infership.runtime.predictor import Predictor
 
 from .compare import Comparison, RunComparison
-from .config import BenchConfig, PlannedRun, load_precision, plan_runs
+from .config import BenchConfig, PlannedRun, load_precision, plan_runs, resolve_concurrency
 from .figures_gate import compare_figures, regression_reason
 from .harness import applies_hint, load_options
 from .inputs import InputPool
@@ -210,6 +210,8 @@ def _compare_planned(
             loaded.append(pred)
             errors.append("")
         base, cand = loaded
+        if base is not None or cand is not None:
+            p = resolve_concurrency(p, base or cand)  # both sides run the baseline's number of callers
         key = _key(p, cand or base)
         if base is None and cand is None:
             return SkippedRun(p.backend, p.precision, f"{p.describe()}: {errors[1]}")

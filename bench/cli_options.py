@@ -89,8 +89,9 @@ def add_measure_options(
     record("--batch", default="1", help="batch sizes (default: 1)")
     record(
         "--concurrency",
-        default="1",
-        help="parallel callers / streams (default: 1; single-stream is always 1)",
+        default="auto",
+        help="parallel callers / streams (default: auto — offline and server: the device's best parallelism, "
+        "OpenVINO's optimal number of infer requests or 1; multi-stream: 1; single-stream is always 1)",
     )
     record("--scenario", default="single-stream", help=f"scenarios: {SCENARIOS} (default: single-stream)")
     record("--duration", type=float, default=duration, help=duration_help)
@@ -165,7 +166,7 @@ def config_from_args(args: argparse.Namespace, *, artifact: str | None = None) -
     ``args.artifact``). Options only ``bench`` has take their defaults when absent."""
     from infership.calibration import parse_named_shape
 
-    from .config import BenchConfig, parse_list
+    from .config import BenchConfig, parse_concurrency, parse_list
     from .scenarios import Scenario
 
     scenarios = parse_list(args.scenario, cast=Scenario.parse)
@@ -190,7 +191,7 @@ def config_from_args(args: argparse.Namespace, *, artifact: str | None = None) -
         backends=parse_list(backend),
         precisions=parse_list(args.precision),
         batch_sizes=parse_list(args.batch, cast=int),
-        concurrency=parse_list(args.concurrency, cast=int),
+        concurrency=parse_concurrency(args.concurrency),
         scenarios=scenarios,
         device=device,
         duration_s=args.duration if args.duration > 0 else None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from infership.runtime.errors import InvalidInputError
@@ -23,6 +23,27 @@ from .scenarios import Scenario, StopRule
 
 #: The precision meaning "what ``Predictor.load`` opens when given none" (profile, rule, else fp32).
 AUTO = "auto"
+
+
+#: ``concurrency`` meaning "the device's best parallelism": the loaded Predictor's ``optimal_concurrency``
+#: (OpenVINO's optimal number of infer requests, else 1) for offline and server runs, as MLPerf's offline
+#: scenario means "as fast as the system can go"; 1 for multi-stream, whose streams are the workload's own
+#: (cameras, say). Written ``auto`` on the command line; recorded results carry the number that ran.
+AUTO_CONCURRENCY = 0
+
+
+def parse_concurrency(text: str | Sequence[str]) -> tuple[int, ...]:
+    """``"auto,1,4"`` → ``(AUTO_CONCURRENCY, 1, 4)``."""
+    return parse_list(text, cast=lambda v: AUTO_CONCURRENCY if v.lower() == AUTO else int(v))
+
+
+def resolve_concurrency(run: PlannedRun, predictor: Any) -> PlannedRun:
+    """``run`` with :data:`AUTO_CONCURRENCY` replaced by the callers it means for ``predictor``."""
+    if run.concurrency != AUTO_CONCURRENCY:
+        return run
+    best = int(getattr(predictor, "optimal_concurrency", 1))
+    n = best if run.scenario in (Scenario.OFFLINE, Scenario.SERVER) else 1
+    return replace(run, concurrency=max(1, n))
 
 
 def load_precision(precision: str) -> str | None:
@@ -46,7 +67,9 @@ class BenchConfig:
             the documented rule (a validated int8 variant on the CPU), else fp32. Results name what ran.
         batch_sizes: Items per call.
         concurrency: Parallel callers (offline, server) or streams (multi-stream); single-stream always
-            runs at 1.
+            runs at 1. :data:`AUTO_CONCURRENCY` (the default, ``auto`` on the command line): the device's
+            best parallelism for offline and server runs (OpenVINO's optimal number of infer requests for
+            the loaded model, else 1), 1 for multi-stream.
         scenarios: Load patterns.
         device: Device for every backend (``None``: each backend's default).
         duration_s, max_duration_s, min_queries, max_queries, stability_tolerance: The stop rule
@@ -94,7 +117,7 @@ class BenchConfig:
     backends: tuple[str, ...] = ("auto",)
     precisions: tuple[str, ...] = ("auto",)
     batch_sizes: tuple[int, ...] = (1,)
-    concurrency: tuple[int, ...] = (1,)
+    concurrency: tuple[int, ...] = (AUTO_CONCURRENCY,)
     scenarios: tuple[Scenario, ...] = (Scenario.SINGLE_STREAM,)
     device: str | None = None
     duration_s: float | None = 10.0
@@ -132,9 +155,12 @@ class BenchConfig:
             object.__setattr__(self, name, values)
         scenarios = (s if isinstance(s, Scenario) else Scenario.parse(s) for s in self.scenarios)
         object.__setattr__(self, "scenarios", tuple(dict.fromkeys(scenarios)))
-        bad = [v for v in (*self.batch_sizes, *self.concurrency) if int(v) < 1]
+        bad = [v for v in self.batch_sizes if int(v) < 1]
         if bad:
-            raise InvalidInputError(f"batch sizes and concurrency must be >= 1, got {bad}")
+            raise InvalidInputError(f"batch sizes must be >= 1, got {bad}")
+        bad = [v for v in self.concurrency if int(v) < 0]
+        if bad:
+            raise InvalidInputError(f"concurrency must be >= 1 (or {AUTO_CONCURRENCY}: auto), got {bad}")
         if self.rounds < 1:
             raise InvalidInputError(f"rounds must be >= 1, got {self.rounds}")
         if self.hint not in (None, "latency", "throughput"):
@@ -235,7 +261,8 @@ class PlannedRun:
         return "throughput" if self.scenario is Scenario.OFFLINE else "latency"
 
     def describe(self) -> str:
-        out = f"{self.backend} {self.precision} {self.scenario.value} b{self.batch_size} c{self.concurrency}"
+        conc = "auto" if self.concurrency == AUTO_CONCURRENCY else self.concurrency
+        out = f"{self.backend} {self.precision} {self.scenario.value} b{self.batch_size} c{conc}"
         return out + (f" {self.tokens.describe()}" if self.tokens is not None else "")
 
 

@@ -25,7 +25,7 @@ from infership.runtime.predictor import Predictor
 from infership.runtime.registry import get_backend
 from infership.runtime.timing import timed
 
-from .config import BenchConfig, PlannedRun, load_precision, plan_runs
+from .config import BenchConfig, PlannedRun, load_precision, plan_runs, resolve_concurrency
 from .inputs import InputPool
 from .reference import reference_ms
 from .results import BenchResults, ColdStart, RunResult, SkippedRun
@@ -124,7 +124,7 @@ def run_sweep(config: BenchConfig, *, progress: Progress | None = None) -> Bench
                     done += len(members)
                     continue
                 for i in members:
-                    p = planned[i]
+                    p = planned[i] = resolve_concurrency(planned[i], entry.predictor)
                     if progress:
                         progress(
                             done, total, p.describe() + (f" (round {r + 1}/{rounds})" if rounds > 1 else "")

@@ -154,6 +154,9 @@ class SessionBase:
     #: True when ``run`` takes torch CUDA tensors as they are (no host round trip): ORT with IO binding,
     #: torch on CUDA. Other sessions receive numpy arrays only.
     accepts_device_tensors: bool = False
+    #: Calls worth running at once to use the whole device: OpenVINO's optimal number of infer requests for
+    #: the compiled model (its streams under the throughput hint); 1 where one call already uses every core.
+    optimal_concurrency: int = 1
 
     def close(self) -> None:
         """Release the runtime's resources. Idempotent."""

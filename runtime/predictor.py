@@ -237,6 +237,13 @@ class Predictor:
         return self._placement
 
     @property
+    def optimal_concurrency(self) -> int:
+        """Calls worth running at once on this Predictor to use the whole device (OpenVINO: its optimal
+        number of infer requests, e.g. one per stream under the throughput hint; else 1, one call already
+        using every core). The offline benchmark's default number of callers."""
+        return max(1, int(getattr(self._session, "optimal_concurrency", 1)))
+
+    @property
     def manifest(self):
         """The artifact's :class:`~infership.runtime.manifest.Manifest`."""
         return self.artifact.manifest

@@ -141,6 +141,7 @@ class RoutedSession(SessionBase):
         self.inputs = tuple(inputs)
         self.outputs = tuple(outputs)
         self._axis = _axis_of(table.symbol, self.inputs)
+        self.optimal_concurrency = max(getattr(o.session, "optimal_concurrency", 1) for o in opened)
         self.placement = Placement(
             backend="+".join(dict.fromkeys(o.backend for o in opened)),
             device=opened[0].placement.device,

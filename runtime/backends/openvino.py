@@ -165,8 +165,14 @@ class OpenVinoBackend:
                 continue
         if static_batch is not None:
             details["static_batch"] = str(static_batch)
+        try:
+            optimal = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        except Exception:  # noqa: BLE001 - a plugin without the property runs one request at a time
+            optimal = 1
+        details["optimal_number_of_infer_requests"] = str(optimal)
         placement = Placement(backend=self.name, device=device, providers=devices, details=details)
         session = OpenVinoSession(compiled, artifact, placement)
+        session.optimal_concurrency = optimal
         if static_batch is not None:
             session.inputs = tuple(
                 replace(s, shape=(static_batch, *s.shape[1:])) for s in session.inputs

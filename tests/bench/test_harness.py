@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +185,33 @@ def test_openvino_offline_uses_the_throughput_hint(tiny_artifact: Path) -> None:
     assert runs["offline"].cold_start != runs["single-stream"].cold_start
 
 
+@pytest.mark.openvino
+def test_offline_runs_as_many_callers_as_the_device_wants_unless_told(tiny_artifact: Path) -> None:
+    """The default concurrency is the loaded model's best parallelism for offline (OpenVINO under the
+    throughput hint: its optimal number of infer requests, one per stream), 1 for the other scenarios
+    and backends; an explicit number always wins. Results record the number that ran."""
+    from infership.bench.config import AUTO_CONCURRENCY, parse_concurrency
+
+    assert BenchConfig(artifact="a").concurrency == (AUTO_CONCURRENCY,)
+    assert parse_concurrency("auto,2") == (AUTO_CONCURRENCY, 2)
+    with Predictor.load(tiny_artifact, backend="openvino", hint="throughput") as p:
+        wanted = p.optimal_concurrency
+        assert wanted == int(p._session._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        assert p.placement.details["optimal_number_of_infer_requests"] == str(wanted)
+    with Predictor.load(tiny_artifact, backend="ort-cpu") as p:
+        assert p.optimal_concurrency == 1  # one ONNX Runtime call already uses every intra-op thread
+    config = BenchConfig(artifact=tiny_artifact, backends=("openvino", "ort-cpu"),
+                         scenarios=("single-stream", "offline", "multi-stream"), measure_overhead=False,
+                         **SHORT)  # fmt: skip
+    ran = {(r.backend, r.scenario): r.concurrency for r in run_sweep(config).runs}
+    assert ran == {
+        ("openvino", "single-stream"): 1, ("openvino", "offline"): wanted, ("openvino", "multi-stream"): 1,
+        ("ort-cpu", "single-stream"): 1, ("ort-cpu", "offline"): 1, ("ort-cpu", "multi-stream"): 1,
+    }  # fmt: skip
+    told = replace(config, backends=("openvino",), scenarios=(Scenario.OFFLINE,), concurrency=(3,))
+    assert [r.concurrency for r in run_sweep(told).runs] == [3]
+
+
 def test_thread_settings_are_recorded(fake_artifact: Path) -> None:
     config = BenchConfig(
         artifact=fake_artifact, backends=("fake",), intra_op_threads=1, measure_overhead=False, **SHORT
@@ -194,8 +222,10 @@ def test_thread_settings_are_recorded(fake_artifact: Path) -> None:
 
 
 def test_config_validation() -> None:
-    with pytest.raises(InvalidInputError, match="batch sizes and concurrency must be >= 1"):
+    with pytest.raises(InvalidInputError, match="batch sizes must be >= 1"):
         BenchConfig(artifact="a", batch_sizes=(0,))
+    with pytest.raises(InvalidInputError, match=r"concurrency must be >= 1 \(or 0: auto\), got \[-1\]"):
+        BenchConfig(artifact="a", concurrency=(-1,))
     with pytest.raises(InvalidInputError, match="is empty"):
         BenchConfig(artifact="a", backends=())
     with pytest.raises(InvalidInputError, match="duration_s, max_queries"):
