@@ -38,12 +38,12 @@ def parse_concurrency(text: str | Sequence[str]) -> tuple[int, ...]:
 
 
 def resolve_concurrency(run: PlannedRun, predictor: Any) -> PlannedRun:
-    """``run`` with :data:`AUTO_CONCURRENCY` replaced by the callers it means for ``predictor``."""
+    """``run`` with :data:`AUTO_CONCURRENCY` replaced by the callers it means for ``predictor`` (a
+    :class:`~infership.runtime.Predictor`, whose ``optimal_concurrency`` is at least 1)."""
     if run.concurrency != AUTO_CONCURRENCY:
         return run
-    best = int(getattr(predictor, "optimal_concurrency", 1))
-    n = best if run.scenario in (Scenario.OFFLINE, Scenario.SERVER) else 1
-    return replace(run, concurrency=max(1, n))
+    n = predictor.optimal_concurrency if run.scenario in (Scenario.OFFLINE, Scenario.SERVER) else 1
+    return replace(run, concurrency=n)
 
 
 def load_precision(precision: str) -> str | None:
@@ -261,7 +261,7 @@ class PlannedRun:
         return "throughput" if self.scenario is Scenario.OFFLINE else "latency"
 
     def describe(self) -> str:
-        conc = "auto" if self.concurrency == AUTO_CONCURRENCY else self.concurrency
+        conc = AUTO if self.concurrency == AUTO_CONCURRENCY else self.concurrency
         out = f"{self.backend} {self.precision} {self.scenario.value} b{self.batch_size} c{conc}"
         return out + (f" {self.tokens.describe()}" if self.tokens is not None else "")
 

@@ -66,7 +66,8 @@ def bootstrap_drop(a: np.ndarray, b: np.ndarray, *, rounds: int = 1000, seed: in
 
 def fastest_paths(batch1_ms: dict[tuple[str, str], float]) -> dict[str, Any]:
     """The fastest fp32 and int8 deployment paths (torch eager is the reference, not one) and int8's speedup
-    over fp32 between them, whatever their backends: what a deployment that picks its best path for each precision gains."""
+    over fp32 between them, whatever their backends: what a deployment that picks its best path for each
+    precision gains."""
     out: dict[str, Any] = {"fastest_fp32": None, "fastest_int8": None, "fastest_int8_speedup": None}
     for precision in ("fp32", "int8"):
         paths = [
