@@ -129,6 +129,12 @@ class VerifiedOnFirstRun:
         self.placement = session.placement
         self.accepts_device_tensors = session.accepts_device_tensors
 
+    def __getattr__(self, name: str) -> Any:
+        # Everything else the runtime's session tells (e.g. OpenVINO's ``optimal_concurrency``) is its own.
+        if name.startswith("__") or name == "_inner":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
     def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         if not self._checked:
             with self._lock:

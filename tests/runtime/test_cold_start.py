@@ -85,6 +85,17 @@ def test_a_tampered_model_is_refused_before_any_output(
     p.close()
 
 
+def test_what_the_runtime_session_tells_passes_through_the_check(big: Path) -> None:
+    # OpenVINO's optimal number of infer requests (the offline benchmark's default callers) is read from
+    # the session: hashing in the background must not hide it behind the wrapper.
+    from infership.runtime.verification import VerifiedOnFirstRun
+
+    with Predictor.load(big, backend="openvino", hint="throughput") as p:
+        assert isinstance(p._session, VerifiedOnFirstRun)
+        assert p.optimal_concurrency == int(p.placement.details["optimal_number_of_infer_requests"])
+        assert p._session.optimal_concurrency == p._session._inner.optimal_concurrency
+
+
 def test_paths_and_sizes_are_checked_before_the_runtime_opens_anything(big: Path, tmp_path: Path) -> None:
     art = tmp_path / "art"
     shutil.copytree(big, art)
