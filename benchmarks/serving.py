@@ -160,17 +160,32 @@ def callers(fn, inputs: list, *, n: int, seconds: float) -> float:
 # ------------------------------------------------------------------------------------- 1. batching
 def part_batching(root: Path, work: Path, seconds: float) -> dict:
     return {
-        f"{backend} {variant}": batching_on(root, work, seconds, backend, variant)
-        for backend, variant in (("ort-cpu", "onnx-int8"), ("openvino", "openvino-int8"))
+        f"{backend} {variant}{' ' + hint if hint else ''}": batching_on(
+            root, work, seconds, backend, variant, hint=hint
+        )
+        for backend, variant, hint in (
+            ("ort-cpu", "onnx-int8", None),
+            ("openvino", "openvino-int8", None),
+            ("openvino", "openvino-int8", "throughput"),  # streams: one batch in flight per stream
+        )
     }
 
 
-#: Fronts compared with the plain Predictor: the defaults (one batch of up to 16 in flight), and smaller
+#: Fronts compared with the plain Predictor: the defaults (batches of up to 16, one in flight per stream the
+#: runtime runs: ``optimal_concurrency``), and smaller
 #: batches with several in flight (fewer concurrent runtime calls, the cores kept busy while batches merge).
 FRONTS = {"max_batch=16": {"max_batch": 16}, "max_batch=4 x4": {"max_batch": 4, "max_concurrent_batches": 4}}
 
 
-def batching_on(root: Path, work: Path, seconds: float, backend: str, variant: str, rounds: int = 4) -> dict:
+def batching_on(
+    root: Path,
+    work: Path,
+    seconds: float,
+    backend: str,
+    variant: str,
+    rounds: int = 4,
+    hint: str | None = None,
+) -> dict:
     """Interleaved rounds (plain, then each front) so that machine noise hits them alike; medians."""
     from infership.runtime import BatchingPredictor, Predictor
 
@@ -178,10 +193,18 @@ def batching_on(root: Path, work: Path, seconds: float, backend: str, variant: s
     singles = [x[i : i + 1] for i in range(len(x))]
     qps: dict[str, list[float]] = {"plain": [], **{k: [] for k in FRONTS}}
     out: dict = {}
-    with Predictor.load(root, backend=backend, variant=variant, warmup=5) as p:
+    with Predictor.load(
+        root, backend=backend, variant=variant, warmup=5, **({"hint": hint} if hint else {})
+    ) as p:
+        out["optimal_concurrency"] = p.optimal_concurrency
         ref = np.concatenate([p.predict(s)["logits"] for s in singles])
         by16 = np.concatenate([p.predict(x[i : i + 16])["logits"] for i in range(0, 64, 16)])
         out["predictor_batch16_vs_single_max_abs_diff"] = float(np.abs(by16 - ref).max())
+        # What a batch saves per image without the front: one caller at batch 1, 4 and 16; two callers at 1.
+        out["one_caller_qps"] = {
+            b: round(offline_qps(p.predict, x, b, seconds / rounds), 1) for b in (1, 4, 16)
+        }
+        out["two_callers_batch1_qps"] = round(callers(p.predict, singles, n=2, seconds=seconds / rounds), 1)
         for _ in range(rounds):
             time.sleep(0.3)
             qps["plain"].append(callers(p.predict, singles, n=16, seconds=seconds / rounds))

@@ -225,7 +225,9 @@ class BatchingPredictor:
         monitor: Records requests, errors, latency, batch sizes, queue wait and drift.
         max_concurrent_batches: Batches in flight at once (one worker thread each). More than one keeps
             the cores busy while a batch is merged and split, and suits runtimes that run several
-            requests in parallel (OpenVINO streams); 1 gives the largest batches.
+            requests in parallel (OpenVINO streams); 1 gives the largest batches. ``None`` (default): the
+            predictor's ``optimal_concurrency`` — one batch per OpenVINO stream under the throughput hint
+            (a single batch would keep one stream's cores busy and leave the others idle), else 1.
         max_queue: Most requests waiting; beyond it ``predict`` raises ``InferenceError`` at once
             (back-pressure instead of unbounded memory).
 
@@ -242,13 +244,15 @@ class BatchingPredictor:
         buckets: Sequence[int] | None = None,
         pad_value: float | Mapping[str, float] = 0,
         monitor: Monitor | None = None,
-        max_concurrent_batches: int = 1,
+        max_concurrent_batches: int | None = None,
         max_queue: int = 4096,
     ) -> None:
         if not isinstance(max_batch, int) or max_batch < 1:
             raise InvalidInputError(f"max_batch must be an integer >= 1, got {max_batch!r}")
         if max_wait_ms < 0:
             raise InvalidInputError(f"max_wait_ms must be >= 0, got {max_wait_ms!r}")
+        if max_concurrent_batches is None:
+            max_concurrent_batches = predictor.optimal_concurrency
         if not isinstance(max_concurrent_batches, int) or max_concurrent_batches < 1:
             raise InvalidInputError(f"max_concurrent_batches must be >= 1, got {max_concurrent_batches!r}")
         if buckets is not None and (not buckets or any(int(b) < 1 for b in buckets)):

@@ -79,6 +79,19 @@ def test_several_batches_in_flight(tiny):
         BatchingPredictor(tiny, max_concurrent_batches=0)
 
 
+def test_by_default_one_batch_in_flight_per_stream_the_runtime_runs(tiny, tiny_artifact: Path):
+    # One batch at a time under OpenVINO's throughput hint keeps one stream's cores busy and the rest idle.
+    with BatchingPredictor(tiny) as bp:
+        assert len(bp._workers) == 1  # ONNX Runtime: one call already uses every intra-op thread
+    with Predictor.load(tiny_artifact, backend="openvino", hint="throughput") as ov:
+        streams = int(ov.placement.details["optimal_number_of_infer_requests"])
+        x = np.random.default_rng(7).standard_normal((8, 3, 16, 16)).astype(np.float32)
+        with BatchingPredictor(ov, max_batch=2, max_wait_ms=5) as bp:
+            assert len(bp._workers) == streams == ov.optimal_concurrency
+            got = _concurrently(8, lambda i: bp.predict(x[i : i + 1])["logits"])
+        np.testing.assert_allclose(np.concatenate(got), ov.predict(x)["logits"], rtol=1e-4, atol=1e-4)
+
+
 def test_bad_input_fails_only_its_caller(tiny):
     x = np.random.default_rng(1).standard_normal((8, 3, 16, 16)).astype(np.float32)
     with BatchingPredictor(tiny, max_batch=8, max_wait_ms=20) as bp:
