@@ -28,9 +28,12 @@ log = logging.getLogger(__name__)
 VALIDATION_SAMPLES = 256
 #: int8 targets made when optimize is given calibration data (torch needs the nn.Module: not made here).
 #: What ``optimize --calibration`` makes: per-channel ONNX Runtime int8, ``quantize_static``'s own per-tensor
-#: recipe (its graph can be the faster one on a small model), and OpenVINO's. Text encoders skip the
-#: per-tensor recipe: static per-tensor int8 is far outside any budget on a transformer.
-INT8_TARGETS = ("ort", "ort-tensor", "openvino")
+#: recipe (its graph can be the faster one on a small model), OpenVINO's from the ONNX graph, and OpenVINO's
+#: from the graph ``openvino.convert_model`` makes (faster on some models, less accurate on others). Text
+#: encoders skip the per-tensor recipe: static per-tensor int8 is far outside any budget on a transformer.
+INT8_TARGETS = ("ort", "ort-tensor", "openvino", "openvino-ir")
+#: The extra candidates: two repair steps at most each (the main int8 variants get ``quantize``'s default).
+EXTRA_TARGETS = ("ort-tensor", "openvino-ir")
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,8 @@ def make_int8(
         if target is Target.ORT_TENSOR and text:
             out.append({**rec, "status": "skipped", "detail": "per-tensor static int8 is not tried on text"})
             continue
-        # The per-tensor recipe is one more candidate, not the main int8: two repair steps at most.
-        steps = {"max_repair_steps": 2} if target is Target.ORT_TENSOR else {}
+        # An extra candidate, not the main int8: two repair steps at most.
+        steps = {"max_repair_steps": 2} if name in EXTRA_TARGETS else {}
         try:
             report = quantize(root, calibration, targets=[target], max_accuracy_drop=budget, **steps)
         except AccuracyBudgetError as exc:

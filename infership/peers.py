@@ -290,8 +290,10 @@ def _interleave(
         side.call(pool[0])
         ms = float(np.median(time_calls(lambda s=side: s.call(pool[0]), runs=5, warmup=2)))
         side.per_block = max(5, int(block_s * 1e3 / max(ms, 1e-3)))
-    for _ in range(blocks):
-        for side in sides:
+    for r in range(blocks):
+        # Each round starts one side later: no side always follows the same other runtime (whose spinning
+        # threads or cache footprint would weigh on it every round) or always opens the round after a rest.
+        for side in sides[r % len(sides) :] + sides[: r % len(sides)]:
             if objective == "latency":
                 it = iter(range(1 << 62))
                 samples = time_calls(

@@ -43,7 +43,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, obje
 @pytest.fixture(scope="module")
 def quantized(template: tuple[Path, Path, object], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The template with int8 variants made by ``optimize``'s first step (ONNX Runtime per channel and per
-    tensor, and OpenVINO)."""
+    tensor, and OpenVINO from the ONNX graph and from the converted graph)."""
     from infership.optimize_checks import make_int8
 
     art, data, _ = template
@@ -51,7 +51,8 @@ def quantized(template: tuple[Path, Path, object], tmp_path_factory: pytest.Temp
     shutil.copytree(art, dest)
     records = make_int8(dest, str(data), budget=BUDGET_POINTS)
     assert [(r["variant"], r["status"]) for r in records] == [
-        ("onnx-int8", "made"), ("onnx-int8-tensor", "made"), ("openvino-int8", "made")
+        ("onnx-int8", "made"), ("onnx-int8-tensor", "made"), ("openvino-int8", "made"),
+        ("openvino-int8-ir", "made"),
     ], records  # fmt: skip
     return dest
 
@@ -302,6 +303,20 @@ def test_peers_are_measured_interleaved_and_judged(
     assert int8 and all(not p.counts and "no calibration data" in p.note for p in int8)
 
 
+def test_each_round_of_peer_blocks_starts_one_side_later() -> None:
+    """No side always follows the same other side: the order of a round's blocks rotates."""
+    from itertools import groupby
+
+    from infership.peers import PeerResult, _interleave, _Side
+
+    calls: list[str] = []
+    sides = [_Side(PeerResult(n, "fp32"), lambda _x, n=n: calls.append(n)) for n in "abc"]
+    _interleave(sides, [np.zeros(1)], "latency", 1, blocks=3, block_s=0.001)
+    blocks = [name for name, _ in groupby(calls)]
+    assert blocks[-9:] == list("abcbcacab"), blocks
+    assert all(len(s.result.block_speeds) == 3 for s in sides)
+
+
 def test_openvino_candidates_include_the_batch_compiled_as_fixed(quantized: Path) -> None:
     from infership.optimize_space import candidates
 
@@ -414,6 +429,24 @@ def test_the_per_tensor_recipe_is_one_more_candidate(quantized: Path) -> None:
     assert (channel.params["per_channel"], channel.params["activation_type"]) == (True, "uint8")
     found = {c.variant for c in candidates(art, objective="latency", backends=["ort-cpu"])}
     assert {"onnx-fp32", "onnx-int8", "onnx-int8-tensor"} <= found
+
+
+def test_openvino_int8_from_the_converted_graph_is_one_more_candidate(quantized: Path) -> None:
+    """NNCF on the graph ``openvino.convert_model`` makes is a variant of its own, validated within the
+    budget like the others and searched beside the int8 made from the ONNX graph."""
+    from infership.optimize_space import candidates
+
+    art = Artifact.load(quantized)
+    steps = {v.id: {s.name: s for s in v.steps} for v in art.manifest.variants}
+    assert steps["openvino-int8-ir"]["nncf.quantize"].params["graph"] == "converted"
+    assert steps["openvino-int8"]["nncf.quantize"].params["graph"] == "onnx"
+    v = art.manifest.variant("openvino-int8-ir")
+    assert (v.format, v.precision, v.validation["passed"]) == ("openvino", "int8", True)
+    found = {c.variant for c in candidates(art, objective="latency", backends=["openvino"])}
+    assert {"openvino-int8", "openvino-int8-ir"} <= found
+    x = np.random.default_rng(1).normal(size=(4, 3, 16, 16)).astype(np.float32)
+    with Predictor.load(quantized, backend="openvino", variant="openvino-int8-ir") as p:
+        assert p.variant.id == "openvino-int8-ir" and p.predict(x)["logits"].shape == (4, 5)
 
 
 def test_peer_ratios_pair_the_blocks_measured_back_to_back() -> None:

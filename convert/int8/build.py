@@ -149,18 +149,21 @@ def build_ort(
 SMOOTH_QUANT_ALPHAS = (0.8, 0.7, 0.6, 0.5)
 
 
-def build_openvino(ctx: QuantizeContext, config: NncfQuantConfig) -> tuple[TargetReport, list[Path]]:
+def build_openvino(
+    ctx: QuantizeContext, config: NncfQuantConfig, target: Target = Target.OPENVINO
+) -> tuple[TargetReport, list[Path]]:
     """OpenVINO: NNCF from the fp32 ONNX model, validate, repair through NNCF's ignored scope. For a
     transformer with a budget and no strength given, SmoothQuant's strength is chosen first
     (:data:`SMOOTH_QUANT_ALPHAS`): the first that meets the budget, else the one that loses least, from which
-    the repair goes on."""
+    the repair goes on. ``target`` is :attr:`Target.OPENVINO` or :attr:`Target.OPENVINO_IR` (the variant it
+    becomes; ``config.graph`` says which graph NNCF quantizes)."""
     import openvino as ov
 
     onnx_nodes = _node_names(ctx.src)
     made: list[Built] = []
 
     def build(cfg: NncfQuantConfig) -> Built:
-        xml = ctx.tmp / f"{Target.OPENVINO.variant_id}-{len(made)}" / "model.xml"
+        xml = ctx.tmp / f"{target.variant_id}-{len(made)}" / "model.xml"
         step = quantize_openvino(ctx.src, ctx.calib, cfg, xml, show_progress=ctx.progress)
         made.append(([xml, xml.with_suffix(".bin")], step))
         return made[-1]
@@ -172,23 +175,21 @@ def build_openvino(ctx: QuantizeContext, config: NncfQuantConfig) -> tuple[Targe
     steps: list[Step] = []
     initial = None
     if config.transformer and config.smooth_quant_alpha is None and ctx.budget is not None:
-        alpha, initial, step = _smooth_quant_strength(ctx, config, build)
+        alpha, initial, step = _smooth_quant_strength(ctx, config, build, target)
         config = replace(config, smooth_quant_alpha=alpha)
         steps.append(step)
 
     def requantize(excluded: tuple[str, ...]) -> Built:
         return build(config.excluding(nodes=excluded))
 
-    (files, qstep), result, backend = _repaired(
-        ctx, Target.OPENVINO, requantize, rank, config.ignored_nodes, initial
-    )
+    (files, qstep), result, backend = _repaired(ctx, target, requantize, rank, config.ignored_nodes, initial)
     excluded = tuple(qstep.params["ignored_nodes"])
     fp32_latency = _fp32_latency(ctx, backend)
-    return _report(ctx, Target.OPENVINO, [*steps, qstep], result, excluded, fp32_latency, backend), files
+    return _report(ctx, target, [*steps, qstep], result, excluded, fp32_latency, backend), files
 
 
 def _smooth_quant_strength(
-    ctx: QuantizeContext, config: NncfQuantConfig, build: Any
+    ctx: QuantizeContext, config: NncfQuantConfig, build: Any, target: Target
 ) -> tuple[float | None, tuple[Built, Evaluation] | None, Step]:
     """Try NNCF's default strength, then :data:`SMOOTH_QUANT_ALPHAS`, until one meets the budget (``build``
     makes the model of a config): the strength kept (the first within budget, else the one that lost least),
@@ -198,7 +199,7 @@ def _smooth_quant_strength(
     start = time.perf_counter()
     for alpha in (None, *SMOOTH_QUANT_ALPHAS):
         model = build(replace(config, smooth_quant_alpha=alpha))
-        result = ev.evaluate(ctx, Target.OPENVINO, model[0])
+        result = ev.evaluate(ctx, target, model[0])
         loss = result.metrics.loss_points
         tried.append({"alpha": alpha, "loss_points": None if loss is None else round(loss, 4)})
         if loss is None:

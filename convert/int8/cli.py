@@ -58,7 +58,7 @@ def add_quantize(sub: Any) -> None:
     p.add_argument(
         "--target",
         help="ort, openvino, torch, ort-tensor (quantize_static's per-tensor recipe), ort-dynamic, "
-        "openvino-weights, comma-separated, or all (ort, openvino, torch); default ort,openvino, or "
+        "openvino-ir (NNCF on the graph openvino.convert_model makes), openvino-weights, comma-separated, or all (ort, openvino, torch); default ort,openvino, or "
         "ort-dynamic,openvino for text models",
     )
     p.add_argument(

@@ -1,6 +1,7 @@
 """OpenVINO int8 through NNCF post-training quantization, saved as IR.
 
-The fp32 ONNX model is read by OpenVINO (``ov.Core().read_model``), quantized with ``nncf.quantize`` over
+The fp32 ONNX model is read by OpenVINO (``ov.Core().read_model``; with ``NncfQuantConfig(graph="converted")``
+through ``openvino.convert_model``, which folds shape subgraphs and fuses activations first), quantized with ``nncf.quantize`` over
 the same calibration set as ONNX Runtime, and saved as IR (``.xml`` + ``.bin``). Nodes to keep in float are
 named by their ONNX node names, as in the ONNX Runtime path; they are mapped to the OpenVINO operations the
 ONNX frontend made from them (``/conv/Conv`` → ``/conv/Conv/WithoutBiases`` and ``/conv/Conv``), and NNCF
@@ -62,6 +63,10 @@ NNCF_RANGE_FOR_METHOD = {
 }
 
 
+#: The OpenVINO graphs of an ONNX model NNCF can quantize (:attr:`NncfQuantConfig.graph`).
+GRAPHS = ("onnx", "converted")
+
+
 @dataclass(frozen=True, kw_only=True)
 class NncfQuantConfig:
     """Options of NNCF post-training quantization for OpenVINO.
@@ -81,6 +86,11 @@ class NncfQuantConfig:
         smooth_quant_alpha: SmoothQuant's migration strength for MatMuls (0-1), or ``None`` for NNCF's default
             (0.95 with the transformer type). With a budget, ``quantize`` tries a few for a transformer before
             keeping anything in float (:data:`~infership.convert.int8.build.SMOOTH_QUANT_ALPHAS`).
+        graph: Which OpenVINO graph of the ONNX model NNCF quantizes: ``"onnx"`` (``Core.read_model``: the
+            ONNX graph as read, node for node) or ``"converted"`` (``openvino.convert_model``: the graph
+            OpenVINO's own conversion makes — shape subgraphs folded, ``Clip`` as ``Clamp``, the graph
+            ``ovc`` saves and NNCF's own examples quantize). The two place their quantizers differently,
+            so they differ in speed and in accuracy; neither wins on every model.
         preset_name: Name of the preset this config came from (recorded).
     """
 
@@ -93,6 +103,7 @@ class NncfQuantConfig:
     ignored_nodes: tuple[str, ...] = ()
     ignored_types: tuple[str, ...] = ()
     smooth_quant_alpha: float | None = None
+    graph: str = "onnx"
     preset_name: str | None = None
 
     def __post_init__(self) -> None:
@@ -106,6 +117,8 @@ class NncfQuantConfig:
             raise InvalidInputError(
                 f"target_device must be CPU, ANY, GPU, NPU or CPU_SPR, got {self.target_device!r}"
             )
+        if self.graph not in GRAPHS:
+            raise InvalidInputError(f"graph must be one of {', '.join(GRAPHS)}, got {self.graph!r}")
         if self.subset_size is not None and self.subset_size < 1:
             raise InvalidInputError(f"subset_size must be >= 1, got {self.subset_size}")
         alpha = self.smooth_quant_alpha
@@ -173,8 +186,9 @@ def ov_ops_for_onnx_nodes(ov_model: Any, onnx_nodes: Iterable[str]) -> list[str]
 
 
 # ---------------------------------------------------------------------------------------------- quantize
-def read_onnx(path: Path) -> Any:
-    """The ONNX model at ``path`` as an OpenVINO model.
+def read_onnx(path: Path, graph: str = "onnx") -> Any:
+    """The ONNX model at ``path`` as an OpenVINO model: as read (``graph="onnx"``) or as
+    ``openvino.convert_model`` makes it (``"converted"``).
 
     Raises:
         ConversionError: OpenVINO cannot read it.
@@ -182,6 +196,8 @@ def read_onnx(path: Path) -> Any:
     import openvino as ov
 
     try:
+        if graph == "converted":
+            return ov.convert_model(str(path))
         return ov.Core().read_model(str(path))
     except Exception as exc:  # OpenVINO raises RuntimeError subclasses with C++ messages
         raise ConversionError(f"OpenVINO cannot read {path.name}: {str(exc).strip()[:400]}") from exc
@@ -220,7 +236,7 @@ def quantize_openvino(
             level
         )  # importing nncf resets its logger to INFO; keep the app's choice
     start = time.perf_counter()
-    model = read_onnx(onnx_path)
+    model = read_onnx(onnx_path, config.graph)
     ignored_ops = ov_ops_for_onnx_nodes(model, config.ignored_nodes) if config.ignored_nodes else []
     scope = None
     if ignored_ops or config.ignored_types:

@@ -95,7 +95,8 @@ def quantize(
             ``SCHEME:ARGUMENT`` for a registered source (``numpy:PATH``, ``images:FOLDER``, ``text:PATH``,
             or one added with :func:`~infership.calibration.register_source`); or a list of strings for an
             artifact that takes text.
-        targets: ``ort``, ``openvino``, ``torch`` (or ``all``), ``ort-dynamic``, ``openvino-weights``.
+        targets: ``ort``, ``openvino``, ``torch`` (or ``all``), ``ort-tensor``, ``openvino-ir``,
+            ``ort-dynamic``, ``openvino-weights``.
             Default: ``ort-dynamic,openvino`` for transformer text models, else ``ort,openvino``.
         method: Calibration method for both runtimes (MinMax ↔ NNCF ``minmax`` range, Percentile ↔
             ``mean_quantile``, Entropy ↔ ``histogram``). Default: MinMax, or the method of ``ort_config``.
@@ -231,6 +232,9 @@ def quantize(
                 built.append(build.build_ort(ctx, tensor_cfg, Target.ORT_TENSOR))
             elif target is Target.OPENVINO:
                 built.append(build.build_openvino(ctx, nncf_cfg))
+            elif target is Target.OPENVINO_IR:
+                ir_cfg = replace(nncf_cfg, graph="converted")
+                built.append(build.build_openvino(ctx, ir_cfg, Target.OPENVINO_IR))
             elif target is Target.ORT_DYNAMIC:
                 built.append(build.build_ort_dynamic(ctx, dynamic_config or OrtDynamicConfig.mixed()))
             elif target is Target.OPENVINO_WEIGHTS:

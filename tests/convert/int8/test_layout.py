@@ -41,6 +41,7 @@ def test_each_target_has_one_variant_id_format_backend_and_file_name():
         Target.ORT: ("onnx-int8", "onnx", "ort-cpu"),
         Target.ORT_TENSOR: ("onnx-int8-tensor", "onnx", "ort-cpu"),
         Target.OPENVINO: ("openvino-int8", "openvino", "openvino"),
+        Target.OPENVINO_IR: ("openvino-int8-ir", "openvino", "openvino"),
         Target.TORCH: ("torch-int8", "torchscript", "torch"),
         Target.ORT_DYNAMIC: ("onnx-int8-dynamic", "onnx", "ort-cpu"),
         Target.OPENVINO_WEIGHTS: ("openvino-int8-weights", "openvino", "openvino"),
@@ -48,6 +49,7 @@ def test_each_target_has_one_variant_id_format_backend_and_file_name():
     assert Target.ORT.artifact_name(Path("/tmp/x/ort-int8-3.onnx")) == "model-int8.onnx"
     assert Target.ORT_TENSOR.artifact_name(Path("/tmp/x/onnx-int8-tensor-1.onnx")) == "model-int8-tensor.onnx"
     assert Target.OPENVINO.artifact_name(Path("ov-int8-0/model.bin")) == "openvino-int8/model.bin"
+    assert Target.OPENVINO_IR.artifact_name(Path("x-1/model.xml")) == "openvino-int8-ir/model.xml"
     assert Target.TORCH.artifact_name(Path("torch-int8.torchscript")) == "model-int8.torchscript"
 
 

@@ -75,6 +75,39 @@ def test_range_option_reaches_nncf(source, tmp_path):
     assert not np.array_equal(outs[0], outs[1])
 
 
+def test_the_converted_graph_is_quantized_when_asked(source, tmp_path):
+    """``graph="converted"`` quantizes what ``openvino.convert_model`` makes: the shape subgraph the ONNX
+    frontend writes for the flatten is folded away, and a node of the ONNX model is still ignored by name."""
+    import openvino as ov
+
+    onnx_path, cset = source
+
+    def types(model) -> set[str]:
+        return {op.get_type_name() for op in model.get_ordered_ops()}
+
+    assert "ShapeOf" in types(read_onnx(onnx_path)) and "ShapeOf" not in types(
+        read_onnx(onnx_path, "converted")
+    )
+    xml = {g: tmp_path / g / "model.xml" for g in ("onnx", "converted")}
+    steps = {g: quantize_openvino(onnx_path, cset, NncfQuantConfig.cpu(graph=g), xml[g]) for g in xml}
+    assert steps["converted"].params["graph"] == "converted" and steps["onnx"].params["graph"] == "onnx"
+    assert "ShapeOf" not in types(ov.Core().read_model(str(xml["converted"])))
+    x = next(iter(cset))
+    a, b = (ov.Core().compile_model(str(xml[g]), "CPU")(x)[0] for g in ("onnx", "converted"))
+    assert a.shape == b.shape == (16, 5) and np.isfinite(b).all()
+    cfg = NncfQuantConfig.cpu(graph="converted").excluding(nodes=["/fc/Gemm"])
+    ignored = quantize_openvino(onnx_path, cset, cfg, tmp_path / "c" / "model.xml")
+    assert (
+        ignored.params["ignored_ops"]
+        and ignored.result["fake_quantize_nodes"] < (steps["converted"].result["fake_quantize_nodes"])
+    )
+
+
+def test_an_unknown_graph_is_refused():
+    with pytest.raises(InvalidInputError, match="graph must be one of onnx, converted, got 'ir'"):
+        NncfQuantConfig.cpu(graph="ir")
+
+
 def test_presets():
     assert NncfQuantConfig.accurate().preset.value == "mixed"
     assert NncfQuantConfig.transformer_model().transformer
