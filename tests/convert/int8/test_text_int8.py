@@ -173,6 +173,15 @@ def test_budget_writes_routes_that_the_predictor_follows(artifact: Path):
     assert out.shape == (3, 32) and np.isfinite(out).all()
     with Predictor.load(artifact, precision="int8", backend="ort-cpu") as p:  # explicit backend: no routes
         assert "routes" not in p.placement.details
+    # optimize's extra candidate (OpenVINO int8 of the converted graph) joins the artifact without
+    # replacing the routes measured between the variants above
+    from infership.optimize_checks import make_int8
+
+    calib = artifact.parent / "calibration.txt"
+    calib.write_text("".join(t + "\n" for t in sentences(40, seed=1)))
+    made = make_int8(artifact, str(calib), budget=100.0, targets=("openvino-ir",))
+    assert [(r["variant"], r["status"]) for r in made] == [("openvino-int8-ir", "made")], made
+    assert read_routes(Artifact.load(artifact).manifest, "int8") == table
 
 
 def test_route_timings_only_grow_with_length():
