@@ -18,7 +18,8 @@ Every peer and the chosen path are measured in interleaved blocks with a rest be
 machine's load hits them alike: batch 1 with one caller for ``latency`` (the one timer,
 :func:`infership.runtime.timing.time_calls`), the offline scenario of the harness at the chosen batch size
 for the throughput objectives. The chosen path's speed over each peer's is the median over rounds of the
-ratio between their blocks of the same round (a round runs one block of every side, seconds apart), so
+ratio between their blocks of the same round (a round runs one block of every side, seconds apart, each
+round starting one side later than the last), so
 slow and fast phases of the machine that last longer than a round fall on both sides of a pair (the pooled
 ratio is reported beside it). A block that measured nothing is left out of the pairs. Every int8 peer is judged on the same
 held-out data with the same task judge as the chosen path; a peer **counts** only within the same accuracy
