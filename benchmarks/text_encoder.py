@@ -293,6 +293,8 @@ def latency(paths: dict, encoder: Any, rounds: int) -> tuple[dict[str, dict[str,
     """Medians per path and shape, and the default int8's paired ratios: per round, its block median over
     each other path's block median of the same round (blocks of one round are seconds apart, so load that
     comes and goes hits both), then the median over rounds."""
+    from infership.runtime.timing import round_order
+
     out: dict[str, dict[str, float]] = {name: {} for name in paths}
     paired: dict[str, dict] = {}
     names = list(paths)
@@ -303,7 +305,7 @@ def latency(paths: dict, encoder: Any, rounds: int) -> tuple[dict[str, dict[str,
         for n in names:
             paths[n](feeds)  # warm-up: first-call allocation, kernel choice
         for r in range(rounds):
-            for n in names[r % len(names) :] + names[: r % len(names)]:
+            for n in round_order(names, r):
                 time.sleep(0.1)  # the previous runtime's worker threads go idle before this block
                 paths[n](feeds)
                 block = []

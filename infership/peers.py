@@ -43,7 +43,7 @@ from infership.runtime import Artifact, Predictor
 from infership.runtime.atomic import scratch_dir
 from infership.runtime.errors import InfershipError
 from infership.runtime.tasks import judge_for
-from infership.runtime.timing import time_calls
+from infership.runtime.timing import round_order, time_calls
 
 from .optimize_checks import AccuracyChecks, artifact_data
 from .optimize_space import Candidate
@@ -292,9 +292,7 @@ def _interleave(
         ms = float(np.median(time_calls(lambda s=side: s.call(pool[0]), runs=5, warmup=2)))
         side.per_block = max(5, int(block_s * 1e3 / max(ms, 1e-3)))
     for r in range(blocks):
-        # Each round starts one side later: no side always follows the same other runtime (whose spinning
-        # threads or cache footprint would weigh on it every round) or always opens the round after a rest.
-        for side in sides[r % len(sides) :] + sides[: r % len(sides)]:
+        for side in round_order(sides, r):
             if objective == "latency":
                 it = iter(range(1 << 62))
                 samples = time_calls(

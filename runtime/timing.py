@@ -59,6 +59,16 @@ def cycling(fn: Callable[[T], Any], items: Sequence[T]) -> Callable[[], Any]:
     return lambda: fn(next(it))
 
 
+def round_order(items: Sequence[T], round_index: int) -> list[T]:
+    """``items`` in the order round ``round_index`` of an interleaved measurement runs them: each round
+    starts one item later than the last, so no item always follows the same other one (whose spinning
+    threads or cache footprint would then weigh on it every round) or always opens a round."""
+    if not items:
+        return []
+    k = round_index % len(items)
+    return [*items[k:], *items[:k]]
+
+
 def interleaved_medians(
     calls: Mapping[K, Callable[[], Any]],
     *,

@@ -32,6 +32,7 @@ import numpy as np
 from infership.runtime.hardware import cpu_info
 from infership.runtime.routing import Route, RouteTable
 from infership.runtime.text import TextEncoder
+from infership.runtime.timing import round_order
 
 from . import evaluate as ev
 from .types import QuantizeContext, TargetReport
@@ -113,7 +114,7 @@ def measure_routes(
                 p.predict(f)  # first-call allocation and compilation, per shape
         names = list(runners)
         for rnd in range(rounds):
-            order = names[rnd % len(names) :] + names[: rnd % len(names)]
+            order = round_order(names, rnd)
             for n in lengths:
                 for vid in order:
                     time.sleep(_REST_S)

@@ -156,6 +156,13 @@ def test_interleaved_timing_takes_turns_block_by_block():
         interleaved_medians({"a": lambda: None}, blocks=0)
 
 
+def test_each_round_starts_one_item_later():
+    from infership.runtime.timing import round_order
+
+    assert [round_order("abc", r) for r in range(4)] == [list("abc"), list("bca"), list("cab"), list("abc")]
+    assert round_order([], 5) == []
+
+
 def test_cycling_goes_round_the_items():
     from infership.runtime.timing import cycling
 
