@@ -330,6 +330,20 @@ def markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def save(
+    out: Path, started: str, argv: list[str] | None, rows: list[dict[str, Any]], *, complete: bool
+) -> dict:
+    """Write the rows so far and their summary to ``out`` atomically; ``complete`` is false until every
+    model has run. Returns the summary."""
+    from infership.runtime.atomic import write_text_atomic
+
+    summary = summarise(rows)
+    result = {"started": started, "command": " ".join(["benchmarks/optimize_suite.py", *(argv or sys.argv[1:])]),
+              "complete": complete, "load_average_end": list(os.getloadavg()), "rows": rows, "summary": summary}  # fmt: skip
+    write_text_atomic(out, json.dumps(result, indent=2, default=str) + "\n")
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
@@ -366,11 +380,8 @@ def main(argv: list[str] | None = None) -> int:
                     {"model": name, "objective": "all", "error": f"{type(exc).__name__}: {exc}"[:500]}
                 )
             print(f"[{name}] {time.perf_counter() - t0:.0f} s in all", flush=True)
-    summary = summarise(rows)
-    result = {"started": started, "command": " ".join(["benchmarks/optimize_suite.py", *(argv or sys.argv[1:])]),
-              "load_average_end": list(os.getloadavg()), "rows": rows, "summary": summary}  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+            save(args.out, started, argv, rows, complete=False)  # a run cut short keeps what it measured
+    summary = save(args.out, started, argv, rows, complete=True)
     print(markdown(rows, summary))
     print(f"load average at the end: {os.getloadavg()}; written {args.out}")
     return 0
