@@ -30,12 +30,13 @@ from pathlib import Path
 
 import numpy as np
 from infership.runtime.hardware import cpu_info
+from infership.runtime.profile import passed_budget
 from infership.runtime.routing import Route, RouteTable
 from infership.runtime.text import TextEncoder
 from infership.runtime.timing import round_order
 
 from . import evaluate as ev
-from .types import QuantizeContext, TargetReport
+from .types import LAYOUTS, QuantizeContext, TargetReport
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,19 @@ def assign(settled: dict[str, dict[int, float]], lengths: Sequence[int]) -> list
     return out[::-1]
 
 
+def kept_variants(ctx: QuantizeContext, built: Sequence[tuple[TargetReport, list[Path]]]) -> dict[str, str]:
+    """The artifact's int8 variants from earlier ``quantize`` calls that this call leaves in place and whose
+    recorded validation passed with a loss within this call's budget (variant id → backend): the routes are
+    drawn between them and this call's, so quantizing one target at a time never hides the others."""
+    replaced = {r.variant_id for r, _ in built}
+    layouts = {layout.variant_id: layout.backend for layout in LAYOUTS.values()}
+    return {
+        v.id: layouts[v.id]
+        for v in ctx.artifact.manifest.variants
+        if v.id in layouts and v.id not in replaced and passed_budget(v, ctx.budget)
+    }
+
+
 def measure_routes(
     ctx: QuantizeContext, built: Sequence[tuple[TargetReport, list[Path]]], *, rounds: int = _ROUNDS
 ) -> RouteTable | None:
@@ -99,17 +113,23 @@ def measure_routes(
     encoder = TextEncoder(m.tokenizer, ctx.artifact.root)
     lengths = [n for n in LENGTHS if n <= m.tokenizer.max_length] or [m.tokenizer.max_length]
     feeds = {n: encoder.token_feeds([n]) for n in lengths}
-    times: dict[str, dict[int, list[float]]] = {r.variant_id: {n: [] for n in lengths} for r, _ in passing}
+    backends = {r.variant_id: r.backend for r, _ in passing} | kept_variants(ctx, built)
+    times: dict[str, dict[int, list[float]]] = {vid: {n: [] for n in lengths} for vid in backends}
     with ExitStack() as stack:
         runners = {}
         for rep, files in passing:
             art = ev.candidate(
                 ctx, files, variant_id=rep.variant_id, format=rep.target.format, target=rep.backend
             )
-            p = stack.enter_context(
+            runners[rep.variant_id] = stack.enter_context(
                 ev.open_variant(art, backend=rep.backend, variant_id=rep.variant_id, scratch=ctx.tmp)
             )
-            runners[rep.variant_id] = p
+        for vid, backend in backends.items():
+            if vid not in runners:  # already in the artifact from an earlier call
+                runners[vid] = stack.enter_context(
+                    ev.open_variant(ctx.artifact, backend=backend, variant_id=vid, scratch=ctx.tmp)
+                )
+        for p in runners.values():
             for f in feeds.values():
                 p.predict(f)  # first-call allocation and compilation, per shape
         names = list(runners)
@@ -123,7 +143,6 @@ def measure_routes(
                         runners[vid].predict(feeds[n])
                         times[vid][n].append((time.perf_counter() - t0) * 1e3)
     medians = {vid: {n: float(np.median(v)) for n, v in per.items()} for vid, per in times.items()}
-    backends = {r.variant_id: r.backend for r, _ in passing}
     settled = {vid: monotone(per) for vid, per in medians.items()}
     winners = assign(settled, lengths)
     routes: list[Route] = []

@@ -184,6 +184,47 @@ def test_budget_writes_routes_that_the_predictor_follows(artifact: Path):
     assert read_routes(Artifact.load(artifact).manifest, "int8") == table
 
 
+def test_quantizing_one_target_at_a_time_routes_between_all_that_passed(artifact: Path):
+    from infership.convert.int8 import quantize
+    from infership.runtime import Artifact, Predictor
+    from infership.runtime.routing import read_routes
+
+    def one(target: str, budget: float):
+        return quantize(
+            artifact,
+            sentences(20, seed=1),
+            holdout=sentences(30, seed=2),
+            targets=target,
+            max_accuracy_drop=budget,
+            latency_runs=3,
+        )
+
+    one("ort-dynamic", 100.0)
+    first = read_routes(Artifact.load(artifact).manifest, "int8")
+    assert first is not None and set(first.measured_ms) == {"onnx-int8-dynamic"}
+    one("openvino-weights", 100.0)  # the second call times the first call's variant beside its own
+    both = read_routes(Artifact.load(artifact).manifest, "int8")
+    assert both is not None and set(both.measured_ms) == {"onnx-int8-dynamic", "openvino-int8-weights"}
+    with Predictor.load(artifact, precision="int8") as p:
+        assert p.placement.details["routes"] == [r.to_dict() for r in both.routes]
+    # which earlier variants a call routes between: those it does not replace, within its own budget
+    from types import SimpleNamespace
+
+    from infership.convert.int8.routes import kept_variants
+
+    art = Artifact.load(artifact)
+    loss = float(art.manifest.variant("onnx-int8-dynamic").validation["loss_points"])
+    replacing_ov = [(SimpleNamespace(variant_id="openvino-int8-weights"), [])]
+    assert kept_variants(SimpleNamespace(artifact=art, budget=loss + 0.5), replacing_ov) == {
+        "onnx-int8-dynamic": "ort-cpu"
+    }
+    assert kept_variants(SimpleNamespace(artifact=art, budget=loss - 0.5), replacing_ov) == {}
+    assert kept_variants(SimpleNamespace(artifact=art, budget=100.0), []) == {
+        "onnx-int8-dynamic": "ort-cpu",
+        "openvino-int8-weights": "openvino",
+    }
+
+
 def test_route_timings_only_grow_with_length():
     from infership.convert.int8.routes import monotone
 
