@@ -78,8 +78,9 @@ def interleaved_medians(
     rest_s: float = 0.1,
 ) -> dict[K, float]:
     """Median latency in milliseconds of each callable, timed in ``blocks`` interleaved rounds of ``runs``
-    calls each (a rest before every block, :func:`time_calls`): a change in the machine's load during the
-    measurement falls on every callable alike, so their ratios hold where their absolute times move.
+    calls each (a rest before every block, :func:`time_calls`; each round in :func:`round_order`): a change
+    in the machine's load during the measurement falls on every callable alike, so their ratios hold where
+    their absolute times move.
 
     Raises:
         InvalidInputError: ``blocks < 1`` (and what :func:`time_calls` refuses).
@@ -87,9 +88,10 @@ def interleaved_medians(
     if blocks < 1:
         raise InvalidInputError(f"interleaved_medians needs blocks >= 1, got {blocks}")
     samples: dict[K, list[float]] = {k: [] for k in calls}
-    for _ in range(blocks):
-        for key, fn in calls.items():
-            samples[key] += time_calls(fn, runs=runs, warmup=warmup, rest_s=rest_s)
+    keys = list(calls)
+    for rnd in range(blocks):
+        for key in round_order(keys, rnd):
+            samples[key] += time_calls(calls[key], runs=runs, warmup=warmup, rest_s=rest_s)
     return {k: float(statistics.median(v)) for k, v in samples.items()}
 
 

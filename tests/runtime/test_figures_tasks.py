@@ -151,7 +151,8 @@ def test_interleaved_timing_takes_turns_block_by_block():
         {"a": lambda: order.append("a"), "b": lambda: order.append("b")}, blocks=3, runs=2, warmup=1, rest_s=0
     )
     assert set(medians) == {"a", "b"} and all(m >= 0 for m in medians.values())
-    assert order == (["a"] * 3 + ["b"] * 3) * 3  # per block: a's warm-up and runs, then b's
+    # per block: one side's warm-up and runs, then the other's; each round starts one side later
+    assert order == ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3 + ["a"] * 3 + ["b"] * 3
     with pytest.raises(InvalidInputError, match="blocks >= 1"):
         interleaved_medians({"a": lambda: None}, blocks=0)
 
