@@ -163,6 +163,24 @@ def _torch_settings(cpus: int, throughput: bool) -> list[tuple[dict[str, Any], i
 _SETTINGS = {"ort-cpu": _ort_settings, "openvino": _openvino_settings, "torch": _torch_settings}
 
 
+def variable_length(art: Artifact) -> bool:
+    """Whether an input has a dynamic axis besides the batch (a text model's sequence).
+
+    OpenVINO fp32 computed in bf16 is not searched for such models: on a 2 vCPU Intel Xeon with AMX,
+    OpenVINO 2026.4's CPU plugin corrupted the heap running the all-MiniLM-L6-v2 encoder in bf16 with two
+    threads under the latency hint (the process aborts: "double free or corruption", "corrupted size vs.
+    prev_size"), and under the throughput hint with one stream it had not finished 21 calls after two
+    minutes; one thread ran. A search must never take the caller's process down, so the whole bf16 branch
+    stays out for these models.
+    """
+    return any(
+        not isinstance(dim, int)
+        for spec in art.manifest.inputs
+        if spec.ranked
+        for dim in (spec.shape or ())[1:]
+    )
+
+
 def candidates(
     art: Artifact,
     *,
@@ -190,6 +208,7 @@ def candidates(
         batches = (first,)  # a static-batch model runs its own batch only
     cpus = usable_cpus()
     bf16 = bool({"avx512_bf16", "amx_bf16"} & set(cpu_info().flags))
+    fixed_length = not variable_length(art)
     out: list[Candidate] = []
     for backend in names:
         for v in _variants_for(art, backend, gpu):
@@ -198,7 +217,7 @@ def candidates(
             else:
                 grid = _SETTINGS.get(backend, lambda c, t: [({}, 1)])(cpus, throughput)
             computes: list[str | None] = [None]
-            if backend == "openvino" and v.precision == "fp32" and bf16 and not gpu:
+            if backend == "openvino" and v.precision == "fp32" and bf16 and not gpu and fixed_length:
                 computes.append("bf16")
             for compute in computes:
                 for settings, callers in grid:

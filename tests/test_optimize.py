@@ -464,3 +464,33 @@ def test_peer_ratios_pair_the_blocks_measured_back_to_back() -> None:
     assert a.ratio_to(PeerResult("none", "fp32")) is None
     twice = PeerResult("half as fast", "fp32", block_speeds=[v / 2 for v in a.block_speeds])
     assert a.ratio_to(twice) == pytest.approx(2.0)
+
+
+def test_bf16_compute_is_searched_only_for_inputs_of_fixed_length(
+    quantized: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # OpenVINO's CPU plugin crashed a text encoder's process in bf16 (infership.optimize_space.variable_length)
+    from infership.convert import build_artifact
+    from infership.runtime.hardware import cpu_info
+
+    from infership import optimize_space
+    from tests.convert.text_models import tiny_bert_folder
+
+    with_bf16 = replace(cpu_info(), flags=(*cpu_info().flags, "avx512_bf16"))
+    monkeypatch.setattr(optimize_space, "cpu_info", lambda: with_bf16)
+    image = Artifact.load(quantized)
+    assert not optimize_space.variable_length(image)
+    found = optimize_space.candidates(image, objective="latency", backends=["openvino"])
+    assert any(c.compute == "bf16" for c in found) and any(c.compute is None for c in found)
+    text_root = tmp_path / "text"
+    build_artifact(
+        f"hf:{tiny_bert_folder(tmp_path / 'hf', seed=3)}",
+        text_root,
+        fp16=False,
+        torch_program=False,
+        samples=2,
+    )
+    text = Artifact.load(text_root)
+    assert optimize_space.variable_length(text)
+    found = optimize_space.candidates(text, objective="latency", backends=["openvino"])
+    assert found and all(c.compute is None for c in found)
