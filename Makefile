@@ -87,7 +87,7 @@ ci-check: $(STAMP)
 
 # The chosen path against the peers per model and objective, and load time against the raw runtime.
 optimize-suite: $(STAMP) $(TEXT_MODEL)
-	$(BIN)/python benchmarks/optimize_suite.py --budget 100 --blocks 15 --block-s 0.5
+	$(BIN)/python benchmarks/optimize_suite.py --budget 300 --blocks 15 --block-s 0.5
 
 # The sentence encoder against the raw tools (docs/text.md), then infership bench by sequence length, replayed
 # real sentence lengths and padding (docs/benchmarks.md).

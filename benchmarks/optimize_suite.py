@@ -24,7 +24,7 @@ The models, nothing downloaded:
   profile (shape bucket).
 
     .venv/bin/python benchmarks/optimize_suite.py --models digits,mobilenet_v3_small --budget 60
-    make optimize-suite          # the seven models, 100 s per objective (about 95 minutes on 2 cores)
+    make optimize-suite          # the seven models, 300 s per objective (about 2.5 hours on 2 cores)
 
 Writes ``runs/bench/optimize_suite.json`` (``--out``) and prints the Markdown table with the load average.
 """
