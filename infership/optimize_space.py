@@ -173,12 +173,7 @@ def variable_length(art: Artifact) -> bool:
     minutes; one thread ran. A search must never take the caller's process down, so the whole bf16 branch
     stays out for these models.
     """
-    return any(
-        not isinstance(dim, int)
-        for spec in art.manifest.inputs
-        if spec.ranked
-        for dim in (spec.shape or ())[1:]
-    )
+    return any(axis > 0 for spec in art.manifest.inputs if spec.ranked for axis in spec.dynamic_axes)
 
 
 def candidates(
