@@ -4,8 +4,9 @@ The fp32 ONNX model is read by OpenVINO (``ov.Core().read_model``; with
 ``NncfQuantConfig(graph="converted")`` through ``openvino.convert_model``, which folds shape subgraphs and
 fuses activations first), quantized with ``nncf.quantize`` over the same calibration set as ONNX Runtime,
 and saved as IR (``.xml`` + ``.bin``). Nodes to keep in float are named by their ONNX node names, as in
-the ONNX Runtime path; they are mapped to the OpenVINO operations the ONNX frontend made from them (``/conv/Conv`` → ``/conv/Conv/WithoutBiases`` and ``/conv/Conv``), and NNCF
-validates that every one exists.
+the ONNX Runtime path; they are mapped to the OpenVINO operations the ONNX frontend made from them
+(``/conv/Conv`` → ``/conv/Conv/WithoutBiases`` and ``/conv/Conv``), and NNCF validates that every one
+exists.
 """
 
 from __future__ import annotations

@@ -93,8 +93,8 @@ class Target(str, enum.Enum):
     """OpenVINO IR quantized by NNCF from the graph ``openvino.convert_model`` makes of the fp32 ONNX model
     (variant ``openvino-int8-ir``) — the graph OpenVINO's own recipe quantizes, with shape subgraphs folded
     and activations fused — rather than the ONNX graph as read. Its quantizers sit elsewhere, so it can run
-    faster (MobileNetV2's throughput in docs/optimize.md's suite) or lose more accuracy (EfficientNet-B0); ``infership optimize`` makes it as
-    one more candidate, kept only within the budget."""
+    faster (MobileNetV2's throughput in docs/optimize.md's suite) or lose more accuracy (EfficientNet-B0);
+    ``infership optimize`` makes it as one more candidate, kept only within the budget."""
     TORCH = "torch"
     """PyTorch FX int8 saved as TorchScript (variant ``torch-int8``); needs the fp32 ``nn.Module``."""
     ORT_DYNAMIC = "ort-dynamic"
