@@ -10,9 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from infership.runtime import ConversionError, Step
+from infership.runtime.backends.openvino import default_inference_precision
+from infership.runtime.spec import TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +55,22 @@ def convert_openvino(
     return Step("openvino", params, result, round(time.perf_counter() - t0, 3))
 
 
-def execution_precision(variant_precision: str, device: str = "CPU") -> str:
+def execution_precision(
+    variant_precision: str, device: str = "CPU", inputs: Sequence[TensorSpec] = ()
+) -> str:
     """The arithmetic precision the ``openvino`` backend will use for a variant on ``device``.
 
-    The backend pins fp32 variants to f32; other variants run at the device's default inference precision,
-    which is bf16 on CPUs with AVX512_BF16 or AMX. Returns ``"f32"``, ``"bf16"``, ``"f16"``...
+    The backend pins fp32 variants, and on the CPU every variant of a model with variable-length ``inputs``,
+    to f32 (:func:`~infership.runtime.backends.openvino.default_inference_precision`); other variants run
+    at the device's default inference precision, which is bf16 on CPUs with AVX512_BF16 or AMX. Returns
+    ``"f32"``, ``"bf16"``, ``"f16"``...
 
     Raises:
         ConversionError: openvino is not installed or the device is unknown.
     """
-    if variant_precision == "fp32":
-        return "f32"
+    pinned = default_inference_precision(variant_precision, inputs, device)
+    if pinned:
+        return pinned
     try:
         import openvino as ov
 

@@ -87,7 +87,7 @@ def openvino_variant(
     precision = "fp16" if compress else "fp32"
     # Checked as users will run it: fp16 variants execute at the device's default precision (bf16 on CPUs
     # with AVX512_BF16/AMX), so the tolerance follows that precision unless the caller chose one.
-    executes = execution_precision(precision)
+    executes = execution_precision(precision, inputs=check.base.inputs)
     tol = tol32 if not compress else tol16 or (Tolerance.bf16() if executes == "bf16" else Tolerance.fp16())
     checked = check.run(
         vid, "openvino", precision, files, "openvino", tol, context={"execution_precision": executes}

@@ -28,6 +28,7 @@ from infership.runtime import Artifact, registry
 from infership.runtime.hardware import cpu_info, nvidia_gpus
 from infership.runtime.manifest import Variant
 from infership.runtime.profile import usable_cpus
+from infership.runtime.spec import variable_length as spec_variable_length
 
 CPU_BACKENDS = ("openvino", "ort-cpu", "torch")
 GPU_BACKENDS = ("ort-trt", "ort-cuda", "torch")
@@ -169,11 +170,12 @@ def variable_length(art: Artifact) -> bool:
     OpenVINO fp32 computed in bf16 is not searched for such models: on a 2 vCPU Intel Xeon with AMX,
     OpenVINO 2026.4's CPU plugin corrupted the heap running the all-MiniLM-L6-v2 encoder in bf16 with two
     threads under the latency hint (the process aborts: "double free or corruption", "corrupted size vs.
-    prev_size"), and under the throughput hint with one stream it had not finished 21 calls after two
-    minutes; one thread ran. A search must never take the caller's process down, so the whole bf16 branch
-    stays out for these models.
+    prev_size"), under the throughput hint with one stream it had not finished 21 calls after two minutes,
+    and a tiny BERT's embeddings came out all NaN in some processes and not in others. A search must never
+    take the caller's process down, so the whole bf16 branch stays out for these models (and the OpenVINO
+    backend computes their float parts in f32 unless told otherwise: runtime/backends/openvino.py).
     """
-    return any(axis > 0 for spec in art.manifest.inputs if spec.ranked for axis in spec.dynamic_axes)
+    return spec_variable_length(art.manifest.inputs)
 
 
 def candidates(

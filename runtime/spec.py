@@ -252,6 +252,11 @@ def random_array(dtype: str, shape: Sequence[int], rng: np.random.Generator) -> 
     return rng.integers(0, 2, size=tuple(shape)).astype(dtype)
 
 
+def variable_length(specs: Sequence[TensorSpec]) -> bool:
+    """Whether an input has a dynamic axis besides the batch (a text model's sequence)."""
+    return any(axis > 0 for spec in specs if spec.ranked for axis in spec.dynamic_axes)
+
+
 def specs_to_list(specs: Sequence[TensorSpec]) -> list[dict[str, Any]]:
     return [s.to_dict() for s in specs]
 

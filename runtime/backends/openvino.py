@@ -29,7 +29,7 @@ from ..errors import (
 from ..integrity import runtime_cache_dir
 from ..manifest import Variant
 from ..onnxfile import check_external_data
-from ..spec import TensorSpec
+from ..spec import TensorSpec, variable_length
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +94,9 @@ class OpenVinoBackend:
             config["INFERENCE_NUM_THREADS"] = int(options.intra_op_threads)
         if options.num_streams is not None:
             config["NUM_STREAMS"] = str(options.num_streams)
-        # An fp32 variant means fp32 arithmetic on every device: without this, CPUs with AMX/bf16 run bf16
-        # and GPUs run f16 by default.
-        want = options.extra.get("inference_precision") or ("f32" if variant.precision == "fp32" else None)
+        want = options.extra.get("inference_precision") or default_inference_precision(
+            variant.precision, artifact.manifest.inputs, device
+        )
         if want:
             config["INFERENCE_PRECISION_HINT"] = want
         config.update(dict(options.extra.get("config", {})))
@@ -233,6 +233,23 @@ class OpenVinoSession(SessionBase):
     def close(self) -> None:
         self._compiled = None
         self._local = threading.local()
+
+
+def default_inference_precision(precision: str, inputs: Sequence[TensorSpec], device: str) -> str | None:
+    """The ``INFERENCE_PRECISION_HINT`` a variant of ``precision`` runs with when the caller names none
+    (``None``: the device's default).
+
+    An fp32 variant means fp32 arithmetic on every device: without the hint, CPUs with AMX run bf16 and GPUs
+    run f16. The float parts of any other variant of a model with variable-length inputs (a text encoder's
+    int8) also run in f32 on the CPU: on an Intel Xeon with AMX, OpenVINO 2026.4's CPU plugin in its default
+    bf16 returned all-NaN embeddings for a small BERT in some processes (depending on what the process had
+    compiled before) and corrupted the heap running all-MiniLM-L6-v2. Elsewhere the plugin's default stands.
+    """
+    if precision == "fp32":
+        return "f32"
+    if device.split(":")[0].split(".")[0] == "CPU" and variable_length(inputs):
+        return "f32"
+    return None
 
 
 def _static_batch(value: Any, inputs: Sequence[TensorSpec]) -> int | None:

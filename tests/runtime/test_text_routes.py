@@ -220,3 +220,31 @@ def test_peers_measure_a_routed_path_as_a_load_at_its_precision(int8_artifact: P
         assert out["embedding"].shape[0] == 1
     finally:
         side.close()
+
+
+def test_openvino_runs_a_text_models_float_parts_in_f32_unless_told(int8_artifact: Path) -> None:
+    """OpenVINO's CPU plugin computes in bf16 by default on CPUs with AMX, and there it returned all-NaN
+    embeddings for this very model in some processes: a variable-length model's variants run their float
+    parts in f32 on the CPU unless the caller names a precision, which is then honoured."""
+    from infership.runtime import Artifact, Predictor
+
+    with Predictor.load(int8_artifact, variant="onnx-int8-long", backend="openvino") as p:
+        assert "float32" in p.placement.details["inference_precision_hint"]
+        got = p.predict([SHORT, LONG])["embedding"]
+    assert np.isfinite(got).all()
+    with Predictor.load(int8_artifact, precision="fp32", backend="ort-cpu") as ref:
+        np.testing.assert_allclose(got, ref.predict([SHORT, LONG])["embedding"], atol=1e-4)
+    # only variable-length models on the CPU: an image model's int8 keeps the plugin's default, fp32 is f32;
+    # conversion records the precision the backend will use (an fp16 IR of this model checks as f32)
+    from infership.convert.openvino_ir import execution_precision
+    from infership.runtime.backends.openvino import default_inference_precision
+    from infership.runtime.spec import TensorSpec
+
+    text = Artifact.load(int8_artifact).manifest.inputs
+    image = (TensorSpec("x", "float32", (None, 3, 224, 224)),)
+    assert default_inference_precision("int8", image, "CPU") is None
+    assert default_inference_precision("fp32", image, "CPU") == "f32"
+    assert default_inference_precision("int8", text, "GPU") is None
+    assert (
+        default_inference_precision("fp16", text, "CPU") == execution_precision("fp16", inputs=text) == "f32"
+    )

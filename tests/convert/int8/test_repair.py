@@ -24,7 +24,9 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.openvino
 def test_repair_finds_the_planted_layer_and_restores_accuracy(planted, tmp_path):
     root = copy_artifact(planted, tmp_path / "p")
-    report = quantize(root, from_digits("train"), holdout=from_digits("test"), max_accuracy_drop=0.5)
+    # One of the 360 held-out digits is 0.28 points: the budget allows four borderline flips (OpenVINO's
+    # int8 on a CPU with AMX flipped two where one without flipped none); the planted layer costs ~89 points.
+    report = quantize(root, from_digits("train"), holdout=from_digits("test"), max_accuracy_drop=1.2)
     assert report.passed and report.committed
     for t in report.targets:
         steps = t.repair.steps
@@ -33,7 +35,7 @@ def test_repair_finds_the_planted_layer_and_restores_accuracy(planted, tmp_path)
         # the culprit hides in the whole-tensor SQNR (its outlier channel dominates) but not per channel
         assert t.repair.ranking[0].sqnr_db > 30.0 > 10.0 > t.repair.ranking[0].channel_sqnr_db
         assert steps[1].tensor == CULPRIT and "/unplant/Conv" in steps[1].excluded
-        assert t.metrics.accuracy_drop <= 0.5 and len(steps) == 2
+        assert t.metrics.accuracy_drop <= 1.2 and len(steps) == 2
         assert steps[1].latency_ms > 0
     ort_report = report.targets[0]
     assert set(ort_report.excluded_nodes) == {"/plant/Conv", "/unplant/Conv"}
