@@ -86,7 +86,8 @@ def openvino_variant(
     files = [f"{vid}/model.xml", f"{vid}/model.bin"]
     precision = "fp16" if compress else "fp32"
     # Checked as users will run it: fp16 variants execute at the device's default precision (bf16 on CPUs
-    # with AVX512_BF16/AMX), so the tolerance follows that precision unless the caller chose one.
+    # with AVX512_BF16/AMX) unless the backend pins them to f32 (text models on the CPU), so the tolerance
+    # follows the precision they execute at unless the caller chose one.
     executes = execution_precision(precision, inputs=check.base.inputs)
     tol = tol32 if not compress else tol16 or (Tolerance.bf16() if executes == "bf16" else Tolerance.fp16())
     checked = check.run(
