@@ -104,7 +104,7 @@ def build(workdir: Path, calib: list[str], valid: list[str], rebuild: bool, smoo
     t0 = time.perf_counter()
     build_artifact(f"hf:{model_folder()}", art, max_length=512, fp16=False, overwrite=True)
     t1 = time.perf_counter()
-    quantize(
+    report = quantize(
         art,
         calib,
         holdout=valid,
@@ -112,7 +112,11 @@ def build(workdir: Path, calib: list[str], valid: list[str], rebuild: bool, smoo
         max_repair_steps=16,
         samples=None,
         dynamic_config=OrtDynamicConfig.mixed(smooth=smooth),
+        keep_passing=True,  # a target that misses the budget on this machine is reported, not fatal
     )
+    for t in report.targets:
+        verdict = "within" if t.passed else "MISSES"
+        print(f"{t.target.value}: {t.metrics.loss_points:.2f} points, {verdict} the budget", flush=True)
     print(f"export {t1 - t0:.0f} s, quantize {time.perf_counter() - t1:.0f} s", flush=True)
     return art
 
@@ -149,9 +153,15 @@ def ort_path(path: Path) -> Callable[[dict], np.ndarray]:
 def ov_path(model: Any) -> Callable[[dict], np.ndarray]:
     import openvino as ov
 
-    compiled = ov.Core().compile_model(
-        model, "CPU", {"INFERENCE_NUM_THREADS": THREADS, "PERFORMANCE_HINT": "LATENCY"}
-    )
+    # f32 as infership's backend runs text models on the CPU: OpenVINO's bf16 default on CPUs with AMX turns
+    # this encoder's outputs into NaN and corrupts the heap (runtime/backends/openvino.py); elsewhere the
+    # default is f32 already.
+    config = {
+        "INFERENCE_NUM_THREADS": THREADS,
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
+    compiled = ov.Core().compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
     return lambda feeds: request.infer(feeds)[0].copy()
 

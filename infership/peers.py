@@ -8,7 +8,8 @@
   default configuration for latency, and with the ``THROUGHPUT`` hint and an ``AsyncInferQueue`` of the
   optimal number of requests for throughput (OpenVINO's own recipe).
 - for a transformer text encoder (an artifact with a tokenizer), NNCF is given ``model_type=TRANSFORMER``
-  as its guide asks, and one more peer runs: **ONNX Runtime int8, quantize_dynamic per-channel** on the
+  as its guide asks (and OpenVINO computes the float parts in f32 on the CPU, as infership's backend does:
+  its bf16 default on CPUs with AMX breaks these models), and one more peer runs: **ONNX Runtime int8, quantize_dynamic per-channel** on the
   exported fp32 file (the raw recipe transformer users reach for first; Optimum's CPU recipe quantizes the
   same way after fusing the graph);
 - **torch FX int8, x86 defaults**: ``prepare_fx`` / ``convert_fx`` with ``get_default_qconfig_mapping("x86")``
@@ -41,6 +42,7 @@ import numpy as np
 
 from infership.runtime import Artifact, Predictor
 from infership.runtime.atomic import scratch_dir
+from infership.runtime.backends.openvino import default_inference_precision
 from infership.runtime.errors import InfershipError
 from infership.runtime.tasks import judge_for
 from infership.runtime.timing import round_order, time_calls
@@ -428,6 +430,15 @@ def _ort_dynamic_side(art: Artifact, tmp: Path) -> _Side:
     return _Side(PeerResult(ORT_DYNAMIC, "int8"), lambda f: sess.run(None, dict(f)))
 
 
+def openvino_peer_config(art: Artifact) -> dict[str, str]:
+    """OpenVINO's own defaults for the NNCF peer on the CPU, except where they are broken: on a CPU with AMX
+    its default bf16 turned a text encoder's int8 into NaN and corrupted the heap
+    (runtime/backends/openvino.py), so a model with variable-length inputs runs f32, as infership's backend
+    runs it."""
+    pinned = default_inference_precision("int8", art.manifest.inputs, "CPU")
+    return {"INFERENCE_PRECISION_HINT": pinned} if pinned else {}
+
+
 def _openvino_side(art: Artifact, calib: Any, objective: str, *, text: bool = False) -> _Side:
     _need(calib, "no calibration data (give --calibration)")
     import nncf
@@ -444,12 +455,13 @@ def _openvino_side(art: Artifact, calib: Any, objective: str, *, text: bool = Fa
     model = core.read_model(os.fspath(next((f for f in files if f.suffix == ".xml"), files[0])))
     extra = {"model_type": nncf.ModelType.TRANSFORMER} if text else {}
     q = nncf.quantize(model, to_nncf_dataset(calib), **extra)
-    lat = core.compile_model(q, "CPU")
+    config = openvino_peer_config(art)
+    lat = core.compile_model(q, "CPU", config)
     req = lat.create_infer_request()
     result = PeerResult(OPENVINO_TEXT if text else OPENVINO, "int8")
     if objective == "latency":
         return _Side(result, lambda f: list(req.infer(dict(f)).values()))
-    thr = core.compile_model(q, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
+    thr = core.compile_model(q, "CPU", {**config, "PERFORMANCE_HINT": "THROUGHPUT"})
     n = int(thr.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     queue = ov.AsyncInferQueue(thr, n)
 

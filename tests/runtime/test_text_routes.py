@@ -248,3 +248,7 @@ def test_openvino_runs_a_text_models_float_parts_in_f32_unless_told(int8_artifac
     assert (
         default_inference_precision("fp16", text, "CPU") == execution_precision("fp16", inputs=text) == "f32"
     )
+    # and the NNCF peer that optimize --peers measures beside the chosen path runs as the backend does
+    from infership.peers import openvino_peer_config
+
+    assert openvino_peer_config(Artifact.load(int8_artifact)) == {"INFERENCE_PRECISION_HINT": "f32"}
