@@ -9,9 +9,9 @@
   optimal number of requests for throughput (OpenVINO's own recipe).
 - for a transformer text encoder (an artifact with a tokenizer), NNCF is given ``model_type=TRANSFORMER``
   as its guide asks (and OpenVINO computes the float parts in f32 on the CPU, as infership's backend does:
-  its bf16 default on CPUs with AMX breaks these models), and one more peer runs: **ONNX Runtime int8, quantize_dynamic per-channel** on the
-  exported fp32 file (the raw recipe transformer users reach for first; Optimum's CPU recipe quantizes the
-  same way after fusing the graph);
+  its bf16 default on CPUs with AMX breaks these models), and one more peer runs: **ONNX Runtime int8,
+  quantize_dynamic per-channel** on the exported fp32 file (the raw recipe transformer users reach for
+  first; Optimum's CPU recipe quantizes the same way after fusing the graph);
 - **torch FX int8, x86 defaults**: ``prepare_fx`` / ``convert_fx`` with ``get_default_qconfig_mapping("x86")``
   on the ``nn.Module`` (only with ``torch_model``).
 

@@ -225,7 +225,7 @@ def test_peers_measure_a_routed_path_as_a_load_at_its_precision(int8_artifact: P
 def test_openvino_runs_a_text_models_float_parts_in_f32_unless_told(int8_artifact: Path) -> None:
     """OpenVINO's CPU plugin computes in bf16 by default on CPUs with AMX, and there it returned all-NaN
     embeddings for this very model in some processes: a variable-length model's variants run their float
-    parts in f32 on the CPU unless the caller names a precision, which is then honoured."""
+    parts in f32 on the CPU unless the caller names a precision (``extra={"inference_precision": ...}``)."""
     from infership.runtime import Artifact, Predictor
 
     with Predictor.load(int8_artifact, variant="onnx-int8-long", backend="openvino") as p:
