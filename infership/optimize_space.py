@@ -28,7 +28,7 @@ from infership.runtime import Artifact, registry
 from infership.runtime.hardware import cpu_info, nvidia_gpus
 from infership.runtime.manifest import Variant
 from infership.runtime.profile import usable_cpus
-from infership.runtime.spec import variable_length as spec_variable_length
+from infership.runtime.spec import variable_length
 
 CPU_BACKENDS = ("openvino", "ort-cpu", "torch")
 GPU_BACKENDS = ("ort-trt", "ort-cuda", "torch")
@@ -164,20 +164,6 @@ def _torch_settings(cpus: int, throughput: bool) -> list[tuple[dict[str, Any], i
 _SETTINGS = {"ort-cpu": _ort_settings, "openvino": _openvino_settings, "torch": _torch_settings}
 
 
-def variable_length(art: Artifact) -> bool:
-    """Whether an input has a dynamic axis besides the batch (a text model's sequence).
-
-    OpenVINO fp32 computed in bf16 is not searched for such models: on a 2 vCPU Intel Xeon with AMX,
-    OpenVINO 2026.4's CPU plugin corrupted the heap running the all-MiniLM-L6-v2 encoder in bf16 with two
-    threads under the latency hint (the process aborts: "double free or corruption", "corrupted size vs.
-    prev_size"), under the throughput hint with one stream it had not finished 21 calls after two minutes,
-    and a tiny BERT's embeddings came out all NaN in some processes and not in others. A search must never
-    take the caller's process down, so the whole bf16 branch stays out for these models (and the OpenVINO
-    backend computes their float parts in f32 unless told otherwise: runtime/backends/openvino.py).
-    """
-    return spec_variable_length(art.manifest.inputs)
-
-
 def candidates(
     art: Artifact,
     *,
@@ -205,7 +191,12 @@ def candidates(
         batches = (first,)  # a static-batch model runs its own batch only
     cpus = usable_cpus()
     bf16 = bool({"avx512_bf16", "amx_bf16"} & set(cpu_info().flags))
-    fixed_length = not variable_length(art)
+    # OpenVINO fp32 computed in bf16 is not searched for models with a variable-length input: on a 2 vCPU
+    # Intel Xeon with AMX, OpenVINO 2026.4's CPU plugin corrupted the heap running all-MiniLM-L6-v2 in bf16
+    # ("double free or corruption"), hung under the throughput hint, and gave a tiny BERT all-NaN embeddings
+    # in some processes. A search must never take the caller's process down (the backend also runs such
+    # models' float parts in f32 unless told otherwise: runtime/backends/openvino.py).
+    fixed_length = not variable_length(art.manifest.inputs)
     out: list[Candidate] = []
     for backend in names:
         for v in _variants_for(art, backend, gpu):

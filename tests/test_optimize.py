@@ -469,9 +469,10 @@ def test_peer_ratios_pair_the_blocks_measured_back_to_back() -> None:
 def test_bf16_compute_is_searched_only_for_inputs_of_fixed_length(
     quantized: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # OpenVINO's CPU plugin crashed a text encoder's process in bf16 (infership.optimize_space.variable_length)
+    # OpenVINO's CPU plugin crashed a text encoder's process in bf16 (infership.optimize_space.candidates)
     from infership.convert import build_artifact
     from infership.runtime.hardware import cpu_info
+    from infership.runtime.spec import variable_length
 
     from infership import optimize_space
     from tests.convert.text_models import tiny_bert_folder
@@ -479,7 +480,7 @@ def test_bf16_compute_is_searched_only_for_inputs_of_fixed_length(
     with_bf16 = replace(cpu_info(), flags=(*cpu_info().flags, "avx512_bf16"))
     monkeypatch.setattr(optimize_space, "cpu_info", lambda: with_bf16)
     image = Artifact.load(quantized)
-    assert not optimize_space.variable_length(image)
+    assert not variable_length(image.manifest.inputs)
     found = optimize_space.candidates(image, objective="latency", backends=["openvino"])
     assert any(c.compute == "bf16" for c in found) and any(c.compute is None for c in found)
     text_root = tmp_path / "text"
@@ -491,6 +492,6 @@ def test_bf16_compute_is_searched_only_for_inputs_of_fixed_length(
         samples=2,
     )
     text = Artifact.load(text_root)
-    assert optimize_space.variable_length(text)
+    assert variable_length(text.manifest.inputs)
     found = optimize_space.candidates(text, objective="latency", backends=["openvino"])
     assert found and all(c.compute is None for c in found)

@@ -70,7 +70,7 @@ class OpenVinoBackend:
     def check(self, device: str | None = None) -> None:
         core = self.core()
         dev = self._ov_device(device)
-        base = dev.split(":")[0].split(".")[0]
+        base = _device_kind(dev)
         if base in ("AUTO", "MULTI", "HETERO", "BATCH"):
             return
         available = core.available_devices
@@ -247,9 +247,14 @@ def default_inference_precision(precision: str, inputs: Sequence[TensorSpec], de
     """
     if precision == "fp32":
         return "f32"
-    if device.split(":")[0].split(".")[0] == "CPU" and variable_length(inputs):
+    if _device_kind(device) == "CPU" and variable_length(inputs):
         return "f32"
     return None
+
+
+def _device_kind(device: str) -> str:
+    """``"GPU.1"`` → ``"GPU"``, ``"HETERO:GPU,CPU"`` → ``"HETERO"``: the plugin an OpenVINO device string names."""
+    return device.split(":")[0].split(".")[0]
 
 
 def _static_batch(value: Any, inputs: Sequence[TensorSpec]) -> int | None:
