@@ -23,7 +23,8 @@ CALIBRATION / --holdout: a .npy/.npz file (or a directory of them), an image fol
 subfolder per class for labels) read through the artifact's preprocessing, a .txt file of texts (one per
 line) or .tsv file (label<TAB>text) read through the artifact's tokenizer, a registered SCHEME:ARGUMENT
 source (numpy:PATH, images:FOLDER, text:PATH, ...), or FILE.py:FUNCTION returning the data.
-Text models (exported from hf:PATH) default to --target ort-dynamic,openvino and NNCF's transformer preset;
+Text models (exported from hf:PATH) default to --target ort-dynamic,openvino,openvino-weights and NNCF's
+transformer preset;
 with --max-accuracy-drop, the int8 variants that meet it are timed at sequence lengths 8..512 and
 Predictor.load(ARTIFACT, precision='int8') routes each batch to the fastest for its length.
 Exit status: 0 written (with --keep-passing: the targets within budget); 1 error, or the accuracy budget was
@@ -59,7 +60,7 @@ def add_quantize(sub: Any) -> None:
         "--target",
         help="ort, openvino, torch, ort-tensor (quantize_static's per-tensor recipe), ort-dynamic, "
         "openvino-ir (NNCF on the graph openvino.convert_model makes), openvino-weights, comma-separated, or all (ort, openvino, torch); default ort,openvino, or "
-        "ort-dynamic,openvino for text models",
+        "ort-dynamic,openvino,openvino-weights for text models",
     )
     p.add_argument(
         "--method",

@@ -97,7 +97,7 @@ def quantize(
             artifact that takes text.
         targets: ``ort``, ``openvino``, ``torch`` (or ``all``), ``ort-tensor``, ``openvino-ir``,
             ``ort-dynamic``, ``openvino-weights``.
-            Default: ``ort-dynamic,openvino`` for transformer text models, else ``ort,openvino``.
+            Default: ``ort-dynamic,openvino,openvino-weights`` for transformer text models, else ``ort,openvino``.
         method: Calibration method for both runtimes (MinMax ↔ NNCF ``minmax`` range, Percentile ↔
             ``mean_quantile``, Entropy ↔ ``histogram``). Default: MinMax, or the method of ``ort_config``.
         ort_config: ONNX Runtime options (default :meth:`OrtQuantConfig.cpu_vnni`; for transformer text models
@@ -151,7 +151,11 @@ def quantize(
     manifest = art.manifest
     text = is_transformer_text(manifest)
     if targets is None:
-        targets = (Target.ORT_DYNAMIC, Target.OPENVINO) if text else (Target.ORT, Target.OPENVINO)
+        targets = (
+            (Target.ORT_DYNAMIC, Target.OPENVINO, Target.OPENVINO_WEIGHTS)
+            if text
+            else (Target.ORT, Target.OPENVINO)
+        )
     chosen = Target.parse(targets)
     if not chosen:
         raise InvalidInputError("no target given: expected ort, openvino, torch or all")

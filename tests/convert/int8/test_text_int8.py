@@ -78,6 +78,7 @@ def test_labelled_text_file(text_artifact: Path, tmp_path: Path):
 
 
 def test_transformer_recipes_are_judged_by_the_embedding_task(artifact: Path):
+    """A text model's default targets are the three transformer recipes, each judged as embeddings."""
     from infership.convert.int8 import quantize
     from infership.runtime import Artifact, Predictor
 
@@ -85,7 +86,6 @@ def test_transformer_recipes_are_judged_by_the_embedding_task(artifact: Path):
         artifact,
         sentences(60, seed=1),
         holdout=sentences(40, seed=2),
-        targets="ort-dynamic,openvino-weights,openvino",
         samples=30,
         latency_runs=3,
         routes=False,
@@ -93,6 +93,7 @@ def test_transformer_recipes_are_judged_by_the_embedding_task(artifact: Path):
     m = Artifact.load(artifact).manifest
     ids = {v.id for v in m.variants}
     assert {"onnx-int8-dynamic", "openvino-int8-weights", "openvino-int8"} <= ids
+    assert [r.target.value for r in report.targets] == ["ort-dynamic", "openvino", "openvino-weights"]
     for rep in report.targets:
         assert rep.metrics.task == "embedding"
         assert rep.metrics.top1_agreement is not None and rep.metrics.top5_containment is not None
