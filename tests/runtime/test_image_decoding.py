@@ -1,0 +1,86 @@
+"""Image lists are decoded on several threads: the same tensor as one thread, the same first error, and as
+many threads as the Predictor's model may use."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from infership.runtime import ArtifactWriter, InvalidInputError, Manifest, Predictor, Preprocessing
+from infership.runtime import preprocess as P
+from infership.runtime.spec import TensorSpec
+
+PRE = Preprocessing(input="x", resize=20, crop=(16, 16), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+SPEC = TensorSpec("x", "float32", ["batch", 3, 16, 16])
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("decode")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(11):
+        h, w = rng.integers(20, 64, size=2)
+        path = folder / f"{i:02d}.{'png' if i % 2 else 'jpg'}"
+        Image.fromarray(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.mark.parametrize("workers", [2, 3, 11, 64])
+def test_threads_give_the_tensor_one_thread_gives(photos: list[str], workers: int):
+    one = P.images_to_tensor(photos, PRE, SPEC)
+    many = P.images_to_tensor(photos, PRE, SPEC, workers=workers)
+    assert many.shape == (11, 3, 16, 16)
+    np.testing.assert_array_equal(many, one)
+
+
+def test_the_first_bad_image_in_the_list_is_the_one_reported(photos: list[str], tmp_path: Path):
+    bad = []
+    for name in ("b1.png", "b2.png"):
+        (tmp_path / name).write_bytes(b"not an image")
+        bad.append(str(tmp_path / name))
+    items = [photos[0], bad[0], *photos[1:6], bad[1], *photos[6:]]
+    for workers in (1, 4):
+        with pytest.raises(InvalidInputError, match="b1.png"):
+            P.images_to_tensor(items, PRE, SPEC, workers=workers)
+
+
+@pytest.fixture(scope="module")
+def image_artifact(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from infership.runtime import Artifact
+
+    tiny = Artifact.load(tiny_artifact).manifest
+    root = tmp_path_factory.mktemp("decodeart") / "tinyimg"
+    w = ArtifactWriter.create(
+        root, Manifest(name="tinyimg", inputs=tiny.inputs, outputs=tiny.outputs, preprocessing=PRE)
+    )
+    copy = root.parent / "model.onnx"  # add_file moves the file it is given
+    shutil.copy(Path(tiny_artifact) / "model.onnx", copy)
+    w.put_variant(
+        "onnx-fp32", format="onnx", precision="fp32", files=[w.add_file(copy, "model.onnx")], steps=[]
+    )
+    w.commit()
+    return root
+
+
+def test_a_predictor_decodes_on_its_own_threads(image_artifact: Path, photos: list[str], monkeypatch):
+    seen: list[int] = []
+    real = P.images_to_tensor
+
+    def spy(items, pre, spec, *, workers=1):
+        seen.append(workers)
+        return real(items, pre, spec, workers=workers)
+
+    monkeypatch.setattr(P, "images_to_tensor", spy)
+    with Predictor.load(image_artifact, backend="ort-cpu") as p:
+        default = p.predict(photos)["logits"]
+    with Predictor.load(image_artifact, backend="ort-cpu", intra_op_threads=1) as p:
+        single = p.predict(photos)["logits"]
+    assert seen == [os.cpu_count() or 1, 1]  # all cores by default; one in a one-thread actor
+    np.testing.assert_allclose(default, single, rtol=1e-5, atol=1e-6)
