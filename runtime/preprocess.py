@@ -190,17 +190,19 @@ def images_to_tensor(
     return spec.check(batch.astype(spec.dtype, copy=False), check_batch=False)
 
 
-_POOL: Any = None
+_POOL: tuple[int, Any] | None = None  # (the process that made it, the pool)
 _POOL_LOCK = threading.Lock()
 
 
 def _pool() -> Any:
     """The process's image-decoding threads (as many as CPUs), made on first use and shared by every
-    Predictor; each call takes at most its own ``workers`` of them."""
+    Predictor; each call takes at most its own ``workers`` of them. A forked child makes its own: the
+    parent's threads do not exist there, and work given to its pool would wait forever."""
     global _POOL
     with _POOL_LOCK:
-        if _POOL is None:
+        if _POOL is None or _POOL[0] != os.getpid():
             from concurrent.futures import ThreadPoolExecutor
 
-            _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="infership-images")
-        return _POOL
+            pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="infership-images")
+            _POOL = (os.getpid(), pool)
+        return _POOL[1]

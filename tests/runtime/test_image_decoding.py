@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -84,3 +85,24 @@ def test_a_predictor_decodes_on_its_own_threads(image_artifact: Path, photos: li
         single = p.predict(photos)["logits"]
     assert seen == [os.cpu_count() or 1, 1]  # all cores by default; one in a one-thread actor
     np.testing.assert_allclose(default, single, rtol=1e-5, atol=1e-6)
+
+
+def _decode_in_child(paths: list[str], out: Any) -> None:
+    out.put(P.images_to_tensor(paths, PRE, SPEC, workers=2).shape)
+
+
+def test_a_forked_child_decodes_on_its_own_threads(photos: list[str]):
+    """The parent's pool has no threads in a forked child: the child must make its own, not wait forever."""
+    import multiprocessing as mp
+
+    P.images_to_tensor(photos, PRE, SPEC, workers=2)  # the parent's pool exists
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_decode_in_child, args=(photos, out))
+    child.start()
+    child.join(timeout=120)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive, "the forked child hung decoding on its parent's pool"
+    assert out.get(timeout=5) == (11, 3, 16, 16)
