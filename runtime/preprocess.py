@@ -165,11 +165,14 @@ def images_to_tensor(
 
     ``workers`` > 1 decodes and resizes the images on that many threads at once (Pillow releases the GIL
     while it decodes and resamples): contiguous shares of the list, each on one thread of a shared pool,
-    in order. The first unreadable image (in list order) raises, as it does on one thread.
+    in order. The first unreadable image (in list order) raises, as it does on one thread. Lists holding
+    PIL images are done on one thread.
     """
     if not items:
         raise InvalidInputError("no images given")
     shares = min(max(1, int(workers)), len(items))
+    if any(type(i).__module__.startswith("PIL.") for i in items):
+        shares = 1  # a PIL image may be listed twice, and loading one is not safe from two threads
     if shares == 1:
         arrays = [preprocess_image(i, pre) for i in items]
     else:

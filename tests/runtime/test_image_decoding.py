@@ -41,6 +41,15 @@ def test_threads_give_the_tensor_one_thread_gives(photos: list[str], workers: in
     np.testing.assert_array_equal(many, one)
 
 
+def test_pil_images_are_done_on_one_thread(photos: list[str], monkeypatch):
+    from PIL import Image
+
+    img = Image.open(photos[0])  # not loaded yet: listed twice, two threads would load it at once
+    monkeypatch.setattr(P, "_pool", lambda: pytest.fail("a list with PIL images went to the pool"))
+    got = P.images_to_tensor([img, photos[1], img], PRE, SPEC, workers=3)
+    np.testing.assert_array_equal(got, P.images_to_tensor([photos[0], photos[1], photos[0]], PRE, SPEC))
+
+
 def test_the_first_bad_image_in_the_list_is_the_one_reported(photos: list[str], tmp_path: Path):
     bad = []
     for name in ("b1.png", "b2.png"):
