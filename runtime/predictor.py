@@ -433,7 +433,7 @@ class Predictor:
         pre = self.manifest.preprocessing
         assert pre is not None
         items: Iterable[Any] = value if isinstance(value, (list, tuple)) else [value]
-        workers = self.options.intra_op_threads or os.cpu_count() or 1  # decoded on the model's threads
+        workers = self.options.intra_op_threads  # decoded on the model's threads (None: every usable CPU)
         return images_to_tensor(list(items), pre, self._single, workers=workers)  # type: ignore[arg-type]
 
     def _run_chunked(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

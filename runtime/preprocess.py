@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -159,30 +160,29 @@ def preprocess_image(item: Any, pre: Preprocessing) -> np.ndarray:
 
 
 def images_to_tensor(
-    items: list[Any], pre: Preprocessing, spec: TensorSpec, *, workers: int = 1
+    items: Iterable[Any], pre: Preprocessing, spec: TensorSpec, *, workers: int | None = 1
 ) -> np.ndarray:
     """A list of images → one batch tensor that satisfies ``spec`` (checked).
 
-    ``workers`` > 1 decodes and resizes the images on that many threads at once (Pillow releases the GIL
-    while it decodes and resamples): contiguous shares of the list, each on one thread of a shared pool,
-    in order. The first unreadable image (in list order) raises, as it does on one thread. Lists holding
-    PIL images are done on one thread.
+    ``workers`` > 1 (``None``: as many as the process may use) decodes and resizes the images on that many
+    threads at once (Pillow releases the GIL while it decodes and resamples): contiguous shares of the
+    list, each on one thread of a shared pool, in order. The first unreadable image (in list order) raises,
+    as it does on one thread. Lists holding PIL images, and calls the pool no longer takes (the interpreter
+    shutting down), are done on one thread.
     """
+    items = list(items)
     if not items:
         raise InvalidInputError("no images given")
+    if workers is None:
+        from .profile import usable_cpus
+
+        workers = usable_cpus()
     shares = min(max(1, int(workers)), len(items))
     if any(type(i).__module__.startswith("PIL.") for i in items):
         shares = 1  # a PIL image may be listed twice, and loading one is not safe from two threads
-    if shares == 1:
+    arrays = _decode_shares(items, pre, shares) if shares > 1 else None
+    if arrays is None:
         arrays = [preprocess_image(i, pre) for i in items]
-    else:
-        bounds = np.linspace(0, len(items), shares + 1).astype(int)
-        parts = [items[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        arrays = [
-            a
-            for part in _pool().map(lambda part: [preprocess_image(i, pre) for i in part], parts)
-            for a in part
-        ]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise InvalidInputError(
@@ -193,19 +193,42 @@ def images_to_tensor(
     return spec.check(batch.astype(spec.dtype, copy=False), check_batch=False)
 
 
-_POOL: tuple[int, Any] | None = None  # (the process that made it, the pool)
+def _decode_shares(items: list[Any], pre: Preprocessing, shares: int) -> list[np.ndarray] | None:
+    """``items`` preprocessed in ``shares`` contiguous shares on the pool, in order; ``None`` when the pool
+    takes no more work (after the main thread has ended)."""
+    bounds = np.linspace(0, len(items), shares + 1).astype(int)
+    parts = [items[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    try:
+        futures = [_pool().submit(lambda part: [preprocess_image(i, pre) for i in part], p) for p in parts]
+    except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
+        return None
+    return [a for f in futures for a in f.result()]  # the first share's error first
+
+
+_POOL: Any = None
 _POOL_LOCK = threading.Lock()
 
 
 def _pool() -> Any:
-    """The process's image-decoding threads (as many as CPUs), made on first use and shared by every
-    Predictor; each call takes at most its own ``workers`` of them. A forked child makes its own: the
-    parent's threads do not exist there, and work given to its pool would wait forever."""
+    """The process's image-decoding threads (as many as it may use), made on first use and shared by every
+    Predictor; each call takes at most its own ``workers`` of them."""
     global _POOL
     with _POOL_LOCK:
-        if _POOL is None or _POOL[0] != os.getpid():
+        if _POOL is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="infership-images")
-            _POOL = (os.getpid(), pool)
-        return _POOL[1]
+            from .profile import usable_cpus
+
+            _POOL = ThreadPoolExecutor(max_workers=usable_cpus(), thread_name_prefix="infership-images")
+        return _POOL
+
+
+def _forget_pool() -> None:
+    """In a forked child the parent's threads do not exist (work given to its pool would wait forever),
+    and its lock may have been held at the fork: the child starts afresh."""
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)

@@ -3,7 +3,6 @@ many threads as the Predictor's model may use."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,38 @@ def test_threads_give_the_tensor_one_thread_gives(photos: list[str], workers: in
     many = P.images_to_tensor(photos, PRE, SPEC, workers=workers)
     assert many.shape == (11, 3, 16, 16)
     np.testing.assert_array_equal(many, one)
+
+
+def test_the_shares_run_on_several_threads(photos: list[str], monkeypatch):
+    import threading
+    import time
+
+    from infership.runtime.profile import usable_cpus
+
+    threads: set[int] = set()
+    real = P.preprocess_image
+
+    def slow(item, pre):
+        threads.add(threading.get_ident())
+        time.sleep(0.02)  # each share outlasts handing out the next, so an idle thread takes it
+        return real(item, pre)
+
+    monkeypatch.setattr(P, "preprocess_image", slow)
+    P.images_to_tensor(photos, PRE, SPEC, workers=2)
+    assert threading.get_ident() not in threads  # the pool did the work
+    assert len(threads) == min(2, usable_cpus())  # one thread per share (the pool has one per usable CPU)
+
+
+def test_a_pool_that_takes_no_more_work_leaves_one_thread(photos: list[str], monkeypatch):
+    """After the main thread has ended (atexit handlers, threads outliving it) the pool refuses work."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    closed = ThreadPoolExecutor(max_workers=2)
+    closed.shutdown()
+    monkeypatch.setattr(P, "_pool", lambda: closed)
+    np.testing.assert_array_equal(
+        P.images_to_tensor(photos, PRE, SPEC, workers=4), P.images_to_tensor(photos, PRE, SPEC)
+    )
 
 
 def test_pil_images_are_done_on_one_thread(photos: list[str], monkeypatch):
@@ -92,7 +123,7 @@ def test_a_predictor_decodes_on_its_own_threads(image_artifact: Path, photos: li
         default = p.predict(photos)["logits"]
     with Predictor.load(image_artifact, backend="ort-cpu", intra_op_threads=1) as p:
         single = p.predict(photos)["logits"]
-    assert seen == [os.cpu_count() or 1, 1]  # all cores by default; one in a one-thread actor
+    assert seen == [None, 1]  # every usable CPU by default; one in a one-thread actor
     np.testing.assert_allclose(default, single, rtol=1e-5, atol=1e-6)
 
 

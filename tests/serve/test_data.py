@@ -140,10 +140,15 @@ def test_every_actor_of_the_pool_takes_rows(local_ray, tiny_artifact, tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((40, 3, 16, 16), np.float32))
     ds, source = _dataset(local_ray, "npy", tmp_path / "x.npy", ["x"], batch_size=4)
     assert ds.num_blocks() == 10 and source == str((tmp_path / "x.npy").resolve())
-    out = ds.map_batches(
-        _Pid, compute=ray.data.ActorPoolStrategy(size=2), num_cpus=1, batch_size=4, batch_format="numpy"
-    )
-    rows = [b for b in out.iter_batches(batch_format="numpy", batch_size=None)]
+    ctx = ray.data.DataContext.get_current()
+    waited, ctx.wait_for_min_actors_s = ctx.wait_for_min_actors_s, 120  # both actors up before any block
+    try:
+        out = ds.map_batches(
+            _Pid, compute=ray.data.ActorPoolStrategy(size=2), num_cpus=1, batch_size=4, batch_format="numpy"
+        )
+        rows = [b for b in out.iter_batches(batch_format="numpy", batch_size=None)]
+    finally:
+        ctx.wait_for_min_actors_s = waited
     ids, pids = np.concatenate([b["id"] for b in rows]), np.concatenate([b["pid"] for b in rows])
     assert sorted(ids.tolist()) == list(range(40))
     assert len(set(pids.tolist())) == 2, f"rows per actor: {np.unique(pids, return_counts=True)}"
