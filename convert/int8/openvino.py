@@ -165,6 +165,19 @@ class NncfQuantConfig:
 
 
 # ---------------------------------------------------------------------------------------------- names
+@contextlib.contextmanager
+def quiet_logger(name: str) -> Any:
+    """Keep a chatty library logger (ONNX Runtime's quantizers log every node at INFO, NNCF every ignored
+    operation) to WARNING while it works."""
+    logger = logging.getLogger(name)
+    old = logger.level
+    logger.setLevel(max(old, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
 def ov_ops_for_onnx_nodes(ov_model: Any, onnx_nodes: Iterable[str]) -> list[str]:
     """The OpenVINO operation names that the ONNX frontend made from ``onnx_nodes``.
 
@@ -272,8 +285,11 @@ def quantize_openvino(
         kwargs["advanced_parameters"] = AdvancedQuantizationParameters(**advanced)
     captured = io.StringIO()
     quiet = contextlib.nullcontext() if show_progress else contextlib.redirect_stdout(captured)
+    # NNCF logs each ignored operation at INFO through its own handler on the process's stdout (which
+    # redirect_stdout does not reach): quiet unless the application set NNCF's level itself.
+    quiet_log = quiet_logger("nncf") if level == logging.NOTSET else contextlib.nullcontext()
     try:
-        with quiet:
+        with quiet, quiet_log:
             quantized = nncf.quantize(model, to_nncf_dataset(cset), **kwargs)
     except nncf.ValidationError as exc:
         raise InvalidInputError(f"NNCF refused the ignored scope: {exc}") from exc

@@ -44,6 +44,7 @@ from typing import Any
 from infership.runtime.errors import ConversionError, InvalidInputError
 from infership.runtime.manifest import Step
 
+from .openvino import quiet_logger
 from .types import LayerError, choice
 
 log = logging.getLogger(__name__)
@@ -225,7 +226,7 @@ def quantize_dynamic_model(src: Path, dst: Path, config: OrtDynamicConfig) -> St
         per_tensor_ops.remove("Attention")
     chatter = io.StringIO()
     try:
-        with contextlib.redirect_stdout(chatter), _quiet("onnxruntime.quantization"):
+        with contextlib.redirect_stdout(chatter), quiet_logger("onnxruntime.quantization"):
             source = str(src)
             middle = dst.with_name(dst.stem + ".nbits.onnx")
             if blockwise is None or blockwise:
@@ -353,7 +354,7 @@ def compress_openvino_weights(onnx_path: Path, out_xml: Path) -> Step:
     model = read_onnx(onnx_path)
     captured = io.StringIO()
     try:
-        with contextlib.redirect_stdout(captured), _quiet("nncf"):
+        with contextlib.redirect_stdout(captured), quiet_logger("nncf"):
             compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
     except Exception as exc:  # NNCF and OpenVINO raise many native types
         raise ConversionError(
@@ -420,15 +421,3 @@ def _op_counts(path: Path, ops: tuple[str, ...]) -> dict[str, int]:
 
     graph = onnx.load(str(path), load_external_data=False).graph
     return {op: sum(1 for n in graph.node if n.op_type == op) for op in ops}
-
-
-@contextlib.contextmanager
-def _quiet(name: str) -> Any:
-    """ONNX Runtime's quantizers log every node at INFO: keep them to the application's WARNING."""
-    logger = logging.getLogger(name)
-    old = logger.level
-    logger.setLevel(max(old, logging.WARNING))
-    try:
-        yield
-    finally:
-        logger.setLevel(old)
