@@ -434,7 +434,7 @@ class Predictor:
         assert pre is not None
         items: Iterable[Any] = value if isinstance(value, (list, tuple)) else [value]
         workers = self.options.intra_op_threads  # decoded on the model's threads (None: every usable CPU)
-        return images_to_tensor(list(items), pre, self._single, workers=workers)  # type: ignore[arg-type]
+        return images_to_tensor(items, pre, self._single, workers=workers)  # type: ignore[arg-type]
 
     def _run_chunked(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         chunk = self._chunk

@@ -178,6 +178,17 @@ def quiet_logger(name: str) -> Any:
         logger.setLevel(old)
 
 
+def import_nncf() -> tuple[Any, bool]:
+    """``nncf``, imported keeping the application's level for its logger (importing it resets the level to
+    INFO), and whether the application had set one."""
+    level = logging.getLogger("nncf").level
+    import nncf
+
+    if level != logging.NOTSET:
+        logging.getLogger("nncf").setLevel(level)
+    return nncf, level != logging.NOTSET
+
+
 def ov_ops_for_onnx_nodes(ov_model: Any, onnx_nodes: Iterable[str]) -> list[str]:
     """The OpenVINO operation names that the ONNX frontend made from ``onnx_nodes``.
 
@@ -241,14 +252,9 @@ def quantize_openvino(
         InvalidInputError: An ignored node or type does not exist in the model.
         ConversionError: NNCF failed or produced a model without quantization.
     """
-    level = logging.getLogger("nncf").level
-    import nncf
+    nncf, app_level = import_nncf()
     import openvino as ov
 
-    if level != logging.NOTSET:
-        logging.getLogger("nncf").setLevel(
-            level
-        )  # importing nncf resets its logger to INFO; keep the app's choice
     start = time.perf_counter()
     model = read_onnx(onnx_path, config.graph)
     ignored_ops = ov_ops_for_onnx_nodes(model, config.ignored_nodes) if config.ignored_nodes else []
@@ -287,7 +293,7 @@ def quantize_openvino(
     quiet = contextlib.nullcontext() if show_progress else contextlib.redirect_stdout(captured)
     # NNCF logs each ignored operation at INFO through its own handler on the process's stdout (which
     # redirect_stdout does not reach): quiet unless the application set NNCF's level itself.
-    quiet_log = quiet_logger("nncf") if level == logging.NOTSET else contextlib.nullcontext()
+    quiet_log = contextlib.nullcontext() if app_level else quiet_logger("nncf")
     try:
         with quiet, quiet_log:
             quantized = nncf.quantize(model, to_nncf_dataset(cset), **kwargs)

@@ -342,13 +342,11 @@ def compress_openvino_weights(onnx_path: Path, out_xml: Path) -> Step:
     Raises:
         ConversionError: OpenVINO or NNCF failed, or nothing was compressed.
     """
-    level = logging.getLogger("nncf").level
-    import nncf
     import openvino as ov
 
-    if level != logging.NOTSET:
-        logging.getLogger("nncf").setLevel(level)  # importing nncf resets its logger to INFO
-    from .openvino import read_onnx
+    from .openvino import import_nncf, read_onnx
+
+    nncf, _ = import_nncf()
 
     start = time.perf_counter()
     model = read_onnx(onnx_path)
