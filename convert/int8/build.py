@@ -15,7 +15,7 @@ from typing import Any
 from infership.runtime.manifest import Step
 
 from . import evaluate as ev
-from .openvino import NncfQuantConfig, NncfRange, quantize_openvino
+from .openvino import NncfQuantConfig, quantize_openvino
 from .ort import OrtQuantConfig, calibrate, preprocess_model, quantizable_op_types, quantize_qdq
 from .repair import openvino_quantizers, ort_quantizers, rank_layers, repair
 from .smooth import smooth_for_dynamic_int8
@@ -148,13 +148,6 @@ def build_ort(
 #: 2.5-point budget with every layer in int8, another had 0.8 lose least (4.7 points; 0.95 6.6, 0.7 8.1).
 SMOOTH_QUANT_ALPHAS = (0.8, 0.7, 0.6, 0.5)
 
-#: Activation ranges tried at each strength when the config leaves NNCF's default: its transformer default
-#: averages each sample's min/max (``mean_minmax``), and a text encoder calibrated on sentences one at a time
-#: has outlier channels whose per-sentence maximum varies widely, so the average clips them; ``minmax`` keeps
-#: the whole range seen. On all-MiniLM-L6-v2 (a 2 vCPU Intel Xeon with AMX) ``minmax`` lost 2.2 and 2.5 points fewer
-#: nearest neighbours than the default on two sets of 320 sentences, at the same speed.
-ACTIVATION_RANGES = (NncfRange.DEFAULT, NncfRange.MINMAX)
-
 
 def build_openvino(
     ctx: QuantizeContext, config: NncfQuantConfig, target: Target = Target.OPENVINO
@@ -182,7 +175,8 @@ def build_openvino(
     steps: list[Step] = []
     initial = None
     if config.transformer and config.smooth_quant_alpha is None and ctx.budget is not None:
-        config, initial, step = _smooth_quant_strength(ctx, config, build, target)
+        alpha, initial, step = _smooth_quant_strength(ctx, config, build, target)
+        config = replace(config, smooth_quant_alpha=alpha)
         steps.append(step)
 
     def requantize(excluded: tuple[str, ...]) -> Built:
@@ -196,46 +190,32 @@ def build_openvino(
 
 def _smooth_quant_strength(
     ctx: QuantizeContext, config: NncfQuantConfig, build: Any, target: Target
-) -> tuple[NncfQuantConfig, tuple[Built, Evaluation] | None, Step]:
-    """Try NNCF's default strength, then :data:`SMOOTH_QUANT_ALPHAS` — each with every range of
-    :data:`ACTIVATION_RANGES` unless the config names one — until one meets the budget (``build`` makes the
-    model of a config): the config kept (the first within budget, else the one that lost least), its model
-    and evaluation (for the repair to start from), and the step recording every setting tried."""
-    ranges = ACTIVATION_RANGES if config.activation_range is NncfRange.DEFAULT else (config.activation_range,)
-    ladder = [(alpha, rng) for alpha in (None, *SMOOTH_QUANT_ALPHAS) for rng in ranges]
+) -> tuple[float | None, tuple[Built, Evaluation] | None, Step]:
+    """Try NNCF's default strength, then :data:`SMOOTH_QUANT_ALPHAS`, until one meets the budget (``build``
+    makes the model of a config): the strength kept (the first within budget, else the one that lost least),
+    its model and evaluation (for the repair to start from), and the step recording every strength tried."""
     tried: list[dict[str, Any]] = []
-    best: tuple[float, NncfQuantConfig, Built, Evaluation] | None = None
+    best: tuple[float, float | None, Built, Evaluation] | None = None
     start = time.perf_counter()
-    for alpha, rng in ladder:
-        candidate = replace(config, smooth_quant_alpha=alpha, activation_range=rng)
-        model = build(candidate)
+    for alpha in (None, *SMOOTH_QUANT_ALPHAS):
+        model = build(replace(config, smooth_quant_alpha=alpha))
         result = ev.evaluate(ctx, target, model[0])
         loss = result.metrics.loss_points
-        tried.append(
-            {
-                "alpha": alpha,
-                "activation_range": rng.value,
-                "loss_points": None if loss is None else round(loss, 4),
-            }
-        )
+        tried.append({"alpha": alpha, "loss_points": None if loss is None else round(loss, 4)})
         if loss is None:
             break  # nothing to compare with the budget: the repair says so
         if best is None or loss < best[0]:
-            best = (loss, candidate, model, result)
+            best = (loss, alpha, model, result)
         if ctx.within_budget(result.metrics):
             break
-    chosen, initial = (config, None) if best is None else (best[1], (best[2], best[3]))
+    alpha, initial = (None, None) if best is None else (best[1], (best[2], best[3]))
     step = Step(
         "smooth_quant_alpha",
-        params={"tried_in_order": [{"alpha": a, "activation_range": r.value} for a, r in ladder]},
-        result={
-            "tried": tried,
-            "chosen": {"alpha": chosen.smooth_quant_alpha, "activation_range": chosen.activation_range.value},
-            "default": "NNCF's strength (0.95) and ranges (mean_minmax)",
-        },
+        params={"tried_in_order": [None, *SMOOTH_QUANT_ALPHAS]},
+        result={"tried": tried, "chosen": {"alpha": alpha, "default": "NNCF's (0.95)"}},
         seconds=round(time.perf_counter() - start, 3),
     )
-    return chosen, initial, step
+    return alpha, initial, step
 
 
 def build_torch(ctx: QuantizeContext, torch_model: Any) -> tuple[TargetReport, list[Path]]:

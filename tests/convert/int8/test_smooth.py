@@ -147,10 +147,10 @@ def test_openvino_transformer_int8_tries_smooth_quant_strengths_before_float(
     outlier_artifact: Path, tmp_path: Path
 ):
     """With a budget of zero points, the OpenVINO target tries NNCF's default strength, then the ladder's in
-    order, each with NNCF's default activation ranges and then min/max ones, until one meets it; it keeps
-    that one (else the one that lost least), the repair goes on from it, and the setting reaches NNCF."""
+    order until one meets it; it keeps that one (else the one that lost least), the repair goes on from it,
+    and the strength reaches NNCF."""
     from infership.convert.int8 import AccuracyBudgetError, quantize
-    from infership.convert.int8.build import ACTIVATION_RANGES, SMOOTH_QUANT_ALPHAS
+    from infership.convert.int8.build import SMOOTH_QUANT_ALPHAS
     from infership.convert.int8.openvino import NncfQuantConfig
     from infership.runtime import InvalidInputError
 
@@ -171,19 +171,17 @@ def test_openvino_transformer_int8_tries_smooth_quant_strengths_before_float(
         report = exc.report.targets[0]
     step = next(s for s in report.steps if s.name == "smooth_quant_alpha")
     tried = step.result["tried"]
-    ladder = [(a, r.value) for a in (None, *SMOOTH_QUANT_ALPHAS) for r in ACTIVATION_RANGES]
-    assert [r.value for r in ACTIVATION_RANGES] == ["default", "minmax"]
-    assert tried and [(t["alpha"], t["activation_range"]) for t in tried] == ladder[: len(tried)]
+    ladder = [None, *SMOOTH_QUANT_ALPHAS]
+    assert tried and [t["alpha"] for t in tried] == ladder[: len(tried)]
     assert all(t["loss_points"] > 0 for t in tried[:-1])  # each missed the budget before the next was tried
     if len(tried) < len(ladder):
         chosen = tried[-1]
         assert chosen["loss_points"] <= 0
     else:
         chosen = min(tried, key=lambda t: t["loss_points"])
-    assert step.result["chosen"] == {"alpha": chosen["alpha"], "activation_range": chosen["activation_range"]}
+    assert step.result["chosen"]["alpha"] == chosen["alpha"]
     nncf_step = next(s for s in report.steps if s.name == "nncf.quantize")
     assert nncf_step.params["smooth_quant_alpha"] == chosen["alpha"]
-    assert nncf_step.params["activation_range"] == chosen["activation_range"]
     first = report.repair.steps[0].metrics.loss_points
     assert first == pytest.approx(chosen["loss_points"], abs=1e-3)  # the repair starts from the chosen model
 
