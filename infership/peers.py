@@ -441,10 +441,12 @@ def openvino_peer_config(art: Artifact) -> dict[str, str]:
 
 def _openvino_side(art: Artifact, calib: Any, objective: str, *, text: bool = False) -> _Side:
     _need(calib, "no calibration data (give --calibration)")
-    import nncf
     import openvino as ov
 
     from infership.calibration import to_nncf_dataset
+    from infership.convert.int8.openvino import import_nncf
+
+    nncf, _ = import_nncf()  # keeps the application's NNCF log level (importing nncf resets it)
 
     m = art.manifest
     ir = m.find(formats=("openvino",), precision="fp32") or m.find(formats=("onnx",), precision="fp32")
