@@ -89,10 +89,11 @@ ci-check: $(STAMP)
 optimize-suite: $(STAMP) $(TEXT_MODEL)
 	$(BIN)/python benchmarks/optimize_suite.py --budget 300 --blocks 15 --block-s 0.5
 
-# The sentence encoder against the raw tools (docs/text.md), then infership bench by sequence length, replayed
-# real sentence lengths and padding (docs/benchmarks.md).
+# The sentence encoder against the raw tools and what keeping layers of static int8 in float buys (docs/text.md),
+# then infership bench by sequence length, replayed real sentence lengths and padding (docs/benchmarks.md).
 bench-text: $(STAMP) $(TEXT_MODEL)
 	$(BIN)/python benchmarks/text_encoder.py
+	$(BIN)/python benchmarks/text_static_int8.py
 	$(BIN)/python -c "import sys; sys.path.insert(0, 'examples/text-embedding'); import corpus; print('\n'.join(corpus.split(corpus.python_docs(), held_out=320, seed=0)[1]))" > runs/bench/held_out.txt
 	$(BIN)/infership bench runs/bench/text_encoder/minilm --precision fp32,int8 --seq-len 8,128 --replay runs/bench/held_out.txt --batch 1,16 --threads 2 --duration 4 --rounds 2 --json runs/bench/text_bench.json
 	$(BIN)/infership bench runs/bench/text_encoder/minilm --precision int8 --replay runs/bench/held_out.txt --padding longest,bucket,max_length --batch 16 --threads 2 --duration 4 --rounds 2 --min-queries 10 --json runs/bench/text_bench_padding.json
