@@ -73,9 +73,13 @@ def nncf_paths(plain: Path, calib_feeds: list[dict], layers: int) -> dict[str, C
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of interleaved blocks, odd (default 5)")
     ap.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench" / "text_encoder")
     args = ap.parse_args(argv)
+    if args.rounds < 1 or args.rounds % 2 == 0:
+        # The time over NNCF's int8 is the inverse of latency()'s median of per-round ratios, which is the
+        # median of the inverses only for an odd number of rounds.
+        ap.error(f"--rounds must be an odd number of at least 1, got {args.rounds}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("nncf").setLevel(logging.ERROR)
