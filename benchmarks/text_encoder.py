@@ -340,6 +340,23 @@ def latency(paths: dict, encoder: Any, rounds: int) -> tuple[dict[str, dict[str,
     return out, paired
 
 
+def load_average() -> list[str]:
+    """The machine's 1, 5 and 15 minute load averages, as /proc/loadavg prints them."""
+    return Path("/proc/loadavg").read_text().split()[:3]
+
+
+def save_result(workdir: Path, name: str, result: dict[str, Any], load_before: list[str]) -> None:
+    """Add the load average after the run and the CPU count to ``result``, write it to ``workdir/name``, and
+    print the load line that heads the tables."""
+    load_after = load_average()
+    result.update(loadavg_before=load_before, loadavg_after=load_after, cpus=os.cpu_count())
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / name).write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"\nload average before {' '.join(load_before)}, after {' '.join(load_after)} ({os.cpu_count()} CPUs)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=7)
@@ -358,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("nncf").setLevel(logging.ERROR)
-    load_before = Path("/proc/loadavg").read_text().split()[:3]
+    load_before = load_average()
 
     from infership.runtime import Artifact
     from infership.runtime.text import TextEncoder
@@ -380,7 +397,6 @@ def main(argv: list[str] | None = None) -> int:
     acc = accuracy(paths, batches, reference)
     sweep = fp32_sweep(mine["infership fp32"], torch_fn, encoder)
     lat, paired = latency(paths, encoder, args.rounds)
-    load_after = Path("/proc/loadavg").read_text().split()[:3]
     result = {
         "held_out_sentences": len(held),
         "validation_sentences": len(valid),
@@ -397,15 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         "paired_ratio_of_default_int8": paired,
         "placements": placements,
         "routes": (m.extra.get("routes") or {}).get("int8"),
-        "loadavg_before": load_before,
-        "loadavg_after": load_after,
-        "cpus": os.cpu_count(),
     }
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    (args.workdir / "text_encoder.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(
-        f"\nload average before {' '.join(load_before)}, after {' '.join(load_after)} ({os.cpu_count()} CPUs)"
-    )
+    save_result(args.workdir, "text_encoder.json", result, load_before)
     print(f"fp32 artifact vs torch, lengths 1..512, batches 1..64: worst cosine {sweep['cosine_min']:.6f}")
     print("\n| path | mean cos | min cos | NN agree | " + " | ".join(SHAPES) + " |")
     print("|---|---|---|---|" + "---|" * len(SHAPES))

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("nncf").setLevel(logging.ERROR)
-    load_before = Path("/proc/loadavg").read_text().split()[:3]
+    load_before = te.load_average()
 
     from infership.runtime import Artifact
     from infership.runtime.text import TextEncoder
@@ -105,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     lat, paired = te.latency(paths, encoder, args.rounds)
     # paired[s][n] is NNCF's time over n's (median over rounds); its inverse is n's over NNCF's.
     over_nncf = {s: {n: round(1.0 / r, 3) for n, r in row.items()} for s, row in paired.items()}
-    load_after = Path("/proc/loadavg").read_text().split()[:3]
     result = {
         "threads": te.THREADS,
         "rounds": args.rounds,
@@ -115,15 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "latency_ms": lat,
         "time_over_nncf_int8_paired": over_nncf,
-        "loadavg_before": load_before,
-        "loadavg_after": load_after,
-        "cpus": os.cpu_count(),
     }
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    (args.workdir / "text_static_int8.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(
-        f"\nload average before {' '.join(load_before)}, after {' '.join(load_after)} ({os.cpu_count()} CPUs)"
-    )
+    te.save_result(args.workdir, "text_static_int8.json", result, load_before)
     shapes = list(te.SHAPES)
     print("\n| path | held-out cos / NN | validation cos / NN | " + " | ".join(shapes) + " |")
     print("|---|---|---|" + "---|" * len(shapes))
