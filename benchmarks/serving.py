@@ -390,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         help="Serve's ingress (haproxy: run in a private network namespace, see above)",
     )
     args = parser.parse_args(argv)
+    if args.data_jobs < 1:
+        parser.error(f"--data-jobs must be at least 1, got {args.data_jobs}")
     if args.ingress == "haproxy":
         isolate_network(sys.argv[1:] if argv is None else argv)
         from infership.serve.ingress import HA_DRAIN_ENV, HA_PROXY_ENV
@@ -416,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
                     results["serve"] = part_serve(root, work, args.seconds, args.ingress)
                     print("ray serve:", json.dumps(results["serve"]), flush=True)
                 if "data" in parts:
-                    results["data"] = part_data(root, work, args.images, max(1, args.data_jobs))
+                    results["data"] = part_data(root, work, args.images, args.data_jobs)
                     print("ray data:", json.dumps(results["data"]), flush=True)
             finally:
                 ray.shutdown()
